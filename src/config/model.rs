@@ -1,0 +1,251 @@
+//! The checked configuration: what a TOML file becomes once it has been parsed
+//! and validated. Everything here is already correct; the running proxy never
+//! re-checks or `unwrap`s these values.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from (used for reloads and certificate paths).
+    pub path: PathBuf,
+    pub global: Global,
+    pub log: Log,
+    pub admin: Option<Admin>,
+    pub listeners: Vec<Listener>,
+    /// Upstreams in file order.
+    pub upstreams: Vec<Upstream>,
+}
+
+impl Config {
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Global {
+    /// 0 = one per CPU core.
+    pub worker_threads: usize,
+    pub shutdown_timeout: Duration,
+    pub watch: bool,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub level: String,
+    pub access_log: bool,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// `None` when empty.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// Defaults to the `listen` string when not given.
+    pub name: String,
+    pub listen: SocketAddr,
+    pub upstream: Option<String>,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_headers: usize,
+    /// `None` = unlimited.
+    pub max_body_size: Option<u64>,
+    pub tls: Option<ListenerTls>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownSni {
+    Default,
+    Refuse,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    /// Paths are resolved relative to the config file's directory.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub handshake_timeout: Duration,
+    pub unknown_sni: UnknownSni,
+    pub sni: Vec<SniCert>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SniCert {
+    /// Lower-cased; exact names or `*.suffix`.
+    pub names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostMatch {
+    /// Lower-case exact host (no port).
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: matches any host ending in it.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub host: Option<HostMatch>,
+    pub path_prefix: Option<String>,
+    pub upstream: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    IpHash,
+    Hash,
+    Random,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastConn => "least_conn",
+            Balance::IpHash => "ip_hash",
+            Balance::Hash => "hash",
+            Balance::Random => "random",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Uri,
+    /// Lower-cased header name.
+    Header(http::HeaderName),
+    Cookie(String),
+    Query(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sticky {
+    pub cookie: String,
+    /// `None` = session cookie.
+    pub max_age: Option<Duration>,
+    pub path: String,
+    pub http_only: bool,
+    pub secure: bool,
+    pub same_site: SameSite,
+    /// Empty = the documented deterministic default key.
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fails: NonZeroU32,
+    pub passes: NonZeroU32,
+    /// Inclusive status range.
+    pub status: (u16, u16),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: String,
+    pub balance: Balance,
+    pub hash_key: HashKey,
+    /// IPv4 and IPv6 prefix lengths that count as one client for `hash` on `client_ip`.
+    pub client_ip_prefix: (u8, u8),
+    pub consistent: bool,
+    /// `None` when 0 (off).
+    pub balance_factor: Option<f64>,
+    /// 0 disables passive health.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub tries: NonZeroU32,
+    pub retry_budget: f64,
+    pub queue: usize,
+    pub queue_timeout: Duration,
+    pub keepalive: usize,
+    pub fail_on_status: Vec<u16>,
+    pub tls: bool,
+    pub server_name: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub sticky: Option<Sticky>,
+    pub health_check: Option<HealthCheck>,
+    /// In file order; at least one.
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// As written in the file (`host:port`): the server's stable identity.
+    pub address: String,
+    /// Resolved at load.
+    pub addr: SocketAddr,
+    pub weight: NonZeroU32,
+    /// `None` = unlimited.
+    pub max_conns: Option<NonZeroU32>,
+    pub backup: bool,
+    pub down: bool,
+    pub drain: bool,
+    /// Zero = off.
+    pub slow_start: Duration,
+}
+
+/// An address range such as `10.0.0.0/8` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are treated as the IPv4 address.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
