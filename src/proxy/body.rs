@@ -1,0 +1,269 @@
+//! Bodies on both sides of the proxy, streamed frame by frame, never buffered
+//! whole.
+//!
+//! The response body owns the request's [`Lease`] and its upstream connection:
+//! the server's in-flight count drops, and the connection goes back to the
+//! pool, only when the body has ended cleanly. A body that errors or is dropped
+//! early takes its connection with it, since the connection's framing is
+//! unknown from then on.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::pool::Sender;
+use crate::runtime::{ServerState, UpstreamState};
+
+/// A client body that failed on its way to the upstream; a client's fault,
+/// never counted against a server.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("request body exceeds max_body_size")]
+    TooLarge,
+    #[error("reading the request body: {0}")]
+    Client(#[source] hyper::Error),
+}
+
+/// The body sent upstream.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Buffered bytes (empty for bodiless requests), so the request can be
+    /// sent again on a retry.
+    Full(Option<Bytes>),
+    /// The client's body, streamed; `remaining` enforces `max_body_size` on
+    /// bodies of unknown length.
+    Stream {
+        inner: Incoming,
+        remaining: Option<u64>,
+    },
+}
+
+impl RequestBody {
+    pub fn empty() -> Self {
+        RequestBody::Full(None)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        match self.get_mut() {
+            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Stream { inner, remaining } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                let frame = match frame {
+                    None => return Poll::Ready(None),
+                    Some(Err(e)) => return Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
+                    Some(Ok(frame)) => frame,
+                };
+                if let (Some(left), Some(data)) = (remaining.as_mut(), frame.data_ref()) {
+                    let len = data.len() as u64;
+                    if len > *left {
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
+                    }
+                    *left -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Full(bytes) => bytes.is_none(),
+            RequestBody::Stream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            RequestBody::Full(None) => SizeHint::with_exact(0),
+            RequestBody::Stream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// One request's claim on a server: counted in the server's and upstream's
+/// in-flight numbers until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    pub server: Arc<ServerState>,
+    upstream: Arc<UpstreamState>,
+}
+
+impl Lease {
+    /// Takes a slot on `server`, or `None` when it is at `max_conns`.
+    pub fn acquire(
+        server: &Arc<ServerState>,
+        upstream: &Arc<UpstreamState>,
+        max_conns: Option<u32>,
+    ) -> Option<Lease> {
+        if !server.try_acquire(max_conns) {
+            return None;
+        }
+        upstream
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Lease {
+            server: server.clone(),
+            upstream: upstream.clone(),
+        })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.server.release();
+        self.upstream
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What a finished upstream response body hands back.
+pub struct Finish {
+    pub lease: Lease,
+    /// The connection, returned to the pool after a clean end.
+    pub conn: Option<(Sender, usize)>,
+    /// Called once with the body's byte count and whether it ended cleanly.
+    pub on_end: Option<Box<dyn FnOnce(u64, bool) + Send + Sync>>,
+}
+
+impl Finish {
+    fn end(mut self, bytes: u64, clean: bool) {
+        if clean && let Some((sender, max_idle)) = self.conn.take() {
+            self.lease.server.pool.put(sender, max_idle);
+        }
+        if let Some(on_end) = self.on_end.take() {
+            on_end(bytes, clean);
+        }
+    }
+}
+
+/// The body sent to the client.
+pub enum ResponseBody {
+    Full(Option<Bytes>),
+    Upstream {
+        inner: Incoming,
+        bytes: u64,
+        finish: Option<Finish>,
+    },
+}
+
+impl ResponseBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        ResponseBody::Full(Some(bytes.into()))
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody::Full(None)
+    }
+
+    pub fn upstream(inner: Incoming, finish: Finish) -> Self {
+        let mut body = ResponseBody::Upstream {
+            inner,
+            bytes: 0,
+            finish: Some(finish),
+        };
+        // hyper may never poll a body that is already complete (HEAD, 204,
+        // Content-Length: 0): settle it now.
+        body.end_if_complete();
+        body
+    }
+
+    fn end_if_complete(&mut self) {
+        if let ResponseBody::Upstream {
+            inner,
+            bytes,
+            finish,
+        } = self
+            && inner.is_end_stream()
+            && let Some(f) = finish.take()
+        {
+            f.end(*bytes, true);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match this {
+            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Upstream {
+                inner,
+                bytes,
+                finish,
+            } => {
+                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+                match &frame {
+                    None => {
+                        if let Some(f) = finish.take() {
+                            f.end(*bytes, true);
+                        }
+                    }
+                    Some(Err(_)) => {
+                        if let Some(f) = finish.take() {
+                            f.end(*bytes, false);
+                        }
+                    }
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            *bytes += data.len() as u64;
+                        }
+                        this.end_if_complete();
+                    }
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(bytes) => bytes.is_none(),
+            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let ResponseBody::Upstream {
+            inner,
+            bytes,
+            finish,
+        } = self
+            && let Some(f) = finish.take()
+        {
+            // Dropped before its end: the client went away. The connection
+            // still has unread bytes, so it is not reused.
+            let clean = inner.is_end_stream();
+            f.end(*bytes, clean);
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Header rules of the contract: hop-by-hop headers removed both ways, the
+//! `X-Forwarded-*` family set, and client addresses believed only from
+//! `trusted_proxies`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{Cidr, canonical};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Whether `ip` is one of the configured trusted proxies.
+pub fn is_trusted(ip: IpAddr, trusted: &[Cidr]) -> bool {
+    trusted.iter().any(|c| c.contains(ip))
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy,
+/// the right-most `X-Forwarded-For` hop that is not itself trusted.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let peer = canonical(peer);
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok().map(canonical))
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(**ip, trusted))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// Removes `Connection`, every header it names, and the other hop-by-hop
+/// headers. `Upgrade` survives only when `keep_upgrade` (a tunnel); `Upgrade:
+/// h2c` and `HTTP2-Settings` never do.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &PROXY_CONNECTION,
+        &HTTP2_SETTINGS,
+    ] {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Whether the request asks for a protocol upgrade sluice tunnels (any
+/// `Upgrade` but `h2c`, listed in `Connection`).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    let Some(upgrade) = headers.get(header::UPGRADE) else {
+        return false;
+    };
+    let h2c = upgrade
+        .to_str()
+        .map(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")))
+        .unwrap_or(true);
+    !h2c && connection_has(headers, "upgrade")
+}
+
+/// Whether `Connection` lists `token`.
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// What the proxy knows about the client of one request.
+pub struct Forwarded<'a> {
+    pub peer: IpAddr,
+    pub client: IpAddr,
+    pub peer_trusted: bool,
+    pub proto: &'static str,
+    /// The host the client asked for, as it sent it (with any port).
+    pub host: &'a HeaderValue,
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` and `X-Real-IP` on a request going
+/// upstream. From an untrusted peer every incoming value is replaced; from a
+/// trusted one the chain is kept (several lines joined in order) and extended.
+pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded) {
+    let peer = canonical(fwd.peer).to_string();
+    let xff = if fwd.peer_trusted {
+        let mut chain = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !chain.is_empty() {
+            chain.push_str(", ");
+        }
+        chain.push_str(&peer);
+        chain
+    } else {
+        peer
+    };
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !fwd.peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(fwd.proto),
+        );
+    }
+    if !fwd.peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+        headers.insert(X_FORWARDED_HOST.clone(), fwd.host.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&canonical(fwd.client).to_string()) {
+        headers.insert(X_REAL_IP.clone(), v);
+    }
+    if !fwd.peer_trusted {
+        headers.remove(&FORWARDED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Cidr {
+        let (ip, prefix) = s.split_once('/').unwrap();
+        Cidr {
+            addr: ip.parse().unwrap(),
+            prefix: prefix.parse().unwrap(),
+        }
+    }
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "x"),
+            ("upgrade", "websocket"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn untrusted_peer_forwarded_headers_are_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-real-ip", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        let host = HeaderValue::from_static("example.com");
+        let peer: IpAddr = "10.1.2.3".parse().unwrap();
+        set_forwarded(
+            &mut h,
+            &Forwarded {
+                peer,
+                client: peer,
+                peer_trusted: false,
+                proto: "http",
+                host: &host,
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-real-ip"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn trusted_peer_chain_is_joined_and_extended() {
+        let trusted = [cidr("10.0.0.0/8")];
+        let h0 = map(&[
+            ("x-forwarded-for", "1.1.1.1, 10.0.0.9"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(peer, &h0, &trusted), "2.2.2.2".parse::<IpAddr>().unwrap());
+        let mut h = h0.clone();
+        let host = HeaderValue::from_static("example.com");
+        set_forwarded(
+            &mut h,
+            &Forwarded {
+                peer,
+                client: "2.2.2.2".parse().unwrap(),
+                peer_trusted: true,
+                proto: "http",
+                host: &host,
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.9, 2.2.2.2, 10.0.0.1");
+    }
+
+    #[test]
+    fn upgrade_h2c_is_not_a_tunnel() {
+        assert!(wants_upgrade(&map(&[("connection", "Upgrade"), ("upgrade", "websocket")])));
+        assert!(!wants_upgrade(&map(&[("connection", "Upgrade"), ("upgrade", "h2c")])));
+        assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+}

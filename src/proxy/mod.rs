@@ -1,0 +1,12 @@
+//! The request path: validate, route, pick, forward, retry, rewrite headers,
+//! and turn failures into the contract's status codes.
+
+pub mod body;
+pub mod connect;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod pool;
+pub mod service;
+
+pub use service::ConnCtx;

@@ -1,0 +1,328 @@
+//! One connection's request handler: everything between hyper handing over a
+//! request and handing back a response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use super::body::{Finish, RequestBody, ResponseBody};
+use super::error::ProxyError;
+use super::forward::{Outbound, forward};
+use super::headers::{self, Forwarded};
+use crate::runtime::{ListenerRt, Shared};
+
+/// What a connection knows about itself; shared by its requests.
+pub struct ConnCtx {
+    pub shared: Arc<Shared>,
+    /// The listener's address: its identity across reloads.
+    pub listen: SocketAddr,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// The listener as of accept time, used if a reload removed it while
+    /// this connection drains.
+    pub listener: Arc<ListenerRt>,
+}
+
+/// A request refused before it could reach a server.
+struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+    /// The connection's framing can no longer be trusted.
+    close: bool,
+}
+
+impl ConnCtx {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let snapshot = self.shared.load();
+        let listener = snapshot
+            .listener(self.listen)
+            .unwrap_or(&self.listener)
+            .clone();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+
+        let host = match validate(&req, &listener) {
+            Ok(host) => host,
+            Err(refusal) => {
+                tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
+                let response = error_response(refusal.status, refusal.close);
+                self.access_log(&listener, &method, &path, response.status(), None, started, 0);
+                return response;
+            }
+        };
+        let host_name = host_name(&host);
+        let Some(upstream) = listener.route(&host_name, &path).cloned() else {
+            let response = error_response(StatusCode::NOT_FOUND, false);
+            self.access_log(&listener, &method, &path, response.status(), None, started, 0);
+            return response;
+        };
+
+        let trusted = &snapshot.config.global.trusted_proxies;
+        let peer_ip = self.peer.ip();
+        let client_ip = headers::client_ip(peer_ip, req.headers(), trusted);
+        let (parts, body) = req.into_parts();
+        let mut out_headers = parts.headers;
+        headers::strip_hop_by_hop(&mut out_headers, false);
+        out_headers.insert(header::HOST, host.clone());
+        headers::set_forwarded(
+            &mut out_headers,
+            &Forwarded {
+                peer: peer_ip,
+                client: client_ip,
+                peer_trusted: headers::is_trusted(peer_ip, trusted),
+                proto: if self.tls { "https" } else { "http" },
+                host: &host,
+            },
+        );
+        let body = if body.is_end_stream() {
+            RequestBody::empty()
+        } else {
+            RequestBody::Stream {
+                inner: body,
+                remaining: listener.cfg.max_body_size,
+            }
+        };
+        let out = Outbound {
+            method: parts.method,
+            uri: origin_form(&parts.uri),
+            headers: out_headers,
+            body,
+            client_ip,
+        };
+
+        match forward(&upstream, out).await {
+            Ok(served) => {
+                let (mut head, incoming) = served.response.into_parts();
+                headers::strip_hop_by_hop(&mut head.headers, false);
+                let status = head.status;
+                let server = upstream.servers[served.server].cfg.address.clone();
+                let on_end: Option<Box<dyn FnOnce(u64, bool) + Send + Sync>> =
+                    if snapshot.config.log.access_log {
+                        let this = self.clone();
+                        let upstream_name = upstream.name.clone();
+                        Some(Box::new(move |bytes, clean| {
+                            this.log_line(
+                                &listener,
+                                &method,
+                                &path,
+                                status,
+                                Some((&upstream_name, &server)),
+                                started,
+                                bytes,
+                                clean,
+                            );
+                        }))
+                    } else {
+                        None
+                    };
+                let finish = Finish {
+                    lease: served.lease,
+                    conn: Some((served.conn, upstream.cfg.keepalive)),
+                    on_end,
+                };
+                Response::from_parts(head, ResponseBody::upstream(incoming, finish))
+            }
+            Err(err) => {
+                let status = err.status();
+                if matches!(err, ProxyError::RequestBody(_)) {
+                    tracing::debug!(peer = %self.peer, error = %err, "client body failed");
+                } else {
+                    tracing::warn!(upstream = %upstream.name, error = %err, status = status.as_u16(), "request failed");
+                }
+                let close = matches!(err, ProxyError::RequestBody(_));
+                let response = error_response(status, close);
+                self.access_log(
+                    &listener,
+                    &method,
+                    &path,
+                    status,
+                    Some((&upstream.name, "-")),
+                    started,
+                    0,
+                );
+                response
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn access_log(
+        &self,
+        listener: &ListenerRt,
+        method: &http::Method,
+        path: &str,
+        status: StatusCode,
+        target: Option<(&str, &str)>,
+        started: Instant,
+        bytes: u64,
+    ) {
+        if self.shared.load().config.log.access_log {
+            self.log_line(listener, method, path, status, target, started, bytes, true);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_line(
+        &self,
+        listener: &ListenerRt,
+        method: &http::Method,
+        path: &str,
+        status: StatusCode,
+        target: Option<(&str, &str)>,
+        started: Instant,
+        bytes: u64,
+        complete: bool,
+    ) {
+        let (upstream, server) = target.unwrap_or(("-", "-"));
+        tracing::info!(
+            target: "sluice::access",
+            listener = %listener.name,
+            client = %self.peer.ip(),
+            method = %method,
+            path,
+            status = status.as_u16(),
+            upstream,
+            server,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            bytes,
+            complete,
+        );
+    }
+}
+
+/// Checks what hyper lets through but the contract refuses, and returns the
+/// request's host (the `Host` header, or `:authority` over HTTP/2).
+fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValue, Refusal> {
+    let refuse = |status, reason| Refusal {
+        status,
+        reason,
+        close: true,
+    };
+    let headers = req.headers();
+    let te = headers.get_all(header::TRANSFER_ENCODING);
+    if te.iter().next().is_some() {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        let mut codings = te
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .map(str::trim);
+        let single_chunked = codings
+            .next()
+            .is_some_and(|c| c.eq_ignore_ascii_case("chunked"))
+            && codings.next().is_none();
+        if !single_chunked {
+            return Err(refuse(
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer coding other than a single chunked",
+            ));
+        }
+    }
+    if let (Some(max), Some(len)) = (listener.cfg.max_body_size, content_length(headers))
+        && len > max
+    {
+        // Refused before the body is read; hyper sends no 100 Continue for
+        // a body nobody polls.
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "Content-Length over max_body_size"));
+    }
+
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(refuse(StatusCode::BAD_REQUEST, "several Host headers"));
+    }
+    if req.version() == Version::HTTP_2 {
+        // `:authority` is the host; a differing `host` field is not trusted.
+        if let Some(authority) = req.uri().authority() {
+            return HeaderValue::from_str(authority.as_str())
+                .map_err(|_| refuse(StatusCode::BAD_REQUEST, "invalid :authority"));
+        }
+    }
+    match host_header {
+        Some(host) if !host.is_empty() && valid_host(host) => Ok(host.clone()),
+        Some(_) => Err(refuse(StatusCode::BAD_REQUEST, "invalid Host")),
+        None if req.version() == Version::HTTP_10 => {
+            HeaderValue::from_str(&listener.cfg.listen.to_string())
+                .map_err(|_| refuse(StatusCode::BAD_REQUEST, "no Host"))
+        }
+        None => Err(refuse(StatusCode::BAD_REQUEST, "no Host header")),
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A host is `name[:port]` with no spaces, slashes or userinfo.
+fn valid_host(host: &HeaderValue) -> bool {
+    host.as_bytes()
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+}
+
+/// The lower-case host name without its port, for routing.
+fn host_name(host: &HeaderValue) -> String {
+    let host = host.to_str().unwrap_or_default();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+    };
+    name.to_ascii_lowercase()
+}
+
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
+/// A short plain-text response for a request sluice answers itself.
+pub fn error_response(status: StatusCode, close: bool) -> Response<ResponseBody> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(ResponseBody::full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_name_drops_port_and_case() {
+        assert_eq!(host_name(&HeaderValue::from_static("API.Example.com:8080")), "api.example.com");
+        assert_eq!(host_name(&HeaderValue::from_static("[::1]:80")), "::1");
+        assert_eq!(host_name(&HeaderValue::from_static("example.com")), "example.com");
+    }
+}

@@ -1,0 +1,285 @@
+//! Live state of one server: counters, passive and active health, operator
+//! overrides and the slow-start clock.
+//!
+//! It lives outside the config snapshot, keyed by `(upstream, address)` in the
+//! [`Registry`](super::Registry), so a reload that keeps a server keeps its state.
+//! Everything the hot path reads is an atomic.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::clock;
+use crate::proxy::pool::Pool;
+
+/// What an operator set at runtime through the admin API. It overrides the
+/// config's `down`/`drain` until the config changes that value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminState {
+    /// No override: the config decides.
+    None = 0,
+    Enabled = 1,
+    Disabled = 2,
+    Draining = 3,
+}
+
+impl AdminState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => AdminState::Enabled,
+            2 => AdminState::Disabled,
+            3 => AdminState::Draining,
+            _ => AdminState::None,
+        }
+    }
+}
+
+/// Passive failure window, nginx's `max_fails`/`fail_timeout`: written only
+/// when a request fails or a trial ends, so a mutex is fine here.
+#[derive(Debug, Default)]
+struct Passive {
+    /// When the current failure window started.
+    window_start_ms: u64,
+}
+
+/// How available a server is right now, before `max_conns` is considered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Available,
+    /// Its `fail_timeout` has passed: exactly one trial request may go.
+    Trial,
+    Unavailable,
+}
+
+#[derive(Debug)]
+pub struct ServerState {
+    in_flight: AtomicU32,
+    tunnels: AtomicU32,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    /// Passive health: unavailable until this stamp (0 = not failed).
+    failed_until_ms: AtomicU64,
+    /// A trial request after `fail_timeout` is in flight.
+    trial: AtomicBool,
+    passive: Mutex<Passive>,
+    /// Failures in the current window; read lock-free on every success.
+    window_fails: AtomicU32,
+    /// Active health checks: false while the checks say unhealthy.
+    healthy: AtomicBool,
+    admin: AtomicU8,
+    /// Unix time in ms the drain deadline passes (0 = none).
+    drain_deadline_ms: AtomicU64,
+    /// Sticky-bound requests seen, and when the last one came (clock ms, 0 = never).
+    bound_requests: AtomicU64,
+    last_bound_ms: AtomicU64,
+    /// When the server last became available again (clock ms, 0 = never
+    /// recovered: no slow start).
+    recovered_ms: AtomicU64,
+    /// Idle keep-alive connections to this server.
+    pub pool: Pool,
+}
+
+impl ServerState {
+    pub fn new(healthy: bool) -> Self {
+        ServerState {
+            in_flight: AtomicU32::new(0),
+            tunnels: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            failed_until_ms: AtomicU64::new(0),
+            trial: AtomicBool::new(false),
+            passive: Mutex::new(Passive::default()),
+            window_fails: AtomicU32::new(0),
+            healthy: AtomicBool::new(healthy),
+            admin: AtomicU8::new(AdminState::None as u8),
+            drain_deadline_ms: AtomicU64::new(0),
+            bound_requests: AtomicU64::new(0),
+            last_bound_ms: AtomicU64::new(0),
+            recovered_ms: AtomicU64::new(0),
+            pool: Pool::default(),
+        }
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn tunnels(&self) -> u32 {
+        self.tunnels.load(Ordering::Relaxed)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn admin(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    pub fn set_admin(&self, state: AdminState) {
+        let old = AdminState::from_u8(self.admin.swap(state as u8, Ordering::Relaxed));
+        if old == AdminState::Disabled && state != AdminState::Disabled {
+            self.mark_recovered();
+        }
+    }
+
+    pub fn drain_deadline_ms(&self) -> Option<u64> {
+        match self.drain_deadline_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
+    pub fn set_drain_deadline_ms(&self, deadline: Option<u64>) {
+        self.drain_deadline_ms
+            .store(deadline.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn bound_requests(&self) -> u64 {
+        self.bound_requests.load(Ordering::Relaxed)
+    }
+
+    /// Clock ms of the last sticky-bound request, if any.
+    pub fn last_bound_ms(&self) -> Option<u64> {
+        match self.last_bound_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
+    pub fn note_bound_request(&self) {
+        self.bound_requests.fetch_add(1, Ordering::Relaxed);
+        self.last_bound_ms.store(clock::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Set by active health checks. Returns true when the state changed.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if healthy && !was {
+            self.mark_recovered();
+        }
+        was != healthy
+    }
+
+    /// Starts the slow-start ramp now.
+    pub fn mark_recovered(&self) {
+        self.recovered_ms.store(clock::now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn recovered_ms(&self) -> Option<u64> {
+        match self.recovered_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
+    /// Passive health at `now_ms`.
+    pub fn passive_availability(&self, now_ms: u64) -> Availability {
+        let until = self.failed_until_ms.load(Ordering::Relaxed);
+        if until == 0 {
+            Availability::Available
+        } else if now_ms < until || self.trial.load(Ordering::Relaxed) {
+            Availability::Unavailable
+        } else {
+            Availability::Trial
+        }
+    }
+
+    pub fn is_failed(&self, now_ms: u64) -> bool {
+        self.passive_availability(now_ms) == Availability::Unavailable
+    }
+
+    /// Claims the single trial request allowed after `fail_timeout`.
+    pub fn claim_trial(&self) -> bool {
+        self.trial
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Gives back a claimed trial whose request said nothing about the
+    /// server (the client's body failed), so another request can try.
+    pub fn abandon_trial(&self) {
+        self.trial.store(false, Ordering::Relaxed);
+    }
+
+    /// Takes an in-flight slot, honouring `max_conns` exactly.
+    pub fn try_acquire(&self, max_conns: Option<u32>) -> bool {
+        let prev = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if let Some(max) = max_conns
+            && prev >= max
+        {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    pub fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn tunnel_opened(&self) {
+        self.tunnels.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn tunnel_closed(&self) {
+        self.tunnels.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A request to this server succeeded: ends a failure window or a trial.
+    /// Returns true when this ended an unavailable period (a recovery).
+    pub fn record_success(&self) -> bool {
+        if self.window_fails.load(Ordering::Relaxed) == 0
+            && self.failed_until_ms.load(Ordering::Relaxed) == 0
+        {
+            return false;
+        }
+        let _passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
+        self.window_fails.store(0, Ordering::Relaxed);
+        let was_failed = self.failed_until_ms.swap(0, Ordering::Relaxed) != 0;
+        self.trial.store(false, Ordering::Relaxed);
+        if was_failed {
+            self.mark_recovered();
+        }
+        was_failed
+    }
+
+    /// A request to this server failed. Returns true when this failure made
+    /// the server unavailable (so the caller can log it once, with context).
+    pub fn record_failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if max_fails == 0 {
+            return false;
+        }
+        let now = clock::now_ms();
+        let timeout = clock::ms(fail_timeout);
+        let mut passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
+        if self.trial.swap(false, Ordering::Relaxed) {
+            // The trial failed: re-open for another fail_timeout.
+            self.failed_until_ms.store(now + timeout, Ordering::Relaxed);
+            return false;
+        }
+        let mut fails = self.window_fails.load(Ordering::Relaxed);
+        if fails == 0 || now.saturating_sub(passive.window_start_ms) > timeout {
+            fails = 0;
+            passive.window_start_ms = now;
+        }
+        fails += 1;
+        self.window_fails.store(fails, Ordering::Relaxed);
+        if fails >= max_fails && self.failed_until_ms.load(Ordering::Relaxed) == 0 {
+            self.failed_until_ms.store(now + timeout, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}
