@@ -178,9 +178,10 @@ pub async fn try_get_from(
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let mut request = build_request(Method::GET, path.parse()?, headers, Bytes::new())?;
         if !request.headers().contains_key(http::header::HOST) {
-            request
-                .headers_mut()
-                .insert(http::header::HOST, HeaderValue::from_str(authority.as_str())?);
+            request.headers_mut().insert(
+                http::header::HOST,
+                HeaderValue::from_str(authority.as_str())?,
+            );
         }
         let response = sender.send_request(request).await?;
         read_response(response).await
@@ -241,7 +242,10 @@ fn build_request(
 ) -> Result<Request<Full<Bytes>>, Error> {
     let mut request = Request::builder().method(method).uri(uri);
     for (name, value) in headers {
-        request = request.header(HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(value)?);
+        request = request.header(
+            HeaderName::from_bytes(name.as_bytes())?,
+            HeaderValue::from_str(value)?,
+        );
     }
     Ok(request.body(Full::new(body))?)
 }

@@ -1,11 +1,8 @@
 //! The end-to-end test harness: mock upstreams, the real proxy binary, and
-//! clients. Each test file includes it with `mod support;` and uses a subset.
+//! clients. Each test file includes it with `mod support;`, uses a subset, and
+//! imports what it needs with `use support::{client::*, proxy::*, upstream::*};`.
 #![allow(dead_code)]
 
 pub mod client;
 pub mod proxy;
 pub mod upstream;
-
-pub use client::{Client, Resp, get, get_from, get_with, poll_until, raw_request, raw_status, request};
-pub use proxy::{Proxy, Signal, free_port, server_entries};
-pub use upstream::{MockUpstream, RecordedRequest};

@@ -60,6 +60,10 @@ impl Proxy {
     /// admin listener accept TCP. Panics with the captured stderr otherwise.
     pub async fn start(toml: &str) -> Proxy {
         let mut proxy = Self::spawn(toml);
+        assert!(
+            !proxy.listeners.is_empty() || proxy.admin.is_some(),
+            "no `listen` address to wait for in this config; use Proxy::spawn:\n{toml}"
+        );
         proxy.wait_ready().await;
         proxy
     }
@@ -96,7 +100,8 @@ impl Proxy {
     /// Waits until every listener in the config accepts TCP.
     pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_DEADLINE;
-        let mut pending: Vec<SocketAddr> = self.listeners.iter().chain(&self.admin).copied().collect();
+        let mut pending: Vec<SocketAddr> =
+            self.listeners.iter().chain(&self.admin).copied().collect();
         while !pending.is_empty() {
             if let Some(status) = self.try_exit() {
                 panic!(
@@ -144,7 +149,10 @@ impl Proxy {
 
     /// The first listener.
     pub fn addr(&self) -> SocketAddr {
-        *self.listeners.first().expect("the config has no [[listener]]")
+        *self
+            .listeners
+            .first()
+            .expect("the config has no [[listener]]")
     }
 
     /// Every `[[listener]]`, in config order.
@@ -200,7 +208,12 @@ impl Proxy {
             .arg(self.pid().to_string())
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill {} {} failed", signal.flag(), self.pid());
+        assert!(
+            status.success(),
+            "kill {} {} failed",
+            signal.flag(),
+            self.pid()
+        );
     }
 
     /// Waits up to `timeout` for the process to exit.
@@ -294,6 +307,11 @@ fn connectable(listen: &str) -> Option<SocketAddr> {
 pub fn server_entries(upstream: &str, servers: &[&MockUpstream]) -> String {
     servers
         .iter()
-        .map(|s| format!("[[upstream.{upstream}.server]]\naddress = \"{}\"\n", s.address()))
+        .map(|s| {
+            format!(
+                "[[upstream.{upstream}.server]]\naddress = \"{}\"\n",
+                s.address()
+            )
+        })
         .collect()
 }

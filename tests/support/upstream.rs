@@ -415,7 +415,10 @@ async fn handle(
 fn echo_text(method: &Method, uri: &Uri, headers: &HeaderMap) -> String {
     let mut text = format!("{method} {uri}\n");
     for (name, value) in headers {
-        text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+        text.push_str(&format!(
+            "{name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
     }
     text
 }
