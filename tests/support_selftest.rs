@@ -233,3 +233,19 @@ async fn proxy_exit_is_observed() {
     let mut proxy = Proxy::spawn("not toml [");
     assert!(proxy.wait_exit(Duration::from_secs(5)).await.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_a_hang_answers_the_waiting_requests() {
+    let d = MockUpstream::named("d").hang().start().await;
+    let url = format!("http://{}/", d.address());
+    let hung = tokio::spawn(async move { try_get(&url).await });
+
+    poll_until(Duration::from_secs(2), "the request hangs", async || {
+        d.in_flight() == 1
+    })
+    .await;
+    d.set_status(202);
+    d.set_hang(false);
+    let resp = hung.await.unwrap().expect("released request is answered");
+    assert_eq!((resp.status.as_u16(), resp.body.as_str()), (202, "d"));
+}

@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// One request as the mock upstream received it.
@@ -126,6 +127,7 @@ impl UpstreamBuilder {
             knobs: Mutex::new(self.knobs),
             requests: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
+            unhang: Notify::new(),
         });
         let listener = listen(self.port).await;
         let addr = listener.local_addr().expect("mock upstream local addr");
@@ -145,11 +147,26 @@ struct Shared {
     knobs: Mutex<Knobs>,
     requests: Mutex<Vec<RecordedRequest>>,
     in_flight: AtomicUsize,
+    /// Wakes hanging requests when hanging is switched off.
+    unhang: Notify,
 }
 
 impl Shared {
     fn knobs(&self) -> Knobs {
         self.knobs.lock().unwrap().clone()
+    }
+
+    async fn wait_while_hanging(&self) {
+        loop {
+            let released = self.unhang.notified();
+            tokio::pin!(released);
+            // Registered before the check, so a release in between is not lost.
+            released.as_mut().enable();
+            if !self.knobs().hang {
+                return;
+            }
+            released.await;
+        }
     }
 
     fn record(&self, request: RecordedRequest) {
@@ -239,10 +256,13 @@ impl MockUpstream {
         self.shared.knobs.lock().unwrap().delay = delay;
     }
 
-    /// Requests that arrive while hanging are never answered, even if hanging
-    /// is switched off later.
+    /// Hang new requests, or (with `false`) release the hanging ones, which
+    /// are then answered with the current knobs.
     pub fn set_hang(&self, hang: bool) {
         self.shared.knobs.lock().unwrap().hang = hang;
+        if !hang {
+            self.shared.unhang.notify_waiters();
+        }
     }
 
     /// Reset new connections after reading their first request (or serve
@@ -379,13 +399,8 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let knobs = shared.knobs();
     let echo = echo_text(&parts.method, &parts.uri, &parts.headers);
-    let status = knobs
-        .routes
-        .get(parts.uri.path())
-        .copied()
-        .unwrap_or(knobs.status);
+    let path = parts.uri.path().to_owned();
     shared.record(RecordedRequest {
         method: parts.method,
         uri: parts.uri,
@@ -393,12 +408,12 @@ async fn handle(
         body,
         peer,
     });
-    if knobs.hang {
-        std::future::pending::<()>().await;
-    }
+    shared.wait_while_hanging().await;
+    let knobs = shared.knobs();
     if !knobs.delay.is_zero() {
         tokio::time::sleep(knobs.delay).await;
     }
+    let status = knobs.routes.get(&path).copied().unwrap_or(knobs.status);
     let body = if knobs.echo {
         echo
     } else {
