@@ -1,0 +1,107 @@
+//! What `sluice check` prints for a valid file: one screen that lets the user
+//! confirm sluice understood the file the way they meant it.
+
+use std::fmt::Write;
+
+use super::model::{Balance, Config};
+use super::raw::DEFAULT_RETRY_BUDGET;
+
+/// Listeners, upstreams with their servers, the admin listener, and the
+/// configured features that do not work yet.
+pub fn summary(cfg: &Config) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "{}: ok", cfg.path.display());
+    let _ = writeln!(out, "listeners:");
+    for listener in &cfg.listeners {
+        let _ = writeln!(
+            out,
+            "  {} on {}{}, {} route{}, default upstream: {}",
+            listener.name,
+            listener.listen,
+            if listener.tls.is_some() { " (tls)" } else { "" },
+            listener.routes.len(),
+            if listener.routes.len() == 1 { "" } else { "s" },
+            listener.upstream.as_deref().unwrap_or("none (404)"),
+        );
+    }
+    let _ = writeln!(out, "upstreams:");
+    for upstream in &cfg.upstreams {
+        let _ = writeln!(out, "  {} ({})", upstream.name, upstream.balance.as_str());
+        for server in &upstream.servers {
+            let flags: String = [
+                ("backup", server.backup),
+                ("down", server.down),
+                ("drain", server.drain),
+            ]
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(flag, _)| format!(" {flag}"))
+            .collect();
+            let _ = writeln!(
+                out,
+                "    {} weight {}{}",
+                server.address, server.weight, flags
+            );
+        }
+    }
+    match &cfg.admin {
+        Some(admin) => {
+            let auth = if admin.token.is_some() {
+                "token required"
+            } else {
+                "no token"
+            };
+            let _ = writeln!(out, "admin: {} ({auth})", admin.listen);
+        }
+        None => {
+            let _ = writeln!(out, "admin: off");
+        }
+    }
+    let inactive = inactive_features(cfg);
+    if !inactive.is_empty() {
+        let _ = writeln!(out, "parsed but has no effect yet: {}", inactive.join(", "));
+    }
+    out
+}
+
+/// Configured features the running proxy does not implement yet, so `check`
+/// can say so instead of letting the user believe they work. Delete a line
+/// when its feature lands.
+pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
+    let upstreams = || cfg.upstreams.iter();
+    let servers = || upstreams().flat_map(|u| &u.servers);
+    let balance = |method: Balance| upstreams().any(|u| u.balance == method);
+    [
+        ("sticky", upstreams().any(|u| u.sticky.is_some())),
+        (
+            "health_check",
+            upstreams().any(|u| u.health_check.is_some()),
+        ),
+        (
+            "listener tls",
+            cfg.listeners.iter().any(|l| l.tls.is_some()),
+        ),
+        ("upstream tls", upstreams().any(|u| u.tls)),
+        ("admin", cfg.admin.is_some()),
+        ("queue", upstreams().any(|u| u.queue > 0)),
+        ("slow_start", servers().any(|s| !s.slow_start.is_zero())),
+        ("balance least_conn", balance(Balance::LeastConn)),
+        ("balance ip_hash", balance(Balance::IpHash)),
+        ("balance hash", balance(Balance::Hash)),
+        ("balance random", balance(Balance::Random)),
+        ("max_conns", servers().any(|s| s.max_conns.is_some())),
+        ("drain", servers().any(|s| s.drain)),
+        (
+            "retry_budget",
+            upstreams().any(|u| u.retry_budget != DEFAULT_RETRY_BUDGET),
+        ),
+        (
+            "fail_on_status",
+            upstreams().any(|u| !u.fail_on_status.is_empty()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(feature, configured)| configured.then_some(feature))
+    .collect()
+}
