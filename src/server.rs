@@ -140,7 +140,7 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                _ = stop.wait_for(|stopped| *stopped) => break,
+                _ = async { let _ = stop.wait_for(|stopped| *stopped).await; } => break,
             }
         }
     }
@@ -191,7 +191,7 @@ impl Server {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
             }
-            _ = shutdown.wait_for(|s| *s) => {
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
