@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod state;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ pub use state::{AdminState, Availability, ServerState};
 pub struct Shared {
     current: ArcSwap<Snapshot>,
     pub registry: Registry,
+    pub reloads_ok: stats::Counter,
+    pub reloads_failed: stats::Counter,
 }
 
 impl Shared {
@@ -30,6 +33,8 @@ impl Shared {
         Arc::new(Shared {
             current: ArcSwap::from_pointee(snapshot),
             registry,
+            reloads_ok: stats::Counter::default(),
+            reloads_failed: stats::Counter::default(),
         })
     }
 
@@ -100,6 +105,13 @@ pub struct UpstreamState {
     pub in_flight: AtomicU32,
     /// Retries in flight, for the retry budget.
     pub retries_in_flight: AtomicU32,
+    /// Requests waiting in the `queue` for a server under `max_conns`.
+    pub queued: AtomicU32,
+    pub retries: stats::Counter,
+    pub sticky_honoured: stats::Counter,
+    pub sticky_reissued: stats::Counter,
+    /// Time to the response head (or the error), per request.
+    pub latency: stats::LatencyHistogram,
 }
 
 impl UpstreamState {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::clock;
+use super::stats::{Counter, StatusClasses};
 use crate::proxy::pool::Pool;
 
 /// What an operator set at runtime through the admin API. It overrides the
@@ -78,6 +79,12 @@ pub struct ServerState {
     recovered_ms: AtomicU64,
     /// Idle keep-alive connections to this server.
     pub pool: Pool,
+    /// Responses by status class, for metrics.
+    pub responses: StatusClasses,
+    /// Active health check outcomes, and the last one's Unix time in ms.
+    pub checks_passed: Counter,
+    pub checks_failed: Counter,
+    last_check_unix_ms: AtomicU64,
 }
 
 impl ServerState {
@@ -98,6 +105,31 @@ impl ServerState {
             last_bound_ms: AtomicU64::new(0),
             recovered_ms: AtomicU64::new(0),
             pool: Pool::default(),
+            responses: StatusClasses::default(),
+            checks_passed: Counter::default(),
+            checks_failed: Counter::default(),
+            last_check_unix_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one active check's outcome.
+    pub fn record_check(&self, passed: bool) {
+        if passed {
+            self.checks_passed.inc();
+        } else {
+            self.checks_failed.inc();
+        }
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_check_unix_ms.store(unix_ms, Ordering::Relaxed);
+    }
+
+    /// Unix time in ms of the last active check, if any ran.
+    pub fn last_check_unix_ms(&self) -> Option<u64> {
+        match self.last_check_unix_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
         }
     }
 
