@@ -10,6 +10,9 @@ mod summary;
 pub mod units;
 mod validate;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic, DiagnosticKind};
