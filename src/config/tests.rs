@@ -452,6 +452,17 @@ fn public_admin_listener_needs_a_token() {
 }
 
 #[test]
+fn bad_admin_address_is_one_error() {
+    let text = format!("{MINIMAL}\n[admin]\nlisten = \"localhost\"\n");
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].contains("invalid listen \"localhost\""),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn admin_and_listener_cannot_share_an_address() {
     let text = format!("{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:8080\"\n");
     assert_eq!(
