@@ -10,6 +10,9 @@ mod summary;
 pub mod units;
 mod validate;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic, DiagnosticKind};
@@ -17,6 +20,9 @@ pub use model::*;
 pub use summary::{inactive_features, summary};
 
 /// Reads and checks the config file at `path`.
+///
+/// Blocking: it reads the file and resolves server names, so async callers
+/// (reload) should run it on a blocking thread.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -26,7 +32,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Checks config `text`. `path` names the file in diagnostics and is the
-/// base for relative certificate paths.
+/// base for relative certificate paths. Blocking, like [`load`], because
+/// server names are resolved here.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig = toml::from_str(text).map_err(|error| {
         let offset = error.span().map_or(0, |span| span.start);
@@ -61,7 +68,13 @@ fn syntax_kind(message: &str) -> DiagnosticKind {
     if let Some(key) = message.strip_prefix("missing field ") {
         return DiagnosticKind::MissingKey { key: unquote(key) };
     }
+    // toml puts "what" and "expected" on separate lines; a diagnostic is one.
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     DiagnosticKind::Syntax {
-        message: message.trim().to_owned(),
+        message: lines.join(": "),
     }
 }

@@ -1,7 +1,7 @@
 //! What `sluice check` prints for a valid file: one screen that lets the user
 //! confirm sluice understood the file the way they meant it.
 
-use std::fmt::Write;
+use std::fmt;
 
 use super::model::{Balance, Config};
 use super::raw::DEFAULT_RETRY_BUDGET;
@@ -9,60 +9,61 @@ use super::raw::DEFAULT_RETRY_BUDGET;
 /// Listeners, upstreams with their servers, the admin listener, and the
 /// configured features that do not work yet.
 pub fn summary(cfg: &Config) -> String {
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let _ = writeln!(out, "{}: ok", cfg.path.display());
-    let _ = writeln!(out, "listeners:");
-    for listener in &cfg.listeners {
-        let _ = writeln!(
-            out,
-            "  {} on {}{}, {} route{}, default upstream: {}",
-            listener.name,
-            listener.listen,
-            if listener.tls.is_some() { " (tls)" } else { "" },
-            listener.routes.len(),
-            if listener.routes.len() == 1 { "" } else { "s" },
-            listener.upstream.as_deref().unwrap_or("none (404)"),
-        );
-    }
-    let _ = writeln!(out, "upstreams:");
-    for upstream in &cfg.upstreams {
-        let _ = writeln!(out, "  {} ({})", upstream.name, upstream.balance.as_str());
-        for server in &upstream.servers {
-            let flags: String = [
-                ("backup", server.backup),
-                ("down", server.down),
-                ("drain", server.drain),
-            ]
-            .iter()
-            .filter(|(_, on)| *on)
-            .map(|(flag, _)| format!(" {flag}"))
-            .collect();
-            let _ = writeln!(
-                out,
-                "    {} weight {}{}",
-                server.address, server.weight, flags
-            );
+    Summary(cfg).to_string()
+}
+
+struct Summary<'a>(&'a Config);
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cfg = self.0;
+        writeln!(f, "{}: ok", cfg.path.display())?;
+        writeln!(f, "listeners:")?;
+        for listener in &cfg.listeners {
+            let routes = listener.routes.len();
+            writeln!(
+                f,
+                "  {} on {}{}, {routes} route{}, default upstream: {}",
+                listener.name,
+                listener.listen,
+                if listener.tls.is_some() { " (tls)" } else { "" },
+                if routes == 1 { "" } else { "s" },
+                listener.upstream.as_deref().unwrap_or("none (404)"),
+            )?;
         }
-    }
-    match &cfg.admin {
-        Some(admin) => {
-            let auth = if admin.token.is_some() {
-                "token required"
-            } else {
-                "no token"
-            };
-            let _ = writeln!(out, "admin: {} ({auth})", admin.listen);
+        writeln!(f, "upstreams:")?;
+        for upstream in &cfg.upstreams {
+            writeln!(f, "  {} ({})", upstream.name, upstream.balance.as_str())?;
+            for server in &upstream.servers {
+                write!(f, "    {} weight {}", server.address, server.weight)?;
+                let flags = [
+                    ("backup", server.backup),
+                    ("down", server.down),
+                    ("drain", server.drain),
+                ];
+                for (flag, _) in flags.iter().filter(|(_, on)| *on) {
+                    write!(f, " {flag}")?;
+                }
+                writeln!(f)?;
+            }
         }
-        None => {
-            let _ = writeln!(out, "admin: off");
+        match &cfg.admin {
+            Some(admin) => {
+                let auth = if admin.token.is_some() {
+                    "token required"
+                } else {
+                    "no token"
+                };
+                writeln!(f, "admin: {} ({auth})", admin.listen)?;
+            }
+            None => writeln!(f, "admin: off")?,
         }
+        let inactive = inactive_features(cfg);
+        if !inactive.is_empty() {
+            writeln!(f, "parsed but has no effect yet: {}", inactive.join(", "))?;
+        }
+        Ok(())
     }
-    let inactive = inactive_features(cfg);
-    if !inactive.is_empty() {
-        let _ = writeln!(out, "parsed but has no effect yet: {}", inactive.join(", "));
-    }
-    out
 }
 
 /// Configured features the running proxy does not implement yet, so `check`
@@ -92,6 +93,7 @@ pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
         ("balance random", balance(Balance::Random)),
         ("max_conns", servers().any(|s| s.max_conns.is_some())),
         ("drain", servers().any(|s| s.drain)),
+        // Only when set away from its default, or every file would list it.
         (
             "retry_budget",
             upstreams().any(|u| u.retry_budget != DEFAULT_RETRY_BUDGET),

@@ -87,7 +87,9 @@ impl Checker<'_> {
         let mut listener_names: Vec<String> = Vec::new();
         let admin = raw.admin.map(|admin| {
             let admin = self.admin(admin);
-            bound.insert(admin.listen, "the admin listener".to_owned());
+            if admin.listen.port() != 0 {
+                bound.insert(admin.listen, "the admin listener".to_owned());
+            }
             admin
         });
         let listeners = raw
@@ -137,17 +139,17 @@ impl Checker<'_> {
     }
 
     fn admin(&mut self, raw: RawAdmin) -> Admin {
-        let listen = self
-            .socket_addr(&raw.listen, "listen")
-            .unwrap_or(STAND_IN_ADDR);
-        if raw.token.is_empty() && !canonical(listen.ip()).is_loopback() {
-            self.report(
-                raw.listen.span(),
-                DiagnosticKind::AdminTokenRequired { listen },
-            );
+        let listen = self.socket_addr(&raw.listen, "listen");
+        if let Some(listen) = listen {
+            if raw.token.is_empty() && !canonical(listen.ip()).is_loopback() {
+                self.report(
+                    raw.listen.span(),
+                    DiagnosticKind::AdminTokenRequired { listen },
+                );
+            }
         }
         Admin {
-            listen,
+            listen: listen.unwrap_or(STAND_IN_ADDR),
             token: Some(raw.token).filter(|t| !t.is_empty()),
         }
     }
