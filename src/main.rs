@@ -40,7 +40,6 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Check) = cli.command {
-        println!("{}: ok", cli.config.display());
         print!("{}", config::summary(&config));
         return ExitCode::SUCCESS;
     }
