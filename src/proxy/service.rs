@@ -205,6 +205,14 @@ fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValu
         close: true,
     };
     let headers = req.headers();
+    if listener.cfg.max_header_size < HYPER_MIN_BUF_SIZE
+        && head_size(req) > listener.cfg.max_header_size
+    {
+        return Err(refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head over max_header_size",
+        ));
+    }
     let te = headers.get_all(header::TRANSFER_ENCODING);
     if te.iter().next().is_some() {
         if headers.contains_key(header::CONTENT_LENGTH) {
@@ -257,6 +265,23 @@ fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValu
         }
         None => Err(refuse(StatusCode::BAD_REQUEST, "no Host header")),
     }
+}
+
+/// hyper's smallest HTTP/1.1 read buffer. The server sets its buffer to
+/// `max_header_size` and answers 431 itself when a head does not fit, but
+/// cannot go below this, so smaller limits are checked here.
+const HYPER_MIN_BUF_SIZE: usize = 8192;
+
+/// The request head's size on the wire (HTTP/1.1 form): request line, each
+/// `name: value` line, and the blank line.
+fn head_size(req: &Request<Incoming>) -> usize {
+    let request_line = req.method().as_str().len() + req.uri().to_string().len() + " HTTP/1.1\r\n".len() + 1;
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+        .sum();
+    request_line + fields + "\r\n".len()
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -1,0 +1,245 @@
+//! The failure table of the contract: what the client sees when the request
+//! is bad, too big or too slow, or when no server can answer. A request
+//! refused for its own sake never reaches a backend.
+
+mod support;
+
+use support::{client::*, proxy::*, upstream::*};
+
+fn config(listener: &str, upstream: &str) -> String {
+    format!(
+        "[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"web\"\n{listener}\n\n{upstream}",
+        free_port()
+    )
+}
+
+async fn raw_text(proxy: &Proxy, bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&raw_request(proxy.addr(), bytes).await).into_owned()
+}
+
+fn status_of(response: &str) -> Option<u16> {
+    raw_status(response.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refused_is_502() {
+    // A port nobody listens on: connecting is refused.
+    let closed = free_port();
+    let proxy = Proxy::start(&config(
+        "",
+        &format!("[[upstream.web.server]]\naddress = \"127.0.0.1:{closed}\"\n"),
+    ))
+    .await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_before_the_response_is_502() {
+    let a = MockUpstream::named("a").reset_after_request().start().await;
+    let proxy = Proxy::start(&config("", &server_entries("web", &[&a]))).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502);
+    assert!(a.count() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_down_is_503() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(&config(
+        "",
+        &format!(
+            "[[upstream.web.server]]\naddress = \"{}\"\ndown = true\n\
+             [[upstream.web.server]]\naddress = \"{}\"\ndown = true\n",
+            a.address(),
+            b.address()
+        ),
+    ))
+    .await;
+    assert_eq!(get(&proxy.url("/")).await.status, 503);
+    assert_eq!(a.count() + b.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_timeout_is_504() {
+    let a = MockUpstream::named("a").hang().start().await;
+    let proxy = Proxy::start(&config(
+        "",
+        &format!(
+            "[upstream.web]\nresponse_timeout = \"300ms\"\n{}",
+            server_entries("web", &[&a])
+        ),
+    ))
+    .await;
+    assert_eq!(get(&proxy.url("/")).await.status, 504);
+    assert!(a.count() >= 1, "the request reached the hanging server");
+}
+
+/// Requests that are malformed or ambiguous: 400 and nothing upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_400_and_never_forwarded() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config("", &server_entries("web", &[&a]))).await;
+
+    let cases: [(&str, &[u8]); 4] = [
+        ("no Host", b"GET / HTTP/1.1\r\n\r\n"),
+        (
+            "two Host headers",
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+        ),
+        (
+            "Content-Length and Transfer-Encoding",
+            b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\
+              Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "malformed chunked body",
+            b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+              zz\r\nhello\r\n0\r\n\r\n",
+        ),
+    ];
+    for (what, bytes) in cases {
+        let response = raw_text(&proxy, bytes).await;
+        assert_eq!(status_of(&response), Some(400), "{what}: {response}");
+        assert_eq!(a.count(), 0, "{what}: the backend saw the request");
+    }
+    // The proxy itself is fine.
+    assert_eq!(get(&proxy.url("/")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_codings_other_than_chunked_are_refused() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config("", &server_entries("web", &[&a]))).await;
+
+    for coding in ["gzip, chunked", "chunked, chunked", "gzip", "chunked, gzip"] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: {coding}\r\n\r\n\
+             5\r\nhello\r\n0\r\n\r\n"
+        );
+        let response = raw_text(&proxy, request.as_bytes()).await;
+        let status = status_of(&response);
+        assert!(
+            matches!(status, Some(400 | 501)),
+            "Transfer-Encoding: {coding}: {response}"
+        );
+    }
+    assert_eq!(a.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_head_over_max_header_size_is_431() {
+    let a = MockUpstream::named("a").start().await;
+    // Below and above hyper's own 8 KiB read-buffer floor.
+    for (limit, size) in [("2KiB", 3 * 1024), ("16KiB", 20 * 1024)] {
+        let proxy = Proxy::start(&config(
+            &format!("max_header_size = \"{limit}\""),
+            &server_entries("web", &[&a]),
+        ))
+        .await;
+        let big = "x".repeat(size);
+        let response = raw_text(
+            &proxy,
+            format!("GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(status_of(&response), Some(431), "limit {limit}: {response}");
+        // Just under the limit passes.
+        let fits = "x".repeat(size / 2);
+        let resp = get_with(&proxy.url("/"), &[("x-fits", &fits)]).await;
+        assert_eq!(resp.status, 200, "limit {limit}");
+    }
+    assert_eq!(a.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_max_headers_is_431() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config("max_headers = 10", &server_entries("web", &[&a]))).await;
+
+    let mut head = String::from("GET / HTTP/1.1\r\nHost: a.test\r\n");
+    for i in 0..20 {
+        head.push_str(&format!("X-H{i}: {i}\r\n"));
+    }
+    head.push_str("\r\n");
+    let response = raw_text(&proxy, head.as_bytes()).await;
+    assert_eq!(status_of(&response), Some(431), "{response}");
+    assert_eq!(a.count(), 0);
+    let few: Vec<(String, String)> = (0..5).map(|i| (format!("x-h{i}"), i.to_string())).collect();
+    let few: Vec<(&str, &str)> = few.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(get_with(&proxy.url("/"), &few).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_over_max_body_size_is_413_without_100_continue() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config("max_body_size = \"1KiB\"", &server_entries("web", &[&a]))).await;
+
+    let response = raw_text(
+        &proxy,
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4096\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&response), Some(413), "{response}");
+
+    // The client waits for 100 Continue before sending: it must get the 413
+    // instead, and never a 100.
+    let response = raw_text(
+        &proxy,
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4096\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&response), Some(413), "{response}");
+    assert!(!response.contains(" 100 "), "a 100 Continue was sent: {response}");
+    assert_eq!(a.count(), 0);
+
+    // A body within the limit goes through.
+    let resp = request(http::Method::POST, &proxy.url("/"), &[], "x".repeat(1024)).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(a.last_request().expect("forwarded").body.len(), 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_over_max_body_size_is_413() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config("max_body_size = \"1KiB\"", &server_entries("web", &[&a]))).await;
+
+    let chunk = "y".repeat(2048);
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    let response = raw_text(&proxy, request.as_bytes()).await;
+    assert_eq!(status_of(&response), Some(413), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_head_after_header_timeout_is_408() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config("header_timeout = \"300ms\"", &server_entries("web", &[&a]))).await;
+
+    // raw_request reads until the proxy closes (or 5 s pass).
+    let response = raw_text(&proxy, b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: ").await;
+    assert_eq!(status_of(&response), Some(408), "{response:?}");
+    assert_eq!(a.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connection_gets_408_after_header_timeout() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config("header_timeout = \"300ms\"", &server_entries("web", &[&a]))).await;
+
+    let response = raw_text(&proxy, b"").await;
+    assert_eq!(status_of(&response), Some(408), "{response:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_closes_without_a_response() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config("header_timeout = \"300ms\"", &server_entries("web", &[&a]))).await;
+
+    // One complete exchange, then silence: the timeout closes the
+    // connection quietly, with nothing after the first response.
+    let response = raw_text(&proxy, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    assert_eq!(status_of(&response), Some(200), "{response}");
+    assert_eq!(response.matches("HTTP/1.1").count(), 1, "{response}");
+}
