@@ -4,22 +4,19 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::lifecycle::Tracker;
 use crate::proxy::ConnCtx;
+use crate::proxy::client_io::{ClientIo, ConnWatch, REQUEST_TIMEOUT_408};
 use crate::runtime::Shared;
 
 /// HTTP/2 limits, set explicitly rather than left to library defaults.
@@ -189,30 +186,30 @@ impl Server {
             .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+        let watch = Arc::new(ConnWatch::default());
         let ctx = Arc::new(ConnCtx {
             shared: self.shared.clone(),
             listen,
             peer,
             tls: false,
             listener,
+            watch: watch.clone(),
         });
         drop(snapshot);
         let service = service_fn(move |req| {
             let ctx = ctx.clone();
             async move { Ok::<_, Infallible>(ctx.handle(req).await) }
         });
-        let answer_408 = Arc::new(AtomicBool::new(false));
-        let io = ClientIo::new(stream, answer_408.clone());
+        let io = ClientIo::new(stream, watch.clone());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    let header_timeout = e
-                        .downcast_ref::<hyper::Error>()
-                        .is_some_and(hyper::Error::is_timeout);
-                    // The socket, still owned by `conn`, answers as it drops.
-                    answer_408.store(header_timeout, Ordering::Relaxed);
+                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                        // The socket, still owned by `conn`, answers as it drops.
+                        watch.header_timed_out();
+                    }
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
             }
@@ -221,101 +218,6 @@ impl Server {
                 let _ = conn.await;
             }
         }
-    }
-}
-
-/// What a client whose request head timed out is told before the close.
-const REQUEST_TIMEOUT_408: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-
-/// A client socket as hyper sees it. hyper's header timeout just closes the
-/// connection; the contract wants a 408 first when a request was under way.
-/// This remembers whether bytes arrived since the last response bytes went
-/// out (a partial head, not an idle keep-alive connection) and, when told the
-/// connection timed out, writes the 408 as it is dropped.
-struct ClientIo {
-    stream: TcpStream,
-    /// Request bytes arrived, or nothing was answered yet.
-    head_pending: bool,
-    /// HTTP/2 by prior knowledge: timeouts there are not header timeouts.
-    h2: Option<bool>,
-    answer_408: Arc<AtomicBool>,
-}
-
-impl ClientIo {
-    fn new(stream: TcpStream, answer_408: Arc<AtomicBool>) -> Self {
-        ClientIo {
-            stream,
-            head_pending: true,
-            h2: None,
-            answer_408,
-        }
-    }
-}
-
-impl Drop for ClientIo {
-    fn drop(&mut self) {
-        if self.head_pending && self.h2 != Some(true) && self.answer_408.load(Ordering::Relaxed) {
-            // Best effort: a few bytes into an empty socket buffer.
-            let _ = self.stream.try_write(REQUEST_TIMEOUT_408);
-        }
-    }
-}
-
-impl AsyncRead for ClientIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        let read = &buf.filled()[before..];
-        if !read.is_empty() {
-            self.head_pending = true;
-            if self.h2.is_none() {
-                self.h2 = Some(read.starts_with(b"PRI "));
-            }
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for ClientIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.head_pending = false;
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.head_pending = false;
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -223,3 +223,43 @@ async fn worker_threads_sizes_the_runtime() {
         "six more workers: {few_threads} vs {many_threads} threads"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_through_intact() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config(&server_entries("web", &[&a]))).await;
+
+    // Larger than any single read: many frames with a Content-Length.
+    let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let resp = request(http::Method::POST, &proxy.url("/up"), &[], big.clone()).await;
+    assert_eq!(resp.status, 200);
+    let seen = a.last_request().expect("forwarded");
+    assert_eq!(seen.body.len(), big.len());
+    assert_eq!(seen.body, big.as_bytes());
+
+    // Chunked, in several chunks.
+    let response = raw_request(
+        proxy.addr(),
+        b"POST /chunks HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&response), Some(200), "{}", String::from_utf8_lossy(&response));
+    assert_eq!(a.last_request().expect("forwarded").body, "hello world");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_malformed_midway_is_400_not_502() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config(&server_entries("web", &[&a]))).await;
+
+    let response = raw_request(
+        proxy.addr(),
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\nzz\r\nworld\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&response), Some(400), "{}", String::from_utf8_lossy(&response));
+    // The client's fault does not count against the server.
+    assert_eq!(served_by(&proxy, 2).await, ["a", "a"]);
+}

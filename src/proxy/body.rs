@@ -39,12 +39,40 @@ pub enum RequestBody {
     Stream {
         inner: Incoming,
         remaining: Option<u64>,
+        /// The frame [`RequestBody::start`] waited for, sent first.
+        first: Option<Frame<Bytes>>,
     },
 }
 
 impl RequestBody {
     pub fn empty() -> Self {
         RequestBody::Full(None)
+    }
+
+    /// Waits for the client's first body frame before a server is chosen,
+    /// so that a body malformed from its start (a bad chunk size) is refused
+    /// without reaching a backend. A body that arrived whole is kept as
+    /// bytes, which a retry can send again.
+    pub async fn start(mut inner: Incoming, limit: Option<u64>) -> Result<Self, RequestBodyError> {
+        use http_body_util::BodyExt;
+        let first = match inner.frame().await {
+            None => return Ok(RequestBody::empty()),
+            Some(Err(e)) => return Err(RequestBodyError::Client(e)),
+            Some(Ok(frame)) => frame,
+        };
+        if let (Some(limit), Some(data)) = (limit, first.data_ref())
+            && data.len() as u64 > limit
+        {
+            return Err(RequestBodyError::TooLarge);
+        }
+        if inner.is_end_stream() && first.is_data() {
+            return Ok(RequestBody::Full(first.into_data().ok()));
+        }
+        Ok(RequestBody::Stream {
+            inner,
+            remaining: limit,
+            first: Some(first),
+        })
     }
 }
 
@@ -58,12 +86,20 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.get_mut() {
             RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Stream { inner, remaining } => {
-                let frame = ready!(Pin::new(inner).poll_frame(cx));
-                let frame = match frame {
-                    None => return Poll::Ready(None),
-                    Some(Err(e)) => return Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
-                    Some(Ok(frame)) => frame,
+            RequestBody::Stream {
+                inner,
+                remaining,
+                first,
+            } => {
+                let frame = match first.take() {
+                    Some(frame) => frame,
+                    None => match ready!(Pin::new(inner).poll_frame(cx)) {
+                        None => return Poll::Ready(None),
+                        Some(Err(e)) => {
+                            return Poll::Ready(Some(Err(RequestBodyError::Client(e))));
+                        }
+                        Some(Ok(frame)) => frame,
+                    },
                 };
                 if let (Some(left), Some(data)) = (remaining.as_mut(), frame.data_ref()) {
                     let len = data.len() as u64;
@@ -80,7 +116,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Full(bytes) => bytes.is_none(),
-            RequestBody::Stream { inner, .. } => inner.is_end_stream(),
+            RequestBody::Stream { inner, first, .. } => first.is_none() && inner.is_end_stream(),
         }
     }
 
@@ -88,7 +124,17 @@ impl Body for RequestBody {
         match self {
             RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RequestBody::Full(None) => SizeHint::with_exact(0),
-            RequestBody::Stream { inner, .. } => inner.size_hint(),
+            RequestBody::Stream { inner, first, .. } => {
+                // hyper counts what it has handed out; the held frame is still ours to send.
+                let held = first.as_ref().and_then(Frame::data_ref).map_or(0, |d| d.len() as u64);
+                let inner = inner.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + held);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + held);
+                }
+                hint
+            }
         }
     }
 }

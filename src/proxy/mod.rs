@@ -2,6 +2,7 @@
 //! and turn failures into the contract's status codes.
 
 pub mod body;
+pub mod client_io;
 pub mod connect;
 pub mod error;
 pub mod forward;

@@ -11,6 +11,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::body::{Finish, RequestBody, ResponseBody};
+use super::client_io::ConnWatch;
 use super::error::ProxyError;
 use super::forward::{Outbound, forward};
 use super::headers::{self, Forwarded};
@@ -26,6 +27,8 @@ pub struct ConnCtx {
     /// The listener as of accept time, used if a reload removed it while
     /// this connection drains.
     pub listener: Arc<ListenerRt>,
+    /// What the socket saw that hyper does not tell.
+    pub watch: Arc<ConnWatch>,
 }
 
 /// A request refused before it could reach a server.
@@ -47,7 +50,18 @@ impl ConnCtx {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
 
-        let host = match validate(&req, &listener) {
+        let ambiguous = self.watch.next_request_ambiguous();
+        let validated = if ambiguous {
+            // hyper dropped the Content-Length it saw next to Transfer-Encoding.
+            Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                reason: "both Content-Length and Transfer-Encoding",
+                close: true,
+            })
+        } else {
+            validate(&req, &listener)
+        };
+        let host = match validated {
             Ok(host) => host,
             Err(refusal) => {
                 tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
@@ -83,9 +97,15 @@ impl ConnCtx {
         let body = if body.is_end_stream() {
             RequestBody::empty()
         } else {
-            RequestBody::Stream {
-                inner: body,
-                remaining: listener.cfg.max_body_size,
+            match RequestBody::start(body, listener.cfg.max_body_size).await {
+                Ok(body) => body,
+                Err(err) => {
+                    let err = ProxyError::RequestBody(err);
+                    tracing::debug!(peer = %self.peer, error = %err, "client body failed");
+                    let response = error_response(err.status(), true);
+                    self.access_log(&listener, &method, &path, response.status(), None, started, 0);
+                    return response;
+                }
             }
         };
         let out = Outbound {

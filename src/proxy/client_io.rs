@@ -1,0 +1,372 @@
+//! The client socket as hyper sees it, watched for the two things hyper's
+//! HTTP/1.1 server hides from the request handler:
+//!
+//! - a header timeout: hyper just closes the connection; the contract wants a
+//!   408 first when a request was under way;
+//! - a request head with both `Content-Length` and `Transfer-Encoding`: hyper
+//!   drops the `Content-Length` and treats the body as chunked (as RFC 9112
+//!   allows), but the contract refuses such a request with 400 before it
+//!   reaches a backend, since another server in the chain may frame it
+//!   differently.
+//!
+//! To find request heads in the byte stream, [`Framing`] follows HTTP/1.1
+//! message framing the way hyper does: head, then a `Content-Length` or
+//! chunked body. It gives up (and flags nothing more) on anything it does
+//! not expect, which hyper refuses and closes anyway.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// What a client whose request head timed out is told before the close.
+pub const REQUEST_TIMEOUT_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// Longest head line followed; hyper refuses longer heads itself.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Shared between a connection's socket and its request handler.
+#[derive(Debug)]
+pub struct ConnWatch {
+    /// Index (0-based, in arrival order) of the first request head with both
+    /// `Content-Length` and `Transfer-Encoding`; hyper closes the connection
+    /// after it, so later ones do not matter.
+    first_ambiguous: AtomicU64,
+    /// Requests handed to the handler so far.
+    handled: AtomicU64,
+    /// Set when hyper's header timeout ended the connection.
+    timed_out: AtomicBool,
+}
+
+impl Default for ConnWatch {
+    fn default() -> Self {
+        ConnWatch {
+            first_ambiguous: AtomicU64::new(u64::MAX),
+            handled: AtomicU64::new(0),
+            timed_out: AtomicBool::new(false),
+        }
+    }
+}
+
+impl ConnWatch {
+    /// Called once per request, in order (HTTP/1.1 handles one at a time):
+    /// whether this request's head carried both framing headers.
+    pub fn next_request_ambiguous(&self) -> bool {
+        let index = self.handled.fetch_add(1, Ordering::Relaxed);
+        index == self.first_ambiguous.load(Ordering::Acquire)
+    }
+
+    /// The connection ended on a header timeout: answer 408 if a head was
+    /// under way.
+    pub fn header_timed_out(&self) {
+        self.timed_out.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Where [`Framing`] is in the request stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    Trailers,
+    /// HTTP/2, a tunnel, or something hyper will refuse: stop following.
+    Off,
+}
+
+/// Follows request framing over the bytes read from the client.
+#[derive(Debug)]
+struct Framing {
+    state: State,
+    line: Vec<u8>,
+    /// Lines of the current head, the request line included.
+    head_lines: usize,
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    /// `Upgrade` or `CONNECT`: what follows may be a tunnel.
+    upgrade: bool,
+    heads: u64,
+}
+
+impl Framing {
+    fn new() -> Self {
+        Framing {
+            state: State::Head,
+            line: Vec::new(),
+            head_lines: 0,
+            content_length: None,
+            transfer_encoding: false,
+            upgrade: false,
+            heads: 0,
+        }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8], watch: &ConnWatch) {
+        while !bytes.is_empty() {
+            match self.state {
+                State::Off => return,
+                State::Body(left) | State::ChunkData(left) => {
+                    let take = usize::try_from(left).map_or(bytes.len(), |l| l.min(bytes.len()));
+                    bytes = &bytes[take..];
+                    let left = left - take as u64;
+                    if left == 0 {
+                        self.state = match self.state {
+                            State::Body(_) => self.after_message(),
+                            _ => State::ChunkEnd,
+                        };
+                    } else {
+                        self.state = match self.state {
+                            State::Body(_) => State::Body(left),
+                            _ => State::ChunkData(left),
+                        };
+                    }
+                }
+                _ => {
+                    let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+                        self.push_line(bytes);
+                        return;
+                    };
+                    self.push_line(&bytes[..end]);
+                    bytes = &bytes[end + 1..];
+                    let mut line = std::mem::take(&mut self.line);
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    self.state = self.on_line(&line, watch);
+                    line.clear();
+                    self.line = line;
+                }
+            }
+        }
+    }
+
+    fn push_line(&mut self, bytes: &[u8]) {
+        if self.line.len() + bytes.len() > MAX_LINE {
+            self.state = State::Off;
+        } else {
+            self.line.extend_from_slice(bytes);
+        }
+    }
+
+    fn on_line(&mut self, line: &[u8], watch: &ConnWatch) -> State {
+        match self.state {
+            State::Head if line.is_empty() && self.head_lines == 0 => State::Head,
+            State::Head if line.is_empty() => self.end_head(watch),
+            State::Head => {
+                if self.head_lines == 0 {
+                    if line.starts_with(b"PRI ") || line.starts_with(b"CONNECT ") {
+                        return State::Off;
+                    }
+                } else if let Some((name, value)) = split_field(line) {
+                    if name.eq_ignore_ascii_case(b"content-length") {
+                        let Some(length) = parse_decimal(value) else {
+                            return State::Off;
+                        };
+                        self.content_length = Some(length);
+                    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                        self.transfer_encoding = true;
+                    } else if name.eq_ignore_ascii_case(b"upgrade") {
+                        self.upgrade = true;
+                    }
+                }
+                self.head_lines += 1;
+                State::Head
+            }
+            State::ChunkSize => {
+                let size = line.split(|&b| b == b';').next().unwrap_or_default();
+                match parse_hex(size) {
+                    Some(0) => State::Trailers,
+                    Some(size) => State::ChunkData(size),
+                    None => State::Off,
+                }
+            }
+            State::ChunkEnd if line.is_empty() => State::ChunkSize,
+            State::Trailers if line.is_empty() => self.after_message(),
+            State::Trailers => State::Trailers,
+            _ => State::Off,
+        }
+    }
+
+    fn end_head(&mut self, watch: &ConnWatch) -> State {
+        if self.transfer_encoding && self.content_length.is_some() {
+            let _ = watch.first_ambiguous.compare_exchange(
+                u64::MAX,
+                self.heads,
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+        }
+        self.heads += 1;
+        let state = if self.transfer_encoding {
+            State::ChunkSize
+        } else {
+            match self.content_length {
+                Some(length) if length > 0 => State::Body(length),
+                _ => self.after_message(),
+            }
+        };
+        self.head_lines = 0;
+        self.content_length = None;
+        self.transfer_encoding = false;
+        state
+    }
+
+    fn after_message(&mut self) -> State {
+        if std::mem::take(&mut self.upgrade) {
+            State::Off
+        } else {
+            State::Head
+        }
+    }
+}
+
+fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    Some((&line[..colon], line[colon + 1..].trim_ascii()))
+}
+
+fn parse_decimal(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+fn parse_hex(value: &[u8]) -> Option<u64> {
+    u64::from_str_radix(std::str::from_utf8(value.trim_ascii()).ok()?, 16).ok()
+}
+
+/// The client's TCP stream, watched (see the module docs).
+pub struct ClientIo {
+    stream: TcpStream,
+    watch: Arc<ConnWatch>,
+    framing: Framing,
+    /// Request bytes arrived since the last response bytes went out, or
+    /// nothing was answered yet: a timeout now interrupts a request, not an
+    /// idle keep-alive connection.
+    head_pending: bool,
+}
+
+impl ClientIo {
+    pub fn new(stream: TcpStream, watch: Arc<ConnWatch>) -> Self {
+        ClientIo {
+            stream,
+            watch,
+            framing: Framing::new(),
+            head_pending: true,
+        }
+    }
+
+    fn wrote(&mut self, polled: &Poll<std::io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.head_pending = false;
+        }
+    }
+}
+
+impl Drop for ClientIo {
+    fn drop(&mut self) {
+        let http2 = self.framing.heads == 0 && self.framing.state == State::Off;
+        if self.head_pending && !http2 && self.watch.timed_out.load(Ordering::Relaxed) {
+            // Best effort: a few bytes into what is an idle socket buffer.
+            let _ = self.stream.try_write(REQUEST_TIMEOUT_408);
+        }
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            let this = &mut *self;
+            this.head_pending = true;
+            this.framing.feed(read, &this.watch);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.wrote(&polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.wrote(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(chunks: &[&[u8]]) -> (u64, u64) {
+        let watch = ConnWatch::default();
+        let mut framing = Framing::new();
+        for chunk in chunks {
+            framing.feed(chunk, &watch);
+        }
+        (framing.heads, watch.first_ambiguous.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn finds_the_ambiguous_head_among_pipelined_requests() {
+        let stream: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+            POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+            5;ext=1\r\nworld\r\n0\r\nX-Trailer: 1\r\n\r\n\
+            GET /c HTTP/1.1\r\nHost: x\r\n\r\n\
+            POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(flags(&[stream]), (4, 3));
+        // Byte by byte, the same.
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(flags(&bytes), (4, 3));
+    }
+
+    #[test]
+    fn body_bytes_are_not_mistaken_for_headers() {
+        let stream: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 51\r\n\r\n\
+            \r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n\
+            GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(flags(&[stream]), (2, u64::MAX));
+    }
+
+    #[test]
+    fn http2_preface_stops_following() {
+        let (heads, ambiguous) = flags(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00"]);
+        assert_eq!((heads, ambiguous), (0, u64::MAX));
+    }
+}
