@@ -1,0 +1,177 @@
+//! `sluice check` and `sluice run` on configs, through the real binary: bad
+//! files are refused with `FILE:LINE:COL` for every problem and exit 1, and
+//! every example config in `config/` passes.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use support::proxy::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// A valid config to break: line numbers below refer to this layout.
+fn base(extra_upstream_key: &str, server_key: &str) -> String {
+    format!(
+        "[[listener]]\n\
+         listen = \"127.0.0.1:{}\"\n\
+         upstream = \"web\"\n\
+         \n\
+         [upstream.web]\n\
+         {extra_upstream_key}\n\
+         [[upstream.web.server]]\n\
+         address = \"127.0.0.1:9\"\n\
+         {server_key}\n",
+        free_port()
+    )
+}
+
+/// Runs `check` and returns stderr, asserting it failed.
+fn refused(toml: &str) -> String {
+    let (ok, stdout, stderr) = Proxy::check(toml);
+    assert!(!ok, "accepted:\n{toml}\nstdout:\n{stdout}");
+    stderr
+}
+
+fn assert_points_at(stderr: &str, line: usize, column: usize, words: &str) {
+    let position = format!("sluice.toml:{line}:{column}: ");
+    let hit = stderr
+        .lines()
+        .find(|l| l.contains(&position))
+        .unwrap_or_else(|| panic!("no diagnostic at {position} in:\n{stderr}"));
+    assert!(
+        hit.to_lowercase().contains(words),
+        "expected {words:?} in: {hit}"
+    );
+}
+
+#[test]
+fn valid_config_passes_check_with_a_summary() {
+    let (ok, stdout, stderr) = Proxy::check(&base("", ""));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("web"), "the summary names the upstream:\n{stdout}");
+}
+
+#[test]
+fn unknown_key_is_reported_at_its_line() {
+    let stderr = refused(&base("balanse = \"round_robin\"", ""));
+    assert_points_at(&stderr, 6, 1, "unknown key");
+    assert!(stderr.contains("balanse"), "{stderr}");
+}
+
+#[test]
+fn missing_upstream_is_reported_at_the_reference() {
+    let toml = base("", "").replace("upstream = \"web\"", "upstream = \"api\"");
+    let stderr = refused(&toml);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("sluice.toml:3:"))
+        .unwrap_or_else(|| panic!("no diagnostic on line 3:\n{stderr}"));
+    assert!(line.contains("\"api\" is not defined"), "{line}");
+}
+
+#[test]
+fn bad_duration_is_reported_with_what_was_expected() {
+    let stderr = refused(&base("fail_timeout = \"10 parsecs\"", ""));
+    assert!(stderr.contains("sluice.toml:6:"), "{stderr}");
+    assert!(stderr.contains("invalid duration \"10 parsecs\""), "{stderr}");
+}
+
+#[test]
+fn zero_weight_is_refused() {
+    let stderr = refused(&base("", "weight = 0"));
+    assert!(stderr.contains("sluice.toml:9:"), "{stderr}");
+    assert!(stderr.contains("weight"), "{stderr}");
+}
+
+#[test]
+fn bad_cidr_is_refused() {
+    let toml = format!(
+        "[global]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n\n{}",
+        base("", "")
+    );
+    let stderr = refused(&toml);
+    assert!(stderr.contains("sluice.toml:2:"), "{stderr}");
+    assert!(stderr.contains("10.0.0.0/33"), "{stderr}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let toml = base("tries = 0\nconnect_timeout = \"soon\"", "weight = 0");
+    let stderr = refused(&toml);
+    let diagnostics = stderr.lines().filter(|l| l.contains("sluice.toml:")).count();
+    assert!(diagnostics >= 3, "three problems, each reported:\n{stderr}");
+}
+
+#[test]
+fn syntax_error_has_a_position() {
+    let stderr = refused("[[listener]]\nlisten = \"127.0.0.1:1\n");
+    assert!(stderr.contains("sluice.toml:2:"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_bad_config_exits_1_without_listening() {
+    let toml = base("", "weight = 0");
+    let mut proxy = Proxy::spawn(&toml);
+    let status = proxy
+        .wait_exit(std::time::Duration::from_secs(30))
+        .await
+        .expect("sluice run exits on a bad config");
+    assert_eq!(status.code(), Some(1), "{}", proxy.stderr());
+    assert!(proxy.stderr().contains("sluice.toml:"), "{}", proxy.stderr());
+    assert!(std::net::TcpStream::connect(proxy.addr()).is_err());
+}
+
+#[test]
+fn missing_file_is_an_error_naming_it() {
+    let output = Command::new(BIN)
+        .args(["check", "-c", "/nonexistent/sluice.toml"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sluice check");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/sluice.toml"));
+}
+
+/// Every file in `config/` passes `sluice check`, run from the repository
+/// root as a user would.
+#[test]
+fn every_example_config_passes_check() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("config/ exists") {
+        let path = entry.expect("read config/").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let output = Command::new(BIN)
+            .arg("check")
+            .arg("-c")
+            .arg(&path)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sluice check");
+        assert!(
+            output.status.success(),
+            "{} failed check:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} example configs found");
+}
+
+#[test]
+fn version_and_help() {
+    let version = Command::new(BIN).arg("--version").output().expect("run sluice");
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let help = Command::new(BIN).arg("--help").output().expect("run sluice");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for command in ["run", "check", "demo"] {
+        assert!(help.contains(command), "{help}");
+    }
+}
