@@ -50,7 +50,10 @@ fn assert_points_at(stderr: &str, line: usize, column: usize, words: &str) {
 fn valid_config_passes_check_with_a_summary() {
     let (ok, stdout, stderr) = Proxy::check(&base("", ""));
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("web"), "the summary names the upstream:\n{stdout}");
+    assert!(
+        stdout.contains("web"),
+        "the summary names the upstream:\n{stdout}"
+    );
 }
 
 #[test]
@@ -75,7 +78,10 @@ fn missing_upstream_is_reported_at_the_reference() {
 fn bad_duration_is_reported_with_what_was_expected() {
     let stderr = refused(&base("fail_timeout = \"10 parsecs\"", ""));
     assert!(stderr.contains("sluice.toml:6:"), "{stderr}");
-    assert!(stderr.contains("invalid duration \"10 parsecs\""), "{stderr}");
+    assert!(
+        stderr.contains("invalid duration \"10 parsecs\""),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -100,7 +106,10 @@ fn bad_cidr_is_refused() {
 fn every_problem_is_reported_at_once() {
     let toml = base("tries = 0\nconnect_timeout = \"soon\"", "weight = 0");
     let stderr = refused(&toml);
-    let diagnostics = stderr.lines().filter(|l| l.contains("sluice.toml:")).count();
+    let diagnostics = stderr
+        .lines()
+        .filter(|l| l.contains("sluice.toml:"))
+        .count();
     assert!(diagnostics >= 3, "three problems, each reported:\n{stderr}");
 }
 
@@ -119,7 +128,11 @@ async fn run_with_a_bad_config_exits_1_without_listening() {
         .await
         .expect("sluice run exits on a bad config");
     assert_eq!(status.code(), Some(1), "{}", proxy.stderr());
-    assert!(proxy.stderr().contains("sluice.toml:"), "{}", proxy.stderr());
+    assert!(
+        proxy.stderr().contains("sluice.toml:"),
+        "{}",
+        proxy.stderr()
+    );
     assert!(std::net::TcpStream::connect(proxy.addr()).is_err());
 }
 
@@ -166,10 +179,16 @@ fn every_example_config_passes_check() {
 
 #[test]
 fn version_and_help() {
-    let version = Command::new(BIN).arg("--version").output().expect("run sluice");
+    let version = Command::new(BIN)
+        .arg("--version")
+        .output()
+        .expect("run sluice");
     assert!(version.status.success());
     assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
-    let help = Command::new(BIN).arg("--help").output().expect("run sluice");
+    let help = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run sluice");
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     for command in ["run", "check", "demo"] {
         assert!(help.contains(command), "{help}");

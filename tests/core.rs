@@ -45,10 +45,7 @@ async fn round_robin_takes_turns_in_config_order() {
     let c = MockUpstream::named("c").start().await;
     let proxy = Proxy::start(&config(&server_entries("web", &[&a, &b, &c]))).await;
 
-    assert_eq!(
-        served_by(&proxy, 6).await,
-        ["a", "b", "c", "a", "b", "c"]
-    );
+    assert_eq!(served_by(&proxy, 6).await, ["a", "b", "c", "a", "b", "c"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,19 +155,26 @@ async fn routing_setup() -> (Proxy, [MockUpstream; 5]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_host_and_path_first_match_wins() {
     let (proxy, _mocks) = routing_setup().await;
-    let via = async |host: &str, path: &str| {
-        get_with(&proxy.url(path), &[("host", host)]).await.body
-    };
+    let via =
+        async |host: &str, path: &str| get_with(&proxy.url(path), &[("host", host)]).await.body;
 
     assert_eq!(via("api.example.com", "/x").await, "api");
-    assert_eq!(via("API.Example.COM:8080", "/x").await, "api", "host is case-insensitive, port ignored");
+    assert_eq!(
+        via("API.Example.COM:8080", "/x").await,
+        "api",
+        "host is case-insensitive, port ignored"
+    );
     // The more specific route comes first in the file, so it wins...
     assert_eq!(via("api.example.com", "/v2/users").await, "both");
     // ...but only for its prefix.
     assert_eq!(via("api.example.com", "/v2").await, "api");
     assert_eq!(via("a.example.org", "/").await, "wild");
     assert_eq!(via("deep.a.example.org", "/").await, "wild");
-    assert_eq!(via("example.org", "/").await, "dflt", "*.example.org needs a subdomain");
+    assert_eq!(
+        via("example.org", "/").await,
+        "dflt",
+        "*.example.org needs a subdomain"
+    );
     assert_eq!(via("other.test", "/static/app.js").await, "stat");
     // The exact host route comes before the path route.
     assert_eq!(via("api.example.com", "/static/app.js").await, "api");
@@ -188,7 +192,10 @@ async fn no_route_and_no_default_is_404() {
         server_entries("web", &[&a])
     );
     let proxy = Proxy::start(&toml).await;
-    assert_eq!(get_with(&proxy.url("/"), &[("host", "a.test")]).await.body, "a");
+    assert_eq!(
+        get_with(&proxy.url("/"), &[("host", "a.test")]).await.body,
+        "a"
+    );
     let resp = get_with(&proxy.url("/"), &[("host", "b.test")]).await;
     assert_eq!(resp.status, 404);
     assert_eq!(a.count(), 1);
@@ -216,7 +223,10 @@ async fn worker_threads_sizes_the_runtime() {
     assert_eq!(get(&few.url("/")).await.status, 200);
     assert_eq!(get(&many.url("/")).await.status, 200);
     let (few_threads, many_threads) = (count_threads(&few), count_threads(&many));
-    assert!(many_threads >= 8, "7 workers + main thread, saw {many_threads}");
+    assert!(
+        many_threads >= 8,
+        "7 workers + main thread, saw {many_threads}"
+    );
     assert_eq!(
         many_threads - few_threads,
         6,
@@ -230,7 +240,9 @@ async fn bodies_stream_through_intact() {
     let proxy = Proxy::start(&config(&server_entries("web", &[&a]))).await;
 
     // Larger than any single read: many frames with a Content-Length.
-    let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let big: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     let resp = request(http::Method::POST, &proxy.url("/up"), &[], big.clone()).await;
     assert_eq!(resp.status, 200);
     let seen = a.last_request().expect("forwarded");
@@ -244,7 +256,12 @@ async fn bodies_stream_through_intact() {
           5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n",
     )
     .await;
-    assert_eq!(raw_status(&response), Some(200), "{}", String::from_utf8_lossy(&response));
+    assert_eq!(
+        raw_status(&response),
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
     assert_eq!(a.last_request().expect("forwarded").body, "hello world");
 }
 
@@ -259,7 +276,12 @@ async fn body_malformed_midway_is_400_not_502() {
           5\r\nhello\r\nzz\r\nworld\r\n0\r\n\r\n",
     )
     .await;
-    assert_eq!(raw_status(&response), Some(400), "{}", String::from_utf8_lossy(&response));
+    assert_eq!(
+        raw_status(&response),
+        Some(400),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
     // The client's fault does not count against the server.
     assert_eq!(served_by(&proxy, 2).await, ["a", "a"]);
 }

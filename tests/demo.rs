@@ -56,7 +56,10 @@ async fn demo_spreads_traffic_over_three_backends() {
         if let Ok(Some(status)) = demo.0.try_wait() {
             panic!("sluice demo exited early with {status}");
         }
-        assert!(Instant::now() < deadline, "the demo did not answer on :8080 within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not answer on :8080 within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -64,20 +67,34 @@ async fn demo_spreads_traffic_over_three_backends() {
     for _ in 0..6 {
         let resp = client.get("http://127.0.0.1:8080/").await;
         assert_eq!(resp.status, 200);
-        assert!(resp.body.starts_with("Hello from backend-"), "{}", resp.body);
+        assert!(
+            resp.body.starts_with("Hello from backend-"),
+            "{}",
+            resp.body
+        );
         backends.insert(resp.header("x-backend").expect("x-backend").to_owned());
     }
-    assert_eq!(backends.len(), 3, "six requests reach three backends: {backends:?}");
+    assert_eq!(
+        backends.len(),
+        3,
+        "six requests reach three backends: {backends:?}"
+    );
 
     let pid = demo.0.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = demo.0.try_wait().expect("poll the demo") {
             break status;
         }
-        assert!(Instant::now() < deadline, "the demo did not exit on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not exit on SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0));

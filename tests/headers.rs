@@ -29,7 +29,11 @@ fn seen_all(upstream: &MockUpstream, name: &str) -> Vec<String> {
 
 fn seen(upstream: &MockUpstream, name: &str) -> Option<String> {
     let mut values = seen_all(upstream, name);
-    assert!(values.len() <= 1, "{name} sent upstream {} times: {values:?}", values.len());
+    assert!(
+        values.len() <= 1,
+        "{name} sent upstream {} times: {values:?}",
+        values.len()
+    );
     values.pop()
 }
 
@@ -45,7 +49,10 @@ async fn host_is_preserved_and_forwarded_headers_are_set() {
     assert_eq!(seen(&a, "host").as_deref(), Some("app.example.com:8443"));
     assert_eq!(seen(&a, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
     assert_eq!(seen(&a, "x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(seen(&a, "x-forwarded-host").as_deref(), Some("app.example.com:8443"));
+    assert_eq!(
+        seen(&a, "x-forwarded-host").as_deref(),
+        Some("app.example.com:8443")
+    );
     assert_eq!(seen(&a, "x-real-ip").as_deref(), Some("127.0.0.1"));
 }
 
@@ -135,7 +142,12 @@ async fn hop_by_hop_request_headers_are_removed() {
           Upgrade: websocket\r\nX-Kept: yes\r\n\r\n",
     )
     .await;
-    assert_eq!(raw_status(&response), Some(200), "{}", String::from_utf8_lossy(&response));
+    assert_eq!(
+        raw_status(&response),
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
     let request = a.last_request().expect("forwarded");
     for name in [
         "x-secret",
@@ -146,13 +158,19 @@ async fn hop_by_hop_request_headers_are_removed() {
         "proxy-connection",
         "upgrade",
     ] {
-        assert!(!request.headers.contains_key(name), "{name} reached the upstream");
+        assert!(
+            !request.headers.contains_key(name),
+            "{name} reached the upstream"
+        );
     }
     // The proxy's own connection to the upstream may say keep-alive, but
     // nothing the client listed.
     for value in seen_all(&a, "connection") {
         let value = value.to_ascii_lowercase();
-        assert!(!value.contains("x-secret") && !value.contains("x-other"), "connection: {value}");
+        assert!(
+            !value.contains("x-secret") && !value.contains("x-other"),
+            "connection: {value}"
+        );
     }
     assert_eq!(request.header("x-kept"), Some("yes"));
 }
@@ -170,7 +188,12 @@ async fn h2c_upgrade_is_never_forwarded() {
     )
     .await;
     // Served as plain HTTP/1.1: no 101, no switch.
-    assert_eq!(raw_status(&response), Some(200), "{}", String::from_utf8_lossy(&response));
+    assert_eq!(
+        raw_status(&response),
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
     let request = a.last_request().expect("forwarded");
     assert_eq!(request.header("upgrade"), None);
     assert_eq!(request.header("http2-settings"), None);
@@ -204,7 +227,10 @@ async fn hop_by_hop_response_headers_are_removed() {
         assert_eq!(resp.header(name), None, "{name} reached the client");
     }
     if let Some(connection) = resp.header("connection") {
-        assert!(!connection.to_ascii_lowercase().contains("x-private"), "{connection}");
+        assert!(
+            !connection.to_ascii_lowercase().contains("x-private"),
+            "{connection}"
+        );
     }
     assert_eq!(resp.header("x-kept"), Some("yes"));
 }

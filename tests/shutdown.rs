@@ -37,13 +37,22 @@ async fn graceful(signal: Signal) {
         refuses_connections(&proxy).await
     })
     .await;
-    assert!(proxy.try_exit().is_none(), "exited with a request in flight");
+    assert!(
+        proxy.try_exit().is_none(),
+        "exited with a request in flight"
+    );
 
     slow.set_hang(false);
-    let resp = in_flight.await.expect("client task").expect("the in-flight request completes");
+    let resp = in_flight
+        .await
+        .expect("client task")
+        .expect("the in-flight request completes");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, "slow");
-    let status = proxy.wait_exit(GENEROUS).await.expect("sluice exits once idle");
+    let status = proxy
+        .wait_exit(GENEROUS)
+        .await
+        .expect("sluice exits once idle");
     assert_eq!(status.code(), Some(0), "{}", proxy.stderr());
 }
 
@@ -79,7 +88,10 @@ async fn second_signal_exits_at_once() {
         .wait_exit(GENEROUS)
         .await
         .expect("the second signal ends the process");
-    assert!(in_flight.await.expect("client task").is_err(), "the cut request cannot complete");
+    assert!(
+        in_flight.await.expect("client task").is_err(),
+        "the cut request cannot complete"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +106,10 @@ async fn shutdown_timeout_cuts_what_is_left() {
     })
     .await;
     proxy.signal(Signal::Term);
-    let status = proxy.wait_exit(GENEROUS).await.expect("exits after shutdown_timeout");
+    let status = proxy
+        .wait_exit(GENEROUS)
+        .await
+        .expect("exits after shutdown_timeout");
     assert_eq!(status.code(), Some(0), "{}", proxy.stderr());
     assert!(in_flight.await.expect("client task").is_err());
 }

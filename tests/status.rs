@@ -172,7 +172,11 @@ async fn more_than_max_headers_is_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_over_max_body_size_is_413_without_100_continue() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("max_body_size = \"1KiB\"", &server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(
+        "max_body_size = \"1KiB\"",
+        &server_entries("web", &[&a]),
+    ))
+    .await;
 
     let response = raw_text(
         &proxy,
@@ -189,7 +193,10 @@ async fn content_length_over_max_body_size_is_413_without_100_continue() {
     )
     .await;
     assert_eq!(status_of(&response), Some(413), "{response}");
-    assert!(!response.contains(" 100 "), "a 100 Continue was sent: {response}");
+    assert!(
+        !response.contains(" 100 "),
+        "a 100 Continue was sent: {response}"
+    );
     assert_eq!(a.count(), 0);
 
     // A body within the limit goes through.
@@ -201,7 +208,11 @@ async fn content_length_over_max_body_size_is_413_without_100_continue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_body_over_max_body_size_is_413() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("max_body_size = \"1KiB\"", &server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(
+        "max_body_size = \"1KiB\"",
+        &server_entries("web", &[&a]),
+    ))
+    .await;
 
     let chunk = "y".repeat(2048);
     let request = format!(
@@ -215,7 +226,11 @@ async fn chunked_body_over_max_body_size_is_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incomplete_head_after_header_timeout_is_408() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("header_timeout = \"300ms\"", &server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(
+        "header_timeout = \"300ms\"",
+        &server_entries("web", &[&a]),
+    ))
+    .await;
 
     // raw_request reads until the proxy closes (or 5 s pass).
     let response = raw_text(&proxy, b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: ").await;
@@ -226,7 +241,11 @@ async fn incomplete_head_after_header_timeout_is_408() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connection_gets_408_after_header_timeout() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("header_timeout = \"300ms\"", &server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(
+        "header_timeout = \"300ms\"",
+        &server_entries("web", &[&a]),
+    ))
+    .await;
 
     let response = raw_text(&proxy, b"").await;
     assert_eq!(status_of(&response), Some(408), "{response:?}");
@@ -235,7 +254,11 @@ async fn silent_connection_gets_408_after_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connection_closes_without_a_response() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("header_timeout = \"300ms\"", &server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(
+        "header_timeout = \"300ms\"",
+        &server_entries("web", &[&a]),
+    ))
+    .await;
 
     // One complete exchange, then silence: the timeout closes the
     // connection quietly, with nothing after the first response.
