@@ -126,10 +126,7 @@ impl Body for RequestBody {
             RequestBody::Full(None) => SizeHint::with_exact(0),
             RequestBody::Stream { inner, first, .. } => {
                 // hyper counts what it has handed out; the held frame is still ours to send.
-                let held = first
-                    .as_ref()
-                    .and_then(Frame::data_ref)
-                    .map_or(0, |d| d.len() as u64);
+                let held = first.as_ref().and_then(Frame::data_ref).map_or(0, |d| d.len() as u64);
                 let inner = inner.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(inner.lower() + held);
