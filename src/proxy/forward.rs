@@ -23,6 +23,9 @@ pub struct Outbound {
     pub headers: HeaderMap,
     pub body: RequestBody,
     pub client_ip: std::net::IpAddr,
+    /// The server a sticky cookie binds this request to: tried first, and
+    /// allowed even while it drains.
+    pub preferred: Option<usize>,
 }
 
 /// A response head from a server, with what its body must hand back.
@@ -60,19 +63,29 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
             now_ms,
             tried: &tried,
         };
-        let Some(i) = up.balancer.pick(up, &ctx) else {
+        let bound_pick = out.preferred.filter(|&p| {
+            !tried.contains(&p)
+                && up.servers.get(p).is_some_and(|s| {
+                    s.availability(now_ms, true) != Availability::Unavailable && s.has_capacity()
+                })
+        });
+        let Some(i) = bound_pick.or_else(|| up.balancer.pick(up, &ctx)) else {
             break;
         };
+        let bound = out.preferred == Some(i);
         tried.push(i);
         let server = &up.servers[i];
         let Some(lease) = Lease::acquire(&server.state, &up.state, server.max_conns()) else {
             continue;
         };
-        let trial = server.availability(now_ms, false) == Availability::Trial;
+        let trial = server.availability(now_ms, bound) == Availability::Trial;
         if trial && !server.state.claim_trial() {
             continue;
         }
         attempts += 1;
+        if bound {
+            server.state.note_bound_request();
+        }
         match attempt(up, server, &out, &mut body).await {
             Ok((response, conn)) => {
                 if up.cfg.fail_on_status.contains(&response.status().as_u16()) {
@@ -93,7 +106,9 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
                 } else if trial {
                     server.state.abandon_trial();
                 }
-                let body_left = body.as_ref().is_some_and(|b| matches!(b, RequestBody::Full(_)));
+                let body_left = body
+                    .as_ref()
+                    .is_some_and(|b| matches!(b, RequestBody::Full(_)));
                 let retry = !matches!(err, ProxyError::RequestBody(_))
                     && (err.nothing_sent() || idempotent)
                     && body_left;
@@ -154,7 +169,10 @@ async fn attempt(
                 // was sent, so a fresh connection may carry it for any method.
                 Some(req) if reused => {
                     sender = connect(addr, up.cfg.connect_timeout).await?;
-                    sender.send_request(req).await.map_err(ProxyError::from_send)
+                    sender
+                        .send_request(req)
+                        .await
+                        .map_err(ProxyError::from_send)
                 }
                 _ => Err(ProxyError::from_send(e.into_error())),
             },
