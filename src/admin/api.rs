@@ -272,6 +272,71 @@ fn rfc3339(unix_ms: u64) -> String {
 mod tests {
     use super::*;
 
+    fn config(drain_b: bool) -> crate::config::Config {
+        let text = format!(
+            "[[listener]]\nlisten = \"127.0.0.1:18080\"\nupstream = \"web\"\n\
+             [[upstream.web.server]]\naddress = \"127.0.0.1:19001\"\n\
+             [[upstream.web.server]]\naddress = \"127.0.0.1:19002\"\ndrain = {drain_b}\n"
+        );
+        crate::config::parse(&text, std::path::Path::new("test.toml")).unwrap()
+    }
+
+    fn state_of(shared: &Shared, address: &str) -> String {
+        let snapshot = shared.load();
+        let up = snapshot.upstream("web").unwrap();
+        find_server(up, address)
+            .unwrap()
+            .status(clock::now_ms())
+            .as_str()
+            .to_owned()
+    }
+
+    #[test]
+    fn api_changes_survive_reloads_until_the_file_changes_that_server() {
+        let shared = Shared::new(config(false));
+        let (status, _) = server_action(&shared, "web", "127.0.0.1:19001", Action::Disable, None);
+        assert_eq!(status, StatusCode::OK);
+        server_action(
+            &shared,
+            "web",
+            "127.0.0.1:19002",
+            Action::Drain,
+            Some("deadline=10m"),
+        );
+        assert_eq!(state_of(&shared, "127.0.0.1:19001"), "down");
+        assert_eq!(state_of(&shared, "127.0.0.1:19002"), "drained");
+
+        // The same file again: the operator's changes stay.
+        shared.swap(config(false));
+        assert_eq!(state_of(&shared, "127.0.0.1:19001"), "down");
+        assert_eq!(state_of(&shared, "127.0.0.1:19002"), "drained");
+
+        // The file now sets server 2's drain itself (to true, then false):
+        // from there on the file decides it; server 1 keeps its override.
+        shared.swap(config(true));
+        assert_eq!(state_of(&shared, "127.0.0.1:19002"), "drained");
+        shared.swap(config(false));
+        assert_eq!(state_of(&shared, "127.0.0.1:19002"), "up");
+        assert_eq!(state_of(&shared, "127.0.0.1:19001"), "down");
+    }
+
+    #[test]
+    fn unknown_targets_and_bad_deadlines_are_refused() {
+        let shared = Shared::new(config(false));
+        let not_found = |u, a| server_action(&shared, u, a, Action::Drain, None).0;
+        assert_eq!(not_found("api", "127.0.0.1:19001"), StatusCode::NOT_FOUND);
+        assert_eq!(not_found("web", "127.0.0.1:1"), StatusCode::NOT_FOUND);
+        let bad = server_action(
+            &shared,
+            "web",
+            "127.0.0.1:19001",
+            Action::Drain,
+            Some("deadline=soon"),
+        );
+        assert_eq!(bad.0, StatusCode::BAD_REQUEST);
+        assert_eq!(state_of(&shared, "127.0.0.1:19001"), "up");
+    }
+
     #[test]
     fn rfc3339_formats_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
