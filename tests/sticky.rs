@@ -339,7 +339,7 @@ async fn drain_deadline_moves_bound_clients() {
     let bound_to_a = format!("sid={}", cookies["a"]);
 
     let path = format!(
-        "/api/upstreams/web/servers/{}/drain?deadline=1s",
+        "/api/upstreams/web/servers/{}/drain?deadline=2s",
         a.address()
     );
     let resp = admin_post(&proxy, &path).await;
@@ -347,7 +347,13 @@ async fn drain_deadline_moves_bound_clients() {
     let status: Value = serde_json::from_str(&resp.body).unwrap();
     assert!(status["drain"]["deadline"].is_string(), "{status}");
 
+    // Until the deadline, the bound client stays.
     let client = Client::new();
+    let resp = client
+        .get_with(&proxy.url("/"), &[("cookie", &bound_to_a)])
+        .await;
+    assert_eq!(resp.upstream(), Some("a"), "moved before the deadline");
+
     poll_until(WAIT, "a bound client is moved off a", async || {
         let resp = client
             .get_with(&proxy.url("/"), &[("cookie", &bound_to_a)])

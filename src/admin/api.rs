@@ -95,7 +95,7 @@ impl Now {
             mono_ms: clock::now_ms(),
             unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| clock::ms(d)),
+                .map_or(0, clock::ms),
         }
     }
 
