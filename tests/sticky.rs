@@ -225,6 +225,11 @@ async fn crashed_sticky_server_moves_the_client_and_rewrites_the_cookie() {
     assert_eq!(resp.upstream(), Some("b"));
     let set = resp.header("set-cookie").expect("the cookie is rewritten");
     assert_eq!(cookie_value(set, "sid"), cookies["b"]);
+    let metrics = get(&proxy.admin_url("/metrics")).await.body;
+    assert!(
+        metrics.contains("sluice_retries_total{upstream=\"web\"} 1"),
+        "{metrics}"
+    );
 
     // The rewritten cookie sticks to its new server.
     for _ in 0..5 {

@@ -83,6 +83,9 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
             continue;
         }
         attempts += 1;
+        if attempts > 1 {
+            up.state.retries.inc();
+        }
         if bound {
             server.state.note_bound_request();
         }
