@@ -54,15 +54,7 @@ impl ConnCtx {
                 tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
                 let response = error_response(refusal.status, refusal.close);
                 listener.responses.record(response.status().as_u16());
-                self.access_log(
-                    &listener,
-                    &method,
-                    &path,
-                    response.status(),
-                    None,
-                    started,
-                    0,
-                );
+                self.access_log(&listener, &method, &path, response.status(), None, started, 0);
                 return response;
             }
         };
@@ -70,15 +62,7 @@ impl ConnCtx {
         let Some(upstream) = listener.route(&host_name, &path).cloned() else {
             let response = error_response(StatusCode::NOT_FOUND, false);
             listener.responses.record(response.status().as_u16());
-            self.access_log(
-                &listener,
-                &method,
-                &path,
-                response.status(),
-                None,
-                started,
-                0,
-            );
+            self.access_log(&listener, &method, &path, response.status(), None, started, 0);
             return response;
         };
 
@@ -130,10 +114,7 @@ impl ConnCtx {
                 let (mut head, incoming) = served.response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers, false);
                 let status = head.status;
-                upstream.servers[served.server]
-                    .state
-                    .responses
-                    .record(status.as_u16());
+                upstream.servers[served.server].state.responses.record(status.as_u16());
                 listener.responses.record(status.as_u16());
                 if let Some(sticky) = &upstream.sticky {
                     // The cookie names the server that answered, whatever a
@@ -280,10 +261,7 @@ fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValu
     {
         // Refused before the body is read; hyper sends no 100 Continue for
         // a body nobody polls.
-        return Err(refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Content-Length over max_body_size",
-        ));
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "Content-Length over max_body_size"));
     }
 
     let mut hosts = headers.get_all(header::HOST).iter();
@@ -372,14 +350,8 @@ mod tests {
 
     #[test]
     fn host_name_drops_port_and_case() {
-        assert_eq!(
-            host_name(&HeaderValue::from_static("API.Example.com:8080")),
-            "api.example.com"
-        );
+        assert_eq!(host_name(&HeaderValue::from_static("API.Example.com:8080")), "api.example.com");
         assert_eq!(host_name(&HeaderValue::from_static("[::1]:80")), "::1");
-        assert_eq!(
-            host_name(&HeaderValue::from_static("example.com")),
-            "example.com"
-        );
+        assert_eq!(host_name(&HeaderValue::from_static("example.com")), "example.com");
     }
 }
