@@ -400,3 +400,56 @@ async fn drain_in_the_config_keeps_new_clients_away() {
         "drained"
     );
 }
+
+/// One HTTP/2 (prior knowledge) GET carrying each cookie in its own field, as
+/// browsers send them over HTTP/2. Returns the answering mock and the
+/// `Set-Cookie` fields.
+async fn h2_get_with_split_cookies(proxy: &Proxy, cookies: &[&str]) -> (String, Vec<String>) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::get(proxy.url("/"));
+    for cookie in cookies {
+        request = request.header("cookie", *cookie);
+    }
+    let response = sender
+        .send_request(request.body(Empty::<bytes::Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let set_cookies = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let upstream = response.headers()["x-upstream"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    response.into_body().collect().await.unwrap();
+    (upstream, set_cookies)
+}
+
+#[tokio::test]
+async fn http2_split_cookie_fields_bind_too() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(&config(&[&a, &b], "cookie = \"sid\"")).await;
+    let cookies = cookies_by_server(&proxy, "sid", 2).await;
+
+    for server in ["a", "b"] {
+        let sid = format!("sid={}", cookies[server]);
+        for _ in 0..4 {
+            let (upstream, set) =
+                h2_get_with_split_cookies(&proxy, &["lang=en", &sid, "x=1"]).await;
+            assert_eq!(upstream, server);
+            assert!(set.is_empty(), "{set:?}");
+        }
+    }
+}
