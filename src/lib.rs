@@ -10,6 +10,7 @@
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod proxy;

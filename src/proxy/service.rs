@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::body::{Finish, RequestBody, ResponseBody};
@@ -80,23 +79,21 @@ impl ConnCtx {
                 host: &host,
             },
         );
-        let body = if body.is_end_stream() {
-            RequestBody::empty()
-        } else {
-            RequestBody::Stream {
-                inner: body,
-                remaining: listener.cfg.max_body_size,
+        // Buffered when small, so a failed attempt can be retried elsewhere.
+        let result = match RequestBody::buffer(body, listener.cfg.max_body_size).await {
+            Ok(body) => {
+                let out = Outbound {
+                    method: parts.method,
+                    uri: origin_form(&parts.uri),
+                    headers: out_headers,
+                    body,
+                    client_ip,
+                };
+                forward(&upstream, out).await
             }
+            Err(e) => Err(ProxyError::RequestBody(e)),
         };
-        let out = Outbound {
-            method: parts.method,
-            uri: origin_form(&parts.uri),
-            headers: out_headers,
-            body,
-            client_ip,
-        };
-
-        match forward(&upstream, out).await {
+        match result {
             Ok(served) => {
                 let (mut head, incoming) = served.response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers, false);

@@ -9,7 +9,7 @@ pub mod stats;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
 
@@ -19,6 +19,8 @@ pub use state::{AdminState, Availability, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
 pub struct Shared {
+    /// Itself, for the health checkers [`swap`](Self::swap) starts.
+    me: Weak<Shared>,
     current: ArcSwap<Snapshot>,
     pub registry: Registry,
     pub reloads_ok: stats::Counter,
@@ -30,12 +32,15 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
         let registry = Registry::default();
         let snapshot = Snapshot::build(Arc::new(config), &registry, None);
-        Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             current: ArcSwap::from_pointee(snapshot),
             registry,
             reloads_ok: stats::Counter::default(),
             reloads_failed: stats::Counter::default(),
-        })
+        });
+        crate::health::start(&shared);
+        shared
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
@@ -49,6 +54,9 @@ impl Shared {
         let new = Arc::new(Snapshot::build(Arc::new(config), &self.registry, Some(&old)));
         self.current.store(new.clone());
         self.registry.retain(&new);
+        if let Some(me) = self.me.upgrade() {
+            crate::health::start(&me);
+        }
         new
     }
 }
