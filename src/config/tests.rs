@@ -666,7 +666,6 @@ fn inactive_features_name_only_what_is_configured() {
         inactive_features(&full),
         [
             "sticky",
-            "health_check",
             "listener tls",
             "upstream tls",
             "admin",
@@ -676,7 +675,6 @@ fn inactive_features_name_only_what_is_configured() {
             "balance hash",
             "max_conns",
             "drain",
-            "fail_on_status",
         ]
     );
 }

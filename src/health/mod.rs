@@ -69,10 +69,7 @@ fn find(shared: &Weak<Shared>, upstream: &str, state: &Weak<ServerState>) -> Opt
     let snapshot = shared.load();
     let up = snapshot.upstream(upstream)?;
     let check = up.cfg.health_check.clone()?;
-    let server = up
-        .servers
-        .iter()
-        .find(|s| Arc::ptr_eq(&s.state, &state))?;
+    let server = up.servers.iter().find(|s| Arc::ptr_eq(&s.state, &state))?;
     Some(Target {
         check,
         addr: server.cfg.addr,
@@ -86,8 +83,9 @@ async fn run(shared: Weak<Shared>, upstream: Arc<str>, state: Weak<ServerState>)
     let mut probe = Probe::default();
     let mut streak = Streak::default();
     // A short random start spreads the first checks of many servers.
-    let mut delay = find(&shared, &upstream, &state)
-        .map_or(Duration::ZERO, |t| t.check.interval.mul_f64(0.1 * rand::random::<f64>()));
+    let mut delay = find(&shared, &upstream, &state).map_or(Duration::ZERO, |t| {
+        t.check.interval.mul_f64(0.1 * rand::random::<f64>())
+    });
     loop {
         tokio::time::sleep(delay).await;
         let Some(target) = find(&shared, &upstream, &state) else {
@@ -105,7 +103,10 @@ async fn run(shared: Weak<Shared>, upstream: Arc<str>, state: Weak<ServerState>)
         };
         // Never later than `interval`, a little earlier at random, so checks
         // of servers started together drift apart.
-        delay = target.check.interval.mul_f64(0.9 + 0.1 * rand::random::<f64>());
+        delay = target
+            .check
+            .interval
+            .mul_f64(0.9 + 0.1 * rand::random::<f64>());
         let outcome = probe.check(&target).await;
         // The table may have been removed while the check ran: its result
         // must not take back the healthy state the removal set.

@@ -65,7 +65,9 @@ impl Probe {
                 // The server closed the idle connection: nothing was sent.
                 Some(request) if reused => {
                     conn = open(target).await?;
-                    conn.send_request(request).await.map_err(CheckFailure::Http)?
+                    conn.send_request(request)
+                        .await
+                        .map_err(CheckFailure::Http)?
                 }
                 _ => return Err(CheckFailure::Http(e.into_error())),
             },

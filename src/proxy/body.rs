@@ -7,8 +7,8 @@
 //! early takes its connection with it, since the connection's framing is
 //! unknown from then on.
 
-use std::pin::Pin;
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
@@ -108,7 +108,9 @@ impl RequestBody {
                 whole.extend_from_slice(&data);
             }
         }
-        Ok(RequestBody::Full((!whole.is_empty()).then(|| whole.freeze())))
+        Ok(RequestBody::Full(
+            (!whole.is_empty()).then(|| whole.freeze()),
+        ))
     }
 }
 
@@ -151,9 +153,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Full(bytes) => bytes.is_none(),
-            RequestBody::Stream { prefix, inner, .. } => {
-                prefix.is_empty() && inner.is_end_stream()
-            }
+            RequestBody::Stream { prefix, inner, .. } => prefix.is_empty() && inner.is_end_stream(),
         }
     }
 
@@ -214,8 +214,15 @@ impl Lease {
     pub fn take_retry_slot(&mut self, budget: f64) -> bool {
         let in_flight = self.upstream.in_flight.load(Ordering::Relaxed);
         let limit = ((budget * f64::from(in_flight)) as u32).max(MIN_RETRIES_IN_FLIGHT);
-        if self.upstream.retries_in_flight.fetch_add(1, Ordering::AcqRel) >= limit {
-            self.upstream.retries_in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self
+            .upstream
+            .retries_in_flight
+            .fetch_add(1, Ordering::AcqRel)
+            >= limit
+        {
+            self.upstream
+                .retries_in_flight
+                .fetch_sub(1, Ordering::AcqRel);
             return false;
         }
         self.retry = true;
@@ -228,7 +235,9 @@ impl Drop for Lease {
         self.server.release();
         self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
         if self.retry {
-            self.upstream.retries_in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.upstream
+                .retries_in_flight
+                .fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

@@ -210,7 +210,10 @@ async fn attempt(
                 // was sent, so a fresh connection may carry it for any method.
                 Some(req) if reused => {
                     sender = connect(addr, up.cfg.connect_timeout).await?;
-                    sender.send_request(req).await.map_err(ProxyError::from_send)
+                    sender
+                        .send_request(req)
+                        .await
+                        .map_err(ProxyError::from_send)
                 }
                 _ => Err(ProxyError::from_send(e.into_error())),
             },

@@ -347,7 +347,10 @@ mod tests {
         let s = ServerState::new(true);
         assert!(!s.record_failure_at(1_000, 2, FAIL_TIMEOUT));
         assert_eq!(s.passive_availability(1_000), Availability::Available);
-        assert!(s.record_failure_at(2_000, 2, FAIL_TIMEOUT), "second failure marks it failed");
+        assert!(
+            s.record_failure_at(2_000, 2, FAIL_TIMEOUT),
+            "second failure marks it failed"
+        );
         assert_eq!(s.passive_availability(2_001), Availability::Unavailable);
         assert_eq!(s.passive_availability(11_999), Availability::Unavailable);
         assert_eq!(s.passive_availability(12_000), Availability::Trial);
@@ -357,7 +360,10 @@ mod tests {
     fn failures_further_apart_than_fail_timeout_never_add_up() {
         let s = ServerState::new(true);
         assert!(!s.record_failure_at(1_000, 2, FAIL_TIMEOUT));
-        assert!(!s.record_failure_at(11_001, 2, FAIL_TIMEOUT), "the first window has passed");
+        assert!(
+            !s.record_failure_at(11_001, 2, FAIL_TIMEOUT),
+            "the first window has passed"
+        );
         assert_eq!(s.passive_availability(11_002), Availability::Available);
         assert!(s.record_failure_at(12_000, 2, FAIL_TIMEOUT));
     }
@@ -389,7 +395,10 @@ mod tests {
         let s = ServerState::new(true);
         s.record_failure_at(1_000, 1, FAIL_TIMEOUT);
         assert!(s.claim_trial());
-        assert!(!s.record_failure_at(11_500, 1, FAIL_TIMEOUT), "not a new transition");
+        assert!(
+            !s.record_failure_at(11_500, 1, FAIL_TIMEOUT),
+            "not a new transition"
+        );
         assert_eq!(s.passive_availability(21_499), Availability::Unavailable);
         assert_eq!(s.passive_availability(21_500), Availability::Trial);
     }
