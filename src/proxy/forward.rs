@@ -130,7 +130,7 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
                     && body.is_some();
                 tracing::debug!(upstream = %up.name, server = %server.cfg.address, error = %err, retry, "attempt failed");
                 if !retry {
-                    return fallback.map_or(Err(err), Ok);
+                    return fallback.ok_or(err);
                 }
                 last_err = Some(err);
             }
