@@ -397,3 +397,57 @@ async fn fail_on_status_retries_idempotent_requests_only() {
         "a POST answered 503 was retried: {statuses:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_up_to_64_kib_are_retried_and_larger_ones_are_not() {
+    let a = MockUpstream::named("a").reset_after_request().start().await;
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(&config("max_fails = 0", &[&a, &b])).await;
+
+    let small = "s".repeat(64 * 1024);
+    for _ in 0..4 {
+        let resp = request(Method::PUT, &proxy.url("/doc"), &[], small.clone()).await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            b.last_request().expect("b got the PUT").body.len(),
+            small.len()
+        );
+    }
+    assert!(a.count() > 0, "no PUT reached the resetting server first");
+
+    a.clear();
+    b.clear();
+    let large = "l".repeat(64 * 1024 + 1);
+    let mut failed = 0;
+    for _ in 0..4 {
+        let resp = request(Method::PUT, &proxy.url("/doc"), &[], large.clone()).await;
+        if resp.status == 502 {
+            failed += 1;
+        } else {
+            assert_eq!(resp.status, 200);
+        }
+    }
+    assert!(failed > 0, "no large PUT reached the resetting server");
+    assert_eq!(a.count(), failed, "a streamed body was sent twice");
+    assert_eq!(b.count(), 4 - failed, "a streamed body was retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_bodies_arrive_whole_whether_buffered_or_streamed() {
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(&config("", &[&b])).await;
+    for chunks in [1, 3] {
+        let chunk = "c".repeat(40 * 1024);
+        let mut raw = format!(
+            "POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        for _ in 0..chunks {
+            raw.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+        }
+        raw.push_str("0\r\n\r\n");
+        let response = raw_request(proxy.addr(), raw.as_bytes()).await;
+        assert_eq!(raw_status(&response), Some(200));
+        let seen = b.last_request().expect("b got the POST");
+        assert_eq!(seen.body.len(), chunks * chunk.len(), "{chunks} chunks");
+    }
+}
