@@ -438,8 +438,8 @@ async fn chunked_bodies_arrive_whole_whether_buffered_or_streamed() {
     let proxy = Proxy::start(&config("", &[&b])).await;
     for chunks in [1, 3] {
         let chunk = "c".repeat(40 * 1024);
-        let mut raw = format!(
-            "POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        let mut raw = String::from(
+            "POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
         );
         for _ in 0..chunks {
             raw.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
