@@ -665,7 +665,6 @@ fn inactive_features_name_only_what_is_configured() {
     assert_eq!(
         inactive_features(&full),
         [
-            "health_check",
             "listener tls",
             "upstream tls",
             "queue",
@@ -673,7 +672,6 @@ fn inactive_features_name_only_what_is_configured() {
             "balance least_conn",
             "balance hash",
             "max_conns",
-            "fail_on_status",
         ]
     );
 }
