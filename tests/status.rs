@@ -266,3 +266,26 @@ async fn idle_keep_alive_connection_closes_without_a_response() {
     assert_eq!(status_of(&response), Some(200), "{response}");
     assert_eq!(response.matches("HTTP/1.1").count(), 1, "{response}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_target_too_long_is_414_or_431() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config(
+        "max_header_size = \"16KiB\"",
+        &server_entries("web", &[&a]),
+    ))
+    .await;
+
+    let path = format!("/{}", "p".repeat(20 * 1024));
+    let response = raw_text(
+        &proxy,
+        format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        matches!(status_of(&response), Some(414 | 431)),
+        "{}",
+        &response[..response.len().min(200)]
+    );
+    assert_eq!(a.count(), 0);
+}

@@ -67,7 +67,15 @@ impl ConnCtx {
                 tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
                 let response = error_response(refusal.status, refusal.close);
                 listener.responses.record(response.status().as_u16());
-                self.access_log(&listener, &method, &path, response.status(), None, started, 0);
+                self.access_log(
+                    &listener,
+                    &method,
+                    &path,
+                    response.status(),
+                    None,
+                    started,
+                    0,
+                );
                 return response;
             }
         };
@@ -75,7 +83,15 @@ impl ConnCtx {
         let Some(upstream) = listener.route(&host_name, &path).cloned() else {
             let response = error_response(StatusCode::NOT_FOUND, false);
             listener.responses.record(response.status().as_u16());
-            self.access_log(&listener, &method, &path, response.status(), None, started, 0);
+            self.access_log(
+                &listener,
+                &method,
+                &path,
+                response.status(),
+                None,
+                started,
+                0,
+            );
             return response;
         };
 
@@ -124,7 +140,10 @@ impl ConnCtx {
                 let (mut head, incoming) = served.response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers, false);
                 let status = head.status;
-                upstream.servers[served.server].state.responses.record(status.as_u16());
+                upstream.servers[served.server]
+                    .state
+                    .responses
+                    .record(status.as_u16());
                 listener.responses.record(status.as_u16());
                 if let Some(sticky) = &upstream.sticky {
                     // The cookie names the server that answered, whatever a
@@ -316,7 +335,8 @@ const HYPER_MIN_BUF_SIZE: usize = 8192;
 /// The request head's size on the wire (HTTP/1.1 form): request line, each
 /// `name: value` line, and the blank line.
 fn head_size(req: &Request<Incoming>) -> usize {
-    let request_line = req.method().as_str().len() + req.uri().to_string().len() + " HTTP/1.1\r\n".len() + 1;
+    let request_line =
+        req.method().as_str().len() + req.uri().to_string().len() + " HTTP/1.1\r\n".len() + 1;
     let fields: usize = req
         .headers()
         .iter()
