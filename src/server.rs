@@ -145,7 +145,12 @@ impl Server {
         }
     }
 
-    async fn serve_connection(self: Arc<Self>, listen: SocketAddr, stream: TcpStream, peer: SocketAddr) {
+    async fn serve_connection(
+        self: Arc<Self>,
+        listen: SocketAddr,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) {
         let _token = self.tracker.token();
         let snapshot = self.shared.load();
         let Some(listener) = snapshot.listener(listen).cloned() else {
@@ -222,7 +227,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let shutdown_timeout = config.global.shutdown_timeout;
     let server = Server::start(config).await?;
     wait_for_stop().await;
-    tracing::info!(?shutdown_timeout, "shutting down: finishing in-flight requests");
+    tracing::info!(
+        ?shutdown_timeout,
+        "shutting down: finishing in-flight requests"
+    );
     tokio::select! {
         _ = server.shutdown(shutdown_timeout) => {}
         _ = wait_for_stop() => {

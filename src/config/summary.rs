@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::model::{Balance, Config};
+use super::model::Config;
 use super::raw::DEFAULT_RETRY_BUDGET;
 
 /// Listeners, upstreams with their servers, the admin listener, and the
@@ -72,7 +72,6 @@ impl fmt::Display for Summary<'_> {
 pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
     let upstreams = || cfg.upstreams.iter();
     let servers = || upstreams().flat_map(|u| &u.servers);
-    let balance = |method: Balance| upstreams().any(|u| u.balance == method);
     [
         ("sticky", upstreams().any(|u| u.sticky.is_some())),
         (
@@ -85,13 +84,6 @@ pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
         ),
         ("upstream tls", upstreams().any(|u| u.tls)),
         ("admin", cfg.admin.is_some()),
-        ("queue", upstreams().any(|u| u.queue > 0)),
-        ("slow_start", servers().any(|s| !s.slow_start.is_zero())),
-        ("balance least_conn", balance(Balance::LeastConn)),
-        ("balance ip_hash", balance(Balance::IpHash)),
-        ("balance hash", balance(Balance::Hash)),
-        ("balance random", balance(Balance::Random)),
-        ("max_conns", servers().any(|s| s.max_conns.is_some())),
         ("drain", servers().any(|s| s.drain)),
         // Only when set away from its default, or every file would list it.
         (

@@ -670,11 +670,6 @@ fn inactive_features_name_only_what_is_configured() {
             "listener tls",
             "upstream tls",
             "admin",
-            "queue",
-            "slow_start",
-            "balance least_conn",
-            "balance hash",
-            "max_conns",
             "drain",
             "fail_on_status",
         ]

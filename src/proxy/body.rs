@@ -127,6 +127,7 @@ impl Drop for Lease {
         self.upstream
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        crate::balance::queue::slot_freed(&self.upstream);
     }
 }
 

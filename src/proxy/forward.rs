@@ -12,7 +12,7 @@ use super::body::{Lease, RequestBody};
 use super::connect::connect;
 use super::error::ProxyError;
 use super::pool::Sender;
-use crate::balance::PickCtx;
+use crate::balance::{PickCtx, queue};
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
 
 /// A request ready to go upstream: headers already rewritten.
@@ -53,22 +53,37 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
 
     while attempts < tries {
         let now_ms = clock::now_ms();
-        let ctx = PickCtx {
-            client_ip: out.client_ip,
-            uri: &out.uri,
-            headers: &out.headers,
-            now_ms,
-            tried: &tried,
+        let take = |now_ms: u64| -> Option<(usize, Lease)> {
+            let ctx = PickCtx {
+                client_ip: out.client_ip,
+                uri: &out.uri,
+                headers: &out.headers,
+                now_ms,
+                tried: &tried,
+            };
+            // A failed acquire lost a race for the last slot; the server is
+            // full now, so the next pick looks elsewhere.
+            (0..=up.servers.len()).find_map(|_| {
+                let i = up.balancer.pick(up, &ctx)?;
+                let server = &up.servers[i];
+                Lease::acquire(&server.state, &up.state, server.max_conns()).map(|l| (i, l))
+            })
         };
-        let Some(i) = up.balancer.pick(up, &ctx) else {
+        // Newcomers queue behind requests already waiting for a slot.
+        let taken = match queue::has_waiters(&up.state) {
+            false => take(now_ms),
+            true => None,
+        };
+        let taken = match taken {
+            Some(taken) => Some(taken),
+            None => queue::wait(up, &tried, take).await,
+        };
+        let Some((i, lease)) = taken else {
             break;
         };
         tried.push(i);
         let server = &up.servers[i];
-        let Some(lease) = Lease::acquire(&server.state, &up.state, server.max_conns()) else {
-            continue;
-        };
-        let trial = server.availability(now_ms, false) == Availability::Trial;
+        let trial = server.availability(clock::now_ms(), false) == Availability::Trial;
         if trial && !server.state.claim_trial() {
             continue;
         }
@@ -93,7 +108,9 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
                 } else if trial {
                     server.state.abandon_trial();
                 }
-                let body_left = body.as_ref().is_some_and(|b| matches!(b, RequestBody::Full(_)));
+                let body_left = body
+                    .as_ref()
+                    .is_some_and(|b| matches!(b, RequestBody::Full(_)));
                 let retry = !matches!(err, ProxyError::RequestBody(_))
                     && (err.nothing_sent() || idempotent)
                     && body_left;
@@ -154,7 +171,10 @@ async fn attempt(
                 // was sent, so a fresh connection may carry it for any method.
                 Some(req) if reused => {
                     sender = connect(addr, up.cfg.connect_timeout).await?;
-                    sender.send_request(req).await.map_err(ProxyError::from_send)
+                    sender
+                        .send_request(req)
+                        .await
+                        .map_err(ProxyError::from_send)
                 }
                 _ => Err(ProxyError::from_send(e.into_error())),
             },
