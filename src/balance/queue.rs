@@ -143,3 +143,58 @@ impl Drop for Place<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::wait;
+    use crate::balance::testing::upstream;
+    use crate::proxy::body::Lease;
+
+    #[tokio::test]
+    async fn waiters_are_served_in_arrival_order_and_a_full_line_refuses() {
+        let up = upstream(
+            "queue = 3\nqueue_timeout = \"30s\"",
+            &["9001 max_conns = 1"],
+        );
+        let take = |up: &crate::runtime::UpstreamRt| {
+            let s = &up.servers[0];
+            Lease::acquire(&s.state, &up.state, s.max_conns())
+        };
+        let busy = take(&up).expect("the only slot");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for n in 0..3u32 {
+            let (mine, tx) = (up.clone(), tx.clone());
+            tokio::spawn(async move {
+                let lease = wait(&mine, &[], |_| take(&mine)).await.expect("a slot");
+                tx.send(n).expect("receiver");
+                drop(lease);
+            });
+            while up.state.queued.load(Ordering::Relaxed) <= n {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert!(
+            wait(&up, &[], |_| take(&up)).await.is_none(),
+            "the line is full"
+        );
+        drop(busy);
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            order.push(rx.recv().await.expect("a waiter served"));
+        }
+        assert_eq!(order, [0, 1, 2]);
+        assert_eq!(up.state.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn nothing_waits_when_queueing_is_off_or_no_server_is_merely_full() {
+        let off = upstream("queue = 0", &["9001 max_conns = 1"]);
+        let s = &off.servers[0];
+        let _busy = Lease::acquire(&s.state, &off.state, s.max_conns()).expect("slot");
+        assert!(wait(&off, &[], |_| Some(())).await.is_none());
+        let down = upstream("queue = 5", &["9001 down = true"]);
+        assert!(wait(&down, &[], |_| Some(())).await.is_none());
+    }
+}

@@ -107,4 +107,29 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn slow_start_makes_a_recovering_server_a_rare_first_choice() {
+        let up = upstream(
+            "balance = \"random\"",
+            &["9001 slow_start = \"100s\"", "9002"],
+        );
+        let (uri, headers) = (Uri::from_static("/"), HeaderMap::new());
+        up.servers[0].state.mark_recovered();
+        let since = up.servers[0].state.recovered_ms().expect("recovered");
+        let mut c = ctx(&uri, &headers, &[]);
+        // Equal loads: the first draw wins, and a weighs 10% of b right now.
+        c.now_ms = since;
+        let early = picks(&up, 1000, &c).matches('a').count();
+        assert!(
+            (20..250).contains(&early),
+            "a won {early} of 1000 just after recovering"
+        );
+        c.now_ms = since + 100_000;
+        let late = picks(&up, 1000, &c).matches('a').count();
+        assert!(
+            (350..650).contains(&late),
+            "a won {late} of 1000 once ramped"
+        );
+    }
 }
