@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::admin::{self, AdminError};
 use crate::config::Config;
 use crate::lifecycle::Tracker;
 use crate::proxy::ConnCtx;
@@ -33,6 +34,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 struct RunningListener {
@@ -55,6 +58,10 @@ impl Server {
         for l in &config.listeners {
             bound.push((l.listen, bind(l.listen).await?));
         }
+        let admin_listener = match &config.admin {
+            Some(a) => Some(admin::bind(a.listen).await?),
+            None => None,
+        };
         let server = Arc::new(Server {
             shared: Shared::new(config),
             tracker: Tracker::default(),
@@ -63,6 +70,9 @@ impl Server {
         });
         for (addr, listener) in bound {
             server.serve(addr, listener);
+        }
+        if let Some(listener) = admin_listener {
+            admin::spawn(listener, server.shared.clone());
         }
         Ok(server)
     }

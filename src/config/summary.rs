@@ -4,7 +4,6 @@
 use std::fmt;
 
 use super::model::Config;
-use super::raw::DEFAULT_RETRY_BUDGET;
 
 /// Listeners, upstreams with their servers, the admin listener, and the
 /// configured features that do not work yet.
@@ -71,29 +70,12 @@ impl fmt::Display for Summary<'_> {
 /// when its feature lands.
 pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
     let upstreams = || cfg.upstreams.iter();
-    let servers = || upstreams().flat_map(|u| &u.servers);
     [
-        ("sticky", upstreams().any(|u| u.sticky.is_some())),
-        (
-            "health_check",
-            upstreams().any(|u| u.health_check.is_some()),
-        ),
         (
             "listener tls",
             cfg.listeners.iter().any(|l| l.tls.is_some()),
         ),
         ("upstream tls", upstreams().any(|u| u.tls)),
-        ("admin", cfg.admin.is_some()),
-        ("drain", servers().any(|s| s.drain)),
-        // Only when set away from its default, or every file would list it.
-        (
-            "retry_budget",
-            upstreams().any(|u| u.retry_budget != DEFAULT_RETRY_BUDGET),
-        ),
-        (
-            "fail_on_status",
-            upstreams().any(|u| !u.fail_on_status.is_empty()),
-        ),
     ]
     .into_iter()
     .filter_map(|(feature, configured)| configured.then_some(feature))

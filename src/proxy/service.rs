@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::body::{Finish, RequestBody, ResponseBody};
@@ -15,6 +14,7 @@ use super::error::ProxyError;
 use super::forward::{Outbound, forward};
 use super::headers::{self, Forwarded};
 use crate::runtime::{ListenerRt, Shared};
+use crate::sticky::Binding;
 
 /// What a connection knows about itself; shared by its requests.
 pub struct ConnCtx {
@@ -52,30 +52,16 @@ impl ConnCtx {
             Err(refusal) => {
                 tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
                 let response = error_response(refusal.status, refusal.close);
-                self.access_log(
-                    &listener,
-                    &method,
-                    &path,
-                    response.status(),
-                    None,
-                    started,
-                    0,
-                );
+                listener.responses.record(response.status().as_u16());
+                self.access_log(&listener, &method, &path, response.status(), None, started, 0);
                 return response;
             }
         };
         let host_name = host_name(&host);
         let Some(upstream) = listener.route(&host_name, &path).cloned() else {
             let response = error_response(StatusCode::NOT_FOUND, false);
-            self.access_log(
-                &listener,
-                &method,
-                &path,
-                response.status(),
-                None,
-                started,
-                0,
-            );
+            listener.responses.record(response.status().as_u16());
+            self.access_log(&listener, &method, &path, response.status(), None, started, 0);
             return response;
         };
 
@@ -83,6 +69,10 @@ impl ConnCtx {
         let peer_ip = self.peer.ip();
         let client_ip = headers::client_ip(peer_ip, req.headers(), trusted);
         let (parts, body) = req.into_parts();
+        let binding = upstream
+            .sticky
+            .as_ref()
+            .map_or(Binding::Missing, |sticky| sticky.binding(&parts.headers));
         let mut out_headers = parts.headers;
         headers::strip_hop_by_hop(&mut out_headers, false);
         out_headers.insert(header::HOST, host.clone());
@@ -96,27 +86,44 @@ impl ConnCtx {
                 host: &host,
             },
         );
-        let body = if body.is_end_stream() {
-            RequestBody::empty()
-        } else {
-            RequestBody::Stream {
-                inner: body,
-                remaining: listener.cfg.max_body_size,
+        // Buffered when small, so a failed attempt can be retried elsewhere.
+        let result = match RequestBody::buffer(body, listener.cfg.max_body_size).await {
+            Ok(body) => {
+                let out = Outbound {
+                    method: parts.method,
+                    uri: origin_form(&parts.uri),
+                    headers: out_headers,
+                    body,
+                    client_ip,
+                    preferred: match binding {
+                        Binding::Server(i) => Some(i),
+                        Binding::Missing | Binding::Invalid => None,
+                    },
+                };
+                forward(&upstream, out).await
             }
+            Err(e) => Err(ProxyError::RequestBody(e)),
         };
-        let out = Outbound {
-            method: parts.method,
-            uri: origin_form(&parts.uri),
-            headers: out_headers,
-            body,
-            client_ip,
-        };
-
-        match forward(&upstream, out).await {
+        upstream.state.latency.observe(started.elapsed());
+        match result {
             Ok(served) => {
                 let (mut head, incoming) = served.response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers, false);
                 let status = head.status;
+                upstream.servers[served.server].state.responses.record(status.as_u16());
+                listener.responses.record(status.as_u16());
+                if let Some(sticky) = &upstream.sticky {
+                    // The cookie names the server that answered, whatever a
+                    // retry did; it is sent only when it changes something.
+                    if binding == Binding::Server(served.server) {
+                        upstream.state.sticky_honoured.inc();
+                    } else if let Some(cookie) = sticky.set_cookie(served.server, self.tls) {
+                        if binding != Binding::Missing {
+                            upstream.state.sticky_reissued.inc();
+                        }
+                        head.headers.append(header::SET_COOKIE, cookie);
+                    }
+                }
                 let server = upstream.servers[served.server].cfg.address.clone();
                 let on_end: Option<Box<dyn FnOnce(u64, bool) + Send + Sync>> =
                     if snapshot.config.log.access_log {
@@ -153,6 +160,7 @@ impl ConnCtx {
                 }
                 let close = matches!(err, ProxyError::RequestBody(_));
                 let response = error_response(status, close);
+                listener.responses.record(status.as_u16());
                 self.access_log(
                     &listener,
                     &method,

@@ -9,16 +9,19 @@ pub mod stats;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
 
 use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
+use crate::sticky::Sticky;
 pub use state::{AdminState, Availability, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
 pub struct Shared {
+    /// Itself, for the health checkers [`swap`](Self::swap) starts.
+    me: Weak<Shared>,
     current: ArcSwap<Snapshot>,
     pub registry: Registry,
     pub reloads_ok: stats::Counter,
@@ -30,12 +33,15 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
         let registry = Registry::default();
         let snapshot = Snapshot::build(Arc::new(config), &registry, None);
-        Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             current: ArcSwap::from_pointee(snapshot),
             registry,
             reloads_ok: stats::Counter::default(),
             reloads_failed: stats::Counter::default(),
-        })
+        });
+        crate::health::start(&shared);
+        shared
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
@@ -53,6 +59,9 @@ impl Shared {
         ));
         self.current.store(new.clone());
         self.registry.retain(&new);
+        if let Some(me) = self.me.upgrade() {
+            crate::health::start(&me);
+        }
         new
     }
 }
@@ -65,6 +74,8 @@ pub type ServerKey = (String, String);
 pub struct Registry {
     servers: Mutex<HashMap<ServerKey, Arc<ServerState>>>,
     upstreams: Mutex<HashMap<String, Arc<UpstreamState>>>,
+    /// Responses per listener, keyed by its address (its identity).
+    listeners: Mutex<HashMap<SocketAddr, Arc<stats::StatusClasses>>>,
 }
 
 impl Registry {
@@ -90,6 +101,11 @@ impl Registry {
         upstreams.entry(name.to_owned()).or_default().clone()
     }
 
+    fn listener(&self, listen: SocketAddr) -> Arc<stats::StatusClasses> {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.entry(listen).or_default().clone()
+    }
+
     /// Forgets servers and upstreams the snapshot no longer has. Their state
     /// lives on in older snapshots and in-flight requests until those end.
     fn retain(&self, snapshot: &Snapshot) {
@@ -101,6 +117,8 @@ impl Registry {
         });
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         upstreams.retain(|name, _| snapshot.upstream(name).is_some());
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.retain(|listen, _| snapshot.listener(*listen).is_some());
     }
 }
 
@@ -167,6 +185,7 @@ impl Snapshot {
                             upstream: find(&r.upstream),
                         })
                         .collect(),
+                    responses: registry.listener(l.listen),
                     cfg: l.clone(),
                 })
             })
@@ -192,6 +211,8 @@ pub struct ListenerRt {
     pub cfg: config::Listener,
     pub default: Option<Arc<UpstreamRt>>,
     pub routes: Vec<RouteRt>,
+    /// Every response this listener sent, by status class (survives reloads).
+    pub responses: Arc<stats::StatusClasses>,
 }
 
 pub struct RouteRt {
@@ -228,6 +249,8 @@ pub struct UpstreamRt {
     pub backup: Vec<usize>,
     pub balancer: Balancer,
     pub state: Arc<UpstreamState>,
+    /// Cookie stickiness, with every server's cookie value precomputed.
+    pub sticky: Option<Sticky>,
 }
 
 impl UpstreamRt {
@@ -271,6 +294,10 @@ impl UpstreamRt {
         UpstreamRt {
             name: cfg.name.as_str().into(),
             balancer: Balancer::build(cfg),
+            sticky: cfg
+                .sticky
+                .as_ref()
+                .map(|sticky| Sticky::build(&cfg.name, sticky, &cfg.servers)),
             state: registry.upstream(&cfg.name),
             cfg: cfg.clone(),
             servers,
