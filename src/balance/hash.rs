@@ -269,7 +269,7 @@ mod tests {
     }
 
     #[test]
-    fn weights_and_down_servers_count_in_the_walk() {
+    fn weights_widen_a_servers_range() {
         // 26807 % 4 = 3: with weights 3,1 that is the second server.
         assert_eq!(draw(b"a", 2, |k| [3, 1][k], |_| true), Some(1));
     }

@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn weights_widen_a_servers_range() {
-        // 4040 % (3 + 1) = 0 -> a; with weights 1,3: 4040 % 4 = 0 -> a; 4041 % 4 = 1 -> b.
+        // 127.0.1.x hashes to 4041; 4041 % (1 + 3) = 1 falls past a's one unit onto b.
         let (bytes, len) = key(IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1)));
         let w = |k: usize| [1, 3][k];
         assert_eq!(draw(&bytes[..len], 2, w, |_| true), Some(1));
