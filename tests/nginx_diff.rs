@@ -223,3 +223,23 @@ async fn consistent_hash_picks_what_nginx_picks() {
         assert_eq!(got, want, "key user{n}: sluice chose {got}, nginx {want}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_on_client_ip_picks_what_nginx_remote_addr_picks() {
+    let servers = Servers::start().await;
+    let keys = "balance = \"hash\"\nhash_key = \"client_ip\"\nconsistent = true";
+    let Some((_nginx, _sluice, nginx, sluice)) =
+        side_by_side(&servers, "hash $remote_addr consistent", keys).await
+    else {
+        return;
+    };
+    for n in 0u8..40 {
+        let client = IpAddr::V4(Ipv4Addr::new(127, 3, n, 1 + n % 7));
+        let want = served_by(&get_from(client, &format!("{nginx}/")).await);
+        let got = served_by(&get_from(client, &format!("{sluice}/")).await);
+        assert_eq!(
+            got, want,
+            "client {client}: sluice chose {got}, nginx {want}"
+        );
+    }
+}
