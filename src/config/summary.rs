@@ -79,11 +79,6 @@ pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
             "health_check",
             upstreams().any(|u| u.health_check.is_some()),
         ),
-        (
-            "listener tls",
-            cfg.listeners.iter().any(|l| l.tls.is_some()),
-        ),
-        ("upstream tls", upstreams().any(|u| u.tls)),
         ("admin", cfg.admin.is_some()),
         ("queue", upstreams().any(|u| u.queue > 0)),
         ("slow_start", servers().any(|s| !s.slow_start.is_zero())),

@@ -667,8 +667,6 @@ fn inactive_features_name_only_what_is_configured() {
         [
             "sticky",
             "health_check",
-            "listener tls",
-            "upstream tls",
             "admin",
             "queue",
             "slow_start",

@@ -1,13 +1,15 @@
-//! Opening HTTP/1.1 connections to servers.
+//! Opening HTTP/1.1 connections to servers, over TLS when the upstream says so.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hyper::rt::{Read, Write};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::pool::Sender;
+use crate::runtime::{ServerRt, UpstreamRt};
 
 /// Connects within `timeout` and starts the connection's task.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ProxyError> {
@@ -17,8 +19,38 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, Prox
         Err(_) => return Err(ProxyError::ConnectTimeout(addr)),
     };
     let _ = stream.set_nodelay(true);
+    handshake(addr, TokioIo::new(stream)).await
+}
+
+/// Connects to `server` as its upstream is configured: plain, or TLS with
+/// the handshake counted in `connect_timeout` (a server that accepts TCP but
+/// never answers the handshake is as unreachable as one that doesn't).
+pub async fn connect_server(up: &UpstreamRt, server: &ServerRt) -> Result<Sender, ProxyError> {
+    let addr = server.cfg.addr;
+    let Some(tls) = &up.tls else {
+        return connect(addr, up.cfg.connect_timeout).await;
+    };
+    let open = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ProxyError::Connect { addr, source })?;
+        let _ = stream.set_nodelay(true);
+        tls.connect(stream, &server.cfg.address)
+            .await
+            .map_err(|source| ProxyError::Tls { addr, source })
+    };
+    let stream = tokio::time::timeout(up.cfg.connect_timeout, open)
+        .await
+        .map_err(|_| ProxyError::ConnectTimeout(addr))??;
+    handshake(addr, TokioIo::new(stream)).await
+}
+
+async fn handshake<T>(addr: SocketAddr, io: T) -> Result<Sender, ProxyError>
+where
+    T: Read + Write + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(io)
         .await
         .map_err(ProxyError::Upstream)?;
     tokio::spawn(async move {

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 
 use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
+use crate::tls::UpstreamTls;
 pub use state::{AdminState, Availability, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
@@ -221,6 +222,8 @@ pub struct UpstreamRt {
     pub backup: Vec<usize>,
     pub balancer: Balancer,
     pub state: Arc<UpstreamState>,
+    /// The TLS client side when `tls = true`, built once per snapshot.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl UpstreamRt {
@@ -259,6 +262,7 @@ impl UpstreamRt {
             name: cfg.name.as_str().into(),
             balancer: Balancer::build(cfg),
             state: registry.upstream(&cfg.name),
+            tls: cfg.tls.then(|| UpstreamTls::new(cfg)),
             cfg: cfg.clone(),
             servers,
             primary,
