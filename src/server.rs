@@ -202,16 +202,28 @@ impl Server {
         }
     }
 
-    async fn serve_connection(self: Arc<Self>, listen: SocketAddr, stream: TcpStream, peer: SocketAddr) {
+    async fn serve_connection(
+        self: Arc<Self>,
+        listen: SocketAddr,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) {
         // Taken at accept, so a TLS handshake in progress also holds up
         // graceful shutdown (for at most its handshake_timeout).
         let _token = self.tracker.token();
         let _ = stream.set_nodelay(true);
         match self.tls_listener(listen) {
-            None => self.serve_http(listen, TokioIo::new(stream), peer, None).await,
+            None => {
+                self.serve_http(listen, TokioIo::new(stream), peer, None)
+                    .await
+            }
             Some(tls) => match tls.accept(stream).await {
                 Ok(stream) => {
-                    let sni = stream.get_ref().1.server_name().map(str::to_ascii_lowercase);
+                    let sni = stream
+                        .get_ref()
+                        .1
+                        .server_name()
+                        .map(str::to_ascii_lowercase);
                     // ALPN needs no branch here: the auto builder tells h2
                     // from HTTP/1.1 by the client's preface, which a client
                     // that negotiated h2 sends first.
@@ -225,8 +237,13 @@ impl Server {
 
     /// Serves HTTP/1.1 or HTTP/2 on an accepted (and, with `tls`, decrypted)
     /// connection. `tls` carries the SNI name the client sent, if any.
-    async fn serve_http<I>(self: Arc<Self>, listen: SocketAddr, io: I, peer: SocketAddr, tls: Option<Option<String>>)
-    where
+    async fn serve_http<I>(
+        self: Arc<Self>,
+        listen: SocketAddr,
+        io: I,
+        peer: SocketAddr,
+        tls: Option<Option<String>>,
+    ) where
         I: Read + Write + Unpin + Send + 'static,
     {
         let snapshot = self.shared.load();
@@ -392,7 +409,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let shutdown_timeout = config.global.shutdown_timeout;
     let server = Server::start(config).await?;
     wait_for_stop().await;
-    tracing::info!(?shutdown_timeout, "shutting down: finishing in-flight requests");
+    tracing::info!(
+        ?shutdown_timeout,
+        "shutting down: finishing in-flight requests"
+    );
     tokio::select! {
         _ = server.shutdown(shutdown_timeout) => {}
         _ = wait_for_stop() => {

@@ -71,7 +71,9 @@ impl Pki {
     fn issue(&self, file: &str, names: &[&str]) -> Issued {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, &names[0]);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &names[0]);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let issued = Issued {
@@ -94,32 +96,49 @@ impl Pki {
         self.client_with(alpn, rustls::ALL_VERSIONS)
     }
 
-    fn client_with(&self, alpn: &[&[u8]], versions: &[&'static SupportedProtocolVersion]) -> Arc<ClientConfig> {
-        let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(self.roots())
-            .with_no_client_auth();
+    fn client_with(
+        &self,
+        alpn: &[&[u8]],
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Arc<ClientConfig> {
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(self.roots())
+                .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }
 }
 
-async fn handshake(addr: SocketAddr, sni: &str, config: Arc<ClientConfig>) -> io::Result<TlsStream<TcpStream>> {
+async fn handshake(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<ClientConfig>,
+) -> io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from(sni.to_owned()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let name = ServerName::try_from(sni.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     tokio::time::timeout(WAIT, TlsConnector::from(config).connect(name, tcp))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?
 }
 
 fn served_cert(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
-    stream.get_ref().1.peer_certificates().expect("server sent certificates")[0].clone()
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("server sent certificates")[0]
+        .clone()
 }
 
 /// An HTTP/1.1 connection over an established stream.
 async fn h1(stream: TlsStream<TcpStream>) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     sender
 }
@@ -130,8 +149,14 @@ async fn h1_get(
     path: &str,
 ) -> (StatusCode, String) {
     sender.ready().await.unwrap();
-    let req = Request::get(path).header("host", host).body(Empty::new()).unwrap();
-    let response = tokio::time::timeout(WAIT, sender.send_request(req)).await.unwrap().unwrap();
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -181,8 +206,13 @@ async fn default_certificate_and_sni_entries_are_served_by_name() {
         // Not listed: the default certificate (unknown_sni = "default").
         ("other.test", &default),
     ] {
-        let stream = handshake(proxy.addr(), sni, client.clone()).await.unwrap_or_else(|e| panic!("{sni}: {e}"));
-        assert!(served_cert(&stream) == expected.der, "{sni} got the wrong certificate");
+        let stream = handshake(proxy.addr(), sni, client.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{sni}: {e}"));
+        assert!(
+            served_cert(&stream) == expected.der,
+            "{sni} got the wrong certificate"
+        );
     }
 
     let stream = handshake(proxy.addr(), "api.test", client).await.unwrap();
@@ -206,16 +236,20 @@ async fn h2_by_alpn_reaches_an_http1_upstream_with_authority_as_host() {
         .await
         .unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     // A `host` field that differs from :authority is not trusted.
     let req = Request::get("https://site.test/over/h2")
         .header("host", "evil.test")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let response = tokio::time::timeout(WAIT, sender.send_request(req)).await.unwrap().unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers().get("x-upstream").unwrap(), "a");
@@ -237,13 +271,22 @@ async fn only_tls_12_and_13_are_spoken() {
 
     let tls12 = pki.client_with(&[b"http/1.1"], &[&rustls::version::TLS12]);
     let stream = handshake(proxy.addr(), "site.test", tls12).await.unwrap();
-    assert_eq!(stream.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
     let mut sender = h1(stream).await;
-    assert_eq!(h1_get(&mut sender, "site.test", "/").await.0, StatusCode::OK);
+    assert_eq!(
+        h1_get(&mut sender, "site.test", "/").await.0,
+        StatusCode::OK
+    );
 
     let tls13 = pki.client_with(&[b"http/1.1"], &[&rustls::version::TLS13]);
     let stream = handshake(proxy.addr(), "site.test", tls13).await.unwrap();
-    assert_eq!(stream.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
 
     // rustls cannot speak TLS 1.1; openssl can, when allowed to.
     let Some(output) = openssl_tls11(proxy.addr()) else {
@@ -256,12 +299,23 @@ async fn only_tls_12_and_13_are_spoken() {
         String::from_utf8_lossy(&output.stdout)
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("SSL alert number"), "not refused by the server:\n{stderr}");
+    assert!(
+        stderr.contains("SSL alert number"),
+        "not refused by the server:\n{stderr}"
+    );
 }
 
 fn openssl_tls11(addr: SocketAddr) -> Option<std::process::Output> {
     std::process::Command::new("openssl")
-        .args(["s_client", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-servername", "site.test", "-connect"])
+        .args([
+            "s_client",
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+            "-servername",
+            "site.test",
+            "-connect",
+        ])
         .arg(addr.to_string())
         .stdin(std::process::Stdio::null())
         .output()
@@ -276,20 +330,33 @@ async fn host_not_matching_sni_is_misdirected() {
     let port = free_port();
     let proxy = Proxy::start(&proxy_config(port, &tls_block(&default, ""), &upstream)).await;
 
-    let stream = handshake(proxy.addr(), "site.test", pki.client(&[b"http/1.1"])).await.unwrap();
+    let stream = handshake(proxy.addr(), "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
     let mut sender = h1(stream).await;
-    assert_eq!(h1_get(&mut sender, "other.test", "/").await.0, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(
+        h1_get(&mut sender, "other.test", "/").await.0,
+        StatusCode::MISDIRECTED_REQUEST
+    );
     // Same name, other case and a port: the same host.
-    assert_eq!(h1_get(&mut sender, "SITE.test:443", "/").await.0, StatusCode::OK);
+    assert_eq!(
+        h1_get(&mut sender, "SITE.test:443", "/").await.0,
+        StatusCode::OK
+    );
     assert_eq!(upstream.count(), 1);
 
     // Over HTTP/2 the :authority is what must match.
-    let stream = handshake(proxy.addr(), "site.test", pki.client(&[b"h2"])).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+    let stream = handshake(proxy.addr(), "site.test", pki.client(&[b"h2"]))
         .await
         .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
-    let req = Request::get("https://other.test/").body(Empty::<Bytes>::new()).unwrap();
+    let req = Request::get("https://other.test/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     let response = sender.send_request(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
     assert_eq!(upstream.count(), 1);
@@ -302,13 +369,22 @@ async fn unknown_sni_is_refused_when_configured() {
     let api = pki.issue("api", &["api.test"]);
     let upstream = MockUpstream::named("a").start().await;
     let port = free_port();
-    let extra = format!("unknown_sni = \"refuse\"\n{}", sni_entry(r#"["api.test"]"#, &api));
+    let extra = format!(
+        "unknown_sni = \"refuse\"\n{}",
+        sni_entry(r#"["api.test"]"#, &api)
+    );
     let proxy = Proxy::start(&proxy_config(port, &tls_block(&default, &extra), &upstream)).await;
     let client = pki.client(&[b"http/1.1"]);
 
-    assert!(handshake(proxy.addr(), "unknown.test", client.clone()).await.is_err());
+    assert!(
+        handshake(proxy.addr(), "unknown.test", client.clone())
+            .await
+            .is_err()
+    );
     // The default certificate's own names are known names.
-    let stream = handshake(proxy.addr(), "site.test", client.clone()).await.unwrap();
+    let stream = handshake(proxy.addr(), "site.test", client.clone())
+        .await
+        .unwrap();
     assert!(served_cert(&stream) == default.der);
     let stream = handshake(proxy.addr(), "api.test", client).await.unwrap();
     assert!(served_cert(&stream) == api.der);
@@ -320,21 +396,44 @@ async fn unusable_certificate_files_fail_check_and_startup_naming_the_file() {
     let good = pki.issue("good", &["site.test"]);
     let other = pki.issue("other", &["other.test"]);
     let broken = pki.path("broken.pem");
-    std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let upstream = MockUpstream::named("a").start().await;
     let missing = pki.path("missing.pem");
 
     let cases = [
         (
-            format!("[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n", broken.display(), good.key.display()),
+            format!(
+                "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                broken.display(),
+                good.key.display()
+            ),
             broken.display().to_string(),
         ),
         (
-            format!("[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n", good.cert.display(), other.key.display()),
-            format!("{} does not match certificate file {}", other.key.display(), good.cert.display()),
+            format!(
+                "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                good.cert.display(),
+                other.key.display()
+            ),
+            format!(
+                "{} does not match certificate file {}",
+                other.key.display(),
+                good.cert.display()
+            ),
         ),
         (
-            tls_block(&good, &format!("[[listener.tls.sni]]\nnames = [\"x.test\"]\ncert = \"{}\"\nkey = \"{}\"\n", missing.display(), good.key.display())),
+            tls_block(
+                &good,
+                &format!(
+                    "[[listener.tls.sni]]\nnames = [\"x.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+                    missing.display(),
+                    good.key.display()
+                ),
+            ),
             missing.display().to_string(),
         ),
     ];
@@ -342,15 +441,26 @@ async fn unusable_certificate_files_fail_check_and_startup_naming_the_file() {
         let config = proxy_config(free_port(), &tls, &upstream);
         let (ok, _, stderr) = Proxy::check(&config);
         assert!(!ok, "check accepted:\n{config}");
-        assert!(stderr.contains(&named), "check did not name {named}:\n{stderr}");
+        assert!(
+            stderr.contains(&named),
+            "check did not name {named}:\n{stderr}"
+        );
 
         let mut proxy = Proxy::spawn(&config);
-        let status = proxy.wait_exit(WAIT).await.expect("sluice kept running with a bad certificate");
+        let status = proxy
+            .wait_exit(WAIT)
+            .await
+            .expect("sluice kept running with a bad certificate");
         assert!(!status.success());
-        assert!(proxy.stderr().contains(&named), "startup did not name {named}:\n{}", proxy.stderr());
+        assert!(
+            proxy.stderr().contains(&named),
+            "startup did not name {named}:\n{}",
+            proxy.stderr()
+        );
     }
 
-    let (ok, stdout, _) = Proxy::check(&proxy_config(free_port(), &tls_block(&good, ""), &upstream));
+    let (ok, stdout, _) =
+        Proxy::check(&proxy_config(free_port(), &tls_block(&good, ""), &upstream));
     assert!(ok);
     assert!(!stdout.contains("no effect yet"), "{stdout}");
 }
@@ -365,7 +475,9 @@ async fn updated_certificates_serve_new_handshakes_while_old_connections_go_on()
     let config = sluice::config::parse(&toml, &pki.path("sluice.toml")).unwrap();
     let server = sluice::server::Server::start(config.clone()).await.unwrap();
     let addr: SocketAddr = config.listeners[0].listen;
-    let old = handshake(addr, "site.test", pki.client(&[b"http/1.1"])).await.unwrap();
+    let old = handshake(addr, "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
     assert!(served_cert(&old) == first.der);
     let mut old = h1(old).await;
     assert_eq!(h1_get(&mut old, "site.test", "/").await.0, StatusCode::OK);
@@ -373,14 +485,27 @@ async fn updated_certificates_serve_new_handshakes_while_old_connections_go_on()
     // Renewal: new files at the same paths, loaded and checked, then swapped.
     let second = pki.issue("site", &["site.test"]);
     assert!(second.der != first.der);
-    let certs = sluice::tls::load_listener_certs(&config.listeners[0]).unwrap().unwrap();
-    server.tls_listener(addr).expect("a TLS listener").update(certs);
+    let certs = sluice::tls::load_listener_certs(&config.listeners[0])
+        .unwrap()
+        .unwrap();
+    server
+        .tls_listener(addr)
+        .expect("a TLS listener")
+        .update(certs);
 
     // A fresh client: one resuming its session would be shown the
     // certificate of the original handshake.
-    let new = handshake(addr, "site.test", pki.client(&[b"http/1.1"])).await.unwrap();
-    assert!(served_cert(&new) == second.der, "the new handshake got the old certificate");
-    assert_eq!(h1_get(&mut old, "site.test", "/again").await.0, StatusCode::OK);
+    let new = handshake(addr, "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    assert!(
+        served_cert(&new) == second.der,
+        "the new handshake got the old certificate"
+    );
+    assert_eq!(
+        h1_get(&mut old, "site.test", "/again").await.0,
+        StatusCode::OK
+    );
     assert_eq!(upstream.count(), 2);
     drop(old);
     drop(new);
@@ -389,30 +514,47 @@ async fn updated_certificates_serve_new_handshakes_while_old_connections_go_on()
 
 #[tokio::test]
 async fn idle_connections_are_closed_after_idle_timeout_but_busy_ones_are_not() {
-    let upstream = MockUpstream::named("a").delay(Duration::from_secs(3)).start().await;
+    let upstream = MockUpstream::named("a")
+        .delay(Duration::from_secs(3))
+        .start()
+        .await;
     let port = free_port();
     let tls = "idle_timeout = \"1s\"\n";
     let proxy = Proxy::start(&proxy_config(port, tls, &upstream)).await;
 
     // h2c, prior knowledge.
     let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     let conn = tokio::spawn(conn);
     // A request open for longer than idle_timeout keeps the connection
     // busy: no GOAWAY, so the next request still goes on it.
-    let req = Request::get(format!("http://{}/slow", proxy.addr())).body(Empty::<Bytes>::new()).unwrap();
-    let response = tokio::time::timeout(WAIT, sender.send_request(req)).await.unwrap().unwrap();
+    let req = Request::get(format!("http://{}/slow", proxy.addr()))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.into_body().collect().await.unwrap();
     upstream.set_delay(Duration::ZERO);
-    let req = Request::get(format!("http://{}/next", proxy.addr())).body(Empty::<Bytes>::new()).unwrap();
-    let response = sender.send_request(req).await.expect("the busy connection was sent GOAWAY");
+    let req = Request::get(format!("http://{}/next", proxy.addr()))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(req)
+        .await
+        .expect("the busy connection was sent GOAWAY");
     assert_eq!(response.status(), StatusCode::OK);
     response.into_body().collect().await.unwrap();
     // Then idle: GOAWAY, and the connection ends.
-    poll_until(WAIT, "the idle HTTP/2 connection is closed", async || conn.is_finished()).await;
+    poll_until(WAIT, "the idle HTTP/2 connection is closed", async || {
+        conn.is_finished()
+    })
+    .await;
 }
 
 /// h2load's summary line, e.g. `requests: 200 total, ..., 200 succeeded, 0 failed, ...`.
@@ -448,7 +590,9 @@ async fn h2load_over_tls_and_h2c_all_succeed() {
     assert!(tls.contains("400 succeeded, 0 failed"), "{tls}");
     assert!(tls.contains("400 2xx"), "{tls}");
 
-    let h2c = h2load(&format!("http://127.0.0.1:{plain_port}/")).await.unwrap();
+    let h2c = h2load(&format!("http://127.0.0.1:{plain_port}/"))
+        .await
+        .unwrap();
     assert!(h2c.contains("400 succeeded, 0 failed"), "{h2c}");
     assert!(h2c.contains("400 2xx"), "{h2c}");
 }
@@ -456,14 +600,19 @@ async fn h2load_over_tls_and_h2c_all_succeed() {
 /// An HTTPS server with `issued`'s certificate, answering every request
 /// with "secure" and recording each request's headers.
 async fn tls_upstream(issued: &Issued) -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>>) {
-    let chain = CertificateDer::pem_file_iter(&issued.cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
-    let key = PrivateKeyDer::from_pem_file(&issued.key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
+    let chain = CertificateDer::pem_file_iter(&issued.cert)
         .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
+        .collect::<Result<Vec<_>, _>>()
         .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&issued.key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -475,10 +624,14 @@ async fn tls_upstream(issued: &Issued) -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>
             let record = record.clone();
             tokio::spawn(async move {
                 // A failed handshake (the proxy refusing our certificate) just ends here.
-                let Ok(stream) = acceptor.accept(tcp).await else { return };
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                     record.lock().unwrap().push(req.headers().clone());
-                    async { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("secure")))) }
+                    async {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("secure"))))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -511,7 +664,10 @@ async fn upstream_tls_verifies_the_server_against_ca() {
     let response = get(&proxy.url("/tls")).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.body, "secure");
-    assert_eq!(seen.lock().unwrap()[0].get("x-forwarded-proto").unwrap(), "http");
+    assert_eq!(
+        seen.lock().unwrap()[0].get("x-forwarded-proto").unwrap(),
+        "http"
+    );
     // Pooled: a second request reuses the TLS connection or opens another; both work.
     assert_eq!(get(&proxy.url("/tls")).await.status, 200);
 
@@ -534,16 +690,26 @@ async fn upstream_tls_with_an_untrusted_certificate_is_502() {
     let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, "")).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
     // A name the certificate does not carry.
-    let ca = format!("ca = \"{}\"\nserver_name = \"elsewhere.test\"\n", pki.ca_path().display());
+    let ca = format!(
+        "ca = \"{}\"\nserver_name = \"elsewhere.test\"\n",
+        pki.ca_path().display()
+    );
     let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, &ca)).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
-    assert!(seen.lock().unwrap().is_empty(), "a request reached the unverified server");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a request reached the unverified server"
+    );
 }
 
 #[test]
 fn missing_ca_bundle_fails_check_naming_the_file() {
     let missing = Path::new("/nonexistent/ca.pem");
-    let config = tls_upstream_config(free_port(), "127.0.0.1:9".parse().unwrap(), &format!("ca = \"{}\"\n", missing.display()));
+    let config = tls_upstream_config(
+        free_port(),
+        "127.0.0.1:9".parse().unwrap(),
+        &format!("ca = \"{}\"\n", missing.display()),
+    );
     let (ok, _, stderr) = Proxy::check(&config);
     assert!(!ok);
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");

@@ -71,8 +71,15 @@ impl UpstreamTls {
     /// Runs the client handshake with a connected server. `address` is the
     /// server's `host:port` as configured: its host is the name verified
     /// when the upstream has no `server_name`.
-    pub async fn connect(&self, stream: TcpStream, address: &str) -> io::Result<TlsStream<TcpStream>> {
-        let connector = self.connector.as_ref().map_err(|e| io::Error::other(e.clone()))?;
+    pub async fn connect(
+        &self,
+        stream: TcpStream,
+        address: &str,
+    ) -> io::Result<TlsStream<TcpStream>> {
+        let connector = self
+            .connector
+            .as_ref()
+            .map_err(|e| io::Error::other(e.clone()))?;
         let name = match &self.server_name {
             Some(name) => name.clone(),
             None => ServerName::try_from(host(address).to_owned())

@@ -95,8 +95,14 @@ pub enum TlsError {
 /// Something worth a warning that does not stop the certificate being served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertWarning {
-    Expired { path: PathBuf, not_after: validity::UtcTime },
-    NotYetValid { path: PathBuf, not_before: validity::UtcTime },
+    Expired {
+        path: PathBuf,
+        not_after: validity::UtcTime,
+    },
+    NotYetValid {
+        path: PathBuf,
+        not_before: validity::UtcTime,
+    },
 }
 
 impl fmt::Display for CertWarning {
