@@ -54,15 +54,7 @@ impl ConnCtx {
             Err(refusal) => {
                 tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
                 let response = error_response(refusal.status, refusal.close);
-                self.access_log(
-                    &listener,
-                    &method,
-                    &path,
-                    response.status(),
-                    None,
-                    started,
-                    0,
-                );
+                self.access_log(&listener, &method, &path, response.status(), None, started, 0);
                 return response;
             }
         };
@@ -75,28 +67,12 @@ impl ConnCtx {
             // it to open a connection for that host.
             tracing::debug!(peer = %self.peer, %sni, host = %host_name, "request host does not match SNI");
             let response = error_response(StatusCode::MISDIRECTED_REQUEST, false);
-            self.access_log(
-                &listener,
-                &method,
-                &path,
-                response.status(),
-                None,
-                started,
-                0,
-            );
+            self.access_log(&listener, &method, &path, response.status(), None, started, 0);
             return response;
         }
         let Some(upstream) = listener.route(&host_name, &path).cloned() else {
             let response = error_response(StatusCode::NOT_FOUND, false);
-            self.access_log(
-                &listener,
-                &method,
-                &path,
-                response.status(),
-                None,
-                started,
-                0,
-            );
+            self.access_log(&listener, &method, &path, response.status(), None, started, 0);
             return response;
         };
 
@@ -270,10 +246,7 @@ fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValu
     {
         // Refused before the body is read; hyper sends no 100 Continue for
         // a body nobody polls.
-        return Err(refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Content-Length over max_body_size",
-        ));
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "Content-Length over max_body_size"));
     }
 
     let mut hosts = headers.get_all(header::HOST).iter();
@@ -362,14 +335,8 @@ mod tests {
 
     #[test]
     fn host_name_drops_port_and_case() {
-        assert_eq!(
-            host_name(&HeaderValue::from_static("API.Example.com:8080")),
-            "api.example.com"
-        );
+        assert_eq!(host_name(&HeaderValue::from_static("API.Example.com:8080")), "api.example.com");
         assert_eq!(host_name(&HeaderValue::from_static("[::1]:80")), "::1");
-        assert_eq!(
-            host_name(&HeaderValue::from_static("example.com")),
-            "example.com"
-        );
+        assert_eq!(host_name(&HeaderValue::from_static("example.com")), "example.com");
     }
 }
