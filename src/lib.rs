@@ -7,6 +7,7 @@
 //! is forwarded by [`proxy`].
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;
@@ -15,4 +16,5 @@ pub mod logging;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod sticky;
 pub mod tls;

@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use crate::admin::{self, AdminError};
 use crate::config::Config;
 use crate::lifecycle::Tracker;
 use crate::proxy::ConnCtx;
@@ -52,6 +53,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 struct RunningListener {
@@ -79,6 +82,10 @@ impl Server {
         for l in &config.listeners {
             bound.push((l.listen, bind(l.listen).await?));
         }
+        let admin_listener = match &config.admin {
+            Some(a) => Some(admin::bind(a.listen).await?),
+            None => None,
+        };
         let server = Arc::new(Server {
             shared: Shared::new(config),
             tracker: Tracker::default(),
@@ -89,6 +96,9 @@ impl Server {
         server.apply_tls(certs)?;
         for (addr, listener) in bound {
             server.serve(addr, listener);
+        }
+        if let Some(listener) = admin_listener {
+            admin::spawn(listener, server.shared.clone());
         }
         Ok(server)
     }

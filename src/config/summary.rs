@@ -74,12 +74,10 @@ pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
     let servers = || upstreams().flat_map(|u| &u.servers);
     let balance = |method: Balance| upstreams().any(|u| u.balance == method);
     [
-        ("sticky", upstreams().any(|u| u.sticky.is_some())),
         (
             "health_check",
             upstreams().any(|u| u.health_check.is_some()),
         ),
-        ("admin", cfg.admin.is_some()),
         ("queue", upstreams().any(|u| u.queue > 0)),
         ("slow_start", servers().any(|s| !s.slow_start.is_zero())),
         ("balance least_conn", balance(Balance::LeastConn)),
@@ -87,7 +85,6 @@ pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
         ("balance hash", balance(Balance::Hash)),
         ("balance random", balance(Balance::Random)),
         ("max_conns", servers().any(|s| s.max_conns.is_some())),
-        ("drain", servers().any(|s| s.drain)),
         // Only when set away from its default, or every file would list it.
         (
             "retry_budget",

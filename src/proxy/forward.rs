@@ -23,6 +23,9 @@ pub struct Outbound {
     pub headers: HeaderMap,
     pub body: RequestBody,
     pub client_ip: std::net::IpAddr,
+    /// The server a sticky cookie binds this request to: tried first, and
+    /// allowed even while it drains.
+    pub preferred: Option<usize>,
 }
 
 /// A response head from a server, with what its body must hand back.
@@ -60,19 +63,32 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
             now_ms,
             tried: &tried,
         };
-        let Some(i) = up.balancer.pick(up, &ctx) else {
+        let bound_pick = out.preferred.filter(|&p| {
+            !tried.contains(&p)
+                && up.servers.get(p).is_some_and(|s| {
+                    s.availability(now_ms, true) != Availability::Unavailable && s.has_capacity()
+                })
+        });
+        let Some(i) = bound_pick.or_else(|| up.balancer.pick(up, &ctx)) else {
             break;
         };
+        let bound = out.preferred == Some(i);
         tried.push(i);
         let server = &up.servers[i];
         let Some(lease) = Lease::acquire(&server.state, &up.state, server.max_conns()) else {
             continue;
         };
-        let trial = server.availability(now_ms, false) == Availability::Trial;
+        let trial = server.availability(now_ms, bound) == Availability::Trial;
         if trial && !server.state.claim_trial() {
             continue;
         }
         attempts += 1;
+        if attempts > 1 {
+            up.state.retries.inc();
+        }
+        if bound {
+            server.state.note_bound_request();
+        }
         match attempt(up, server, &out, &mut body).await {
             Ok((response, conn)) => {
                 if up.cfg.fail_on_status.contains(&response.status().as_u16()) {

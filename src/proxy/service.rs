@@ -15,6 +15,7 @@ use super::error::ProxyError;
 use super::forward::{Outbound, forward};
 use super::headers::{self, Forwarded};
 use crate::runtime::{ListenerRt, Shared};
+use crate::sticky::Binding;
 
 /// What a connection knows about itself; shared by its requests.
 pub struct ConnCtx {
@@ -54,6 +55,7 @@ impl ConnCtx {
             Err(refusal) => {
                 tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
                 let response = error_response(refusal.status, refusal.close);
+                listener.responses.record(response.status().as_u16());
                 self.access_log(&listener, &method, &path, response.status(), None, started, 0);
                 return response;
             }
@@ -72,6 +74,7 @@ impl ConnCtx {
         }
         let Some(upstream) = listener.route(&host_name, &path).cloned() else {
             let response = error_response(StatusCode::NOT_FOUND, false);
+            listener.responses.record(response.status().as_u16());
             self.access_log(&listener, &method, &path, response.status(), None, started, 0);
             return response;
         };
@@ -80,6 +83,10 @@ impl ConnCtx {
         let peer_ip = self.peer.ip();
         let client_ip = headers::client_ip(peer_ip, req.headers(), trusted);
         let (parts, body) = req.into_parts();
+        let binding = upstream
+            .sticky
+            .as_ref()
+            .map_or(Binding::Missing, |sticky| sticky.binding(&parts.headers));
         let mut out_headers = parts.headers;
         headers::strip_hop_by_hop(&mut out_headers, false);
         out_headers.insert(header::HOST, host.clone());
@@ -107,13 +114,33 @@ impl ConnCtx {
             headers: out_headers,
             body,
             client_ip,
+            preferred: match binding {
+                Binding::Server(i) => Some(i),
+                Binding::Missing | Binding::Invalid => None,
+            },
         };
 
-        match forward(&upstream, out).await {
+        let result = forward(&upstream, out).await;
+        upstream.state.latency.observe(started.elapsed());
+        match result {
             Ok(served) => {
                 let (mut head, incoming) = served.response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers, false);
                 let status = head.status;
+                upstream.servers[served.server].state.responses.record(status.as_u16());
+                listener.responses.record(status.as_u16());
+                if let Some(sticky) = &upstream.sticky {
+                    // The cookie names the server that answered, whatever a
+                    // retry did; it is sent only when it changes something.
+                    if binding == Binding::Server(served.server) {
+                        upstream.state.sticky_honoured.inc();
+                    } else if let Some(cookie) = sticky.set_cookie(served.server, self.tls) {
+                        if binding != Binding::Missing {
+                            upstream.state.sticky_reissued.inc();
+                        }
+                        head.headers.append(header::SET_COOKIE, cookie);
+                    }
+                }
                 let server = upstream.servers[served.server].cfg.address.clone();
                 let on_end: Option<Box<dyn FnOnce(u64, bool) + Send + Sync>> =
                     if snapshot.config.log.access_log {
@@ -150,6 +177,7 @@ impl ConnCtx {
                 }
                 let close = matches!(err, ProxyError::RequestBody(_));
                 let response = error_response(status, close);
+                listener.responses.record(status.as_u16());
                 self.access_log(
                     &listener,
                     &method,

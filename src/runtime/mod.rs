@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 
 use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
+use crate::sticky::Sticky;
 use crate::tls::UpstreamTls;
 pub use state::{AdminState, Availability, ServerState};
 
@@ -62,6 +63,8 @@ pub type ServerKey = (String, String);
 pub struct Registry {
     servers: Mutex<HashMap<ServerKey, Arc<ServerState>>>,
     upstreams: Mutex<HashMap<String, Arc<UpstreamState>>>,
+    /// Responses per listener, keyed by its address (its identity).
+    listeners: Mutex<HashMap<SocketAddr, Arc<stats::StatusClasses>>>,
 }
 
 impl Registry {
@@ -83,6 +86,11 @@ impl Registry {
         upstreams.entry(name.to_owned()).or_default().clone()
     }
 
+    fn listener(&self, listen: SocketAddr) -> Arc<stats::StatusClasses> {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.entry(listen).or_default().clone()
+    }
+
     /// Forgets servers and upstreams the snapshot no longer has. Their state
     /// lives on in older snapshots and in-flight requests until those end.
     fn retain(&self, snapshot: &Snapshot) {
@@ -94,6 +102,8 @@ impl Registry {
         });
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         upstreams.retain(|name, _| snapshot.upstream(name).is_some());
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.retain(|listen, _| snapshot.listener(*listen).is_some());
     }
 }
 
@@ -158,6 +168,7 @@ impl Snapshot {
                             upstream: find(&r.upstream),
                         })
                         .collect(),
+                    responses: registry.listener(l.listen),
                     cfg: l.clone(),
                 })
             })
@@ -183,6 +194,8 @@ pub struct ListenerRt {
     pub cfg: config::Listener,
     pub default: Option<Arc<UpstreamRt>>,
     pub routes: Vec<RouteRt>,
+    /// Every response this listener sent, by status class (survives reloads).
+    pub responses: Arc<stats::StatusClasses>,
 }
 
 pub struct RouteRt {
@@ -222,6 +235,8 @@ pub struct UpstreamRt {
     pub backup: Vec<usize>,
     pub balancer: Balancer,
     pub state: Arc<UpstreamState>,
+    /// Cookie stickiness, with every server's cookie value precomputed.
+    pub sticky: Option<Sticky>,
     /// The TLS client side when `tls = true`, built once per snapshot.
     pub tls: Option<UpstreamTls>,
 }
@@ -261,6 +276,10 @@ impl UpstreamRt {
         UpstreamRt {
             name: cfg.name.as_str().into(),
             balancer: Balancer::build(cfg),
+            sticky: cfg
+                .sticky
+                .as_ref()
+                .map(|sticky| Sticky::build(&cfg.name, sticky, &cfg.servers)),
             state: registry.upstream(&cfg.name),
             tls: cfg.tls.then(|| UpstreamTls::new(cfg)),
             cfg: cfg.clone(),
