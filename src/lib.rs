@@ -11,6 +11,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod proxy;

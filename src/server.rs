@@ -419,7 +419,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let shutdown_timeout = config.global.shutdown_timeout;
     let server = Server::start(config).await?;
     wait_for_stop().await;
-    tracing::info!(?shutdown_timeout, "shutting down: finishing in-flight requests");
+    tracing::info!(
+        ?shutdown_timeout,
+        "shutting down: finishing in-flight requests"
+    );
     tokio::select! {
         _ = server.shutdown(shutdown_timeout) => {}
         _ = wait_for_stop() => {

@@ -714,3 +714,20 @@ fn missing_ca_bundle_fails_check_naming_the_file() {
     assert!(!ok);
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
 }
+
+#[tokio::test]
+async fn health_checks_speak_tls_to_a_tls_upstream() {
+    let pki = Pki::new("backend CA");
+    let issued = pki.issue("backend", &["127.0.0.1"]);
+    let (backend, seen) = tls_upstream(&issued).await;
+    let options = format!(
+        "ca = \"{}\"\n[upstream.secure.health_check]\npath = \"/healthz\"\ninterval = \"100ms\"\n",
+        pki.ca_path().display()
+    );
+    let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, &options)).await;
+    poll_until(WAIT, "a health check arrives over TLS", async || {
+        seen.lock().unwrap().iter().any(|h| h.get("user-agent").is_some_and(|v| v == "sluice-health"))
+    })
+    .await;
+    assert_eq!(get(&proxy.url("/")).await.status, 200);
+}

@@ -4,7 +4,6 @@
 use std::fmt;
 
 use super::model::{Balance, Config};
-use super::raw::DEFAULT_RETRY_BUDGET;
 
 /// Listeners, upstreams with their servers, the admin listener, and the
 /// configured features that do not work yet.
@@ -74,10 +73,6 @@ pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
     let servers = || upstreams().flat_map(|u| &u.servers);
     let balance = |method: Balance| upstreams().any(|u| u.balance == method);
     [
-        (
-            "health_check",
-            upstreams().any(|u| u.health_check.is_some()),
-        ),
         ("queue", upstreams().any(|u| u.queue > 0)),
         ("slow_start", servers().any(|s| !s.slow_start.is_zero())),
         ("balance least_conn", balance(Balance::LeastConn)),
@@ -85,15 +80,6 @@ pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
         ("balance hash", balance(Balance::Hash)),
         ("balance random", balance(Balance::Random)),
         ("max_conns", servers().any(|s| s.max_conns.is_some())),
-        // Only when set away from its default, or every file would list it.
-        (
-            "retry_budget",
-            upstreams().any(|u| u.retry_budget != DEFAULT_RETRY_BUDGET),
-        ),
-        (
-            "fail_on_status",
-            upstreams().any(|u| !u.fail_on_status.is_empty()),
-        ),
     ]
     .into_iter()
     .filter_map(|(feature, configured)| configured.then_some(feature))

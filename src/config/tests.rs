@@ -665,13 +665,11 @@ fn inactive_features_name_only_what_is_configured() {
     assert_eq!(
         inactive_features(&full),
         [
-            "health_check",
             "queue",
             "slow_start",
             "balance least_conn",
             "balance hash",
             "max_conns",
-            "fail_on_status",
         ]
     );
 }

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use super::error::ProxyError;
 use super::pool::Sender;
 use crate::runtime::{ServerRt, UpstreamRt};
+use crate::tls::UpstreamTls;
 
 /// Connects within `timeout` and starts the connection's task.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ProxyError> {
@@ -26,20 +27,31 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, Prox
 /// the handshake counted in `connect_timeout` (a server that accepts TCP but
 /// never answers the handshake is as unreachable as one that doesn't).
 pub async fn connect_server(up: &UpstreamRt, server: &ServerRt) -> Result<Sender, ProxyError> {
-    let addr = server.cfg.addr;
-    let Some(tls) = &up.tls else {
-        return connect(addr, up.cfg.connect_timeout).await;
+    let cfg = &server.cfg;
+    connect_to(cfg.addr, &cfg.address, up.cfg.connect_timeout, up.tls.as_ref()).await
+}
+
+/// Connects to the server at `addr`, configured as `address` (`host:port`,
+/// whose host TLS verifies when the upstream has no `server_name`).
+pub async fn connect_to(
+    addr: SocketAddr,
+    address: &str,
+    timeout: Duration,
+    tls: Option<&UpstreamTls>,
+) -> Result<Sender, ProxyError> {
+    let Some(tls) = tls else {
+        return connect(addr, timeout).await;
     };
     let open = async {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|source| ProxyError::Connect { addr, source })?;
         let _ = stream.set_nodelay(true);
-        tls.connect(stream, &server.cfg.address)
+        tls.connect(stream, address)
             .await
             .map_err(|source| ProxyError::Tls { addr, source })
     };
-    let stream = tokio::time::timeout(up.cfg.connect_timeout, open)
+    let stream = tokio::time::timeout(timeout, open)
         .await
         .map_err(|_| ProxyError::ConnectTimeout(addr))??;
     handshake(addr, TokioIo::new(stream)).await

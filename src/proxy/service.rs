@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::body::{Finish, RequestBody, ResponseBody};
@@ -100,27 +99,24 @@ impl ConnCtx {
                 host: &host,
             },
         );
-        let body = if body.is_end_stream() {
-            RequestBody::empty()
-        } else {
-            RequestBody::Stream {
-                inner: body,
-                remaining: listener.cfg.max_body_size,
+        // Buffered when small, so a failed attempt can be retried elsewhere.
+        let result = match RequestBody::buffer(body, listener.cfg.max_body_size).await {
+            Ok(body) => {
+                let out = Outbound {
+                    method: parts.method,
+                    uri: origin_form(&parts.uri),
+                    headers: out_headers,
+                    body,
+                    client_ip,
+                    preferred: match binding {
+                        Binding::Server(i) => Some(i),
+                        Binding::Missing | Binding::Invalid => None,
+                    },
+                };
+                forward(&upstream, out).await
             }
+            Err(e) => Err(ProxyError::RequestBody(e)),
         };
-        let out = Outbound {
-            method: parts.method,
-            uri: origin_form(&parts.uri),
-            headers: out_headers,
-            body,
-            client_ip,
-            preferred: match binding {
-                Binding::Server(i) => Some(i),
-                Binding::Missing | Binding::Invalid => None,
-            },
-        };
-
-        let result = forward(&upstream, out).await;
         upstream.state.latency.observe(started.elapsed());
         match result {
             Ok(served) => {
@@ -274,7 +270,10 @@ fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValu
     {
         // Refused before the body is read; hyper sends no 100 Continue for
         // a body nobody polls.
-        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "Content-Length over max_body_size"));
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Content-Length over max_body_size",
+        ));
     }
 
     let mut hosts = headers.get_all(header::HOST).iter();
@@ -363,8 +362,14 @@ mod tests {
 
     #[test]
     fn host_name_drops_port_and_case() {
-        assert_eq!(host_name(&HeaderValue::from_static("API.Example.com:8080")), "api.example.com");
+        assert_eq!(
+            host_name(&HeaderValue::from_static("API.Example.com:8080")),
+            "api.example.com"
+        );
         assert_eq!(host_name(&HeaderValue::from_static("[::1]:80")), "::1");
-        assert_eq!(host_name(&HeaderValue::from_static("example.com")), "example.com");
+        assert_eq!(
+            host_name(&HeaderValue::from_static("example.com")),
+            "example.com"
+        );
     }
 }

@@ -9,7 +9,7 @@ pub mod stats;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
 
@@ -21,6 +21,8 @@ pub use state::{AdminState, Availability, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
 pub struct Shared {
+    /// Itself, for the health checkers [`swap`](Self::swap) starts.
+    me: Weak<Shared>,
     current: ArcSwap<Snapshot>,
     pub registry: Registry,
     pub reloads_ok: stats::Counter,
@@ -32,12 +34,15 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
         let registry = Registry::default();
         let snapshot = Snapshot::build(Arc::new(config), &registry, None);
-        Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             current: ArcSwap::from_pointee(snapshot),
             registry,
             reloads_ok: stats::Counter::default(),
             reloads_failed: stats::Counter::default(),
-        })
+        });
+        crate::health::start(&shared);
+        shared
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
@@ -48,9 +53,16 @@ impl Shared {
     /// Returns the new snapshot.
     pub fn swap(&self, config: Config) -> Arc<Snapshot> {
         let old = self.current.load_full();
-        let new = Arc::new(Snapshot::build(Arc::new(config), &self.registry, Some(&old)));
+        let new = Arc::new(Snapshot::build(
+            Arc::new(config),
+            &self.registry,
+            Some(&old),
+        ));
         self.current.store(new.clone());
         self.registry.retain(&new);
+        if let Some(me) = self.me.upgrade() {
+            crate::health::start(&me);
+        }
         new
     }
 }
@@ -68,7 +80,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    fn server(&self, key: ServerKey, make: impl FnOnce() -> ServerState) -> (Arc<ServerState>, bool) {
+    fn server(
+        &self,
+        key: ServerKey,
+        make: impl FnOnce() -> ServerState,
+    ) -> (Arc<ServerState>, bool) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         let mut created = false;
         let state = servers
@@ -216,10 +232,7 @@ impl ListenerRt {
                     HostMatch::Suffix(suffix) => {
                         host.len() > suffix.len() && host.ends_with(suffix.as_str())
                     }
-                }) && r
-                    .path_prefix
-                    .as_deref()
-                    .is_none_or(|p| path.starts_with(p))
+                }) && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
             })
             .map(|r| &r.upstream)
             .or(self.default.as_ref())
@@ -251,8 +264,10 @@ impl UpstreamRt {
                 // At start-up every server is up; one added later to a checked
                 // upstream waits for its first passing check.
                 let healthy = old.is_none() || cfg.health_check.is_none();
-                let (state, created) =
-                    registry.server((cfg.name.clone(), s.address.clone()), || ServerState::new(healthy));
+                let (state, created) = registry
+                    .server((cfg.name.clone(), s.address.clone()), || {
+                        ServerState::new(healthy)
+                    });
                 if created && old.is_some() {
                     state.mark_recovered();
                 }
@@ -271,8 +286,12 @@ impl UpstreamRt {
                 }
             })
             .collect();
-        let primary = (0..servers.len()).filter(|&i| !servers[i].cfg.backup).collect();
-        let backup = (0..servers.len()).filter(|&i| servers[i].cfg.backup).collect();
+        let primary = (0..servers.len())
+            .filter(|&i| !servers[i].cfg.backup)
+            .collect();
+        let backup = (0..servers.len())
+            .filter(|&i| servers[i].cfg.backup)
+            .collect();
         UpstreamRt {
             name: cfg.name.as_str().into(),
             balancer: Balancer::build(cfg),
@@ -291,7 +310,11 @@ impl UpstreamRt {
 
     /// nginx never marks the only server failed: there is nowhere else to go.
     pub fn max_fails(&self) -> u32 {
-        if self.servers.len() == 1 { 0 } else { self.cfg.max_fails }
+        if self.servers.len() == 1 {
+            0
+        } else {
+            self.cfg.max_fails
+        }
     }
 }
 
@@ -367,7 +390,8 @@ impl ServerRt {
 
     /// Below `max_conns` right now (a hint: the acquire is what counts).
     pub fn has_capacity(&self) -> bool {
-        self.max_conns().is_none_or(|max| self.state.in_flight() < max)
+        self.max_conns()
+            .is_none_or(|max| self.state.in_flight() < max)
     }
 
     /// The slow-start share in (0, 1]: ~10% right after a recovery, rising
