@@ -726,7 +726,10 @@ async fn health_checks_speak_tls_to_a_tls_upstream() {
     );
     let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, &options)).await;
     poll_until(WAIT, "a health check arrives over TLS", async || {
-        seen.lock().unwrap().iter().any(|h| h.get("user-agent").is_some_and(|v| v == "sluice-health"))
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.get("user-agent").is_some_and(|v| v == "sluice-health"))
     })
     .await;
     assert_eq!(get(&proxy.url("/")).await.status, 200);
