@@ -321,9 +321,10 @@ impl Server {
     }
 }
 
-/// A connection's requests in flight, for its idle timeout: hyper closes
-/// neither an idle HTTP/2 connection nor (without a new request) an idle
-/// keep-alive one, so sluice does.
+/// A connection's requests in flight, for its idle timeout: hyper has no
+/// idle timeout for HTTP/2 (pings keep an idle connection alive forever),
+/// and for HTTP/1.1 only the header timeout, so sluice closes a connection
+/// that has had no request open for `idle_timeout`.
 #[derive(Debug, Default)]
 struct Activity {
     open: AtomicUsize,
