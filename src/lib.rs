@@ -18,3 +18,4 @@ pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod sticky;
+pub mod tls;

@@ -17,7 +17,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic, DiagnosticKind};
 pub use model::*;
-pub use summary::{inactive_features, summary};
+pub use summary::summary;
 
 /// Reads and checks the config file at `path`.
 ///

@@ -57,27 +57,6 @@ impl fmt::Display for Summary<'_> {
             }
             None => writeln!(f, "admin: off")?,
         }
-        let inactive = inactive_features(cfg);
-        if !inactive.is_empty() {
-            writeln!(f, "parsed but has no effect yet: {}", inactive.join(", "))?;
-        }
         Ok(())
     }
-}
-
-/// Configured features the running proxy does not implement yet, so `check`
-/// can say so instead of letting the user believe they work. Delete a line
-/// when its feature lands.
-pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
-    let upstreams = || cfg.upstreams.iter();
-    [
-        (
-            "listener tls",
-            cfg.listeners.iter().any(|l| l.tls.is_some()),
-        ),
-        ("upstream tls", upstreams().any(|u| u.tls)),
-    ]
-    .into_iter()
-    .filter_map(|(feature, configured)| configured.then_some(feature))
-    .collect()
 }

@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use super::body::{Lease, RequestBody};
-use super::connect::connect;
+use super::connect::connect_server;
 use super::error::ProxyError;
 use super::pool::Sender;
 use crate::balance::{PickCtx, queue};
@@ -216,10 +216,9 @@ async fn attempt(
     out: &Outbound,
     body: &mut Option<RequestBody>,
 ) -> Result<(Response<Incoming>, Sender), ProxyError> {
-    let addr = server.cfg.addr;
     let (mut sender, reused) = match server.state.pool.take() {
         Some(sender) => (sender, true),
-        None => (connect(addr, up.cfg.connect_timeout).await?, false),
+        None => (connect_server(up, server).await?, false),
     };
     let req_body = match body {
         Some(RequestBody::Full(bytes)) => RequestBody::Full(bytes.clone()),
@@ -238,11 +237,8 @@ async fn attempt(
                 // A pooled connection the server closed while idle: nothing
                 // was sent, so a fresh connection may carry it for any method.
                 Some(req) if reused => {
-                    sender = connect(addr, up.cfg.connect_timeout).await?;
-                    sender
-                        .send_request(req)
-                        .await
-                        .map_err(ProxyError::from_send)
+                    sender = connect_server(up, server).await?;
+                    sender.send_request(req).await.map_err(ProxyError::from_send)
                 }
                 _ => Err(ProxyError::from_send(e.into_error())),
             },

@@ -23,6 +23,8 @@ pub struct ConnCtx {
     pub listen: SocketAddr,
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The lower-case SNI name a TLS client sent: requests must be for it.
+    pub sni: Option<String>,
     /// The listener as of accept time, used if a reload removed it while
     /// this connection drains.
     pub listener: Arc<ListenerRt>,
@@ -58,6 +60,17 @@ impl ConnCtx {
             }
         };
         let host_name = host_name(&host);
+        if let Some(sni) = &self.sni
+            && host_name != *sni
+        {
+            // A client reusing this connection for a host it did not
+            // handshake for (HTTP/2 coalescing, or a forged Host): 421 tells
+            // it to open a connection for that host.
+            tracing::debug!(peer = %self.peer, %sni, host = %host_name, "request host does not match SNI");
+            let response = error_response(StatusCode::MISDIRECTED_REQUEST, false);
+            self.access_log(&listener, &method, &path, response.status(), None, started, 0);
+            return response;
+        }
         let Some(upstream) = listener.route(&host_name, &path).cloned() else {
             let response = error_response(StatusCode::NOT_FOUND, false);
             listener.responses.record(response.status().as_u16());

@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
 use crate::sticky::Sticky;
+use crate::tls::UpstreamTls;
 pub use state::{AdminState, Availability, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
@@ -251,6 +252,8 @@ pub struct UpstreamRt {
     pub state: Arc<UpstreamState>,
     /// Cookie stickiness, with every server's cookie value precomputed.
     pub sticky: Option<Sticky>,
+    /// The TLS client side when `tls = true`, built once per snapshot.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl UpstreamRt {
@@ -299,6 +302,7 @@ impl UpstreamRt {
                 .as_ref()
                 .map(|sticky| Sticky::build(&cfg.name, sticky, &cfg.servers)),
             state: registry.upstream(&cfg.name),
+            tls: cfg.tls.then(|| UpstreamTls::new(cfg)),
             cfg: cfg.clone(),
             servers,
             primary,
