@@ -13,5 +13,6 @@ pub mod demo;
 pub mod lifecycle;
 pub mod logging;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;

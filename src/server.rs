@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::lifecycle::Tracker;
 use crate::proxy::ConnCtx;
+use crate::reload::{self, ReloadState};
 use crate::runtime::Shared;
 
 /// HTTP/2 limits, set explicitly rather than left to library defaults.
@@ -46,6 +47,7 @@ pub struct Server {
     listeners: Mutex<HashMap<SocketAddr, RunningListener>>,
     /// Flipped once to ask every connection to finish gracefully.
     shutdown: watch::Sender<bool>,
+    pub reload: ReloadState,
 }
 
 impl Server {
@@ -60,6 +62,7 @@ impl Server {
             tracker: Tracker::default(),
             listeners: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
+            reload: ReloadState::default(),
         });
         for (addr, listener) in bound {
             server.serve(addr, listener);
@@ -131,7 +134,7 @@ impl Server {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tokio::spawn(self.clone().serve_connection(addr, stream, peer));
+                        tokio::spawn(self.clone().serve_connection(addr, stream, peer, stop.clone()));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off a little
@@ -145,7 +148,15 @@ impl Server {
         }
     }
 
-    async fn serve_connection(self: Arc<Self>, listen: SocketAddr, stream: TcpStream, peer: SocketAddr) {
+    /// Serves one client connection until it ends; shutdown, or a reload
+    /// removing its listener (`removed`), ends it gracefully.
+    async fn serve_connection(
+        self: Arc<Self>,
+        listen: SocketAddr,
+        stream: TcpStream,
+        peer: SocketAddr,
+        mut removed: watch::Receiver<bool>,
+    ) {
         let _token = self.tracker.token();
         let snapshot = self.shared.load();
         let Some(listener) = snapshot.listener(listen).cloned() else {
@@ -176,6 +187,7 @@ impl Server {
             peer,
             tls: false,
             listener,
+            tracker: self.tracker.clone(),
         });
         drop(snapshot);
         let service = service_fn(move |req| {
@@ -191,7 +203,12 @@ impl Server {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
             }
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+            _ = async {
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => {}
+                    _ = removed.wait_for(|r| *r) => {}
+                }
+            } => {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
@@ -219,10 +236,19 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 /// Runs `config` until SIGTERM or SIGINT, then shuts down gracefully; a
 /// second signal exits at once.
 pub async fn run(config: Config) -> Result<(), ServerError> {
-    let shutdown_timeout = config.global.shutdown_timeout;
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed before the listeners bind: a SIGHUP sent as soon as the proxy
+    // answers must reload, not take the default action (exit).
+    let hangups = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
     let server = Server::start(config).await?;
+    reload::start(&server, hangups);
     wait_for_stop().await;
-    tracing::info!(?shutdown_timeout, "shutting down: finishing in-flight requests");
+    // The timeout of the config running now, which a reload may have changed.
+    let shutdown_timeout = server.shared.load().config.global.shutdown_timeout;
+    tracing::info!(
+        ?shutdown_timeout,
+        "shutting down: finishing in-flight requests"
+    );
     tokio::select! {
         _ = server.shutdown(shutdown_timeout) => {}
         _ = wait_for_stop() => {

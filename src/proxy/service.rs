@@ -9,12 +9,15 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use super::body::{Finish, RequestBody, ResponseBody};
 use super::error::ProxyError;
-use super::forward::{Outbound, forward};
+use super::forward::{Outbound, Served, forward};
 use super::headers::{self, Forwarded};
-use crate::runtime::{ListenerRt, Shared};
+use super::upgrade::{self, Tunnel, TunnelEnd};
+use crate::lifecycle::Tracker;
+use crate::runtime::{ListenerRt, Shared, UpstreamRt};
 
 /// What a connection knows about itself; shared by its requests.
 pub struct ConnCtx {
@@ -26,6 +29,8 @@ pub struct ConnCtx {
     /// The listener as of accept time, used if a reload removed it while
     /// this connection drains.
     pub listener: Arc<ListenerRt>,
+    /// Graceful shutdown waits for the tunnels this connection opens.
+    pub tracker: Tracker,
 }
 
 /// A request refused before it could reach a server.
@@ -37,7 +42,7 @@ struct Refusal {
 }
 
 impl ConnCtx {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
         let snapshot = self.shared.load();
         let listener = snapshot
@@ -52,23 +57,53 @@ impl ConnCtx {
             Err(refusal) => {
                 tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
                 let response = error_response(refusal.status, refusal.close);
-                self.access_log(&listener, &method, &path, response.status(), None, started, 0);
+                self.access_log(
+                    &listener,
+                    &method,
+                    &path,
+                    response.status(),
+                    None,
+                    started,
+                    0,
+                );
                 return response;
             }
         };
         let host_name = host_name(&host);
         let Some(upstream) = listener.route(&host_name, &path).cloned() else {
             let response = error_response(StatusCode::NOT_FOUND, false);
-            self.access_log(&listener, &method, &path, response.status(), None, started, 0);
+            self.access_log(
+                &listener,
+                &method,
+                &path,
+                response.status(),
+                None,
+                started,
+                0,
+            );
             return response;
         };
 
         let trusted = &snapshot.config.global.trusted_proxies;
         let peer_ip = self.peer.ip();
         let client_ip = headers::client_ip(peer_ip, req.headers(), trusted);
+        // Upgrade is HTTP/1.1 only (HTTP/2 forbids it); the client side of a
+        // tunnel must be claimed before the request is taken apart.
+        let upgrade = if req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers())
+        {
+            req.headers()
+                .get(header::UPGRADE)
+                .cloned()
+                .map(|protocol| (protocol, hyper::upgrade::on(&mut req)))
+        } else {
+            None
+        };
         let (parts, body) = req.into_parts();
         let mut out_headers = parts.headers;
-        headers::strip_hop_by_hop(&mut out_headers, false);
+        headers::strip_hop_by_hop(&mut out_headers, upgrade.is_some());
+        if upgrade.is_some() {
+            out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         out_headers.insert(header::HOST, host.clone());
         headers::set_forwarded(
             &mut out_headers,
@@ -97,6 +132,29 @@ impl ConnCtx {
         };
 
         match forward(&upstream, out).await {
+            Ok(served) if served.response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                match upgrade {
+                    Some((protocol, client)) if upgrade::accepted(&protocol, &served.response) => {
+                        self.tunnel(&listener, &upstream, served, client, method, path, started)
+                    }
+                    _ => {
+                        // A switch nobody asked for: the connection is no
+                        // longer HTTP, so it is dropped, not pooled.
+                        tracing::warn!(upstream = %upstream.name, server = %upstream.servers[served.server].cfg.address, "upstream switched protocols without a matching Upgrade request");
+                        let response = error_response(StatusCode::BAD_GATEWAY, false);
+                        self.access_log(
+                            &listener,
+                            &method,
+                            &path,
+                            response.status(),
+                            Some((&upstream.name, "-")),
+                            started,
+                            0,
+                        );
+                        response
+                    }
+                }
+            }
             Ok(served) => {
                 let (mut head, incoming) = served.response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers, false);
@@ -149,6 +207,57 @@ impl ConnCtx {
                 response
             }
         }
+    }
+
+    /// Answers 101 and hands both connections to an upgrade tunnel once
+    /// hyper has switched them. The request's lease ends here; the tunnel is
+    /// counted on the server instead.
+    #[allow(clippy::too_many_arguments)]
+    fn tunnel(
+        self: &Arc<Self>,
+        listener: &Arc<ListenerRt>,
+        upstream: &Arc<UpstreamRt>,
+        mut served: Served,
+        client: OnUpgrade,
+        method: http::Method,
+        path: String,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let server = &upstream.servers[served.server];
+        let upstream_io = hyper::upgrade::on(&mut served.response);
+        let (mut head, _) = served.response.into_parts();
+        headers::strip_hop_by_hop(&mut head.headers, true);
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        let this = self.clone();
+        let listener = listener.clone();
+        let upstream_name = upstream.name.clone();
+        let address = server.cfg.address.clone();
+        let access_log = self.shared.load().config.log.access_log;
+        Tunnel {
+            client,
+            upstream: upstream_io,
+            conn: served.conn,
+            server: server.state.clone(),
+            token: self.tracker.token(),
+            idle_timeout: listener.cfg.idle_timeout,
+            on_end: Box::new(move |end: TunnelEnd| {
+                if access_log {
+                    this.log_line(
+                        &listener,
+                        &method,
+                        &path,
+                        StatusCode::SWITCHING_PROTOCOLS,
+                        Some((&upstream_name, &address)),
+                        started,
+                        end.down,
+                        end.clean,
+                    );
+                }
+            }),
+        }
+        .spawn();
+        Response::from_parts(head, ResponseBody::empty())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -233,7 +342,10 @@ fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValu
     {
         // Refused before the body is read; hyper sends no 100 Continue for
         // a body nobody polls.
-        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "Content-Length over max_body_size"));
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Content-Length over max_body_size",
+        ));
     }
 
     let mut hosts = headers.get_all(header::HOST).iter();
@@ -322,8 +434,14 @@ mod tests {
 
     #[test]
     fn host_name_drops_port_and_case() {
-        assert_eq!(host_name(&HeaderValue::from_static("API.Example.com:8080")), "api.example.com");
+        assert_eq!(
+            host_name(&HeaderValue::from_static("API.Example.com:8080")),
+            "api.example.com"
+        );
         assert_eq!(host_name(&HeaderValue::from_static("[::1]:80")), "::1");
-        assert_eq!(host_name(&HeaderValue::from_static("example.com")), "example.com");
+        assert_eq!(
+            host_name(&HeaderValue::from_static("example.com")),
+            "example.com"
+        );
     }
 }
