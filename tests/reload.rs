@@ -422,3 +422,48 @@ async fn listeners_are_added_and_removed_while_the_others_keep_accepting() {
     assert!(ok > 0);
     assert_eq!(count(&proxy, "config reloaded"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_by_rename_and_kubernetes_symlink_swaps_are_seen() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let c = MockUpstream::named("c").start().await;
+    let listen = listen_addr();
+    let config = |m: &MockUpstream| web_config(&listen, true, &server("web", &m.address(), 1));
+    let proxy = Proxy::start(&config(&a)).await;
+    let client = Client::new();
+    let url = proxy.url("/");
+    let dir = proxy.dir().to_owned();
+    let path = proxy.config_path().to_owned();
+
+    // An editor: write a new file, rename it over the old one.
+    let tmp = dir.join(".sluice.toml.swp");
+    std::fs::write(&tmp, config(&b)).expect("write the new file");
+    std::fs::rename(&tmp, &path).expect("rename over the config");
+    poll_until(RELOAD, "b serves after a rename", async || {
+        client.get(&url).await.upstream() == Some("b")
+    })
+    .await;
+
+    // A Kubernetes volume: sluice.toml -> ..data/sluice.toml, ..data -> v1.
+    for (version, mock) in [("v1", &b), ("v2", &c)] {
+        std::fs::create_dir(dir.join(version)).expect("version dir");
+        std::fs::write(dir.join(version).join("sluice.toml"), config(mock)).expect("versioned config");
+    }
+    std::os::unix::fs::symlink("v1", dir.join("..data")).expect("..data link");
+    std::os::unix::fs::symlink("..data/sluice.toml", dir.join("link")).expect("config link");
+    let reloads = count(&proxy, "config reloaded");
+    std::fs::rename(dir.join("link"), &path).expect("config becomes a link");
+    poll_until(RELOAD, "the link is reloaded", async || {
+        count(&proxy, "config reloaded") > reloads
+    })
+    .await;
+    // The swap kubelet does: a new link, renamed over `..data`.
+    std::os::unix::fs::symlink("v2", dir.join("..data_tmp")).expect("new ..data link");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap ..data");
+    poll_until(RELOAD, "c serves after the ..data swap", async || {
+        client.get(&url).await.upstream() == Some("c")
+    })
+    .await;
+    assert_eq!(count(&proxy, "reload rejected"), 0);
+}
