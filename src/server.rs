@@ -245,10 +245,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     wait_for_stop().await;
     // The timeout of the config running now, which a reload may have changed.
     let shutdown_timeout = server.shared.load().config.global.shutdown_timeout;
-    tracing::info!(
-        ?shutdown_timeout,
-        "shutting down: finishing in-flight requests"
-    );
+    tracing::info!(?shutdown_timeout, "shutting down: finishing in-flight requests");
     tokio::select! {
         _ = server.shutdown(shutdown_timeout) => {}
         _ = wait_for_stop() => {

@@ -448,7 +448,8 @@ async fn saves_by_rename_and_kubernetes_symlink_swaps_are_seen() {
     // A Kubernetes volume: sluice.toml -> ..data/sluice.toml, ..data -> v1.
     for (version, mock) in [("v1", &b), ("v2", &c)] {
         std::fs::create_dir(dir.join(version)).expect("version dir");
-        std::fs::write(dir.join(version).join("sluice.toml"), config(mock)).expect("versioned config");
+        std::fs::write(dir.join(version).join("sluice.toml"), config(mock))
+            .expect("versioned config");
     }
     std::os::unix::fs::symlink("v1", dir.join("..data")).expect("..data link");
     std::os::unix::fs::symlink("..data/sluice.toml", dir.join("link")).expect("config link");

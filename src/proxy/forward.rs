@@ -93,9 +93,7 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
                 } else if trial {
                     server.state.abandon_trial();
                 }
-                let body_left = body
-                    .as_ref()
-                    .is_some_and(|b| matches!(b, RequestBody::Full(_)));
+                let body_left = body.as_ref().is_some_and(|b| matches!(b, RequestBody::Full(_)));
                 let retry = !matches!(err, ProxyError::RequestBody(_))
                     && (err.nothing_sent() || idempotent)
                     && body_left;
@@ -156,10 +154,7 @@ async fn attempt(
                 // was sent, so a fresh connection may carry it for any method.
                 Some(req) if reused => {
                     sender = connect(addr, up.cfg.connect_timeout).await?;
-                    sender
-                        .send_request(req)
-                        .await
-                        .map_err(ProxyError::from_send)
+                    sender.send_request(req).await.map_err(ProxyError::from_send)
                 }
                 _ => Err(ProxyError::from_send(e.into_error())),
             },

@@ -57,30 +57,14 @@ impl ConnCtx {
             Err(refusal) => {
                 tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
                 let response = error_response(refusal.status, refusal.close);
-                self.access_log(
-                    &listener,
-                    &method,
-                    &path,
-                    response.status(),
-                    None,
-                    started,
-                    0,
-                );
+                self.access_log(&listener, &method, &path, response.status(), None, started, 0);
                 return response;
             }
         };
         let host_name = host_name(&host);
         let Some(upstream) = listener.route(&host_name, &path).cloned() else {
             let response = error_response(StatusCode::NOT_FOUND, false);
-            self.access_log(
-                &listener,
-                &method,
-                &path,
-                response.status(),
-                None,
-                started,
-                0,
-            );
+            self.access_log(&listener, &method, &path, response.status(), None, started, 0);
             return response;
         };
 
@@ -89,8 +73,8 @@ impl ConnCtx {
         let client_ip = headers::client_ip(peer_ip, req.headers(), trusted);
         // Upgrade is HTTP/1.1 only (HTTP/2 forbids it); the client side of a
         // tunnel must be claimed before the request is taken apart.
-        let upgrade = if req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers())
-        {
+        let h1_upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+        let upgrade = if h1_upgrade {
             req.headers()
                 .get(header::UPGRADE)
                 .cloned()
@@ -140,17 +124,11 @@ impl ConnCtx {
                     _ => {
                         // A switch nobody asked for: the connection is no
                         // longer HTTP, so it is dropped, not pooled.
-                        tracing::warn!(upstream = %upstream.name, server = %upstream.servers[served.server].cfg.address, "upstream switched protocols without a matching Upgrade request");
+                        let server = &upstream.servers[served.server].cfg.address;
+                        tracing::warn!(upstream = %upstream.name, %server, "upstream switched protocols without a matching Upgrade request");
                         let response = error_response(StatusCode::BAD_GATEWAY, false);
-                        self.access_log(
-                            &listener,
-                            &method,
-                            &path,
-                            response.status(),
-                            Some((&upstream.name, "-")),
-                            started,
-                            0,
-                        );
+                        let target = Some((&*upstream.name, "-"));
+                        self.access_log(&listener, &method, &path, response.status(), target, started, 0);
                         response
                     }
                 }
@@ -227,8 +205,7 @@ impl ConnCtx {
         let upstream_io = hyper::upgrade::on(&mut served.response);
         let (mut head, _) = served.response.into_parts();
         headers::strip_hop_by_hop(&mut head.headers, true);
-        head.headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        head.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         let this = self.clone();
         let listener = listener.clone();
         let upstream_name = upstream.name.clone();
@@ -342,10 +319,7 @@ fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValu
     {
         // Refused before the body is read; hyper sends no 100 Continue for
         // a body nobody polls.
-        return Err(refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Content-Length over max_body_size",
-        ));
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "Content-Length over max_body_size"));
     }
 
     let mut hosts = headers.get_all(header::HOST).iter();
@@ -434,14 +408,8 @@ mod tests {
 
     #[test]
     fn host_name_drops_port_and_case() {
-        assert_eq!(
-            host_name(&HeaderValue::from_static("API.Example.com:8080")),
-            "api.example.com"
-        );
+        assert_eq!(host_name(&HeaderValue::from_static("API.Example.com:8080")), "api.example.com");
         assert_eq!(host_name(&HeaderValue::from_static("[::1]:80")), "::1");
-        assert_eq!(
-            host_name(&HeaderValue::from_static("example.com")),
-            "example.com"
-        );
+        assert_eq!(host_name(&HeaderValue::from_static("example.com")), "example.com");
     }
 }

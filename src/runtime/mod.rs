@@ -46,11 +46,7 @@ impl Shared {
     /// Returns the new snapshot.
     pub fn swap(&self, config: Config) -> Arc<Snapshot> {
         let old = self.current.load_full();
-        let new = Arc::new(Snapshot::build(
-            Arc::new(config),
-            &self.registry,
-            Some(&old),
-        ));
+        let new = Arc::new(Snapshot::build(Arc::new(config), &self.registry, Some(&old)));
         self.current.store(new.clone());
         self.registry.retain(&new);
         new
@@ -68,11 +64,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    fn server(
-        &self,
-        key: ServerKey,
-        make: impl FnOnce() -> ServerState,
-    ) -> (Arc<ServerState>, bool) {
+    fn server(&self, key: ServerKey, make: impl FnOnce() -> ServerState) -> (Arc<ServerState>, bool) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         let mut created = false;
         let state = servers
@@ -210,7 +202,10 @@ impl ListenerRt {
                     HostMatch::Suffix(suffix) => {
                         host.len() > suffix.len() && host.ends_with(suffix.as_str())
                     }
-                }) && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+                }) && r
+                    .path_prefix
+                    .as_deref()
+                    .is_none_or(|p| path.starts_with(p))
             })
             .map(|r| &r.upstream)
             .or(self.default.as_ref())
@@ -238,10 +233,8 @@ impl UpstreamRt {
                 // At start-up every server is up; one added later to a checked
                 // upstream waits for its first passing check.
                 let healthy = old.is_none() || cfg.health_check.is_none();
-                let (state, created) = registry
-                    .server((cfg.name.clone(), s.address.clone()), || {
-                        ServerState::new(healthy)
-                    });
+                let (state, created) =
+                    registry.server((cfg.name.clone(), s.address.clone()), || ServerState::new(healthy));
                 if created && old.is_some() {
                     state.mark_recovered();
                 }
@@ -260,12 +253,8 @@ impl UpstreamRt {
                 }
             })
             .collect();
-        let primary = (0..servers.len())
-            .filter(|&i| !servers[i].cfg.backup)
-            .collect();
-        let backup = (0..servers.len())
-            .filter(|&i| servers[i].cfg.backup)
-            .collect();
+        let primary = (0..servers.len()).filter(|&i| !servers[i].cfg.backup).collect();
+        let backup = (0..servers.len()).filter(|&i| servers[i].cfg.backup).collect();
         UpstreamRt {
             name: cfg.name.as_str().into(),
             balancer: Balancer::build(cfg),
@@ -279,11 +268,7 @@ impl UpstreamRt {
 
     /// nginx never marks the only server failed: there is nowhere else to go.
     pub fn max_fails(&self) -> u32 {
-        if self.servers.len() == 1 {
-            0
-        } else {
-            self.cfg.max_fails
-        }
+        if self.servers.len() == 1 { 0 } else { self.cfg.max_fails }
     }
 }
 
@@ -359,8 +344,7 @@ impl ServerRt {
 
     /// Below `max_conns` right now (a hint: the acquire is what counts).
     pub fn has_capacity(&self) -> bool {
-        self.max_conns()
-            .is_none_or(|max| self.state.in_flight() < max)
+        self.max_conns().is_none_or(|max| self.state.in_flight() < max)
     }
 
     /// The slow-start share in (0, 1]: ~10% right after a recovery, rising
