@@ -67,6 +67,9 @@ pub enum ReloadError {
     /// Loading panicked on its blocking thread: a bug, not a bad file.
     #[error("loading the config failed: {0}")]
     Load(#[source] tokio::task::JoinError),
+    /// Shutdown has begun: reloading would start listeners again.
+    #[error("shutting down: not reloading")]
+    ShuttingDown,
 }
 
 /// `FILE:LINE:COL: ` before a message, like a config diagnostic.
@@ -83,11 +86,12 @@ impl fmt::Display for Position<'_> {
 
 impl ReloadError {
     /// The HTTP status `POST /api/reload` answers with: 422 for a file that
-    /// cannot be applied, 500 for a bug.
+    /// cannot be applied, 503 during shutdown, 500 for a bug.
     pub fn status(&self) -> StatusCode {
         match self {
             ReloadError::Config(_) | ReloadError::Bind { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ReloadError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ReloadError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -115,7 +119,7 @@ impl ReloadError {
                 "column": null,
                 "message": format!("cannot read the config file: {source}"),
             })],
-            ReloadError::Config(_) | ReloadError::Load(_) => Vec::new(),
+            ReloadError::Config(_) | ReloadError::Load(_) | ReloadError::ShuttingDown => Vec::new(),
             ReloadError::Bind {
                 file,
                 at,
@@ -303,6 +307,9 @@ pub async fn reload(server: &Arc<Server>) -> Result<ReloadReport, ReloadError> {
 }
 
 async fn apply(server: &Arc<Server>) -> Result<ReloadReport, ReloadError> {
+    if server.is_shutting_down() {
+        return Err(ReloadError::ShuttingDown);
+    }
     let old = server.shared.load();
     let path = old.config.path.clone();
     let (text, config) = tokio::task::spawn_blocking(move || read(&path))

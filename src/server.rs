@@ -104,6 +104,11 @@ impl Server {
             .collect()
     }
 
+    /// Whether [`Server::shutdown`] has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Stops accepting, asks connections to finish (HTTP/1.1 closes idle
     /// keep-alive connections, HTTP/2 sends GOAWAY) and waits up to `timeout`
     /// for every tracked connection and tunnel. Returns whether all finished.
