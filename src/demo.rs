@@ -47,11 +47,17 @@ pub async fn run(config: Config) -> Result<(), DemoError> {
     for (i, (_, addr)) in servers.iter().enumerate() {
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| DemoError::Backend { addr: *addr, source })?;
+            .map_err(|source| DemoError::Backend {
+                addr: *addr,
+                source,
+            })?;
         tokio::spawn(backend(listener, format!("backend-{}", i + 1), *addr));
     }
     let listen = config.listeners[0].listen;
-    println!("sluice demo: proxy on http://{listen}/ in front of {} backends", servers.len());
+    println!(
+        "sluice demo: proxy on http://{listen}/ in front of {} backends",
+        servers.len()
+    );
     for (i, (address, _)) in servers.iter().enumerate() {
         println!("  backend-{} on {address}", i + 1);
     }
@@ -73,11 +79,16 @@ async fn backend(listener: TcpListener, name: String, addr: SocketAddr) {
         let name = name.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let body = format!("Hello from {name} ({addr}): {} {}\n", req.method(), req.uri());
+                let body = format!(
+                    "Hello from {name} ({addr}): {} {}\n",
+                    req.method(),
+                    req.uri()
+                );
                 let mut response = Response::new(Full::new(Bytes::from(body)));
                 response.headers_mut().insert(
                     "x-backend",
-                    http::HeaderValue::from_str(&name).unwrap_or(http::HeaderValue::from_static("demo")),
+                    http::HeaderValue::from_str(&name)
+                        .unwrap_or(http::HeaderValue::from_static("demo")),
                 );
                 async move { Ok::<_, Infallible>(response) }
             });

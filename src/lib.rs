@@ -7,12 +7,15 @@
 //! is forwarded by [`proxy`].
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod sticky;

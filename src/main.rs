@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use sluice::{config, demo, logging, server};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "A layer-7 reverse proxy and load balancer")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A layer-7 reverse proxy and load balancer"
+)]
 struct Cli {
     /// The config file.
     #[arg(short, long, global = true, default_value = "config/sluice.toml")]

@@ -67,6 +67,9 @@ pub enum ReloadError {
     /// Loading panicked on its blocking thread: a bug, not a bad file.
     #[error("loading the config failed: {0}")]
     Load(#[source] tokio::task::JoinError),
+    /// Any other failure to start serving a new listener.
+    #[error(transparent)]
+    Server(ServerError),
     /// Shutdown has begun: reloading would start listeners again.
     #[error("shutting down: not reloading")]
     ShuttingDown,
@@ -90,7 +93,7 @@ impl ReloadError {
     pub fn status(&self) -> StatusCode {
         match self {
             ReloadError::Config(_) | ReloadError::Bind { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ReloadError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ReloadError::Load(_) | ReloadError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ReloadError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -119,7 +122,10 @@ impl ReloadError {
                 "column": null,
                 "message": format!("cannot read the config file: {source}"),
             })],
-            ReloadError::Config(_) | ReloadError::Load(_) | ReloadError::ShuttingDown => Vec::new(),
+            ReloadError::Config(_)
+            | ReloadError::Load(_)
+            | ReloadError::Server(_)
+            | ReloadError::ShuttingDown => Vec::new(),
             ReloadError::Bind {
                 file,
                 at,
@@ -247,6 +253,10 @@ impl ReloadReport {
             ),
             ("log.level", old.log.level != new.log.level),
             ("log.format", old.log.format != new.log.format),
+            (
+                "admin.listen",
+                old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
+            ),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -334,6 +344,7 @@ async fn apply(server: &Arc<Server>) -> Result<ReloadReport, ReloadError> {
                     source,
                 });
             }
+            Err(other) => return Err(ReloadError::Server(other)),
         }
     }
 

@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::admin::{self, AdminError};
 use crate::config::Config;
 use crate::lifecycle::Tracker;
 use crate::proxy::ConnCtx;
@@ -34,6 +35,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 struct RunningListener {
@@ -57,6 +60,10 @@ impl Server {
         for l in &config.listeners {
             bound.push((l.listen, bind(l.listen).await?));
         }
+        let admin_listener = match &config.admin {
+            Some(a) => Some(admin::bind(a.listen).await?),
+            None => None,
+        };
         let server = Arc::new(Server {
             shared: Shared::new(config),
             tracker: Tracker::default(),
@@ -66,6 +73,9 @@ impl Server {
         });
         for (addr, listener) in bound {
             server.serve(addr, listener);
+        }
+        if let Some(listener) = admin_listener {
+            admin::spawn(listener, server.shared.clone());
         }
         Ok(server)
     }
@@ -250,7 +260,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     wait_for_stop().await;
     // The timeout of the config running now, which a reload may have changed.
     let shutdown_timeout = server.shared.load().config.global.shutdown_timeout;
-    tracing::info!(?shutdown_timeout, "shutting down: finishing in-flight requests");
+    tracing::info!(
+        ?shutdown_timeout,
+        "shutting down: finishing in-flight requests"
+    );
     tokio::select! {
         _ = server.shutdown(shutdown_timeout) => {}
         _ = wait_for_stop() => {

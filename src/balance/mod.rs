@@ -53,9 +53,11 @@ impl Balancer {
     /// A server for a request with no sticky binding, or `None` when no server
     /// of either tier is available.
     pub fn pick(&self, up: &UpstreamRt, ctx: &PickCtx) -> Option<usize> {
-        [Tier::Primary, Tier::Backup].into_iter().find_map(|tier| match self {
-            Balancer::RoundRobin(rr) => rr.pick(up, tier, ctx),
-        })
+        [Tier::Primary, Tier::Backup]
+            .into_iter()
+            .find_map(|tier| match self {
+                Balancer::RoundRobin(rr) => rr.pick(up, tier, ctx),
+            })
     }
 }
 

@@ -52,7 +52,10 @@ impl RoundRobin {
         }
         // Positions raced with other threads or slow start said no everywhere:
         // any eligible server beats a 503.
-        tier(up, which).iter().copied().find(|&i| eligible(up, i, ctx))
+        tier(up, which)
+            .iter()
+            .copied()
+            .find(|&i| eligible(up, i, ctx))
     }
 }
 

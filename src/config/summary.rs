@@ -4,7 +4,6 @@
 use std::fmt;
 
 use super::model::{Balance, Config};
-use super::raw::DEFAULT_RETRY_BUDGET;
 
 /// Listeners, upstreams with their servers, the admin listener, and the
 /// configured features that do not work yet.
@@ -74,17 +73,11 @@ pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
     let servers = || upstreams().flat_map(|u| &u.servers);
     let balance = |method: Balance| upstreams().any(|u| u.balance == method);
     [
-        ("sticky", upstreams().any(|u| u.sticky.is_some())),
-        (
-            "health_check",
-            upstreams().any(|u| u.health_check.is_some()),
-        ),
         (
             "listener tls",
             cfg.listeners.iter().any(|l| l.tls.is_some()),
         ),
         ("upstream tls", upstreams().any(|u| u.tls)),
-        ("admin", cfg.admin.is_some()),
         ("queue", upstreams().any(|u| u.queue > 0)),
         ("slow_start", servers().any(|s| !s.slow_start.is_zero())),
         ("balance least_conn", balance(Balance::LeastConn)),
@@ -92,16 +85,6 @@ pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
         ("balance hash", balance(Balance::Hash)),
         ("balance random", balance(Balance::Random)),
         ("max_conns", servers().any(|s| s.max_conns.is_some())),
-        ("drain", servers().any(|s| s.drain)),
-        // Only when set away from its default, or every file would list it.
-        (
-            "retry_budget",
-            upstreams().any(|u| u.retry_budget != DEFAULT_RETRY_BUDGET),
-        ),
-        (
-            "fail_on_status",
-            upstreams().any(|u| !u.fail_on_status.is_empty()),
-        ),
     ]
     .into_iter()
     .filter_map(|(feature, configured)| configured.then_some(feature))

@@ -665,18 +665,13 @@ fn inactive_features_name_only_what_is_configured() {
     assert_eq!(
         inactive_features(&full),
         [
-            "sticky",
-            "health_check",
             "listener tls",
             "upstream tls",
-            "admin",
             "queue",
             "slow_start",
             "balance least_conn",
             "balance hash",
             "max_conns",
-            "drain",
-            "fail_on_status",
         ]
     );
 }
@@ -690,8 +685,7 @@ fn summary_shows_listeners_upstreams_admin_and_inactive_features() {
         "test.toml: ok\n\
          listeners:\n  127.0.0.1:8080 on 127.0.0.1:8080, 0 routes, default upstream: web\n\
          upstreams:\n  web (round_robin)\n    127.0.0.1:9001 weight 1 backup\n\
-         admin: 127.0.0.1:9900 (no token)\n\
-         parsed but has no effect yet: admin\n"
+         admin: 127.0.0.1:9900 (no token)\n"
     );
 }
 

@@ -7,8 +7,10 @@
 //! early takes its connection with it, since the connection's framing is
 //! unknown from then on.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -17,6 +19,16 @@ use hyper::body::Incoming;
 
 use super::pool::Sender;
 use crate::runtime::{ServerState, UpstreamState};
+
+/// Request bodies up to this size are held in memory, so a request whose
+/// attempt fails can be sent again to another server. A larger body (or one of
+/// unknown length that turns out larger) is streamed from the first byte past
+/// this and is not retried once sending began: sluice never buffers more.
+pub const RETRY_BUFFER: usize = 64 * 1024;
+
+/// Retries the retry budget always allows in flight at once, however few
+/// requests an upstream has, so a quiet upstream still gets its retries.
+pub const MIN_RETRIES_IN_FLIGHT: u32 = 3;
 
 /// A client body that failed on its way to the upstream; a client's fault,
 /// never counted against a server.
@@ -35,8 +47,10 @@ pub enum RequestBody {
     /// sent again on a retry.
     Full(Option<Bytes>),
     /// The client's body, streamed; `remaining` enforces `max_body_size` on
-    /// bodies of unknown length.
+    /// bodies of unknown length. `prefix` holds frames already read from
+    /// `inner` while trying to buffer it, sent first.
     Stream {
+        prefix: VecDeque<Frame<Bytes>>,
         inner: Incoming,
         remaining: Option<u64>,
     },
@@ -45,6 +59,58 @@ pub enum RequestBody {
 impl RequestBody {
     pub fn empty() -> Self {
         RequestBody::Full(None)
+    }
+
+    /// Reads the client's body into memory when it fits in [`RETRY_BUFFER`],
+    /// so it can be retried; otherwise streams it. `max_body_size` is
+    /// enforced on the buffered part too.
+    pub async fn buffer(
+        mut inner: Incoming,
+        max_body_size: Option<u64>,
+    ) -> Result<RequestBody, RequestBodyError> {
+        use http_body_util::BodyExt as _;
+
+        let stream = |prefix, inner, used: u64| RequestBody::Stream {
+            prefix,
+            inner,
+            remaining: max_body_size.map(|max| max.saturating_sub(used)),
+        };
+        if inner.is_end_stream() {
+            return Ok(RequestBody::empty());
+        }
+        if inner
+            .size_hint()
+            .exact()
+            .is_some_and(|len| len > RETRY_BUFFER as u64)
+        {
+            return Ok(stream(VecDeque::new(), inner, 0));
+        }
+        let mut prefix = VecDeque::new();
+        let mut len = 0u64;
+        while let Some(frame) = inner.frame().await {
+            let frame = frame.map_err(RequestBodyError::Client)?;
+            let is_data = frame.is_data();
+            if let Some(data) = frame.data_ref() {
+                len += data.len() as u64;
+                if max_body_size.is_some_and(|max| len > max) {
+                    return Err(RequestBodyError::TooLarge);
+                }
+            }
+            prefix.push_back(frame);
+            // Trailers cannot be replayed from `Full`: stream what was read.
+            if !is_data || len > RETRY_BUFFER as u64 {
+                return Ok(stream(prefix, inner, len));
+            }
+        }
+        let mut whole = bytes::BytesMut::with_capacity(len as usize);
+        for frame in prefix {
+            if let Ok(data) = frame.into_data() {
+                whole.extend_from_slice(&data);
+            }
+        }
+        Ok(RequestBody::Full(
+            (!whole.is_empty()).then(|| whole.freeze()),
+        ))
     }
 }
 
@@ -58,7 +124,14 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.get_mut() {
             RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Stream { inner, remaining } => {
+            RequestBody::Stream {
+                prefix,
+                inner,
+                remaining,
+            } => {
+                if let Some(frame) = prefix.pop_front() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
                 let frame = match frame {
                     None => return Poll::Ready(None),
@@ -80,7 +153,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Full(bytes) => bytes.is_none(),
-            RequestBody::Stream { inner, .. } => inner.is_end_stream(),
+            RequestBody::Stream { prefix, inner, .. } => prefix.is_empty() && inner.is_end_stream(),
         }
     }
 
@@ -88,7 +161,20 @@ impl Body for RequestBody {
         match self {
             RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RequestBody::Full(None) => SizeHint::with_exact(0),
-            RequestBody::Stream { inner, .. } => inner.size_hint(),
+            RequestBody::Stream { prefix, inner, .. } => {
+                let read: u64 = prefix
+                    .iter()
+                    .filter_map(|f| f.data_ref())
+                    .map(|d| d.len() as u64)
+                    .sum();
+                let rest = inner.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + read);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
         }
     }
 }
@@ -99,6 +185,9 @@ impl Body for RequestBody {
 pub struct Lease {
     pub server: Arc<ServerState>,
     upstream: Arc<UpstreamState>,
+    /// This attempt is a retry holding one of the upstream's retry-budget
+    /// slots until its response ends.
+    retry: bool,
 }
 
 impl Lease {
@@ -111,22 +200,45 @@ impl Lease {
         if !server.try_acquire(max_conns) {
             return None;
         }
-        upstream
-            .in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        upstream.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(Lease {
             server: server.clone(),
             upstream: upstream.clone(),
+            retry: false,
         })
+    }
+
+    /// Makes this attempt a retry if the upstream's retry budget allows one
+    /// more in flight: `budget` × its in-flight requests, at least
+    /// [`MIN_RETRIES_IN_FLIGHT`]. The slot is held until the lease drops.
+    pub fn take_retry_slot(&mut self, budget: f64) -> bool {
+        let in_flight = self.upstream.in_flight.load(Ordering::Relaxed);
+        let limit = ((budget * f64::from(in_flight)) as u32).max(MIN_RETRIES_IN_FLIGHT);
+        if self
+            .upstream
+            .retries_in_flight
+            .fetch_add(1, Ordering::AcqRel)
+            >= limit
+        {
+            self.upstream
+                .retries_in_flight
+                .fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.retry = true;
+        true
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.server.release();
-        self.upstream
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.retry {
+            self.upstream
+                .retries_in_flight
+                .fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

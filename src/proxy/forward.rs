@@ -23,6 +23,9 @@ pub struct Outbound {
     pub headers: HeaderMap,
     pub body: RequestBody,
     pub client_ip: std::net::IpAddr,
+    /// The server a sticky cookie binds this request to: tried first, and
+    /// allowed even while it drains.
+    pub preferred: Option<usize>,
 }
 
 /// A response head from a server, with what its body must hand back.
@@ -41,14 +44,24 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Tries up to `tries` servers. Returns the first response head, or the
-/// error of the last attempt.
+/// Tries up to `tries` servers. Returns the first usable response head, or
+/// the error of the last attempt.
+///
+/// A retry goes to a server this request has not tried, only while the
+/// upstream's retry budget has room, and only when the request can safely be
+/// sent again: nothing of it reached a server (connect failure), or it is
+/// idempotent and its body is still at hand (buffered, or not yet sent). No
+/// response byte has reached the client at this point: the response head is
+/// returned from here, never streamed before.
 pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, ProxyError> {
     let idempotent = is_idempotent(&out.method);
     let tries = up.cfg.tries.get();
     let mut tried: Vec<usize> = Vec::new();
     let mut attempts = 0;
     let mut last_err = None;
+    // A response whose status is in `fail_on_status`, returned if no other
+    // server does better (as nginx's `proxy_next_upstream http_503`).
+    let mut fallback: Option<Served> = None;
     let mut body = Some(std::mem::replace(&mut out.body, RequestBody::empty()));
 
     while attempts < tries {
@@ -60,52 +73,108 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
             now_ms,
             tried: &tried,
         };
-        let Some(i) = up.balancer.pick(up, &ctx) else {
+        let bound_pick = out.preferred.filter(|&p| {
+            !tried.contains(&p)
+                && up.servers.get(p).is_some_and(|s| {
+                    s.availability(now_ms, true) != Availability::Unavailable && s.has_capacity()
+                })
+        });
+        let Some(i) = bound_pick.or_else(|| up.balancer.pick(up, &ctx)) else {
             break;
         };
+        let bound = out.preferred == Some(i);
         tried.push(i);
         let server = &up.servers[i];
-        let Some(lease) = Lease::acquire(&server.state, &up.state, server.max_conns()) else {
+        let Some(mut lease) = Lease::acquire(&server.state, &up.state, server.max_conns()) else {
             continue;
         };
-        let trial = server.availability(now_ms, false) == Availability::Trial;
-        if trial && !server.state.claim_trial() {
-            continue;
+        let trial = if server.availability(now_ms, bound) == Availability::Trial {
+            match Trial::claim(server) {
+                Some(trial) => Some(trial),
+                None => continue,
+            }
+        } else {
+            None
+        };
+        if attempts > 0 {
+            if !lease.take_retry_slot(up.cfg.retry_budget) {
+                tracing::debug!(upstream = %up.name, "retry budget spent: not retrying");
+                break;
+            }
+            up.state.retries.inc();
         }
         attempts += 1;
+        if bound {
+            server.state.note_bound_request();
+        }
         match attempt(up, server, &out, &mut body).await {
             Ok((response, conn)) => {
-                if up.cfg.fail_on_status.contains(&response.status().as_u16()) {
-                    note_failure(up, server, &format!("status {}", response.status()));
-                } else if server.state.record_success() {
-                    tracing::info!(upstream = %up.name, server = %server.cfg.address, "server recovered: request succeeded");
-                }
-                return Ok(Served {
+                let status = response.status().as_u16();
+                let served = Served {
                     response,
                     lease,
                     conn,
                     server: i,
-                });
+                };
+                if !up.cfg.fail_on_status.contains(&status) {
+                    if server.state.record_success() {
+                        tracing::info!(upstream = %up.name, server = %server.cfg.address, "server recovered: request succeeded");
+                    }
+                    Trial::settle(trial);
+                    return Ok(served);
+                }
+                note_failure(up, server, &format!("status {status}"));
+                Trial::settle(trial);
+                if !(idempotent && body.is_some()) {
+                    return Ok(served);
+                }
+                tracing::debug!(upstream = %up.name, server = %server.cfg.address, status, "status in fail_on_status: trying another server");
+                fallback = Some(served);
             }
             Err(err) => {
                 if err.counts_against_server() {
                     note_failure(up, server, &err.to_string());
-                } else if trial {
-                    server.state.abandon_trial();
+                    Trial::settle(trial);
                 }
-                let body_left = body.as_ref().is_some_and(|b| matches!(b, RequestBody::Full(_)));
+                // A streamed body is gone once sending began; connect
+                // failures leave it untouched.
                 let retry = !matches!(err, ProxyError::RequestBody(_))
                     && (err.nothing_sent() || idempotent)
-                    && body_left;
+                    && body.is_some();
                 tracing::debug!(upstream = %up.name, server = %server.cfg.address, error = %err, retry, "attempt failed");
                 if !retry {
-                    return Err(err);
+                    return fallback.ok_or(err);
                 }
                 last_err = Some(err);
             }
         }
     }
-    Err(last_err.unwrap_or(ProxyError::NoServer))
+    match fallback {
+        Some(served) => Ok(served),
+        None => Err(last_err.unwrap_or(ProxyError::NoServer)),
+    }
+}
+
+/// The single request allowed to a failed server once its `fail_timeout`
+/// has passed. Dropped unsettled (the client went away, or its body failed),
+/// it gives the trial back, so the server is not left out forever.
+struct Trial<'a>(&'a ServerRt);
+
+impl<'a> Trial<'a> {
+    fn claim(server: &'a ServerRt) -> Option<Self> {
+        server.state.claim_trial().then_some(Trial(server))
+    }
+
+    /// The outcome was recorded, which ended the trial.
+    fn settle(trial: Option<Self>) {
+        std::mem::forget(trial);
+    }
+}
+
+impl Drop for Trial<'_> {
+    fn drop(&mut self) {
+        self.0.state.abandon_trial();
+    }
 }
 
 fn note_failure(up: &UpstreamRt, server: &ServerRt, reason: &str) {
@@ -154,7 +223,10 @@ async fn attempt(
                 // was sent, so a fresh connection may carry it for any method.
                 Some(req) if reused => {
                     sender = connect(addr, up.cfg.connect_timeout).await?;
-                    sender.send_request(req).await.map_err(ProxyError::from_send)
+                    sender
+                        .send_request(req)
+                        .await
+                        .map_err(ProxyError::from_send)
                 }
                 _ => Err(ProxyError::from_send(e.into_error())),
             },

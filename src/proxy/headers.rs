@@ -224,7 +224,10 @@ mod tests {
             ("x-forwarded-for", "2.2.2.2"),
         ]);
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(client_ip(peer, &h0, &trusted), "2.2.2.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &h0, &trusted),
+            "2.2.2.2".parse::<IpAddr>().unwrap()
+        );
         let mut h = h0.clone();
         let host = HeaderValue::from_static("example.com");
         set_forwarded(
@@ -242,8 +245,14 @@ mod tests {
 
     #[test]
     fn upgrade_h2c_is_not_a_tunnel() {
-        assert!(wants_upgrade(&map(&[("connection", "Upgrade"), ("upgrade", "websocket")])));
-        assert!(!wants_upgrade(&map(&[("connection", "Upgrade"), ("upgrade", "h2c")])));
+        assert!(wants_upgrade(&map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket")
+        ])));
+        assert!(!wants_upgrade(&map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "h2c")
+        ])));
         assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
     }
 }

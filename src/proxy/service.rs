@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
@@ -18,6 +17,7 @@ use super::headers::{self, Forwarded};
 use super::upgrade::{self, Tunnel, TunnelEnd};
 use crate::lifecycle::Tracker;
 use crate::runtime::{ListenerRt, Shared, UpstreamRt};
+use crate::sticky::Binding;
 
 /// What a connection knows about itself; shared by its requests.
 pub struct ConnCtx {
@@ -57,6 +57,7 @@ impl ConnCtx {
             Err(refusal) => {
                 tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
                 let response = error_response(refusal.status, refusal.close);
+                listener.responses.record(response.status().as_u16());
                 self.access_log(&listener, &method, &path, response.status(), None, started, 0);
                 return response;
             }
@@ -64,6 +65,7 @@ impl ConnCtx {
         let host_name = host_name(&host);
         let Some(upstream) = listener.route(&host_name, &path).cloned() else {
             let response = error_response(StatusCode::NOT_FOUND, false);
+            listener.responses.record(response.status().as_u16());
             self.access_log(&listener, &method, &path, response.status(), None, started, 0);
             return response;
         };
@@ -83,6 +85,10 @@ impl ConnCtx {
             None
         };
         let (parts, body) = req.into_parts();
+        let binding = upstream
+            .sticky
+            .as_ref()
+            .map_or(Binding::Missing, |sticky| sticky.binding(&parts.headers));
         let mut out_headers = parts.headers;
         headers::strip_hop_by_hop(&mut out_headers, upgrade.is_some());
         if upgrade.is_some() {
@@ -99,23 +105,26 @@ impl ConnCtx {
                 host: &host,
             },
         );
-        let body = if body.is_end_stream() {
-            RequestBody::empty()
-        } else {
-            RequestBody::Stream {
-                inner: body,
-                remaining: listener.cfg.max_body_size,
+        // Buffered when small, so a failed attempt can be retried elsewhere.
+        let result = match RequestBody::buffer(body, listener.cfg.max_body_size).await {
+            Ok(body) => {
+                let out = Outbound {
+                    method: parts.method,
+                    uri: origin_form(&parts.uri),
+                    headers: out_headers,
+                    body,
+                    client_ip,
+                    preferred: match binding {
+                        Binding::Server(i) => Some(i),
+                        Binding::Missing | Binding::Invalid => None,
+                    },
+                };
+                forward(&upstream, out).await
             }
+            Err(e) => Err(ProxyError::RequestBody(e)),
         };
-        let out = Outbound {
-            method: parts.method,
-            uri: origin_form(&parts.uri),
-            headers: out_headers,
-            body,
-            client_ip,
-        };
-
-        match forward(&upstream, out).await {
+        upstream.state.latency.observe(started.elapsed());
+        match result {
             Ok(served) if served.response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 match upgrade {
                     Some((protocol, client)) if upgrade::accepted(&protocol, &served.response) => {
@@ -127,6 +136,7 @@ impl ConnCtx {
                         let server = &upstream.servers[served.server].cfg.address;
                         tracing::warn!(upstream = %upstream.name, %server, "upstream switched protocols without a matching Upgrade request");
                         let response = error_response(StatusCode::BAD_GATEWAY, false);
+                        listener.responses.record(response.status().as_u16());
                         let target = Some((&*upstream.name, "-"));
                         self.access_log(&listener, &method, &path, response.status(), target, started, 0);
                         response
@@ -137,6 +147,20 @@ impl ConnCtx {
                 let (mut head, incoming) = served.response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers, false);
                 let status = head.status;
+                upstream.servers[served.server].state.responses.record(status.as_u16());
+                listener.responses.record(status.as_u16());
+                if let Some(sticky) = &upstream.sticky {
+                    // The cookie names the server that answered, whatever a
+                    // retry did; it is sent only when it changes something.
+                    if binding == Binding::Server(served.server) {
+                        upstream.state.sticky_honoured.inc();
+                    } else if let Some(cookie) = sticky.set_cookie(served.server, self.tls) {
+                        if binding != Binding::Missing {
+                            upstream.state.sticky_reissued.inc();
+                        }
+                        head.headers.append(header::SET_COOKIE, cookie);
+                    }
+                }
                 let server = upstream.servers[served.server].cfg.address.clone();
                 let on_end: Option<Box<dyn FnOnce(u64, bool) + Send + Sync>> =
                     if snapshot.config.log.access_log {
@@ -173,6 +197,7 @@ impl ConnCtx {
                 }
                 let close = matches!(err, ProxyError::RequestBody(_));
                 let response = error_response(status, close);
+                listener.responses.record(status.as_u16());
                 self.access_log(
                     &listener,
                     &method,
@@ -206,6 +231,8 @@ impl ConnCtx {
         let (mut head, _) = served.response.into_parts();
         headers::strip_hop_by_hop(&mut head.headers, true);
         head.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        server.state.responses.record(head.status.as_u16());
+        listener.responses.record(head.status.as_u16());
         let this = self.clone();
         let listener = listener.clone();
         let upstream_name = upstream.name.clone();
@@ -319,7 +346,10 @@ fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValu
     {
         // Refused before the body is read; hyper sends no 100 Continue for
         // a body nobody polls.
-        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "Content-Length over max_body_size"));
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Content-Length over max_body_size",
+        ));
     }
 
     let mut hosts = headers.get_all(header::HOST).iter();
@@ -408,8 +438,14 @@ mod tests {
 
     #[test]
     fn host_name_drops_port_and_case() {
-        assert_eq!(host_name(&HeaderValue::from_static("API.Example.com:8080")), "api.example.com");
+        assert_eq!(
+            host_name(&HeaderValue::from_static("API.Example.com:8080")),
+            "api.example.com"
+        );
         assert_eq!(host_name(&HeaderValue::from_static("[::1]:80")), "::1");
-        assert_eq!(host_name(&HeaderValue::from_static("example.com")), "example.com");
+        assert_eq!(
+            host_name(&HeaderValue::from_static("example.com")),
+            "example.com"
+        );
     }
 }

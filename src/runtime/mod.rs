@@ -9,16 +9,19 @@ pub mod stats;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
 
 use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
+use crate::sticky::Sticky;
 pub use state::{AdminState, Availability, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
 pub struct Shared {
+    /// Itself, for the health checkers [`swap`](Self::swap) starts.
+    me: Weak<Shared>,
     current: ArcSwap<Snapshot>,
     pub registry: Registry,
     pub reloads_ok: stats::Counter,
@@ -30,12 +33,15 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
         let registry = Registry::default();
         let snapshot = Snapshot::build(Arc::new(config), &registry, None);
-        Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             current: ArcSwap::from_pointee(snapshot),
             registry,
             reloads_ok: stats::Counter::default(),
             reloads_failed: stats::Counter::default(),
-        })
+        });
+        crate::health::start(&shared);
+        shared
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
@@ -46,9 +52,16 @@ impl Shared {
     /// Returns the new snapshot.
     pub fn swap(&self, config: Config) -> Arc<Snapshot> {
         let old = self.current.load_full();
-        let new = Arc::new(Snapshot::build(Arc::new(config), &self.registry, Some(&old)));
+        let new = Arc::new(Snapshot::build(
+            Arc::new(config),
+            &self.registry,
+            Some(&old),
+        ));
         self.current.store(new.clone());
         self.registry.retain(&new);
+        if let Some(me) = self.me.upgrade() {
+            crate::health::start(&me);
+        }
         new
     }
 }
@@ -61,10 +74,16 @@ pub type ServerKey = (String, String);
 pub struct Registry {
     servers: Mutex<HashMap<ServerKey, Arc<ServerState>>>,
     upstreams: Mutex<HashMap<String, Arc<UpstreamState>>>,
+    /// Responses per listener, keyed by its address (its identity).
+    listeners: Mutex<HashMap<SocketAddr, Arc<stats::StatusClasses>>>,
 }
 
 impl Registry {
-    fn server(&self, key: ServerKey, make: impl FnOnce() -> ServerState) -> (Arc<ServerState>, bool) {
+    fn server(
+        &self,
+        key: ServerKey,
+        make: impl FnOnce() -> ServerState,
+    ) -> (Arc<ServerState>, bool) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         let mut created = false;
         let state = servers
@@ -82,6 +101,11 @@ impl Registry {
         upstreams.entry(name.to_owned()).or_default().clone()
     }
 
+    fn listener(&self, listen: SocketAddr) -> Arc<stats::StatusClasses> {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.entry(listen).or_default().clone()
+    }
+
     /// Forgets servers and upstreams the snapshot no longer has. Their state
     /// lives on in older snapshots and in-flight requests until those end.
     fn retain(&self, snapshot: &Snapshot) {
@@ -93,6 +117,8 @@ impl Registry {
         });
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         upstreams.retain(|name, _| snapshot.upstream(name).is_some());
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.retain(|listen, _| snapshot.listener(*listen).is_some());
     }
 }
 
@@ -157,6 +183,7 @@ impl Snapshot {
                             upstream: find(&r.upstream),
                         })
                         .collect(),
+                    responses: registry.listener(l.listen),
                     cfg: l.clone(),
                 })
             })
@@ -182,6 +209,8 @@ pub struct ListenerRt {
     pub cfg: config::Listener,
     pub default: Option<Arc<UpstreamRt>>,
     pub routes: Vec<RouteRt>,
+    /// Every response this listener sent, by status class (survives reloads).
+    pub responses: Arc<stats::StatusClasses>,
 }
 
 pub struct RouteRt {
@@ -202,10 +231,7 @@ impl ListenerRt {
                     HostMatch::Suffix(suffix) => {
                         host.len() > suffix.len() && host.ends_with(suffix.as_str())
                     }
-                }) && r
-                    .path_prefix
-                    .as_deref()
-                    .is_none_or(|p| path.starts_with(p))
+                }) && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
             })
             .map(|r| &r.upstream)
             .or(self.default.as_ref())
@@ -221,6 +247,8 @@ pub struct UpstreamRt {
     pub backup: Vec<usize>,
     pub balancer: Balancer,
     pub state: Arc<UpstreamState>,
+    /// Cookie stickiness, with every server's cookie value precomputed.
+    pub sticky: Option<Sticky>,
 }
 
 impl UpstreamRt {
@@ -233,8 +261,10 @@ impl UpstreamRt {
                 // At start-up every server is up; one added later to a checked
                 // upstream waits for its first passing check.
                 let healthy = old.is_none() || cfg.health_check.is_none();
-                let (state, created) =
-                    registry.server((cfg.name.clone(), s.address.clone()), || ServerState::new(healthy));
+                let (state, created) = registry
+                    .server((cfg.name.clone(), s.address.clone()), || {
+                        ServerState::new(healthy)
+                    });
                 if created && old.is_some() {
                     state.mark_recovered();
                 }
@@ -253,11 +283,19 @@ impl UpstreamRt {
                 }
             })
             .collect();
-        let primary = (0..servers.len()).filter(|&i| !servers[i].cfg.backup).collect();
-        let backup = (0..servers.len()).filter(|&i| servers[i].cfg.backup).collect();
+        let primary = (0..servers.len())
+            .filter(|&i| !servers[i].cfg.backup)
+            .collect();
+        let backup = (0..servers.len())
+            .filter(|&i| servers[i].cfg.backup)
+            .collect();
         UpstreamRt {
             name: cfg.name.as_str().into(),
             balancer: Balancer::build(cfg),
+            sticky: cfg
+                .sticky
+                .as_ref()
+                .map(|sticky| Sticky::build(&cfg.name, sticky, &cfg.servers)),
             state: registry.upstream(&cfg.name),
             cfg: cfg.clone(),
             servers,
@@ -268,7 +306,11 @@ impl UpstreamRt {
 
     /// nginx never marks the only server failed: there is nowhere else to go.
     pub fn max_fails(&self) -> u32 {
-        if self.servers.len() == 1 { 0 } else { self.cfg.max_fails }
+        if self.servers.len() == 1 {
+            0
+        } else {
+            self.cfg.max_fails
+        }
     }
 }
 
@@ -344,7 +386,8 @@ impl ServerRt {
 
     /// Below `max_conns` right now (a hint: the acquire is what counts).
     pub fn has_capacity(&self) -> bool {
-        self.max_conns().is_none_or(|max| self.state.in_flight() < max)
+        self.max_conns()
+            .is_none_or(|max| self.state.in_flight() < max)
     }
 
     /// The slow-start share in (0, 1]: ~10% right after a recovery, rising

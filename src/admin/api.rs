@@ -1,0 +1,374 @@
+//! The JSON API: status of every listener, upstream and server, and the
+//! operator's per-server actions (drain, enable, disable).
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Reply, json_error};
+use crate::config::units::parse_duration;
+use crate::runtime::{AdminState, ServerRt, Shared, Snapshot, UpstreamRt, clock};
+
+/// An operator's action on one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Drain,
+    Enable,
+    Disable,
+}
+
+impl Action {
+    pub fn parse(name: &str) -> Option<Action> {
+        match name {
+            "drain" => Some(Action::Drain),
+            "enable" => Some(Action::Enable),
+            "disable" => Some(Action::Disable),
+            _ => None,
+        }
+    }
+}
+
+/// `GET /api/status`.
+pub fn status(shared: &Shared) -> Value {
+    let snapshot = shared.load();
+    let now = Now::read();
+    let upstreams: serde_json::Map<String, Value> = snapshot
+        .upstreams
+        .iter()
+        .map(|u| (u.name.to_string(), upstream_json(u, &now)))
+        .collect();
+    json!({
+        "upstreams": upstreams,
+        "listeners": listeners_json(&snapshot),
+        "reloads": {"ok": shared.reloads_ok.get(), "failed": shared.reloads_failed.get()},
+    })
+}
+
+fn listeners_json(snapshot: &Snapshot) -> Value {
+    snapshot
+        .listeners
+        .iter()
+        .map(|l| {
+            let responses = l.responses.read();
+            json!({
+                "name": &*l.name,
+                "listen": l.cfg.listen.to_string(),
+                "tls": l.cfg.tls.is_some(),
+                "upstream": l.cfg.upstream,
+                "responses": classes_json(responses),
+            })
+        })
+        .collect()
+}
+
+fn classes_json(counts: [u64; 5]) -> Value {
+    json!({"1xx": counts[0], "2xx": counts[1], "3xx": counts[2], "4xx": counts[3], "5xx": counts[4]})
+}
+
+fn upstream_json(u: &UpstreamRt, now: &Now) -> Value {
+    let (_, latency_sum, latency_count) = u.state.latency.read();
+    json!({
+        "balance": u.cfg.balance.as_str(),
+        "sticky": u.sticky.as_ref().map(|s| s.cookie_name()),
+        "in_flight": u.state.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+        "retries": u.state.retries.get(),
+        "sticky_honoured": u.state.sticky_honoured.get(),
+        "sticky_reissued": u.state.sticky_reissued.get(),
+        "latency": {"count": latency_count, "sum_s": latency_sum},
+        "servers": u.servers.iter().map(|s| server_json(s, now)).collect::<Vec<_>>(),
+    })
+}
+
+/// The clock readings a status is computed against, taken once.
+struct Now {
+    /// Monotonic, as [`clock::now_ms`].
+    mono_ms: u64,
+    /// Wall clock, Unix ms.
+    unix_ms: u64,
+}
+
+impl Now {
+    fn read() -> Now {
+        Now {
+            mono_ms: clock::now_ms(),
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, clock::ms),
+        }
+    }
+
+    /// The wall-clock time of a monotonic stamp.
+    fn unix_of(&self, mono_ms: u64) -> u64 {
+        (self.unix_ms + mono_ms).saturating_sub(self.mono_ms)
+    }
+}
+
+fn server_json(s: &ServerRt, now: &Now) -> Value {
+    let state = &s.state;
+    let deadline = state.drain_deadline_ms().filter(|_| s.is_draining());
+    json!({
+        "address": s.cfg.address,
+        "resolved": s.cfg.addr.to_string(),
+        "state": s.status(now.mono_ms).as_str(),
+        "weight": s.cfg.weight.get(),
+        "backup": s.cfg.backup,
+        "max_conns": s.max_conns(),
+        "in_flight": state.in_flight(),
+        "tunnels": state.tunnels(),
+        "requests": state.requests(),
+        "failures": state.failures(),
+        "responses": classes_json(state.responses.read()),
+        "health": {
+            "healthy": state.is_healthy(),
+            "last_check": state.last_check_unix_ms().map(rfc3339),
+            "checks_passed": state.checks_passed.get(),
+            "checks_failed": state.checks_failed.get(),
+        },
+        "drain": {
+            "draining": s.is_draining(),
+            "since_last_bound_request_s": state
+                .last_bound_ms()
+                .map(|last| now.mono_ms.saturating_sub(last) as f64 / 1000.0),
+            "deadline": deadline.map(|d| rfc3339(now.unix_of(d))),
+            "deadline_passed": deadline.is_some_and(|d| now.mono_ms >= d),
+            "bound_requests": state.bound_requests(),
+        },
+    })
+}
+
+/// `POST /api/upstreams/{upstream}/servers/{address}/{action}`. `address`
+/// is already percent-decoded; `query` is the raw query string.
+pub fn server_action(
+    shared: &Shared,
+    upstream: &str,
+    address: &str,
+    action: Action,
+    query: Option<&str>,
+) -> Reply {
+    let snapshot = shared.load();
+    let Some(up) = snapshot.upstream(upstream) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            &format!("no upstream named {upstream:?}"),
+        );
+    };
+    let Some(server) = find_server(up, address) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            &format!("upstream {upstream:?} has no server {address:?}"),
+        );
+    };
+    let deadline = match (action, query_param(query, "deadline")) {
+        (_, None) => None,
+        (Action::Drain, Some(text)) => match parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                return json_error(StatusCode::BAD_REQUEST, &format!("deadline {text:?}: {e}"));
+            }
+        },
+        (_, Some(_)) => {
+            return json_error(StatusCode::BAD_REQUEST, "only drain takes a deadline");
+        }
+    };
+    let state = &server.state;
+    match action {
+        Action::Drain => {
+            state.set_drain_deadline_ms(deadline.map(|d| clock::now_ms() + clock::ms(d)));
+            state.set_admin(AdminState::Draining);
+        }
+        Action::Enable => {
+            state.set_admin(AdminState::Enabled);
+            state.set_drain_deadline_ms(None);
+        }
+        Action::Disable => {
+            state.set_admin(AdminState::Disabled);
+            state.set_drain_deadline_ms(None);
+        }
+    }
+    tracing::info!(
+        upstream,
+        server = %server.cfg.address,
+        action = ?action,
+        deadline = ?deadline,
+        "admin API changed a server"
+    );
+    let mut body = server_json(server, &Now::read());
+    body["upstream"] = json!(upstream);
+    (StatusCode::OK, body)
+}
+
+/// `POST /api/reload`: the one place reloading through the API plugs in.
+pub fn reload_handler(_shared: &Shared) -> Reply {
+    json_error(StatusCode::NOT_IMPLEMENTED, "reload is not available yet")
+}
+
+/// A server by its address as written in the config, or else by the socket
+/// address it resolved to.
+fn find_server<'a>(up: &'a UpstreamRt, address: &str) -> Option<&'a ServerRt> {
+    up.servers
+        .iter()
+        .find(|s| s.cfg.address == address)
+        .or_else(|| {
+            let addr: SocketAddr = address.parse().ok()?;
+            up.servers.iter().find(|s| s.cfg.addr == addr)
+        })
+}
+
+/// The percent-decoded value of `name` in a query string.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .and_then(|(_, value)| percent_decode(value))
+}
+
+/// Decodes `%XX` escapes (and nothing else); `None` for a broken escape or
+/// text that does not decode to UTF-8.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A Unix time in ms as RFC 3339 UTC with millisecond precision.
+fn rfc3339(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        unix_ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(drain_b: bool) -> crate::config::Config {
+        let text = format!(
+            "[[listener]]\nlisten = \"127.0.0.1:18080\"\nupstream = \"web\"\n\
+             [[upstream.web.server]]\naddress = \"127.0.0.1:19001\"\n\
+             [[upstream.web.server]]\naddress = \"127.0.0.1:19002\"\ndrain = {drain_b}\n"
+        );
+        crate::config::parse(&text, std::path::Path::new("test.toml")).unwrap()
+    }
+
+    fn state_of(shared: &Shared, address: &str) -> String {
+        let snapshot = shared.load();
+        let up = snapshot.upstream("web").unwrap();
+        find_server(up, address)
+            .unwrap()
+            .status(clock::now_ms())
+            .as_str()
+            .to_owned()
+    }
+
+    #[test]
+    fn api_changes_survive_reloads_until_the_file_changes_that_server() {
+        let shared = Shared::new(config(false));
+        let (status, _) = server_action(&shared, "web", "127.0.0.1:19001", Action::Disable, None);
+        assert_eq!(status, StatusCode::OK);
+        server_action(
+            &shared,
+            "web",
+            "127.0.0.1:19002",
+            Action::Drain,
+            Some("deadline=10m"),
+        );
+        assert_eq!(state_of(&shared, "127.0.0.1:19001"), "down");
+        assert_eq!(state_of(&shared, "127.0.0.1:19002"), "drained");
+
+        // The same file again: the operator's changes stay.
+        shared.swap(config(false));
+        assert_eq!(state_of(&shared, "127.0.0.1:19001"), "down");
+        assert_eq!(state_of(&shared, "127.0.0.1:19002"), "drained");
+
+        // The file now sets server 2's drain itself (to true, then false):
+        // from there on the file decides it; server 1 keeps its override.
+        shared.swap(config(true));
+        assert_eq!(state_of(&shared, "127.0.0.1:19002"), "drained");
+        shared.swap(config(false));
+        assert_eq!(state_of(&shared, "127.0.0.1:19002"), "up");
+        assert_eq!(state_of(&shared, "127.0.0.1:19001"), "down");
+    }
+
+    #[test]
+    fn unknown_targets_and_bad_deadlines_are_refused() {
+        let shared = Shared::new(config(false));
+        let not_found = |u, a| server_action(&shared, u, a, Action::Drain, None).0;
+        assert_eq!(not_found("api", "127.0.0.1:19001"), StatusCode::NOT_FOUND);
+        assert_eq!(not_found("web", "127.0.0.1:1"), StatusCode::NOT_FOUND);
+        let bad = server_action(
+            &shared,
+            "web",
+            "127.0.0.1:19001",
+            Action::Drain,
+            Some("deadline=soon"),
+        );
+        assert_eq!(bad.0, StatusCode::BAD_REQUEST);
+        assert_eq!(state_of(&shared, "127.0.0.1:19001"), "up");
+    }
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_000_000_000), "2026-11-18T11:06:40.000Z");
+    }
+
+    #[test]
+    fn percent_decode_handles_ports_and_ipv6() {
+        assert_eq!(
+            percent_decode("127.0.0.1%3A9001").as_deref(),
+            Some("127.0.0.1:9001")
+        );
+        assert_eq!(
+            percent_decode("%5B%3A%3A1%5D%3A80").as_deref(),
+            Some("[::1]:80")
+        );
+        assert_eq!(percent_decode("[::1]:80").as_deref(), Some("[::1]:80"));
+        assert_eq!(percent_decode("%3").as_deref(), None);
+        assert_eq!(percent_decode("%zz").as_deref(), None);
+    }
+
+    #[test]
+    fn query_param_finds_the_deadline() {
+        assert_eq!(
+            query_param(Some("a=1&deadline=10m"), "deadline").as_deref(),
+            Some("10m")
+        );
+        assert_eq!(
+            query_param(Some("deadline=1%20s"), "deadline").as_deref(),
+            Some("1 s")
+        );
+        assert_eq!(query_param(None, "deadline"), None);
+    }
+}

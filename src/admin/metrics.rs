@@ -1,0 +1,267 @@
+//! `GET /metrics`: Prometheus text built at scrape time from the atomics the
+//! request path bumps, so recording a request costs one atomic add and the
+//! scrape pays for the rest.
+
+use std::fmt;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::runtime::stats::LATENCY_BUCKETS;
+use crate::runtime::{ServerStatus, Shared, Snapshot, clock};
+
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+const SERVER_STATES: [ServerStatus; 7] = [
+    ServerStatus::Up,
+    ServerStatus::Down,
+    ServerStatus::Unhealthy,
+    ServerStatus::Failed,
+    ServerStatus::Draining,
+    ServerStatus::Drained,
+    ServerStatus::Backup,
+];
+
+/// Every `sluice_*` metric, as of now.
+pub fn render(shared: &Shared) -> String {
+    let mut registry = Registry::with_prefix("sluice");
+    registry.register_collector(Box::new(Scrape {
+        snapshot: shared.load(),
+        reloads: (shared.reloads_ok.get(), shared.reloads_failed.get()),
+    }));
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    text
+}
+
+/// One scrape's view: the snapshot and the process-wide counters.
+struct Scrape {
+    snapshot: Arc<Snapshot>,
+    reloads: (u64, u64),
+}
+
+impl fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrape").finish_non_exhaustive()
+    }
+}
+
+/// Writes one metric family: a descriptor, then its series.
+fn family<'a, L: EncodeLabelSet + 'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in series {
+        let mut one = metric.encode_family(&labels)?;
+        write_value(&mut one, kind, value)?;
+    }
+    Ok(())
+}
+
+fn write_value(metric: &mut MetricEncoder, kind: MetricType, value: u64) -> fmt::Result {
+    match kind {
+        MetricType::Counter => metric.encode_counter::<NoLabelSet, _, u64>(&value, None),
+        _ => metric.encode_gauge(&value),
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let now = clock::now_ms();
+        let upstreams = &self.snapshot.upstreams;
+        let servers = || {
+            upstreams
+                .iter()
+                .flat_map(|u| u.servers.iter().map(move |s| (u, s)))
+        };
+
+        family(
+            &mut encoder,
+            "requests",
+            "Responses sent to clients, by listener and status class.",
+            MetricType::Counter,
+            self.snapshot.listeners.iter().flat_map(|l| {
+                let counts = l.responses.read();
+                STATUS_CLASSES.iter().zip(counts).map(move |(class, n)| {
+                    (
+                        [
+                            ("listener", l.name.to_string()),
+                            ("code", (*class).to_owned()),
+                        ],
+                        n,
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "upstream_responses",
+            "Responses received from servers, by upstream, server and status class.",
+            MetricType::Counter,
+            servers().flat_map(|(u, s)| {
+                let counts = s.state.responses.read();
+                STATUS_CLASSES.iter().zip(counts).map(move |(class, n)| {
+                    (
+                        [
+                            ("upstream", u.name.to_string()),
+                            ("server", s.cfg.address.clone()),
+                            ("code", (*class).to_owned()),
+                        ],
+                        n,
+                    )
+                })
+            }),
+        )?;
+        let server_labels = |u: &crate::runtime::UpstreamRt, s: &crate::runtime::ServerRt| {
+            [
+                ("upstream", u.name.to_string()),
+                ("server", s.cfg.address.clone()),
+            ]
+        };
+        family(
+            &mut encoder,
+            "server_attempts",
+            "Attempts sent to each server (retries count once per server tried).",
+            MetricType::Counter,
+            servers().map(|(u, s)| (server_labels(u, s), s.state.requests())),
+        )?;
+        family(
+            &mut encoder,
+            "server_failures",
+            "Passive failures counted against each server.",
+            MetricType::Counter,
+            servers().map(|(u, s)| (server_labels(u, s), s.state.failures())),
+        )?;
+        family(
+            &mut encoder,
+            "server_in_flight",
+            "Requests in flight to each server, until their response body ends.",
+            MetricType::Gauge,
+            servers().map(|(u, s)| (server_labels(u, s), u64::from(s.state.in_flight()))),
+        )?;
+        family(
+            &mut encoder,
+            "server_tunnels",
+            "Upgrade tunnels (WebSocket and others) open to each server.",
+            MetricType::Gauge,
+            servers().map(|(u, s)| (server_labels(u, s), u64::from(s.state.tunnels()))),
+        )?;
+        family(
+            &mut encoder,
+            "server_state",
+            "The state of each server: 1 for its current state, 0 for the others.",
+            MetricType::Gauge,
+            servers().flat_map(|(u, s)| {
+                let current = s.status(now);
+                SERVER_STATES.iter().map(move |state| {
+                    (
+                        [
+                            ("upstream", u.name.to_string()),
+                            ("server", s.cfg.address.clone()),
+                            ("state", state.as_str().to_owned()),
+                        ],
+                        u64::from(*state == current),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "server_bound_requests",
+            "Requests that reached a server because a sticky cookie bound them to it.",
+            MetricType::Counter,
+            servers().map(|(u, s)| (server_labels(u, s), s.state.bound_requests())),
+        )?;
+        family(
+            &mut encoder,
+            "health_checks",
+            "Active health check results, by server and result.",
+            MetricType::Counter,
+            servers().flat_map(|(u, s)| {
+                [
+                    ("pass", s.state.checks_passed.get()),
+                    ("fail", s.state.checks_failed.get()),
+                ]
+                .map(|(result, n)| {
+                    (
+                        [
+                            ("upstream", u.name.to_string()),
+                            ("server", s.cfg.address.clone()),
+                            ("result", result.to_owned()),
+                        ],
+                        n,
+                    )
+                })
+            }),
+        )?;
+        let upstream_label = |u: &crate::runtime::UpstreamRt| [("upstream", u.name.to_string())];
+        family(
+            &mut encoder,
+            "retries",
+            "Requests sent again to another server after a failed attempt.",
+            MetricType::Counter,
+            upstreams
+                .iter()
+                .map(|u| (upstream_label(u), u.state.retries.get())),
+        )?;
+        family(
+            &mut encoder,
+            "sticky_honoured",
+            "Requests served by the server their sticky cookie named.",
+            MetricType::Counter,
+            upstreams
+                .iter()
+                .map(|u| (upstream_label(u), u.state.sticky_honoured.get())),
+        )?;
+        family(
+            &mut encoder,
+            "sticky_reissued",
+            "Sticky cookies rewritten because their value was invalid or its server unavailable.",
+            MetricType::Counter,
+            upstreams
+                .iter()
+                .map(|u| (upstream_label(u), u.state.sticky_reissued.get())),
+        )?;
+        family(
+            &mut encoder,
+            "config_reloads",
+            "Configuration reloads, by result.",
+            MetricType::Counter,
+            [
+                ([("result", "ok")], self.reloads.0),
+                ([("result", "failed")], self.reloads.1),
+            ],
+        )?;
+
+        let mut latency = encoder.encode_descriptor(
+            "request_duration_seconds",
+            "Time from the request to its response head (or error), per upstream.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for u in upstreams {
+            let (counts, sum, count) = u.state.latency.read();
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::MAX])
+                .zip(counts)
+                .collect();
+            latency
+                .encode_family(&upstream_label(u))?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        Ok(())
+    }
+}
