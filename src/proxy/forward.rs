@@ -12,7 +12,7 @@ use super::body::{Lease, RequestBody};
 use super::connect::connect;
 use super::error::ProxyError;
 use super::pool::Sender;
-use crate::balance::PickCtx;
+use crate::balance::{PickCtx, queue};
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
 
 /// A request ready to go upstream: headers already rewritten.
@@ -65,29 +65,45 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
     let mut body = Some(std::mem::replace(&mut out.body, RequestBody::empty()));
 
     while attempts < tries {
-        let now_ms = clock::now_ms();
-        let ctx = PickCtx {
-            client_ip: out.client_ip,
-            uri: &out.uri,
-            headers: &out.headers,
-            now_ms,
-            tried: &tried,
+        let take = |now_ms: u64| -> Option<(usize, Lease)> {
+            let ctx = PickCtx {
+                client_ip: out.client_ip,
+                uri: &out.uri,
+                headers: &out.headers,
+                now_ms,
+                tried: &tried,
+            };
+            // A failed acquire lost a race for the last slot; the server is
+            // full now, so the next pick looks elsewhere.
+            (0..=up.servers.len()).find_map(|_| {
+                let bound_pick = out.preferred.filter(|&p| {
+                    !tried.contains(&p)
+                        && up.servers.get(p).is_some_and(|s| {
+                            s.availability(now_ms, true) != Availability::Unavailable
+                                && s.has_capacity()
+                        })
+                });
+                let i = bound_pick.or_else(|| up.balancer.pick(up, &ctx))?;
+                let server = &up.servers[i];
+                Lease::acquire(&server.state, &up.state, server.max_conns()).map(|l| (i, l))
+            })
         };
-        let bound_pick = out.preferred.filter(|&p| {
-            !tried.contains(&p)
-                && up.servers.get(p).is_some_and(|s| {
-                    s.availability(now_ms, true) != Availability::Unavailable && s.has_capacity()
-                })
-        });
-        let Some(i) = bound_pick.or_else(|| up.balancer.pick(up, &ctx)) else {
+        // Newcomers queue behind requests already waiting for a slot.
+        let taken = match queue::has_waiters(&up.state) {
+            false => take(clock::now_ms()),
+            true => None,
+        };
+        let taken = match taken {
+            Some(taken) => Some(taken),
+            None => queue::wait(up, &tried, take).await,
+        };
+        let Some((i, mut lease)) = taken else {
             break;
         };
         let bound = out.preferred == Some(i);
         tried.push(i);
         let server = &up.servers[i];
-        let Some(mut lease) = Lease::acquire(&server.state, &up.state, server.max_conns()) else {
-            continue;
-        };
+        let now_ms = clock::now_ms();
         let trial = if server.availability(now_ms, bound) == Availability::Trial {
             match Trial::claim(server) {
                 Some(trial) => Some(trial),

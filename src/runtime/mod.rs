@@ -133,6 +133,8 @@ pub struct UpstreamState {
     pub retries_in_flight: AtomicU32,
     /// Requests waiting in the `queue` for a server under `max_conns`.
     pub queued: AtomicU32,
+    /// Those requests, in arrival order.
+    pub line: crate::balance::queue::Line,
     pub retries: stats::Counter,
     pub sticky_honoured: stats::Counter,
     pub sticky_reissued: stats::Counter,
