@@ -22,6 +22,7 @@ use crate::admin::{self, AdminError};
 use crate::config::Config;
 use crate::lifecycle::Tracker;
 use crate::proxy::ConnCtx;
+use crate::reload::{self, ReloadState};
 use crate::runtime::Shared;
 use crate::tls::{self, Certs, TlsError, TlsListener};
 
@@ -71,6 +72,7 @@ pub struct Server {
     tls: Mutex<HashMap<SocketAddr, Arc<TlsListener>>>,
     /// Flipped once to ask every connection to finish gracefully.
     shutdown: watch::Sender<bool>,
+    pub reload: ReloadState,
 }
 
 impl Server {
@@ -92,13 +94,14 @@ impl Server {
             listeners: Mutex::new(HashMap::new()),
             tls: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
+            reload: ReloadState::default(),
         });
         server.apply_tls(certs)?;
         for (addr, listener) in bound {
             server.serve(addr, listener);
         }
         if let Some(listener) = admin_listener {
-            admin::spawn(listener, server.shared.clone());
+            admin::spawn(listener, server.clone());
         }
         Ok(server)
     }
@@ -168,6 +171,11 @@ impl Server {
             .collect()
     }
 
+    /// Whether [`Server::shutdown`] has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Stops accepting, asks connections to finish (HTTP/1.1 closes idle
     /// keep-alive connections, HTTP/2 sends GOAWAY) and waits up to `timeout`
     /// for every tracked connection and tunnel. Returns whether all finished.
@@ -198,7 +206,7 @@ impl Server {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tokio::spawn(self.clone().serve_connection(addr, stream, peer));
+                        tokio::spawn(self.clone().serve_connection(addr, stream, peer, stop.clone()));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off a little
@@ -212,11 +220,14 @@ impl Server {
         }
     }
 
+    /// Serves one client connection until it ends; shutdown, or a reload
+    /// removing its listener (`removed`), ends it gracefully.
     async fn serve_connection(
         self: Arc<Self>,
         listen: SocketAddr,
         stream: TcpStream,
         peer: SocketAddr,
+        removed: watch::Receiver<bool>,
     ) {
         // Taken at accept, so a TLS handshake in progress also holds up
         // graceful shutdown (for at most its handshake_timeout).
@@ -224,7 +235,7 @@ impl Server {
         let _ = stream.set_nodelay(true);
         match self.tls_listener(listen) {
             None => {
-                self.serve_http(listen, TokioIo::new(stream), peer, None)
+                self.serve_http(listen, TokioIo::new(stream), peer, None, removed)
                     .await
             }
             Some(tls) => match tls.accept(stream).await {
@@ -237,7 +248,7 @@ impl Server {
                     // ALPN needs no branch here: the auto builder tells h2
                     // from HTTP/1.1 by the client's preface, which a client
                     // that negotiated h2 sends first.
-                    self.serve_http(listen, TokioIo::new(stream), peer, Some(sni))
+                    self.serve_http(listen, TokioIo::new(stream), peer, Some(sni), removed)
                         .await;
                 }
                 Err(e) => tracing::debug!(%peer, %listen, error = %e, "TLS handshake failed"),
@@ -253,6 +264,7 @@ impl Server {
         io: I,
         peer: SocketAddr,
         tls: Option<Option<String>>,
+        mut removed: watch::Receiver<bool>,
     ) where
         I: Read + Write + Unpin + Send + 'static,
     {
@@ -286,6 +298,7 @@ impl Server {
             tls: tls.is_some(),
             sni: tls.flatten(),
             listener,
+            tracker: self.tracker.clone(),
         });
         drop(snapshot);
         let activity = Arc::new(Activity::default());
@@ -311,6 +324,7 @@ impl Server {
                 return;
             }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => "shutdown",
+            _ = async { let _ = removed.wait_for(|r| *r).await; } => "listener removed",
             _ = activity.idle_for(idle_timeout) => "idle_timeout",
         };
         // HTTP/1.1 closes an idle keep-alive connection; HTTP/2 sends GOAWAY
@@ -417,9 +431,15 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 /// Runs `config` until SIGTERM or SIGINT, then shuts down gracefully; a
 /// second signal exits at once.
 pub async fn run(config: Config) -> Result<(), ServerError> {
-    let shutdown_timeout = config.global.shutdown_timeout;
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed before the listeners bind: a SIGHUP sent as soon as the proxy
+    // answers must reload, not take the default action (exit).
+    let hangups = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
     let server = Server::start(config).await?;
+    reload::start(&server, hangups);
     wait_for_stop().await;
+    // The timeout of the config running now, which a reload may have changed.
+    let shutdown_timeout = server.shared.load().config.global.shutdown_timeout;
     tracing::info!(
         ?shutdown_timeout,
         "shutting down: finishing in-flight requests"

@@ -18,6 +18,7 @@ use std::path::Path;
 pub use error::{ConfigError, Diagnostic, DiagnosticKind};
 pub use model::*;
 pub use summary::summary;
+pub(crate) use validate::line_column;
 
 /// Reads and checks the config file at `path`.
 ///

@@ -92,6 +92,25 @@ pub enum TlsError {
     Setup(#[source] rustls::Error),
 }
 
+impl TlsError {
+    /// The file at fault, if one is.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            TlsError::ReadCert { path, .. }
+            | TlsError::NoCertificate { path }
+            | TlsError::BadCertificate { path, .. }
+            | TlsError::ReadKey { path, .. }
+            | TlsError::BadKey { path, .. }
+            | TlsError::ReadCa { path, .. }
+            | TlsError::EmptyCa { path, .. } => Some(path),
+            TlsError::KeyMismatch { key, .. } => Some(key),
+            TlsError::NoSystemRoots { .. } | TlsError::ServerName { .. } | TlsError::Setup(_) => {
+                None
+            }
+        }
+    }
+}
+
 /// Something worth a warning that does not stop the certificate being served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertWarning {
