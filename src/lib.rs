@@ -15,6 +15,8 @@ pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod sticky;
+pub mod tls;

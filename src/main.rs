@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice::{config, demo, logging, server};
+use sluice::{config, demo, logging, server, tls};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +44,19 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Check) = cli.command {
+        // Certificates and keys are part of a valid config: `check` reads
+        // them as startup would.
+        match tls::load(&config) {
+            Ok(certs) => {
+                for warning in certs.warnings() {
+                    eprintln!("warning: {warning}");
+                }
+            }
+            Err(err) => {
+                eprintln!("{}: {err}", config.path.display());
+                return ExitCode::FAILURE;
+            }
+        }
         print!("{}", config::summary(&config));
         return ExitCode::SUCCESS;
     }

@@ -4,23 +4,41 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http_body::{Body, Frame, SizeHint};
+use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::admin::{self, AdminError};
 use crate::config::Config;
 use crate::lifecycle::Tracker;
 use crate::proxy::ConnCtx;
 use crate::proxy::client_io::{ClientIo, ConnWatch, REQUEST_TIMEOUT_408};
+use crate::reload::{self, ReloadState};
 use crate::runtime::Shared;
+use crate::tls::{self, Certs, TlsError, TlsListener};
 
 /// HTTP/2 limits, set explicitly rather than left to library defaults.
+///
+/// The contract: at most 100 concurrent streams, and a client that resets,
+/// errors or floods streams gets GOAWAY within 100 streams or frames.
+/// - Rapid reset (CVE-2023-44487): streams the client opens and resets before
+///   they are answered; more than 20 pending at once is GOAWAY.
+/// - "MadeYouReset" (CVE-2025-8671): streams the server itself must reset
+///   because the client broke the protocol on them; the 100th is GOAWAY.
+/// - CONTINUATION flood (CVE-2024-27316): h2 caps a header block at
+///   `max_header_list_size` (our `max_header_size`) and at a handful of
+///   CONTINUATION frames (5 for 64 KiB), then GOAWAY.
+/// - A peer that stops answering pings is dropped after interval + timeout.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 100;
@@ -36,6 +54,8 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
     Admin(#[from] AdminError),
 }
 
@@ -48,13 +68,19 @@ pub struct Server {
     pub shared: Arc<Shared>,
     pub tracker: Tracker,
     listeners: Mutex<HashMap<SocketAddr, RunningListener>>,
+    /// The listeners that terminate TLS, by address: a connection accepted
+    /// on an address found here does a TLS handshake first.
+    tls: Mutex<HashMap<SocketAddr, Arc<TlsListener>>>,
     /// Flipped once to ask every connection to finish gracefully.
     shutdown: watch::Sender<bool>,
+    pub reload: ReloadState,
 }
 
 impl Server {
-    /// Binds every listener of `config` and starts serving.
+    /// Loads every certificate of `config`, binds every listener and starts
+    /// serving.
     pub async fn start(config: Config) -> Result<Arc<Server>, ServerError> {
+        let certs = tls::load(&config)?;
         let mut bound = Vec::new();
         for l in &config.listeners {
             bound.push((l.listen, bind(l.listen).await?));
@@ -67,13 +93,16 @@ impl Server {
             shared: Shared::new(config),
             tracker: Tracker::default(),
             listeners: Mutex::new(HashMap::new()),
+            tls: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
+            reload: ReloadState::default(),
         });
+        server.apply_tls(certs)?;
         for (addr, listener) in bound {
             server.serve(addr, listener);
         }
         if let Some(listener) = admin_listener {
-            admin::spawn(listener, server.shared.clone());
+            admin::spawn(listener, server.clone());
         }
         Ok(server)
     }
@@ -102,6 +131,37 @@ impl Server {
         }
     }
 
+    /// Serves `certs` from now on: listeners already terminating TLS swap
+    /// their certificates (their session caches and open connections stay),
+    /// new TLS listeners get a rustls config, and addresses missing from
+    /// `certs` stop doing TLS. A reload calls this with [`tls::load`]'s
+    /// result before swapping the snapshot.
+    pub fn apply_tls(&self, certs: Certs) -> Result<(), TlsError> {
+        for warning in certs.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let mut current = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        current.retain(|addr, _| certs.listeners.contains_key(addr));
+        for (addr, listener_certs) in certs.listeners {
+            match current.get(&addr) {
+                Some(running) => running.update(listener_certs),
+                None => {
+                    current.insert(addr, Arc::new(TlsListener::new(listener_certs)?));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS side of the listener on `addr`, if it terminates TLS.
+    pub fn tls_listener(&self, addr: SocketAddr) -> Option<Arc<TlsListener>> {
+        self.tls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)
+            .cloned()
+    }
+
     /// Addresses being served now.
     pub fn listening(&self) -> Vec<SocketAddr> {
         self.listeners
@@ -110,6 +170,11 @@ impl Server {
             .keys()
             .copied()
             .collect()
+    }
+
+    /// Whether [`Server::shutdown`] has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// Stops accepting, asks connections to finish (HTTP/1.1 closes idle
@@ -142,7 +207,7 @@ impl Server {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tokio::spawn(self.clone().serve_connection(addr, stream, peer));
+                        tokio::spawn(self.clone().serve_connection(addr, stream, peer, stop.clone()));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off a little
@@ -156,34 +221,96 @@ impl Server {
         }
     }
 
+    /// Serves one client connection until it ends; shutdown, or a reload
+    /// removing its listener (`removed`), ends it gracefully.
     async fn serve_connection(
         self: Arc<Self>,
         listen: SocketAddr,
         stream: TcpStream,
         peer: SocketAddr,
+        removed: watch::Receiver<bool>,
     ) {
+        // Taken at accept, so a TLS handshake in progress also holds up
+        // graceful shutdown (for at most its handshake_timeout).
         let _token = self.tracker.token();
+        let _ = stream.set_nodelay(true);
+        let watch = Arc::new(ConnWatch::default());
+        match self.tls_listener(listen) {
+            None => {
+                if !self.first_byte(listen, &stream).await {
+                    return;
+                }
+                let io = TokioIo::new(ClientIo::new(stream, watch.clone()));
+                self.serve_http(listen, io, peer, None, removed, watch)
+                    .await
+            }
+            Some(tls) => match tls.accept(stream).await {
+                Ok(stream) => {
+                    let sni = stream
+                        .get_ref()
+                        .1
+                        .server_name()
+                        .map(str::to_ascii_lowercase);
+                    // ALPN needs no branch here: the auto builder tells h2
+                    // from HTTP/1.1 by the client's preface, which a client
+                    // that negotiated h2 sends first.
+                    let io = TokioIo::new(ClientIo::new(stream, watch.clone()));
+                    self.serve_http(listen, io, peer, Some(sni), removed, watch)
+                        .await;
+                }
+                Err(e) => tracing::debug!(%peer, %listen, error = %e, "TLS handshake failed"),
+            },
+        }
+    }
+
+    /// hyper's header timeout starts once it knows the protocol, which needs
+    /// a first byte: a cleartext client that sends nothing within
+    /// `header_timeout` is answered 408 here. False when the connection is
+    /// done with.
+    async fn first_byte(&self, listen: SocketAddr, stream: &TcpStream) -> bool {
+        let Some(header_timeout) = self
+            .shared
+            .load()
+            .listener(listen)
+            .map(|l| l.cfg.header_timeout)
+        else {
+            return false;
+        };
+        let mut shutdown = self.shutdown.subscribe();
+        let mut first = [0u8; 1];
+        tokio::select! {
+            // `peek`, unlike `readable`, only returns once a byte (or EOF) is there.
+            peeked = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
+                if peeked.is_err() {
+                    let _ = stream.try_write(REQUEST_TIMEOUT_408);
+                    return false;
+                }
+                true
+            }
+            // Nothing was asked yet: nothing to finish.
+            _ = shutdown.wait_for(|s| *s) => false,
+        }
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on an accepted (and, with `tls`, decrypted)
+    /// connection. `tls` carries the SNI name the client sent, if any.
+    async fn serve_http<I>(
+        self: Arc<Self>,
+        listen: SocketAddr,
+        io: I,
+        peer: SocketAddr,
+        tls: Option<Option<String>>,
+        mut removed: watch::Receiver<bool>,
+        watch: Arc<ConnWatch>,
+    ) where
+        I: Read + Write + Unpin + Send + 'static,
+    {
         let snapshot = self.shared.load();
         let Some(listener) = snapshot.listener(listen).cloned() else {
             return;
         };
-        let _ = stream.set_nodelay(true);
         let cfg = &listener.cfg;
-        // hyper's header timeout starts once it knows the protocol, which
-        // needs a first byte: a client that sends nothing is timed out here.
-        let mut shutdown = self.shutdown.subscribe();
-        let mut first_byte = [0u8; 1];
-        tokio::select! {
-            // `peek`, unlike `readable`, only returns once a byte (or EOF) is there.
-            first = tokio::time::timeout(cfg.header_timeout, stream.peek(&mut first_byte)) => {
-                if first.is_err() {
-                    let _ = stream.try_write(REQUEST_TIMEOUT_408);
-                    return;
-                }
-            }
-            // Nothing was asked yet: nothing to finish.
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
+        let idle_timeout = cfg.idle_timeout;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -201,24 +328,33 @@ impl Server {
             .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
-        let watch = Arc::new(ConnWatch::default());
         let ctx = Arc::new(ConnCtx {
             shared: self.shared.clone(),
             listen,
             peer,
-            tls: false,
+            tls: tls.is_some(),
+            sni: tls.flatten(),
             listener,
+            tracker: self.tracker.clone(),
             watch: watch.clone(),
         });
         drop(snapshot);
-        let service = service_fn(move |req| {
-            let ctx = ctx.clone();
-            async move { Ok::<_, Infallible>(ctx.handle(req).await) }
-        });
-        let io = ClientIo::new(stream, watch.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let activity = Arc::new(Activity::default());
+        let service = {
+            let activity = activity.clone();
+            service_fn(move |req| {
+                let ctx = ctx.clone();
+                let open = activity.open();
+                async move {
+                    let response = ctx.handle(req).await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
+                }
+            })
+        };
+        let conn = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
-        tokio::select! {
+        let mut shutdown = self.shutdown.subscribe();
+        let reason = tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
@@ -227,12 +363,93 @@ impl Server {
                     }
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
+                return;
             }
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => "shutdown",
+            _ = async { let _ = removed.wait_for(|r| *r).await; } => "listener removed",
+            _ = activity.idle_for(idle_timeout) => "idle_timeout",
+        };
+        // HTTP/1.1 closes an idle keep-alive connection; HTTP/2 sends GOAWAY
+        // and lets open streams finish.
+        tracing::debug!(%peer, reason, "closing client connection gracefully");
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+}
+
+/// A connection's requests in flight, for its idle timeout: hyper has no
+/// idle timeout for HTTP/2 (pings keep an idle connection alive forever),
+/// and for HTTP/1.1 only the header timeout, so sluice closes a connection
+/// that has had no request open for `idle_timeout`.
+#[derive(Debug, Default)]
+struct Activity {
+    open: AtomicUsize,
+    /// Woken when `open` leaves or reaches zero.
+    changed: Notify,
+}
+
+impl Activity {
+    fn open(self: &Arc<Self>) -> OpenRequest {
+        if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.changed.notify_waiters();
+        }
+        OpenRequest(self.clone())
+    }
+
+    /// Resolves once no request has been open for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(timeout) => return,
+                    _ = changed => {}
+                }
+            } else {
+                changed.await;
             }
         }
+    }
+}
+
+/// One request counted in its connection's [`Activity`] until dropped.
+#[derive(Debug)]
+struct OpenRequest(Arc<Activity>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_waiters();
+        }
+    }
+}
+
+/// A response body that keeps its request open until it ends or is
+/// dropped (hyper drops it once sent, or when the stream is reset).
+struct Tracked<B> {
+    body: B,
+    _open: OpenRequest,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -256,9 +473,15 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 /// Runs `config` until SIGTERM or SIGINT, then shuts down gracefully; a
 /// second signal exits at once.
 pub async fn run(config: Config) -> Result<(), ServerError> {
-    let shutdown_timeout = config.global.shutdown_timeout;
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed before the listeners bind: a SIGHUP sent as soon as the proxy
+    // answers must reload, not take the default action (exit).
+    let hangups = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
     let server = Server::start(config).await?;
+    reload::start(&server, hangups);
     wait_for_stop().await;
+    // The timeout of the config running now, which a reload may have changed.
+    let shutdown_timeout = server.shared.load().config.global.shutdown_timeout;
     tracing::info!(
         ?shutdown_timeout,
         "shutting down: finishing in-flight requests"

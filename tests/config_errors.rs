@@ -6,8 +6,9 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use support::proxy::*;
+use support::{client::poll_until, proxy::*};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -124,15 +125,17 @@ async fn run_with_a_bad_config_exits_1() {
     let toml = base("", "weight = 0");
     let mut proxy = Proxy::spawn(&toml);
     let status = proxy
-        .wait_exit(std::time::Duration::from_secs(30))
+        .wait_exit(Duration::from_secs(30))
         .await
         .expect("sluice run exits on a bad config");
     assert_eq!(status.code(), Some(1), "{}", proxy.stderr());
-    assert!(
-        proxy.stderr().contains("sluice.toml:"),
-        "{}",
-        proxy.stderr()
-    );
+    // stderr is read by a thread that may lag the exit a little.
+    poll_until(
+        Duration::from_secs(30),
+        "stderr names the file",
+        async || proxy.stderr().contains("sluice.toml:"),
+    )
+    .await;
 }
 
 #[test]
@@ -146,22 +149,46 @@ fn missing_file_is_an_error_naming_it() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/sluice.toml"));
 }
 
-/// Every file in `config/` passes `sluice check`, run from the repository
-/// root as a user would.
+/// Writes self-signed certificates where `config/full.toml` expects them
+/// (`certs/*.pem`, `certs/*.key` next to the config), since `check` reads
+/// them.
+fn write_example_certs(dir: &Path) {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).expect("create certs/");
+    let names = ["localhost", "api.example.com", "*.example.org"].map(String::from);
+    for name in ["default", "api", "internal-ca"] {
+        let generated =
+            rcgen::generate_simple_self_signed(names.to_vec()).expect("generate a certificate");
+        std::fs::write(certs.join(format!("{name}.pem")), generated.cert.pem())
+            .expect("write cert");
+        std::fs::write(
+            certs.join(format!("{name}.key")),
+            generated.key_pair.serialize_pem(),
+        )
+        .expect("write key");
+    }
+}
+
+/// Every file in `config/` passes `sluice check`, run as a user would. The
+/// files are copied next to generated certificates, for those that name some.
 #[test]
 fn every_example_config_passes_check() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let scratch = tempfile::tempdir().expect("temp dir");
+    write_example_certs(scratch.path());
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).expect("config/ exists") {
         let path = entry.expect("read config/").path();
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
+        let copy = scratch.path().join(path.file_name().expect("a file name"));
+        std::fs::copy(&path, &copy).expect("copy the example config");
         let output = Command::new(BIN)
             .arg("check")
             .arg("-c")
-            .arg(&path)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg(&copy)
+            .current_dir(scratch.path())
             .stdin(Stdio::null())
             .output()
             .expect("run sluice check");

@@ -2,6 +2,7 @@
 //! operator's per-server actions (drain, enable, disable).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
@@ -9,7 +10,9 @@ use serde_json::{Value, json};
 
 use super::{Reply, json_error};
 use crate::config::units::parse_duration;
+use crate::reload;
 use crate::runtime::{AdminState, ServerRt, Shared, Snapshot, UpstreamRt, clock};
+use crate::server::Server;
 
 /// An operator's action on one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,9 +202,16 @@ pub fn server_action(
     (StatusCode::OK, body)
 }
 
-/// `POST /api/reload`: the one place reloading through the API plugs in.
-pub fn reload_handler(_shared: &Shared) -> Reply {
-    json_error(StatusCode::NOT_IMPLEMENTED, "reload is not available yet")
+/// `POST /api/reload`: 200 with what changed, or the rejection's status
+/// (422 for a file that cannot be applied) with every problem.
+pub async fn reload_handler(server: &Arc<Server>) -> Reply {
+    match reload::reload(server).await {
+        Ok(report) => (
+            StatusCode::OK,
+            serde_json::to_value(report).unwrap_or_else(|_| json!({})),
+        ),
+        Err(err) => (err.status(), err.to_json()),
+    }
 }
 
 /// A server by its address as written in the config, or else by the socket

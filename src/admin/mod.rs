@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::runtime::Shared;
+use crate::server::Server;
 
 /// How long a client may take to send a request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,7 +56,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
 }
 
 /// Serves the admin API on `listener` until the process ends.
-pub fn spawn(listener: TcpListener, shared: Arc<Shared>) {
+pub fn spawn(listener: TcpListener, server: Arc<Server>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin API listening");
     }
@@ -69,11 +70,11 @@ pub fn spawn(listener: TcpListener, shared: Arc<Shared>) {
                     continue;
                 }
             };
-            let shared = shared.clone();
+            let server = server.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(handle(&shared, req)) }
+                    let server = server.clone();
+                    async move { Ok::<_, Infallible>(handle(&server, req).await) }
                 });
                 let result = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -127,7 +128,8 @@ fn route(path: &str) -> Option<Route<'_>> {
     })
 }
 
-fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let shared: &Shared = &server.shared;
     let path = req.uri().path();
     let protected = path != "/";
     if protected && !authorized(shared, &req) {
@@ -170,7 +172,7 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
             response
         }
         Route::Status => reply((StatusCode::OK, api::status(shared))),
-        Route::Reload => reply(api::reload_handler(shared)),
+        Route::Reload => reply(api::reload_handler(server).await),
         Route::Server {
             upstream,
             address,

@@ -1,9 +1,17 @@
 //! Choosing a server: one file per method, sharing the availability rules here.
 //!
 //! Every method picks within a tier: first the primary servers, then, only
-//! when none of them is available, the backup servers. Picking takes no lock:
-//! it reads the snapshot, the servers' atomics and the upstream's counter.
+//! when none of them is available, the backup servers. Picking takes no lock
+//! and allocates nothing: it reads the snapshot, the servers' atomics and the
+//! upstream's counter. Only the `queue` (requests waiting for a server under
+//! `max_conns`) takes a per-upstream lock, and only while requests wait.
 
+mod hash;
+mod ip_hash;
+mod least_conn;
+pub mod queue;
+mod random;
+mod ring;
 mod round_robin;
 
 use std::net::IpAddr;
@@ -12,6 +20,10 @@ use http::{HeaderMap, Uri};
 
 use crate::config;
 use crate::runtime::{Availability, UpstreamRt};
+pub use hash::Hash;
+pub use ip_hash::IpHash;
+pub use least_conn::LeastConn;
+pub use random::Random;
 pub use round_robin::RoundRobin;
 
 /// What a method may look at to choose.
@@ -35,18 +47,20 @@ pub enum Tier {
 #[derive(Debug)]
 pub enum Balancer {
     RoundRobin(RoundRobin),
+    LeastConn(LeastConn),
+    IpHash(IpHash),
+    Hash(Hash),
+    Random(Random),
 }
 
 impl Balancer {
     pub fn build(cfg: &config::Upstream) -> Self {
         match cfg.balance {
-            // The other methods land with their own modules; until then they
-            // are reported by `sluice check` as having no effect.
-            config::Balance::RoundRobin
-            | config::Balance::LeastConn
-            | config::Balance::IpHash
-            | config::Balance::Hash
-            | config::Balance::Random => Balancer::RoundRobin(RoundRobin::new(cfg)),
+            config::Balance::RoundRobin => Balancer::RoundRobin(RoundRobin::new(cfg)),
+            config::Balance::LeastConn => Balancer::LeastConn(LeastConn::new(cfg)),
+            config::Balance::IpHash => Balancer::IpHash(IpHash::new(cfg)),
+            config::Balance::Hash => Balancer::Hash(Hash::new(cfg)),
+            config::Balance::Random => Balancer::Random(Random),
         }
     }
 
@@ -56,12 +70,16 @@ impl Balancer {
         [Tier::Primary, Tier::Backup]
             .into_iter()
             .find_map(|tier| match self {
-                Balancer::RoundRobin(rr) => rr.pick(up, tier, ctx),
+                Balancer::RoundRobin(m) => m.pick(up, tier, ctx),
+                Balancer::LeastConn(m) => m.pick(up, tier, ctx),
+                Balancer::IpHash(m) => m.pick(up, tier, ctx),
+                Balancer::Hash(m) => m.pick(up, tier, ctx),
+                Balancer::Random(m) => m.pick(up, tier, ctx),
             })
     }
 }
 
-/// The servers of a tier.
+/// The servers of a tier, in config order.
 pub fn tier(up: &UpstreamRt, tier: Tier) -> &[usize] {
     match tier {
         Tier::Primary => &up.primary,
@@ -75,4 +93,80 @@ pub fn eligible(up: &UpstreamRt, i: usize, ctx: &PickCtx) -> bool {
     !ctx.tried.contains(&i)
         && server.availability(ctx.now_ms, false) != Availability::Unavailable
         && server.has_capacity()
+}
+
+/// A server's weight scaled by its slow-start share, in thousandths, so
+/// load comparisons stay in integers. Never 0.
+fn effective_weight(up: &UpstreamRt, i: usize, now_ms: u64) -> u64 {
+    let server = &up.servers[i];
+    let full = u64::from(server.cfg.weight.get()) * 1000;
+    let factor = server.slow_start_factor(now_ms);
+    if factor >= 1.0 {
+        full
+    } else {
+        ((full as f64 * factor) as u64).max(1)
+    }
+}
+
+/// Whether load `a` (in-flight, weight) is lighter than load `b`: nginx's
+/// `a.conns * b.weight < b.conns * a.weight`, without dividing.
+fn lighter(a: (u32, u64), b: (u32, u64)) -> bool {
+    u128::from(a.0) * u128::from(b.1) < u128::from(b.0) * u128::from(a.1)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Builds a running upstream from config text, for the methods' tests.
+
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use http::{HeaderMap, Uri};
+
+    use super::PickCtx;
+    use crate::runtime::{Shared, UpstreamRt};
+
+    /// An upstream `u` with the given upstream keys and servers, where each
+    /// server is `"PORT key = value, ..."`, e.g. `"9001 weight = 5"`.
+    pub fn upstream(keys: &str, servers: &[&str]) -> Arc<UpstreamRt> {
+        let mut text = format!(
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\nupstream = \"u\"\n\n[upstream.u]\n{keys}\n"
+        );
+        for server in servers {
+            let (port, rest) = server.split_once(' ').unwrap_or((server, ""));
+            text.push_str(&format!(
+                "[[upstream.u.server]]\naddress = \"127.0.0.1:{port}\"\n"
+            ));
+            for kv in rest.split(',').filter(|kv| !kv.trim().is_empty()) {
+                text.push_str(kv.trim());
+                text.push('\n');
+            }
+        }
+        let config = crate::config::parse(&text, Path::new("test.toml"))
+            .unwrap_or_else(|e| panic!("test config:\n{text}\n{e}"));
+        let shared = Shared::new(config);
+        shared.load().upstreams[0].clone()
+    }
+
+    /// A context with nothing tried, at clock `now_ms`.
+    pub fn ctx<'a>(uri: &'a Uri, headers: &'a HeaderMap, tried: &'a [usize]) -> PickCtx<'a> {
+        PickCtx {
+            client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            uri,
+            headers,
+            now_ms: 1_000_000,
+            tried,
+        }
+    }
+
+    /// Picks `n` times and names the servers a, b, c, ... by index.
+    pub fn picks(up: &UpstreamRt, n: usize, ctx: &PickCtx) -> String {
+        (0..n)
+            .map(|_| match up.balancer.pick(up, ctx) {
+                Some(i) => (b'a' + i as u8) as char,
+                None => '-',
+            })
+            .collect()
+    }
 }

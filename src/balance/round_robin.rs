@@ -36,11 +36,16 @@ impl RoundRobin {
         }
     }
 
-    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx) -> Option<usize> {
-        let seq = match which {
+    /// One period of the tier's order, as indices into the upstream's servers.
+    pub fn sequence(&self, which: Tier) -> &[u32] {
+        match which {
             Tier::Primary => &self.primary,
             Tier::Backup => &self.backup,
-        };
+        }
+    }
+
+    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx) -> Option<usize> {
+        let seq = self.sequence(which);
         if seq.is_empty() {
             return None;
         }

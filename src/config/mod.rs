@@ -17,7 +17,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic, DiagnosticKind};
 pub use model::*;
-pub use summary::{inactive_features, summary};
+pub use summary::summary;
+pub(crate) use validate::line_column;
 
 /// Reads and checks the config file at `path`.
 ///

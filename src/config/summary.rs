@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::model::{Balance, Config};
+use super::model::Config;
 
 /// Listeners, upstreams with their servers, the admin listener, and the
 /// configured features that do not work yet.
@@ -57,36 +57,6 @@ impl fmt::Display for Summary<'_> {
             }
             None => writeln!(f, "admin: off")?,
         }
-        let inactive = inactive_features(cfg);
-        if !inactive.is_empty() {
-            writeln!(f, "parsed but has no effect yet: {}", inactive.join(", "))?;
-        }
         Ok(())
     }
-}
-
-/// Configured features the running proxy does not implement yet, so `check`
-/// can say so instead of letting the user believe they work. Delete a line
-/// when its feature lands.
-pub fn inactive_features(cfg: &Config) -> Vec<&'static str> {
-    let upstreams = || cfg.upstreams.iter();
-    let servers = || upstreams().flat_map(|u| &u.servers);
-    let balance = |method: Balance| upstreams().any(|u| u.balance == method);
-    [
-        (
-            "listener tls",
-            cfg.listeners.iter().any(|l| l.tls.is_some()),
-        ),
-        ("upstream tls", upstreams().any(|u| u.tls)),
-        ("queue", upstreams().any(|u| u.queue > 0)),
-        ("slow_start", servers().any(|s| !s.slow_start.is_zero())),
-        ("balance least_conn", balance(Balance::LeastConn)),
-        ("balance ip_hash", balance(Balance::IpHash)),
-        ("balance hash", balance(Balance::Hash)),
-        ("balance random", balance(Balance::Random)),
-        ("max_conns", servers().any(|s| s.max_conns.is_some())),
-    ]
-    .into_iter()
-    .filter_map(|(feature, configured)| configured.then_some(feature))
-    .collect()
 }

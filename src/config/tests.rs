@@ -659,25 +659,7 @@ fn unreadable_file_names_the_file() {
 }
 
 #[test]
-fn inactive_features_name_only_what_is_configured() {
-    assert!(inactive_features(&parse_ok(MINIMAL)).is_empty());
-    let full = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/full.toml")).unwrap();
-    assert_eq!(
-        inactive_features(&full),
-        [
-            "listener tls",
-            "upstream tls",
-            "queue",
-            "slow_start",
-            "balance least_conn",
-            "balance hash",
-            "max_conns",
-        ]
-    );
-}
-
-#[test]
-fn summary_shows_listeners_upstreams_admin_and_inactive_features() {
+fn summary_shows_listeners_upstreams_admin_and_() {
     let text = format!("{MINIMAL}backup = true\n\n[admin]\n");
     let summary = summary(&parse_ok(&text));
     assert_eq!(

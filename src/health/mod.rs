@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use crate::config::HealthCheck;
 use crate::runtime::{ServerState, Shared};
+use crate::tls::UpstreamTls;
 use probe::{CheckFailure, Probe};
 
 /// Starts a checker for every server of a checked upstream that has none,
@@ -59,6 +60,8 @@ struct Target {
     /// As written in the config: the `Host` of the check request.
     address: String,
     connect_timeout: Duration,
+    /// Checks speak TLS to a TLS upstream, as its requests do.
+    tls: Option<UpstreamTls>,
 }
 
 /// The server behind `state` in the current snapshot, if it is still there
@@ -75,6 +78,7 @@ fn find(shared: &Weak<Shared>, upstream: &str, state: &Weak<ServerState>) -> Opt
         addr: server.cfg.addr,
         address: server.cfg.address.clone(),
         connect_timeout: up.cfg.connect_timeout,
+        tls: up.tls.clone(),
         state,
     })
 }

@@ -6,7 +6,7 @@ use http_body_util::BodyExt as _;
 
 use super::Target;
 use crate::proxy::body::RequestBody;
-use crate::proxy::connect::connect;
+use crate::proxy::connect::connect_to;
 use crate::proxy::error::ProxyError;
 use crate::proxy::pool::Sender;
 
@@ -97,7 +97,7 @@ impl Probe {
 }
 
 async fn open(target: &Target) -> Result<Sender, CheckFailure> {
-    connect(target.addr, target.connect_timeout)
+    connect_to(target.addr, &target.address, target.connect_timeout, target.tls.as_ref())
         .await
         .map_err(|e| match e {
             ProxyError::Connect { source, .. }

@@ -239,6 +239,7 @@ impl Drop for Lease {
                 .retries_in_flight
                 .fetch_sub(1, Ordering::AcqRel);
         }
+        crate::balance::queue::slot_freed(&self.upstream);
     }
 }
 

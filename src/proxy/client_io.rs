@@ -240,9 +240,43 @@ fn parse_hex(value: &[u8]) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(value.trim_ascii()).ok()?, 16).ok()
 }
 
-/// The client's TCP stream, watched (see the module docs).
-pub struct ClientIo {
-    stream: TcpStream,
+/// A client socket that can take a few bytes without waiting: the 408 is
+/// written as a timed-out connection is dropped, outside any task.
+pub trait WriteNow {
+    fn write_now(&mut self, bytes: &[u8]);
+}
+
+impl WriteNow for TcpStream {
+    fn write_now(&mut self, bytes: &[u8]) {
+        let _ = self.try_write(bytes);
+    }
+}
+
+impl WriteNow for tokio_rustls::server::TlsStream<TcpStream> {
+    fn write_now(&mut self, bytes: &[u8]) {
+        let (tcp, tls) = self.get_mut();
+        if std::io::Write::write_all(&mut tls.writer(), bytes).is_ok() {
+            let _ = tls.write_tls(&mut TryWriter(tcp));
+        }
+    }
+}
+
+/// Blocking-style writes that never block: what fits in the socket buffer.
+struct TryWriter<'a>(&'a TcpStream);
+
+impl std::io::Write for TryWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.try_write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The client's stream (TCP, or TLS over it), watched (see the module docs).
+pub struct ClientIo<S: WriteNow> {
+    stream: S,
     watch: Arc<ConnWatch>,
     framing: Framing,
     /// Request bytes arrived since the last response bytes went out, or
@@ -251,8 +285,8 @@ pub struct ClientIo {
     head_pending: bool,
 }
 
-impl ClientIo {
-    pub fn new(stream: TcpStream, watch: Arc<ConnWatch>) -> Self {
+impl<S: WriteNow> ClientIo<S> {
+    pub fn new(stream: S, watch: Arc<ConnWatch>) -> Self {
         ClientIo {
             stream,
             watch,
@@ -268,17 +302,17 @@ impl ClientIo {
     }
 }
 
-impl Drop for ClientIo {
+impl<S: WriteNow> Drop for ClientIo<S> {
     fn drop(&mut self) {
         let http2 = self.framing.heads == 0 && self.framing.state == State::Off;
         if self.head_pending && !http2 && self.watch.timed_out.load(Ordering::Relaxed) {
             // Best effort: a few bytes into what is an idle socket buffer.
-            let _ = self.stream.try_write(REQUEST_TIMEOUT_408);
+            self.stream.write_now(REQUEST_TIMEOUT_408);
         }
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<S: WriteNow + AsyncRead + Unpin> AsyncRead for ClientIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -296,7 +330,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<S: WriteNow + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -16,6 +16,12 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS to {addr}: {source}")]
+    Tls {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("connect to {0}: timed out")]
     ConnectTimeout(std::net::SocketAddr),
     #[error("upstream: {0}")]
@@ -34,6 +40,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
+            | ProxyError::Tls { .. }
             | ProxyError::ConnectTimeout(_)
             | ProxyError::Upstream(_)
             | ProxyError::BadFraming(_) => StatusCode::BAD_GATEWAY,
@@ -55,7 +62,7 @@ impl ProxyError {
     pub fn nothing_sent(&self) -> bool {
         matches!(
             self,
-            ProxyError::Connect { .. } | ProxyError::ConnectTimeout(_)
+            ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::ConnectTimeout(_)
         )
     }
 

@@ -9,10 +9,10 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use super::body::{Lease, RequestBody};
-use super::connect::connect;
+use super::connect::connect_server;
 use super::error::ProxyError;
 use super::pool::Sender;
-use crate::balance::PickCtx;
+use crate::balance::{PickCtx, queue};
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
 
 /// A request ready to go upstream: headers already rewritten.
@@ -65,29 +65,45 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
     let mut body = Some(std::mem::replace(&mut out.body, RequestBody::empty()));
 
     while attempts < tries {
-        let now_ms = clock::now_ms();
-        let ctx = PickCtx {
-            client_ip: out.client_ip,
-            uri: &out.uri,
-            headers: &out.headers,
-            now_ms,
-            tried: &tried,
+        let take = |now_ms: u64| -> Option<(usize, Lease)> {
+            let ctx = PickCtx {
+                client_ip: out.client_ip,
+                uri: &out.uri,
+                headers: &out.headers,
+                now_ms,
+                tried: &tried,
+            };
+            // A failed acquire lost a race for the last slot; the server is
+            // full now, so the next pick looks elsewhere.
+            (0..=up.servers.len()).find_map(|_| {
+                let bound_pick = out.preferred.filter(|&p| {
+                    !tried.contains(&p)
+                        && up.servers.get(p).is_some_and(|s| {
+                            s.availability(now_ms, true) != Availability::Unavailable
+                                && s.has_capacity()
+                        })
+                });
+                let i = bound_pick.or_else(|| up.balancer.pick(up, &ctx))?;
+                let server = &up.servers[i];
+                Lease::acquire(&server.state, &up.state, server.max_conns()).map(|l| (i, l))
+            })
         };
-        let bound_pick = out.preferred.filter(|&p| {
-            !tried.contains(&p)
-                && up.servers.get(p).is_some_and(|s| {
-                    s.availability(now_ms, true) != Availability::Unavailable && s.has_capacity()
-                })
-        });
-        let Some(i) = bound_pick.or_else(|| up.balancer.pick(up, &ctx)) else {
+        // Newcomers queue behind requests already waiting for a slot.
+        let taken = match queue::has_waiters(&up.state) {
+            false => take(clock::now_ms()),
+            true => None,
+        };
+        let taken = match taken {
+            Some(taken) => Some(taken),
+            None => queue::wait(up, &tried, take).await,
+        };
+        let Some((i, mut lease)) = taken else {
             break;
         };
         let bound = out.preferred == Some(i);
         tried.push(i);
         let server = &up.servers[i];
-        let Some(mut lease) = Lease::acquire(&server.state, &up.state, server.max_conns()) else {
-            continue;
-        };
+        let now_ms = clock::now_ms();
         let trial = if server.availability(now_ms, bound) == Availability::Trial {
             match Trial::claim(server) {
                 Some(trial) => Some(trial),
@@ -200,10 +216,9 @@ async fn attempt(
     out: &Outbound,
     body: &mut Option<RequestBody>,
 ) -> Result<(Response<Incoming>, Sender), ProxyError> {
-    let addr = server.cfg.addr;
     let (mut sender, reused) = match server.state.pool.take() {
         Some(sender) => (sender, true),
-        None => (connect(addr, up.cfg.connect_timeout).await?, false),
+        None => (connect_server(up, server).await?, false),
     };
     let req_body = match body {
         Some(RequestBody::Full(bytes)) => RequestBody::Full(bytes.clone()),
@@ -222,11 +237,8 @@ async fn attempt(
                 // A pooled connection the server closed while idle: nothing
                 // was sent, so a fresh connection may carry it for any method.
                 Some(req) if reused => {
-                    sender = connect(addr, up.cfg.connect_timeout).await?;
-                    sender
-                        .send_request(req)
-                        .await
-                        .map_err(ProxyError::from_send)
+                    sender = connect_server(up, server).await?;
+                    sender.send_request(req).await.map_err(ProxyError::from_send)
                 }
                 _ => Err(ProxyError::from_send(e.into_error())),
             },

@@ -9,5 +9,6 @@ pub mod forward;
 pub mod headers;
 pub mod pool;
 pub mod service;
+pub mod upgrade;
 
 pub use service::ConnCtx;

@@ -8,13 +8,16 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use super::body::{Finish, RequestBody, ResponseBody};
 use super::client_io::ConnWatch;
 use super::error::ProxyError;
-use super::forward::{Outbound, forward};
+use super::forward::{Outbound, Served, forward};
 use super::headers::{self, Forwarded};
-use crate::runtime::{ListenerRt, Shared};
+use super::upgrade::{self, Tunnel, TunnelEnd};
+use crate::lifecycle::Tracker;
+use crate::runtime::{ListenerRt, Shared, UpstreamRt};
 use crate::sticky::Binding;
 
 /// What a connection knows about itself; shared by its requests.
@@ -24,9 +27,13 @@ pub struct ConnCtx {
     pub listen: SocketAddr,
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The lower-case SNI name a TLS client sent: requests must be for it.
+    pub sni: Option<String>,
     /// The listener as of accept time, used if a reload removed it while
     /// this connection drains.
     pub listener: Arc<ListenerRt>,
+    /// Graceful shutdown waits for the tunnels this connection opens.
+    pub tracker: Tracker,
     /// What the socket saw that hyper does not tell.
     pub watch: Arc<ConnWatch>,
 }
@@ -40,7 +47,7 @@ struct Refusal {
 }
 
 impl ConnCtx {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
         let snapshot = self.shared.load();
         let listener = snapshot
@@ -80,6 +87,25 @@ impl ConnCtx {
             }
         };
         let host_name = host_name(&host);
+        if let Some(sni) = &self.sni
+            && host_name != *sni
+        {
+            // A client reusing this connection for a host it did not
+            // handshake for (HTTP/2 coalescing, or a forged Host): 421 tells
+            // it to open a connection for that host.
+            tracing::debug!(peer = %self.peer, %sni, host = %host_name, "request host does not match SNI");
+            let response = error_response(StatusCode::MISDIRECTED_REQUEST, false);
+            self.access_log(
+                &listener,
+                &method,
+                &path,
+                response.status(),
+                None,
+                started,
+                0,
+            );
+            return response;
+        }
         let Some(upstream) = listener.route(&host_name, &path).cloned() else {
             let response = error_response(StatusCode::NOT_FOUND, false);
             listener.responses.record(response.status().as_u16());
@@ -98,13 +124,27 @@ impl ConnCtx {
         let trusted = &snapshot.config.global.trusted_proxies;
         let peer_ip = self.peer.ip();
         let client_ip = headers::client_ip(peer_ip, req.headers(), trusted);
+        // Upgrade is HTTP/1.1 only (HTTP/2 forbids it); the client side of a
+        // tunnel must be claimed before the request is taken apart.
+        let h1_upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+        let upgrade = if h1_upgrade {
+            req.headers()
+                .get(header::UPGRADE)
+                .cloned()
+                .map(|protocol| (protocol, hyper::upgrade::on(&mut req)))
+        } else {
+            None
+        };
         let (parts, body) = req.into_parts();
         let binding = upstream
             .sticky
             .as_ref()
             .map_or(Binding::Missing, |sticky| sticky.binding(&parts.headers));
         let mut out_headers = parts.headers;
-        headers::strip_hop_by_hop(&mut out_headers, false);
+        headers::strip_hop_by_hop(&mut out_headers, upgrade.is_some());
+        if upgrade.is_some() {
+            out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         out_headers.insert(header::HOST, host.clone());
         headers::set_forwarded(
             &mut out_headers,
@@ -136,6 +176,32 @@ impl ConnCtx {
         };
         upstream.state.latency.observe(started.elapsed());
         match result {
+            Ok(served) if served.response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                match upgrade {
+                    Some((protocol, client)) if upgrade::accepted(&protocol, &served.response) => {
+                        self.tunnel(&listener, &upstream, served, client, method, path, started)
+                    }
+                    _ => {
+                        // A switch nobody asked for: the connection is no
+                        // longer HTTP, so it is dropped, not pooled.
+                        let server = &upstream.servers[served.server].cfg.address;
+                        tracing::warn!(upstream = %upstream.name, %server, "upstream switched protocols without a matching Upgrade request");
+                        let response = error_response(StatusCode::BAD_GATEWAY, false);
+                        listener.responses.record(response.status().as_u16());
+                        let target = Some((&*upstream.name, "-"));
+                        self.access_log(
+                            &listener,
+                            &method,
+                            &path,
+                            response.status(),
+                            target,
+                            started,
+                            0,
+                        );
+                        response
+                    }
+                }
+            }
             Ok(served) => {
                 let (mut head, incoming) = served.response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers, false);
@@ -206,6 +272,59 @@ impl ConnCtx {
                 response
             }
         }
+    }
+
+    /// Answers 101 and hands both connections to an upgrade tunnel once
+    /// hyper has switched them. The request's lease ends here; the tunnel is
+    /// counted on the server instead.
+    #[allow(clippy::too_many_arguments)]
+    fn tunnel(
+        self: &Arc<Self>,
+        listener: &Arc<ListenerRt>,
+        upstream: &Arc<UpstreamRt>,
+        mut served: Served,
+        client: OnUpgrade,
+        method: http::Method,
+        path: String,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let server = &upstream.servers[served.server];
+        let upstream_io = hyper::upgrade::on(&mut served.response);
+        let (mut head, _) = served.response.into_parts();
+        headers::strip_hop_by_hop(&mut head.headers, true);
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        server.state.responses.record(head.status.as_u16());
+        listener.responses.record(head.status.as_u16());
+        let this = self.clone();
+        let listener = listener.clone();
+        let upstream_name = upstream.name.clone();
+        let address = server.cfg.address.clone();
+        let access_log = self.shared.load().config.log.access_log;
+        Tunnel {
+            client,
+            upstream: upstream_io,
+            conn: served.conn,
+            server: server.state.clone(),
+            token: self.tracker.token(),
+            idle_timeout: listener.cfg.idle_timeout,
+            on_end: Box::new(move |end: TunnelEnd| {
+                if access_log {
+                    this.log_line(
+                        &listener,
+                        &method,
+                        &path,
+                        StatusCode::SWITCHING_PROTOCOLS,
+                        Some((&upstream_name, &address)),
+                        started,
+                        end.down,
+                        end.clean,
+                    );
+                }
+            }),
+        }
+        .spawn();
+        Response::from_parts(head, ResponseBody::empty())
     }
 
     #[allow(clippy::too_many_arguments)]

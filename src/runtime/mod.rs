@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
 use crate::sticky::Sticky;
+use crate::tls::UpstreamTls;
 pub use state::{AdminState, Availability, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
@@ -133,6 +134,8 @@ pub struct UpstreamState {
     pub retries_in_flight: AtomicU32,
     /// Requests waiting in the `queue` for a server under `max_conns`.
     pub queued: AtomicU32,
+    /// Those requests, in arrival order.
+    pub line: crate::balance::queue::Line,
     pub retries: stats::Counter,
     pub sticky_honoured: stats::Counter,
     pub sticky_reissued: stats::Counter,
@@ -249,6 +252,8 @@ pub struct UpstreamRt {
     pub state: Arc<UpstreamState>,
     /// Cookie stickiness, with every server's cookie value precomputed.
     pub sticky: Option<Sticky>,
+    /// The TLS client side when `tls = true`, built once per snapshot.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl UpstreamRt {
@@ -297,6 +302,7 @@ impl UpstreamRt {
                 .as_ref()
                 .map(|sticky| Sticky::build(&cfg.name, sticky, &cfg.servers)),
             state: registry.upstream(&cfg.name),
+            tls: cfg.tls.then(|| UpstreamTls::new(cfg)),
             cfg: cfg.clone(),
             servers,
             primary,

@@ -6,3 +6,4 @@
 pub mod client;
 pub mod proxy;
 pub mod upstream;
+pub mod websocket;

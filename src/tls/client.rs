@@ -1,0 +1,169 @@
+//! TLS to upstream servers: one client config per upstream, built with its
+//! snapshot, so connections only run the handshake.
+
+use std::io;
+use std::sync::{Arc, OnceLock};
+
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::{ALPN_HTTP11, TlsError, provider};
+use crate::config;
+
+/// How an upstream with `tls = true` speaks TLS to its servers.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// An error when the files that checked fine at load became unusable
+    /// before the snapshot was built: every connection then fails (502)
+    /// rather than falling back to cleartext.
+    connector: Result<TlsConnector, Arc<TlsError>>,
+    /// `server_name`, else each server's host.
+    server_name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("ready", &self.connector.is_ok())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl UpstreamTls {
+    /// Builds the client side of `upstream`. Blocking: it reads `ca`, or the
+    /// system roots the first time.
+    pub fn new(upstream: &config::Upstream) -> UpstreamTls {
+        let connector = connector(upstream).map_err(|e| {
+            tracing::error!(upstream = %upstream.name, error = %e, "upstream TLS is unusable; its requests will fail");
+            Arc::new(e)
+        });
+        UpstreamTls {
+            connector,
+            server_name: upstream
+                .server_name
+                .as_ref()
+                .and_then(|name| ServerName::try_from(name.clone()).ok()),
+        }
+    }
+
+    /// Checks what [`UpstreamTls::new`] will need: the CA bundle or system
+    /// roots, and a valid name to verify every server against.
+    pub fn check(upstream: &config::Upstream) -> Result<(), TlsError> {
+        connector(upstream)?;
+        match &upstream.server_name {
+            Some(name) => {
+                server_name(&upstream.name, name)?;
+            }
+            None => {
+                for server in &upstream.servers {
+                    server_name(&upstream.name, host(&server.address))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the client handshake with a connected server. `address` is the
+    /// server's `host:port` as configured: its host is the name verified
+    /// when the upstream has no `server_name`.
+    pub async fn connect(
+        &self,
+        stream: TcpStream,
+        address: &str,
+    ) -> io::Result<TlsStream<TcpStream>> {
+        let connector = self
+            .connector
+            .as_ref()
+            .map_err(|e| io::Error::other(e.clone()))?;
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(host(address).to_owned())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        };
+        connector.connect(name, stream).await
+    }
+}
+
+fn connector(upstream: &config::Upstream) -> Result<TlsConnector, TlsError> {
+    let roots = match &upstream.ca {
+        Some(path) => {
+            let read = |source| TlsError::ReadCa {
+                upstream: upstream.name.clone(),
+                path: path.clone(),
+                source,
+            };
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(read)? {
+                // A bundle may carry certificates webpki cannot use as
+                // anchors; skip them as the system store does.
+                let _ = roots.add(cert.map_err(read)?);
+            }
+            if roots.is_empty() {
+                return Err(TlsError::EmptyCa {
+                    upstream: upstream.name.clone(),
+                    path: path.clone(),
+                });
+            }
+            Arc::new(roots)
+        }
+        None => system_roots().ok_or_else(|| TlsError::NoSystemRoots {
+            upstream: upstream.name.clone(),
+        })?,
+    };
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Setup)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// The platform's trusted roots, read once per process: reading them takes
+/// milliseconds and they change with OS updates, not with sluice's config.
+fn system_roots() -> Option<Arc<RootCertStore>> {
+    static ROOTS: OnceLock<Option<Arc<RootCertStore>>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let loaded = rustls_native_certs::load_native_certs();
+            for error in &loaded.errors {
+                tracing::warn!(%error, "reading a system root certificate failed");
+            }
+            let mut roots = RootCertStore::empty();
+            let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
+            (added > 0).then(|| Arc::new(roots))
+        })
+        .clone()
+}
+
+fn server_name(upstream: &str, name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_owned()).map_err(|_| TlsError::ServerName {
+        upstream: upstream.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+/// The host of `host:port` or `[v6]:port`.
+fn host(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host;
+
+    #[test]
+    fn host_drops_port_and_brackets() {
+        assert_eq!(host("backend.internal:443"), "backend.internal");
+        assert_eq!(host("127.0.0.1:9001"), "127.0.0.1");
+        assert_eq!(host("[::1]:8443"), "::1");
+    }
+}

@@ -1,0 +1,245 @@
+//! Differential tests against nginx itself: the same server list behind
+//! nginx and behind sluice, the same clients and keys through both, and the
+//! same server must answer every time. Skipped (and passing, with a printed
+//! note) when no `nginx` binary is on PATH; CI installs one.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::{client::*, proxy::*, upstream::*};
+
+/// An nginx master running in the foreground from a private prefix.
+struct Nginx {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("nginx"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Starts nginx with `http` as the body of its `http {}` block and waits
+/// until it accepts on every port in `ports`.
+async fn start_nginx(binary: &PathBuf, http: &str, ports: &[u16]) -> Nginx {
+    let dir = tempfile::tempdir().expect("nginx prefix");
+    let d = dir.path().display();
+    let conf = format!(
+        "worker_processes 1;\n\
+         pid {d}/nginx.pid;\n\
+         error_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n\
+         access_log off;\n\
+         client_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n\
+         uwsgi_temp_path {d}/uwsgi;\n\
+         scgi_temp_path {d}/scgi;\n\
+         {http}\n\
+         }}\n"
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write nginx.conf");
+    let child = Command::new(binary)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start nginx");
+    let nginx = Nginx { child, _dir: dir };
+    for &port in ports {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        poll_until(Duration::from_secs(10), "nginx listens", async || {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+    }
+    nginx
+}
+
+/// Four servers with uneven weights and one down, the same for both proxies.
+struct Servers {
+    mocks: Vec<MockUpstream>,
+}
+
+const WEIGHTS: [u32; 4] = [1, 2, 1, 3];
+const DOWN: usize = 2;
+
+impl Servers {
+    async fn start() -> Servers {
+        let mut mocks = Vec::new();
+        for name in ["a", "b", "c", "d"] {
+            mocks.push(MockUpstream::named(name).start().await);
+        }
+        Servers { mocks }
+    }
+
+    fn nginx_upstream(&self, name: &str, method: &str) -> String {
+        let servers: String = self
+            .mocks
+            .iter()
+            .enumerate()
+            .map(|(k, m)| {
+                let down = if k == DOWN { " down" } else { "" };
+                format!("server {} weight={}{down};\n", m.address(), WEIGHTS[k])
+            })
+            .collect();
+        format!("upstream {name} {{\n{method};\n{servers}}}\n")
+    }
+
+    fn sluice_upstream(&self, name: &str, keys: &str) -> String {
+        let servers: String = self
+            .mocks
+            .iter()
+            .enumerate()
+            .map(|(k, m)| {
+                format!(
+                    "[[upstream.{name}.server]]\naddress = \"{}\"\nweight = {}\ndown = {}\n",
+                    m.address(),
+                    WEIGHTS[k],
+                    k == DOWN
+                )
+            })
+            .collect();
+        format!("[upstream.{name}]\n{keys}\n{servers}\n")
+    }
+}
+
+/// Runs nginx and sluice side by side for one method: returns both URLs'
+/// bases (nginx, sluice) and the running processes.
+async fn side_by_side(
+    servers: &Servers,
+    nginx_method: &str,
+    sluice_keys: &str,
+) -> Option<(Nginx, Proxy, String, String)> {
+    let Some(binary) = nginx_binary() else {
+        println!(
+            "SKIPPED: no nginx on PATH (apt-get install nginx-light to run this differential test)"
+        );
+        return None;
+    };
+    let (nginx_port, sluice_port) = (free_port(), free_port());
+    let http = format!(
+        "{}server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://u; }} }}\n",
+        servers.nginx_upstream("u", nginx_method)
+    );
+    let nginx = start_nginx(&binary, &http, &[nginx_port]).await;
+    let toml = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:{sluice_port}\"\nupstream = \"u\"\n\n{}",
+        servers.sluice_upstream("u", sluice_keys)
+    );
+    let sluice = Proxy::start(&toml).await;
+    Some((
+        nginx,
+        sluice,
+        format!("http://127.0.0.1:{nginx_port}"),
+        format!("http://127.0.0.1:{sluice_port}"),
+    ))
+}
+
+fn served_by(resp: &Resp) -> String {
+    assert_eq!(resp.status, 200, "{resp:?}");
+    resp.upstream()
+        .expect("x-upstream names the server")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_hash_picks_what_nginx_picks() {
+    let servers = Servers::start().await;
+    let Some((_nginx, _sluice, nginx, sluice)) =
+        side_by_side(&servers, "ip_hash", "balance = \"ip_hash\"").await
+    else {
+        return;
+    };
+    let mut spread = std::collections::BTreeSet::new();
+    for n in 0u8..60 {
+        let client = IpAddr::V4(Ipv4Addr::new(127, n / 8, n.wrapping_mul(37), 1 + n % 5));
+        let want = served_by(&get_from(client, &format!("{nginx}/")).await);
+        let got = served_by(&get_from(client, &format!("{sluice}/")).await);
+        assert_eq!(
+            got, want,
+            "client {client}: sluice chose {got}, nginx {want}"
+        );
+        spread.insert(want);
+    }
+    assert!(
+        spread.len() >= 2,
+        "the clients should not all hash alike: {spread:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_hash_picks_what_nginx_picks() {
+    let servers = Servers::start().await;
+    let keys = "balance = \"hash\"\nhash_key = \"query:key\"\nconsistent = false";
+    let Some((_nginx, _sluice, nginx, sluice)) =
+        side_by_side(&servers, "hash $arg_key", keys).await
+    else {
+        return;
+    };
+    let client = Client::new();
+    for n in 0..150 {
+        let path = format!("/?key=user{n}");
+        let want = served_by(&client.get(&format!("{nginx}{path}")).await);
+        let got = served_by(&client.get(&format!("{sluice}{path}")).await);
+        assert_eq!(got, want, "key user{n}: sluice chose {got}, nginx {want}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_picks_what_nginx_picks() {
+    let servers = Servers::start().await;
+    let keys = "balance = \"hash\"\nhash_key = \"query:key\"\nconsistent = true";
+    let Some((_nginx, _sluice, nginx, sluice)) =
+        side_by_side(&servers, "hash $arg_key consistent", keys).await
+    else {
+        return;
+    };
+    let client = Client::new();
+    for n in 0..150 {
+        let path = format!("/?key=user{n}");
+        let want = served_by(&client.get(&format!("{nginx}{path}")).await);
+        let got = served_by(&client.get(&format!("{sluice}{path}")).await);
+        assert_eq!(got, want, "key user{n}: sluice chose {got}, nginx {want}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_on_client_ip_picks_what_nginx_remote_addr_picks() {
+    let servers = Servers::start().await;
+    let keys = "balance = \"hash\"\nhash_key = \"client_ip\"\nconsistent = true";
+    let Some((_nginx, _sluice, nginx, sluice)) =
+        side_by_side(&servers, "hash $remote_addr consistent", keys).await
+    else {
+        return;
+    };
+    for n in 0u8..40 {
+        let client = IpAddr::V4(Ipv4Addr::new(127, 3, n, 1 + n % 7));
+        let want = served_by(&get_from(client, &format!("{nginx}/")).await);
+        let got = served_by(&get_from(client, &format!("{sluice}/")).await);
+        assert_eq!(
+            got, want,
+            "client {client}: sluice chose {got}, nginx {want}"
+        );
+    }
+}

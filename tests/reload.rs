@@ -1,0 +1,470 @@
+//! Hot reload: file changes and SIGHUP apply a new config in place, invalid
+//! ones are rejected with their line, and nothing in flight is dropped.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use support::{client::*, proxy::*, upstream::*, websocket::*};
+
+/// How long a reload may take to show, on a loaded machine.
+const RELOAD: Duration = Duration::from_secs(5);
+
+fn listen_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+fn server(upstream: &str, address: &str, weight: u32) -> String {
+    format!("[[upstream.{upstream}.server]]\naddress = \"{address}\"\nweight = {weight}\n")
+}
+
+/// A one-listener config for upstream `web` with `servers`.
+fn web_config(listen: &str, watch: bool, servers: &str) -> String {
+    format!(
+        "[global]\nwatch = {watch}\n\n[[listener]]\nlisten = \"{listen}\"\nupstream = \"web\"\n\n[upstream.web]\n{servers}"
+    )
+}
+
+fn count(proxy: &Proxy, needle: &str) -> usize {
+    proxy.stderr().matches(needle).count()
+}
+
+/// Writes `toml`, sends SIGHUP, and waits until the proxy logged the outcome.
+async fn hup_reload(proxy: &Proxy, toml: &str) {
+    let (ok, rejected) = (
+        count(proxy, "config reloaded"),
+        count(proxy, "reload rejected"),
+    );
+    proxy.write_config(toml);
+    proxy.signal(Signal::Hup);
+    poll_until(RELOAD, "the reload is logged", async || {
+        count(proxy, "config reloaded") > ok || count(proxy, "reload rejected") > rejected
+    })
+    .await;
+}
+
+/// Which mock served each of `n` consecutive requests.
+async fn served_by(client: &Client, url: &str, n: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for _ in 0..n {
+        let resp = client.get(url).await;
+        names.push(resp.upstream().unwrap_or("-").to_owned());
+    }
+    names
+}
+
+fn tally(names: &[String], name: &str) -> usize {
+    names.iter().filter(|n| *n == name).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_change_reweights_adds_and_removes_servers_in_the_same_process() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let listen = listen_addr();
+    let mut proxy = Proxy::start(&web_config(&listen, true, &server("web", &a.address(), 1))).await;
+    let client = Client::new();
+    let url = proxy.url("/");
+    assert_eq!(client.get(&url).await.upstream(), Some("a"));
+
+    let both = server("web", &a.address(), 1) + &server("web", &b.address(), 1);
+    proxy.write_config(&web_config(&listen, true, &both));
+    poll_until(RELOAD, "b is added", async || {
+        client.get(&url).await.upstream() == Some("b")
+    })
+    .await;
+
+    let reweighted = server("web", &a.address(), 1) + &server("web", &b.address(), 3);
+    proxy.write_config(&web_config(&listen, true, &reweighted));
+    poll_until(RELOAD, "weights 1:3 apply", async || {
+        let names = served_by(&client, &url, 8).await;
+        tally(&names, "a") == 2 && tally(&names, "b") == 6
+    })
+    .await;
+
+    proxy.write_config(&web_config(&listen, true, &server("web", &b.address(), 1)));
+    poll_until(RELOAD, "a is removed", async || {
+        tally(&served_by(&client, &url, 6).await, "b") == 6
+    })
+    .await;
+    a.clear();
+    assert_eq!(tally(&served_by(&client, &url, 10).await, "b"), 10);
+    assert_eq!(a.count(), 0, "a removed server still gets requests");
+    assert!(
+        proxy.try_exit().is_none(),
+        "the proxy restarted instead of reloading"
+    );
+    assert!(proxy.stderr().contains("config file changed on disk"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_when_watch_is_off() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let listen = listen_addr();
+    let mut proxy =
+        Proxy::start(&web_config(&listen, false, &server("web", &a.address(), 1))).await;
+    let client = Client::new();
+    let url = proxy.url("/");
+
+    hup_reload(
+        &proxy,
+        &web_config(&listen, false, &server("web", &b.address(), 1)),
+    )
+    .await;
+    assert_eq!(tally(&served_by(&client, &url, 4).await, "b"), 4);
+    assert!(proxy.stderr().contains("SIGHUP"));
+    assert!(!proxy.stderr().contains("config file changed on disk"));
+    assert!(proxy.try_exit().is_none());
+}
+
+/// The 1-based line of the first line of `toml` containing `needle`.
+fn line_of(toml: &str, needle: &str) -> usize {
+    toml.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle in config")
+        + 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_config_is_rejected_with_its_line_and_the_old_one_keeps_serving() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let listen = listen_addr();
+    let good = web_config(&listen, false, &server("web", &a.address(), 1));
+    let proxy = Proxy::start(&good).await;
+    let client = Client::new();
+    let url = proxy.url("/");
+
+    let syntax = web_config(
+        &listen,
+        false,
+        &(server("web", &b.address(), 1) + "weight = = 2\n"),
+    );
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to occupy");
+    let taken: SocketAddr = occupied.local_addr().expect("occupied addr");
+    let unknown = web_config(&listen, false, &server("web", &b.address(), 1))
+        + "\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"nope\"\n";
+    let in_use = web_config(&listen, false, &server("web", &b.address(), 1))
+        + &format!("\n[[listener]]\nlisten = \"{taken}\"\nupstream = \"web\"\n");
+    for (bad, needle) in [
+        (&syntax, "weight = = 2"),
+        (&unknown, "upstream = \"nope\""),
+        (&in_use, &*format!("listen = \"{taken}\"")),
+    ] {
+        let before = count(&proxy, "reload rejected");
+        hup_reload(&proxy, bad).await;
+        assert_eq!(
+            count(&proxy, "reload rejected"),
+            before + 1,
+            "not rejected:\n{bad}"
+        );
+        let line = line_of(bad, needle);
+        assert!(
+            proxy.stderr().contains(&format!("sluice.toml:{line}:")),
+            "no line {line} in the log for:\n{bad}\n--- stderr ---\n{}",
+            proxy.stderr()
+        );
+        assert_eq!(
+            tally(&served_by(&client, &url, 3).await, "a"),
+            3,
+            "old config not serving"
+        );
+    }
+    assert!(tokio::net::TcpStream::connect("127.0.0.1:1").await.is_err());
+    assert_eq!(b.count(), 0);
+    drop(occupied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_reloads_under_load_fail_no_request() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let c = MockUpstream::named("c").start().await;
+    let slow = MockUpstream::named("slow")
+        .delay(Duration::from_secs(3))
+        .start()
+        .await;
+    let listen = listen_addr();
+    let first = web_config(
+        &listen,
+        false,
+        &(server("web", &a.address(), 1) + &server("web", &b.address(), 2)),
+    )
+    .replace(
+        "upstream = \"web\"\n",
+        "upstream = \"web\"\n\n[[listener.route]]\npath_prefix = \"/slow\"\nupstream = \"slow\"\n",
+    ) + &server("slow", &slow.address(), 1);
+    let second = web_config(
+        &listen,
+        false,
+        &(server("web", &b.address(), 1) + &server("web", &c.address(), 3)),
+    );
+    let proxy = Proxy::start(&first).await;
+
+    let slow_url = proxy.url("/slow");
+    let in_flight = tokio::spawn(async move { try_get(&slow_url).await });
+    poll_until(RELOAD, "the slow request reaches its server", async || {
+        slow.in_flight() == 1
+    })
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, url) = (stop.clone(), ok.clone(), proxy.url("/"));
+        clients.push(tokio::spawn(async move {
+            let client = Client::new();
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match client.try_get(&url).await {
+                    Ok(resp) if resp.status == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(resp) => failures.push(format!("status {}", resp.status)),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        }));
+    }
+    for i in 0..20 {
+        let before = ok.load(Ordering::Relaxed);
+        hup_reload(&proxy, if i % 2 == 0 { &second } else { &first }).await;
+        poll_until(RELOAD, "requests flow after the reload", async || {
+            ok.load(Ordering::Relaxed) > before + 4
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let failures = client.await.expect("client task");
+        assert!(
+            failures.is_empty(),
+            "requests failed during reloads: {failures:?}"
+        );
+    }
+    assert_eq!(count(&proxy, "config reloaded"), 20);
+    assert_eq!(count(&proxy, "reload rejected"), 0);
+    let slow_resp = in_flight
+        .await
+        .expect("slow task")
+        .expect("the slow request completes");
+    assert_eq!(slow_resp.status, 200);
+    assert_eq!(slow_resp.body, "slow");
+    assert!(a.count() > 0 && b.count() > 0 && c.count() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_server_stays_failed_across_a_reload_that_keeps_it() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    a.stop().await;
+    let listen = listen_addr();
+    let config = |b_weight| {
+        web_config(
+            &listen,
+            false,
+            &(server("web", &a.address(), 1) + &server("web", &b.address(), b_weight)),
+        )
+        .replace(
+            "[upstream.web]\n",
+            "[upstream.web]\nmax_fails = 1\nfail_timeout = \"60s\"\n",
+        )
+    };
+    let proxy = Proxy::start(&config(1)).await;
+    let client = Client::new();
+    let url = proxy.url("/");
+    // a refuses the connection, the request is retried on b, a is failed.
+    assert_eq!(tally(&served_by(&client, &url, 2).await, "b"), 2);
+    a.restart().await;
+    assert_eq!(tally(&served_by(&client, &url, 4).await, "b"), 4);
+
+    hup_reload(&proxy, &config(2)).await;
+    assert_eq!(count(&proxy, "config reloaded"), 1);
+    assert_eq!(tally(&served_by(&client, &url, 6).await, "b"), 6);
+    assert_eq!(a.count(), 0, "the reload forgot that a failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_counts_survive_a_reload() {
+    let busy = MockUpstream::named("busy").hang().start().await;
+    let b = MockUpstream::named("b").start().await;
+    let listen = listen_addr();
+    let config = |b_weight| {
+        web_config(
+            &listen,
+            false,
+            &(server("web", &busy.address(), 1)
+                + "max_conns = 1\n"
+                + &server("web", &b.address(), b_weight)),
+        )
+    };
+    let proxy = Proxy::start(&config(1)).await;
+    let url = proxy.url("/");
+    // Round-robin sends the first request to `busy`, where it hangs.
+    let held = tokio::spawn(async move { try_get(&url).await });
+    poll_until(RELOAD, "a request hangs on busy", async || {
+        busy.in_flight() == 1
+    })
+    .await;
+
+    hup_reload(&proxy, &config(2)).await;
+    let client = Client::new();
+    assert_eq!(
+        tally(&served_by(&client, &proxy.url("/"), 6).await, "b"),
+        6,
+        "the reload forgot busy's in-flight request (max_conns = 1)"
+    );
+    assert_eq!(busy.count(), 1);
+    busy.set_hang(false);
+    let resp = held
+        .await
+        .expect("held task")
+        .expect("held request completes");
+    assert_eq!(resp.upstream(), Some("busy"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_stays_open_across_reloads_and_after_its_server_is_removed() {
+    let echo = WebSocketEcho::start().await;
+    let other = WebSocketEcho::start().await;
+    let listen = listen_addr();
+    let config =
+        |address: &str, weight| web_config(&listen, false, &server("web", address, weight));
+    let proxy = Proxy::start(&config(&echo.address(), 1)).await;
+    let url = format!("ws://{listen}/chat");
+    let mut ws = ws_connect(&url).await.expect("websocket through the proxy");
+    assert_eq!(ws_echo(&mut ws, "hello").await.as_deref(), Ok("hello"));
+
+    for weight in 2..7 {
+        hup_reload(&proxy, &config(&echo.address(), weight)).await;
+        let text = format!("after reload {weight}");
+        assert_eq!(ws_echo(&mut ws, &text).await, Ok(text));
+    }
+    hup_reload(&proxy, &config(&other.address(), 1)).await;
+    assert_eq!(count(&proxy, "config reloaded"), 6);
+    assert_eq!(
+        ws_echo(&mut ws, "still here").await.as_deref(),
+        Ok("still here")
+    );
+    assert_eq!(echo.open(), 1);
+
+    let mut fresh = ws_connect(&url).await.expect("a new websocket");
+    assert_eq!(ws_echo(&mut fresh, "new").await.as_deref(), Ok("new"));
+    assert_eq!(other.open(), 1, "new sessions go to the new server");
+
+    ws.close(None).await.expect("close the old session");
+    poll_until(RELOAD, "the old session ends at its server", async || {
+        echo.open() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_are_added_and_removed_while_the_others_keep_accepting() {
+    let a = MockUpstream::named("a").start().await;
+    let (kept, removed, added) = (listen_addr(), listen_addr(), listen_addr());
+    let listener =
+        |listen: &str| format!("[[listener]]\nlisten = \"{listen}\"\nupstream = \"web\"\n\n");
+    let config = |listeners: &[&str]| {
+        let mut toml = "[global]\nwatch = false\n\n".to_owned();
+        for l in listeners {
+            toml += &listener(l);
+        }
+        toml + "[upstream.web]\n" + &server("web", &a.address(), 1)
+    };
+    let proxy = Proxy::start(&config(&[&kept, &removed])).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammer = {
+        let (stop, url) = (stop.clone(), format!("http://{kept}/"));
+        tokio::spawn(async move {
+            let (mut ok, mut failures) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                // A fresh connection each time: a refused connect would show.
+                match try_get(&url).await {
+                    Ok(resp) if resp.status == 200 => ok += 1,
+                    Ok(resp) => failures.push(format!("status {}", resp.status)),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (ok, failures)
+        })
+    };
+
+    hup_reload(&proxy, &config(&[&kept, &removed, &added])).await;
+    let added_url = format!("http://{added}/");
+    poll_until(RELOAD, "the added listener serves", async || {
+        try_get(&added_url).await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+
+    hup_reload(&proxy, &config(&[&kept, &added])).await;
+    poll_until(
+        RELOAD,
+        "the removed listener refuses connections",
+        async || tokio::net::TcpStream::connect(&removed).await.is_err(),
+    )
+    .await;
+    assert_eq!(get(&added_url).await.status, 200);
+
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failures) = hammer.await.expect("hammer task");
+    assert!(
+        failures.is_empty(),
+        "the kept listener failed during reloads: {failures:?}"
+    );
+    assert!(ok > 0);
+    assert_eq!(count(&proxy, "config reloaded"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_by_rename_and_kubernetes_symlink_swaps_are_seen() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let c = MockUpstream::named("c").start().await;
+    let listen = listen_addr();
+    let config = |m: &MockUpstream| web_config(&listen, true, &server("web", &m.address(), 1));
+    let proxy = Proxy::start(&config(&a)).await;
+    let client = Client::new();
+    let url = proxy.url("/");
+    let dir = proxy.dir().to_owned();
+    let path = proxy.config_path().to_owned();
+
+    // An editor: write a new file, rename it over the old one.
+    let tmp = dir.join(".sluice.toml.swp");
+    std::fs::write(&tmp, config(&b)).expect("write the new file");
+    std::fs::rename(&tmp, &path).expect("rename over the config");
+    poll_until(RELOAD, "b serves after a rename", async || {
+        client.get(&url).await.upstream() == Some("b")
+    })
+    .await;
+
+    // A Kubernetes volume: sluice.toml -> ..data/sluice.toml, ..data -> v1.
+    for (version, mock) in [("v1", &b), ("v2", &c)] {
+        std::fs::create_dir(dir.join(version)).expect("version dir");
+        std::fs::write(dir.join(version).join("sluice.toml"), config(mock))
+            .expect("versioned config");
+    }
+    std::os::unix::fs::symlink("v1", dir.join("..data")).expect("..data link");
+    std::os::unix::fs::symlink("..data/sluice.toml", dir.join("link")).expect("config link");
+    let reloads = count(&proxy, "config reloaded");
+    std::fs::rename(dir.join("link"), &path).expect("config becomes a link");
+    poll_until(RELOAD, "the link is reloaded", async || {
+        count(&proxy, "config reloaded") > reloads
+    })
+    .await;
+    // The swap kubelet does: a new link, renamed over `..data`.
+    std::os::unix::fs::symlink("v2", dir.join("..data_tmp")).expect("new ..data link");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap ..data");
+    poll_until(RELOAD, "c serves after the ..data swap", async || {
+        client.get(&url).await.upstream() == Some("c")
+    })
+    .await;
+    assert_eq!(count(&proxy, "reload rejected"), 0);
+}

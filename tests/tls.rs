@@ -1,0 +1,736 @@
+//! TLS termination, SNI, ALPN/HTTP/2, the Host/SNI check, certificate
+//! errors and swaps, h2load through the proxy, and TLS to upstreams.
+
+mod support;
+use support::{client::*, proxy::*, upstream::*};
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+use tempfile::TempDir;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A test certificate authority writing certificates and keys to a
+/// temporary directory (the proxy reads them before it listens, so they
+/// cannot go into the proxy's own directory).
+struct Pki {
+    dir: TempDir,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+/// A certificate and key written to disk.
+struct Issued {
+    cert: PathBuf,
+    key: PathBuf,
+    der: CertificateDer<'static>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca,
+            ca_key,
+        };
+        std::fs::write(pki.ca_path(), pki.ca.pem()).unwrap();
+        pki
+    }
+
+    fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// `FILE.pem` (leaf then CA) and `FILE.key` for `names` (DNS names or IPs).
+    fn issue(&self, file: &str, names: &[&str]) -> Issued {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &names[0]);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let issued = Issued {
+            cert: self.path(&format!("{file}.pem")),
+            key: self.path(&format!("{file}.key")),
+            der: cert.der().clone(),
+        };
+        std::fs::write(&issued.cert, format!("{}{}", cert.pem(), self.ca.pem())).unwrap();
+        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
+        issued
+    }
+
+    fn roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.der().clone()).unwrap();
+        roots
+    }
+
+    fn client(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+        self.client_with(alpn, rustls::ALL_VERSIONS)
+    }
+
+    fn client_with(
+        &self,
+        alpn: &[&[u8]],
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Arc<ClientConfig> {
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(self.roots())
+                .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+async fn handshake(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<ClientConfig>,
+) -> io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    tokio::time::timeout(WAIT, TlsConnector::from(config).connect(name, tcp))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?
+}
+
+fn served_cert(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("server sent certificates")[0]
+        .clone()
+}
+
+/// An HTTP/1.1 connection over an established stream.
+async fn h1(stream: TlsStream<TcpStream>) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn h1_get(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    host: &str,
+    path: &str,
+) -> (StatusCode, String) {
+    sender.ready().await.unwrap();
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The upstream config part for a list of mocks, after a listener block.
+fn proxy_config(port: u16, tls: &str, upstream: &MockUpstream) -> String {
+    format!(
+        "[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"web\"\n{tls}\n[upstream.web]\n{}",
+        server_entries("web", &[upstream])
+    )
+}
+
+fn tls_block(default: &Issued, extra: &str) -> String {
+    format!(
+        "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n{extra}",
+        default.cert.display(),
+        default.key.display()
+    )
+}
+
+fn sni_entry(names: &str, issued: &Issued) -> String {
+    format!(
+        "[[listener.tls.sni]]\nnames = {names}\ncert = \"{}\"\nkey = \"{}\"\n",
+        issued.cert.display(),
+        issued.key.display()
+    )
+}
+
+#[tokio::test]
+async fn default_certificate_and_sni_entries_are_served_by_name() {
+    let pki = Pki::new("sluice test CA");
+    // The client verifies names, so the default certificate also carries
+    // the name no `sni` entry lists.
+    let default = pki.issue("default", &["default.test", "other.test"]);
+    let api = pki.issue("api", &["api.test", "*.wild.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let port = free_port();
+    let tls = tls_block(&default, &sni_entry(r#"["api.test", "*.wild.test"]"#, &api));
+    let proxy = Proxy::start(&proxy_config(port, &tls, &upstream)).await;
+    let client = pki.client(&[b"http/1.1"]);
+
+    for (sni, expected) in [
+        ("default.test", &default),
+        ("api.test", &api),
+        ("x.wild.test", &api),
+        // Not listed: the default certificate (unknown_sni = "default").
+        ("other.test", &default),
+    ] {
+        let stream = handshake(proxy.addr(), sni, client.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{sni}: {e}"));
+        assert!(
+            served_cert(&stream) == expected.der,
+            "{sni} got the wrong certificate"
+        );
+    }
+
+    let stream = handshake(proxy.addr(), "api.test", client).await.unwrap();
+    let mut sender = h1(stream).await;
+    let (status, _) = h1_get(&mut sender, "api.test", "/hello").await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = upstream.last_request().unwrap();
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("host"), Some("api.test"));
+}
+
+#[tokio::test]
+async fn h2_by_alpn_reaches_an_http1_upstream_with_authority_as_host() {
+    let pki = Pki::new("sluice test CA");
+    let default = pki.issue("default", &["site.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let port = free_port();
+    let proxy = Proxy::start(&proxy_config(port, &tls_block(&default, ""), &upstream)).await;
+
+    let stream = handshake(proxy.addr(), "site.test", pki.client(&[b"h2", b"http/1.1"]))
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // A `host` field that differs from :authority is not trusted.
+    let req = Request::get("https://site.test/over/h2")
+        .header("host", "evil.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers().get("x-upstream").unwrap(), "a");
+
+    let seen = upstream.last_request().unwrap();
+    assert_eq!(seen.uri.path(), "/over/h2");
+    assert_eq!(seen.header("host"), Some("site.test"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("site.test"));
+}
+
+#[tokio::test]
+async fn only_tls_12_and_13_are_spoken() {
+    let pki = Pki::new("sluice test CA");
+    let default = pki.issue("default", &["site.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let port = free_port();
+    let proxy = Proxy::start(&proxy_config(port, &tls_block(&default, ""), &upstream)).await;
+
+    let tls12 = pki.client_with(&[b"http/1.1"], &[&rustls::version::TLS12]);
+    let stream = handshake(proxy.addr(), "site.test", tls12).await.unwrap();
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let mut sender = h1(stream).await;
+    assert_eq!(
+        h1_get(&mut sender, "site.test", "/").await.0,
+        StatusCode::OK
+    );
+
+    let tls13 = pki.client_with(&[b"http/1.1"], &[&rustls::version::TLS13]);
+    let stream = handshake(proxy.addr(), "site.test", tls13).await.unwrap();
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+
+    // rustls cannot speak TLS 1.1; openssl can, when allowed to.
+    let Some(output) = openssl_tls11(proxy.addr()) else {
+        eprintln!("openssl not on PATH: skipping the TLS 1.1 refusal check");
+        return;
+    };
+    assert!(
+        !output.status.success(),
+        "a TLS 1.1 handshake succeeded:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("SSL alert number"),
+        "not refused by the server:\n{stderr}"
+    );
+}
+
+fn openssl_tls11(addr: SocketAddr) -> Option<std::process::Output> {
+    std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+            "-servername",
+            "site.test",
+            "-connect",
+        ])
+        .arg(addr.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()
+}
+
+#[tokio::test]
+async fn host_not_matching_sni_is_misdirected() {
+    let pki = Pki::new("sluice test CA");
+    let default = pki.issue("default", &["site.test", "other.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let port = free_port();
+    let proxy = Proxy::start(&proxy_config(port, &tls_block(&default, ""), &upstream)).await;
+
+    let stream = handshake(proxy.addr(), "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    let mut sender = h1(stream).await;
+    assert_eq!(
+        h1_get(&mut sender, "other.test", "/").await.0,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    // Same name, other case and a port: the same host.
+    assert_eq!(
+        h1_get(&mut sender, "SITE.test:443", "/").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(upstream.count(), 1);
+
+    // Over HTTP/2 the :authority is what must match.
+    let stream = handshake(proxy.addr(), "site.test", pki.client(&[b"h2"]))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://other.test/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn unknown_sni_is_refused_when_configured() {
+    let pki = Pki::new("sluice test CA");
+    let default = pki.issue("default", &["site.test"]);
+    let api = pki.issue("api", &["api.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let port = free_port();
+    let extra = format!(
+        "unknown_sni = \"refuse\"\n{}",
+        sni_entry(r#"["api.test"]"#, &api)
+    );
+    let proxy = Proxy::start(&proxy_config(port, &tls_block(&default, &extra), &upstream)).await;
+    let client = pki.client(&[b"http/1.1"]);
+
+    assert!(
+        handshake(proxy.addr(), "unknown.test", client.clone())
+            .await
+            .is_err()
+    );
+    // The default certificate's own names are known names.
+    let stream = handshake(proxy.addr(), "site.test", client.clone())
+        .await
+        .unwrap();
+    assert!(served_cert(&stream) == default.der);
+    let stream = handshake(proxy.addr(), "api.test", client).await.unwrap();
+    assert!(served_cert(&stream) == api.der);
+}
+
+#[tokio::test]
+async fn unusable_certificate_files_fail_check_and_startup_naming_the_file() {
+    let pki = Pki::new("sluice test CA");
+    let good = pki.issue("good", &["site.test"]);
+    let other = pki.issue("other", &["other.test"]);
+    let broken = pki.path("broken.pem");
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let upstream = MockUpstream::named("a").start().await;
+    let missing = pki.path("missing.pem");
+
+    let cases = [
+        (
+            format!(
+                "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                broken.display(),
+                good.key.display()
+            ),
+            broken.display().to_string(),
+        ),
+        (
+            format!(
+                "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                good.cert.display(),
+                other.key.display()
+            ),
+            format!(
+                "{} does not match certificate file {}",
+                other.key.display(),
+                good.cert.display()
+            ),
+        ),
+        (
+            tls_block(
+                &good,
+                &format!(
+                    "[[listener.tls.sni]]\nnames = [\"x.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+                    missing.display(),
+                    good.key.display()
+                ),
+            ),
+            missing.display().to_string(),
+        ),
+    ];
+    for (tls, named) in cases {
+        let config = proxy_config(free_port(), &tls, &upstream);
+        let (ok, _, stderr) = Proxy::check(&config);
+        assert!(!ok, "check accepted:\n{config}");
+        assert!(
+            stderr.contains(&named),
+            "check did not name {named}:\n{stderr}"
+        );
+
+        let mut proxy = Proxy::spawn(&config);
+        let status = proxy
+            .wait_exit(WAIT)
+            .await
+            .expect("sluice kept running with a bad certificate");
+        assert!(!status.success());
+        assert!(
+            proxy.stderr().contains(&named),
+            "startup did not name {named}:\n{}",
+            proxy.stderr()
+        );
+    }
+
+    let (ok, stdout, _) =
+        Proxy::check(&proxy_config(free_port(), &tls_block(&good, ""), &upstream));
+    assert!(ok);
+    assert!(!stdout.contains("no effect yet"), "{stdout}");
+}
+
+#[tokio::test]
+async fn updated_certificates_serve_new_handshakes_while_old_connections_go_on() {
+    let pki = Pki::new("sluice test CA");
+    let first = pki.issue("site", &["site.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let port = free_port();
+    let toml = proxy_config(port, &tls_block(&first, ""), &upstream);
+    let config = sluice::config::parse(&toml, &pki.path("sluice.toml")).unwrap();
+    let server = sluice::server::Server::start(config.clone()).await.unwrap();
+    let addr: SocketAddr = config.listeners[0].listen;
+    let old = handshake(addr, "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    assert!(served_cert(&old) == first.der);
+    let mut old = h1(old).await;
+    assert_eq!(h1_get(&mut old, "site.test", "/").await.0, StatusCode::OK);
+
+    // Renewal: new files at the same paths, loaded and checked, then swapped.
+    let second = pki.issue("site", &["site.test"]);
+    assert!(second.der != first.der);
+    let certs = sluice::tls::load_listener_certs(&config.listeners[0])
+        .unwrap()
+        .unwrap();
+    server
+        .tls_listener(addr)
+        .expect("a TLS listener")
+        .update(certs);
+
+    // A fresh client: one resuming its session would be shown the
+    // certificate of the original handshake.
+    let new = handshake(addr, "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    assert!(
+        served_cert(&new) == second.der,
+        "the new handshake got the old certificate"
+    );
+    assert_eq!(
+        h1_get(&mut old, "site.test", "/again").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(upstream.count(), 2);
+    drop(old);
+    drop(new);
+    assert!(server.shutdown(WAIT).await);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_idle_timeout_but_busy_ones_are_not() {
+    let upstream = MockUpstream::named("a")
+        .delay(Duration::from_secs(3))
+        .start()
+        .await;
+    let port = free_port();
+    let tls = "idle_timeout = \"1s\"\n";
+    let proxy = Proxy::start(&proxy_config(port, tls, &upstream)).await;
+
+    // h2c, prior knowledge.
+    let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    // A request open for longer than idle_timeout keeps the connection
+    // busy: no GOAWAY, so the next request still goes on it.
+    let req = Request::get(format!("http://{}/slow", proxy.addr()))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap();
+    upstream.set_delay(Duration::ZERO);
+    let req = Request::get(format!("http://{}/next", proxy.addr()))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(req)
+        .await
+        .expect("the busy connection was sent GOAWAY");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap();
+    // Then idle: GOAWAY, and the connection ends.
+    poll_until(WAIT, "the idle HTTP/2 connection is closed", async || {
+        conn.is_finished()
+    })
+    .await;
+}
+
+/// h2load's summary line, e.g. `requests: 200 total, ..., 200 succeeded, 0 failed, ...`.
+async fn h2load(url: &str) -> Option<String> {
+    let output = tokio::process::Command::new("h2load")
+        .args(["-n", "400", "-c", "4", "-m", "10", url])
+        .output()
+        .await
+        .ok()?;
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn h2load_over_tls_and_h2c_all_succeed() {
+    let pki = Pki::new("sluice test CA");
+    let default = pki.issue("default", &["site.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let config = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:{tls_port}\"\nupstream = \"web\"\n{}\n\
+         [[listener]]\nlisten = \"127.0.0.1:{plain_port}\"\nupstream = \"web\"\n\
+         [upstream.web]\n{}",
+        tls_block(&default, ""),
+        server_entries("web", &[&upstream])
+    );
+    let _proxy = Proxy::start(&config).await;
+
+    let Some(tls) = h2load(&format!("https://127.0.0.1:{tls_port}/")).await else {
+        eprintln!("h2load not on PATH (Debian: nghttp2-client): skipping");
+        return;
+    };
+    assert!(tls.contains("Application protocol: h2"), "{tls}");
+    assert!(tls.contains("400 succeeded, 0 failed"), "{tls}");
+    assert!(tls.contains("400 2xx"), "{tls}");
+
+    let h2c = h2load(&format!("http://127.0.0.1:{plain_port}/"))
+        .await
+        .unwrap();
+    assert!(h2c.contains("400 succeeded, 0 failed"), "{h2c}");
+    assert!(h2c.contains("400 2xx"), "{h2c}");
+}
+
+/// An HTTPS server with `issued`'s certificate, answering every request
+/// with "secure" and recording each request's headers.
+async fn tls_upstream(issued: &Issued) -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>>) {
+    let chain = CertificateDer::pem_file_iter(&issued.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&issued.key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let record = record.clone();
+            tokio::spawn(async move {
+                // A failed handshake (the proxy refusing our certificate) just ends here.
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    record.lock().unwrap().push(req.headers().clone());
+                    async {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("secure"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn tls_upstream_config(port: u16, backend: SocketAddr, options: &str) -> String {
+    format!(
+        "[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"secure\"\n\n\
+         [upstream.secure]\ntls = true\n{options}\n\
+         [[upstream.secure.server]]\naddress = \"{backend}\"\n"
+    )
+}
+
+#[tokio::test]
+async fn upstream_tls_verifies_the_server_against_ca() {
+    let pki = Pki::new("backend CA");
+    // Verified by IP when there is no server_name, by name when there is.
+    let by_ip = pki.issue("by-ip", &["127.0.0.1"]);
+    let by_name = pki.issue("by-name", &["backend.test"]);
+    let (ip_backend, seen) = tls_upstream(&by_ip).await;
+    let (name_backend, _) = tls_upstream(&by_name).await;
+    let ca = format!("ca = \"{}\"\n", pki.ca_path().display());
+
+    let proxy = Proxy::start(&tls_upstream_config(free_port(), ip_backend, &ca)).await;
+    let response = get(&proxy.url("/tls")).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, "secure");
+    assert_eq!(
+        seen.lock().unwrap()[0].get("x-forwarded-proto").unwrap(),
+        "http"
+    );
+    // Pooled: a second request reuses the TLS connection or opens another; both work.
+    assert_eq!(get(&proxy.url("/tls")).await.status, 200);
+
+    let named = format!("{ca}server_name = \"backend.test\"\n");
+    let proxy = Proxy::start(&tls_upstream_config(free_port(), name_backend, &named)).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 200);
+}
+
+#[tokio::test]
+async fn upstream_tls_with_an_untrusted_certificate_is_502() {
+    let pki = Pki::new("backend CA");
+    let stranger = Pki::new("some other CA");
+    let issued = pki.issue("backend", &["127.0.0.1"]);
+    let (backend, seen) = tls_upstream(&issued).await;
+    let wrong_ca = format!("ca = \"{}\"\n", stranger.ca_path().display());
+
+    let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, &wrong_ca)).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502);
+    // The system roots do not know the test CA either.
+    let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, "")).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502);
+    // A name the certificate does not carry.
+    let ca = format!(
+        "ca = \"{}\"\nserver_name = \"elsewhere.test\"\n",
+        pki.ca_path().display()
+    );
+    let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, &ca)).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a request reached the unverified server"
+    );
+}
+
+#[test]
+fn missing_ca_bundle_fails_check_naming_the_file() {
+    let missing = Path::new("/nonexistent/ca.pem");
+    let config = tls_upstream_config(
+        free_port(),
+        "127.0.0.1:9".parse().unwrap(),
+        &format!("ca = \"{}\"\n", missing.display()),
+    );
+    let (ok, _, stderr) = Proxy::check(&config);
+    assert!(!ok);
+    assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+}
+
+#[tokio::test]
+async fn health_checks_speak_tls_to_a_tls_upstream() {
+    let pki = Pki::new("backend CA");
+    let issued = pki.issue("backend", &["127.0.0.1"]);
+    let (backend, seen) = tls_upstream(&issued).await;
+    let options = format!(
+        "ca = \"{}\"\n[upstream.secure.health_check]\npath = \"/healthz\"\ninterval = \"100ms\"\n",
+        pki.ca_path().display()
+    );
+    let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, &options)).await;
+    poll_until(WAIT, "a health check arrives over TLS", async || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.get("user-agent").is_some_and(|v| v == "sluice-health"))
+    })
+    .await;
+    assert_eq!(get(&proxy.url("/")).await.status, 200);
+}

@@ -1,0 +1,92 @@
+//! Upgrade tunnels: a 101 with the requested protocol starts a tunnel both
+//! ways; anything else stays HTTP.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use support::{client::*, proxy::*, upstream::*, websocket::*};
+
+fn config(idle_timeout: &str, address: &str) -> String {
+    format!(
+        "[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"web\"\nidle_timeout = \"{idle_timeout}\"\n\n[upstream.web]\n[[upstream.web.server]]\naddress = \"{address}\"\n",
+        free_port()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echoes_through_the_proxy() {
+    let echo = WebSocketEcho::start().await;
+    let proxy = Proxy::start(&config("60s", &echo.address())).await;
+    let mut ws = ws_connect(&format!("ws://{}/chat", proxy.addr()))
+        .await
+        .expect("websocket through the proxy");
+    for i in 0..20 {
+        let text = format!("message {i}");
+        assert_eq!(ws_echo(&mut ws, &text).await, Ok(text));
+    }
+    let big = "x".repeat(256 * 1024);
+    assert_eq!(ws_echo(&mut ws, &big).await.map(|r| r.len()), Ok(big.len()));
+    assert_eq!(echo.open(), 1);
+    ws.close(None).await.expect("close");
+    poll_until(
+        Duration::from_secs(10),
+        "the upstream session ends",
+        async || echo.open() == 0,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_answered_without_101_stays_http() {
+    let web = MockUpstream::named("web").start().await;
+    let proxy = Proxy::start(&config("60s", &web.address())).await;
+    let mut conn = TcpStream::connect(proxy.addr()).await.expect("connect");
+    conn.write_all(
+        b"GET /a HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .expect("write upgrade request");
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.expect("read response");
+    assert_eq!(raw_status(&buf[..n]), Some(200));
+    let seen = web
+        .last_request()
+        .expect("the upgrade request reached the server");
+    assert_eq!(seen.header("upgrade"), Some("websocket"));
+    assert_eq!(seen.header("connection"), Some("upgrade"));
+
+    // The same connection still speaks HTTP.
+    conn.write_all(b"GET /b HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("write second request");
+    let n = conn.read(&mut buf).await.expect("read second response");
+    assert_eq!(raw_status(&buf[..n]), Some(200));
+    assert_eq!(web.count(), 2);
+    assert_eq!(web.last_request().expect("second").header("upgrade"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tunnel_is_closed_after_idle_timeout() {
+    let echo = WebSocketEcho::start().await;
+    let proxy = Proxy::start(&config("1s", &echo.address())).await;
+    let mut ws = ws_connect(&format!("ws://{}/chat", proxy.addr()))
+        .await
+        .expect("websocket through the proxy");
+    assert_eq!(ws_echo(&mut ws, "hi").await.as_deref(), Ok("hi"));
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the idle tunnel stayed open");
+    poll_until(
+        Duration::from_secs(10),
+        "the upstream session ends",
+        async || echo.open() == 0,
+    )
+    .await;
+}
