@@ -97,17 +97,22 @@ impl Probe {
 }
 
 async fn open(target: &Target) -> Result<Sender, CheckFailure> {
-    connect_to(target.addr, &target.address, target.connect_timeout, target.tls.as_ref())
-        .await
-        .map_err(|e| match e {
-            ProxyError::Connect { source, .. }
-                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
-            {
-                CheckFailure::Refused
-            }
-            ProxyError::ConnectTimeout(_) => CheckFailure::Timeout,
-            other => CheckFailure::Connect(other),
-        })
+    connect_to(
+        target.addr,
+        &target.address,
+        target.connect_timeout,
+        target.tls.as_ref(),
+    )
+    .await
+    .map_err(|e| match e {
+        ProxyError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            CheckFailure::Refused
+        }
+        ProxyError::ConnectTimeout(_) => CheckFailure::Timeout,
+        other => CheckFailure::Connect(other),
+    })
 }
 
 fn request(target: &Target) -> Result<Request<RequestBody>, CheckFailure> {

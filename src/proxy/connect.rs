@@ -28,7 +28,13 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, Prox
 /// never answers the handshake is as unreachable as one that doesn't).
 pub async fn connect_server(up: &UpstreamRt, server: &ServerRt) -> Result<Sender, ProxyError> {
     let cfg = &server.cfg;
-    connect_to(cfg.addr, &cfg.address, up.cfg.connect_timeout, up.tls.as_ref()).await
+    connect_to(
+        cfg.addr,
+        &cfg.address,
+        up.cfg.connect_timeout,
+        up.tls.as_ref(),
+    )
+    .await
 }
 
 /// Connects to the server at `addr`, configured as `address` (`host:port`,

@@ -238,7 +238,10 @@ async fn attempt(
                 // was sent, so a fresh connection may carry it for any method.
                 Some(req) if reused => {
                     sender = connect_server(up, server).await?;
-                    sender.send_request(req).await.map_err(ProxyError::from_send)
+                    sender
+                        .send_request(req)
+                        .await
+                        .map_err(ProxyError::from_send)
                 }
                 _ => Err(ProxyError::from_send(e.into_error())),
             },
