@@ -289,3 +289,93 @@ async fn request_target_too_long_is_414_or_431() {
     );
     assert_eq!(a.count(), 0);
 }
+
+/// The same refusals over TLS: the watched socket sits under hyper there too.
+mod over_tls {
+    use std::sync::Arc;
+
+    use rustls::RootCertStore;
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    struct TlsProxy {
+        proxy: Proxy,
+        connector: tokio_rustls::TlsConnector,
+        _certs: tempfile::TempDir,
+    }
+
+    async fn tls_proxy(upstream: &MockUpstream) -> TlsProxy {
+        let certs = tempfile::tempdir().expect("temp dir");
+        let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("self-signed certificate");
+        let (cert, key) = (certs.path().join("c.pem"), certs.path().join("c.key"));
+        std::fs::write(&cert, issued.cert.pem()).expect("write cert");
+        std::fs::write(&key, issued.key_pair.serialize_pem()).expect("write key");
+        let proxy = Proxy::start(&config(
+            &format!(
+                "header_timeout = \"300ms\"\n[listener.tls]\ncert = \"{}\"\nkey = \"{}\"",
+                cert.display(),
+                key.display()
+            ),
+            &server_entries("web", &[upstream]),
+        ))
+        .await;
+        let mut roots = RootCertStore::empty();
+        roots.add(issued.cert.der().clone()).expect("trust the cert");
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        TlsProxy {
+            proxy,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+            _certs: certs,
+        }
+    }
+
+    /// Sends `bytes` over TLS and reads the decrypted answer until close.
+    async fn exchange(tls: &TlsProxy, bytes: &[u8]) -> String {
+        let tcp = tokio::net::TcpStream::connect(tls.proxy.addr())
+            .await
+            .expect("connect");
+        let name = ServerName::try_from("localhost").expect("server name");
+        let mut stream = tls.connector.connect(name, tcp).await.expect("handshake");
+        stream.write_all(bytes).await.expect("write");
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut received),
+        )
+        .await;
+        assert!(read.is_ok(), "the proxy did not close the connection");
+        String::from_utf8_lossy(&received).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn incomplete_head_gets_408_over_tls() {
+        let a = MockUpstream::named("a").start().await;
+        let tls = tls_proxy(&a).await;
+        let response = exchange(&tls, b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow:").await;
+        assert_eq!(status_of(&response), Some(408), "{response:?}");
+        assert_eq!(a.count(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn content_length_with_transfer_encoding_is_400_over_tls() {
+        let a = MockUpstream::named("a").start().await;
+        let tls = tls_proxy(&a).await;
+        let response = exchange(
+            &tls,
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+              Content-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status_of(&response), Some(400), "{response}");
+        assert_eq!(a.count(), 0);
+    }
+}
