@@ -323,7 +323,9 @@ mod over_tls {
         ))
         .await;
         let mut roots = RootCertStore::empty();
-        roots.add(issued.cert.der().clone()).expect("trust the cert");
+        roots
+            .add(issued.cert.der().clone())
+            .expect("trust the cert");
         let client = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
