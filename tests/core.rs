@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::{client::*, proxy::*, upstream::*};
 
 /// A listener on a free port in front of upstream `web`, plus `rest`.
@@ -284,4 +286,51 @@ async fn body_malformed_midway_is_400_not_502() {
     );
     // The client's fault does not count against the server.
     assert_eq!(served_by(&proxy, 2).await, ["a", "a"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_access_log_line_per_request() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config(&format!(
+        "[log]\nformat = \"json\"\n{}",
+        server_entries("web", &[&a])
+    )))
+    .await;
+    let client = Client::new();
+    assert_eq!(client.get(&proxy.url("/logged?x=1")).await.status, 200);
+    assert_eq!(
+        client
+            .get_with(&proxy.url("/"), &[("host", "")])
+            .await
+            .status,
+        400
+    );
+
+    let access_lines = || -> Vec<serde_json::Value> {
+        proxy
+            .stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "sluice::access")
+            .collect()
+    };
+    poll_until(
+        Duration::from_secs(30),
+        "two access log lines",
+        async || access_lines().len() >= 2,
+    )
+    .await;
+    let lines = access_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let served = &lines[0];
+    assert_eq!(served["method"], "GET");
+    assert_eq!(served["path"], "/logged");
+    assert_eq!(served["status"], 200);
+    assert_eq!(served["upstream"], "web");
+    assert_eq!(served["server"], a.address());
+    assert_eq!(served["bytes"], 1, "the body `a`");
+    assert!(served["duration_ms"].is_number(), "{served}");
+    let refused = &lines[1];
+    assert_eq!(refused["status"], 400);
+    assert_eq!(refused["upstream"], "-");
 }

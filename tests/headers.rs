@@ -234,3 +234,33 @@ async fn hop_by_hop_response_headers_are_removed() {
     }
     assert_eq!(resp.header("x-kept"), Some("yes"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_authority_is_the_host_not_the_host_field() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config("", &a)).await;
+
+    // HTTP/2 by prior knowledge, as a cleartext listener speaks it.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::get("http://app.test:8443/h2")
+        .header("host", "evil.test")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("h2 response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(seen(&a, "host").as_deref(), Some("app.test:8443"));
+    assert_eq!(
+        seen(&a, "x-forwarded-host").as_deref(),
+        Some("app.test:8443")
+    );
+    assert_eq!(a.last_request().expect("forwarded").uri, "/h2");
+}
