@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -733,4 +733,151 @@ async fn health_checks_speak_tls_to_a_tls_upstream() {
     })
     .await;
     assert_eq!(get(&proxy.url("/")).await.status, 200);
+}
+
+fn count(proxy: &Proxy, needle: &str) -> usize {
+    proxy.stderr().matches(needle).count()
+}
+
+/// The certificate a brand-new client (no session to resume) is served.
+async fn fresh_cert(pki: &Pki, addr: SocketAddr, sni: &str) -> CertificateDer<'static> {
+    let stream = handshake(addr, sni, pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap_or_else(|e| panic!("handshake for {sni}: {e}"));
+    served_cert(&stream)
+}
+
+/// Overwrites a file and waits until the watcher's reload of it is rejected.
+async fn write_rejected(proxy: &Proxy, path: &Path, contents: &str) {
+    let before = count(proxy, "reload rejected");
+    std::fs::write(path, contents).unwrap();
+    poll_until(WAIT, "the reload is rejected", async || {
+        count(proxy, "reload rejected") > before
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_files_renewed_on_disk_are_reloaded_by_the_watcher() {
+    let pki = Pki::new("sluice test CA");
+    let first = pki.issue("site", &["site.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let config = format!(
+        "[global]\nwatch = true\n\n{}",
+        proxy_config(free_port(), &tls_block(&first, ""), &upstream)
+    );
+    let mut proxy = Proxy::start(&config).await;
+    let pid = proxy.pid();
+    assert!(fresh_cert(&pki, proxy.addr(), "site.test").await == first.der);
+    let old = handshake(proxy.addr(), "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    let mut old = h1(old).await;
+    assert_eq!(h1_get(&mut old, "site.test", "/").await.0, StatusCode::OK);
+
+    // Renewal: new files at the same paths, the config untouched.
+    let second = pki.issue("site", &["site.test"]);
+    assert!(second.der != first.der);
+    poll_until(
+        WAIT,
+        "new handshakes get the renewed certificate",
+        async || fresh_cert(&pki, proxy.addr(), "site.test").await == second.der,
+    )
+    .await;
+    assert!(proxy.try_exit().is_none(), "the proxy exited");
+    assert_eq!(proxy.pid(), pid);
+    assert!(proxy.stderr().contains("config reloaded"));
+    // The connection made before the swap goes on, on its old certificate.
+    assert_eq!(
+        h1_get(&mut old, "site.test", "/after").await.0,
+        StatusCode::OK
+    );
+
+    // A broken certificate over the good one: rejected, naming the file,
+    // and the renewed certificate stays.
+    write_rejected(
+        &proxy,
+        &second.cert,
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .await;
+    let log = proxy.stderr();
+    assert!(
+        log.contains(&second.cert.display().to_string()),
+        "the rejection does not name {}:\n{log}",
+        second.cert.display()
+    );
+    assert!(fresh_cert(&pki, proxy.addr(), "site.test").await == second.der);
+
+    // A valid certificate that does not belong to the key on disk: one
+    // write, so no reload can see a matching pair in between.
+    let stray = pki.issue("stray", &["site.test"]);
+    let stray_pem = std::fs::read_to_string(&stray.cert).unwrap();
+    write_rejected(&proxy, &second.cert, &stray_pem).await;
+    let log = proxy.stderr();
+    assert!(
+        log.contains(&format!(
+            "{} does not match certificate file {}",
+            second.key.display(),
+            second.cert.display()
+        )),
+        "the rejection does not name the key:\n{log}"
+    );
+    assert!(
+        fresh_cert(&pki, proxy.addr(), "site.test").await == second.der,
+        "a rejected certificate was served"
+    );
+    assert_eq!(
+        h1_get(&mut old, "site.test", "/still").await.0,
+        StatusCode::OK
+    );
+
+    // Fixed files apply again.
+    let fourth = pki.issue("site", &["site.test"]);
+    poll_until(WAIT, "the fixed certificate is served", async || {
+        fresh_cert(&pki, proxy.addr(), "site.test").await == fourth.der
+    })
+    .await;
+    assert!(proxy.try_exit().is_none());
+    assert_eq!(upstream.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_reload_with_a_missing_certificate_is_422_naming_the_file() {
+    let pki = Pki::new("sluice test CA");
+    let good = pki.issue("site", &["site.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let (port, admin) = (free_port(), free_port());
+    let head = format!("[global]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n");
+    let proxy =
+        Proxy::start(&(head.clone() + &proxy_config(port, &tls_block(&good, ""), &upstream))).await;
+    assert!(fresh_cert(&pki, proxy.addr(), "site.test").await == good.der);
+
+    let missing = pki.path("missing.pem");
+    let broken = format!(
+        "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        missing.display(),
+        good.key.display()
+    );
+    proxy.write_config(&(head + &proxy_config(port, &broken, &upstream)));
+    let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
+    assert_eq!(resp.status, 422, "{}", resp.body);
+    let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+    let missing = missing.display().to_string();
+    assert_eq!(body["diagnostics"][0]["file"], missing, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains(&missing)),
+        "{body}"
+    );
+    assert!(proxy.stderr().contains(&missing));
+    // Still serving the old certificate, over TLS.
+    let stream = handshake(proxy.addr(), "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    assert!(served_cert(&stream) == good.der);
+    let mut sender = h1(stream).await;
+    assert_eq!(
+        h1_get(&mut sender, "site.test", "/").await.0,
+        StatusCode::OK
+    );
 }
