@@ -843,15 +843,25 @@ async fn certificate_files_renewed_on_disk_are_reloaded_by_the_watcher() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_reload_with_a_missing_certificate_is_422_naming_the_file() {
+async fn api_reload_applies_renewed_certificates_and_is_422_for_a_missing_one() {
     let pki = Pki::new("sluice test CA");
-    let good = pki.issue("site", &["site.test"]);
     let upstream = MockUpstream::named("a").start().await;
     let (port, admin) = (free_port(), free_port());
     let head = format!("[global]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n");
+    let first = pki.issue("site", &["site.test"]);
     let proxy =
-        Proxy::start(&(head.clone() + &proxy_config(port, &tls_block(&good, ""), &upstream))).await;
-    assert!(fresh_cert(&pki, proxy.addr(), "site.test").await == good.der);
+        Proxy::start(&(head.clone() + &proxy_config(port, &tls_block(&first, ""), &upstream)))
+            .await;
+    assert!(fresh_cert(&pki, proxy.addr(), "site.test").await == first.der);
+
+    // Renewed files, same config text: a reload still applies them.
+    let good = pki.issue("site", &["site.test"]);
+    let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(
+        fresh_cert(&pki, proxy.addr(), "site.test").await == good.der,
+        "an API reload did not apply the renewed certificate"
+    );
 
     let missing = pki.path("missing.pem");
     let broken = format!(
