@@ -891,3 +891,50 @@ async fn api_reload_applies_renewed_certificates_and_is_422_for_a_missing_one() 
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_added_by_a_reload_speaks_tls_from_its_first_connection() {
+    let pki = Pki::new("sluice test CA");
+    let site = pki.issue("site", &["site.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let (plain, secure, admin) = (free_port(), free_port(), free_port());
+    let head = format!("[global]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n");
+    let proxy = Proxy::start(&(head.clone() + &proxy_config(plain, "", &upstream))).await;
+
+    let added = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:{secure}\"\nupstream = \"web\"\n{}\n",
+        tls_block(&site, "")
+    );
+    proxy.write_config(&(head.clone() + &added + &proxy_config(plain, "", &upstream)));
+    let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+    assert_eq!(
+        body["listeners"]["added"],
+        serde_json::json!([format!("127.0.0.1:{secure}")])
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{secure}").parse().unwrap();
+    let stream = handshake(addr, "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .expect("the first connection to the new listener does TLS");
+    assert!(served_cert(&stream) == site.der);
+    let mut sender = h1(stream).await;
+    assert_eq!(
+        h1_get(&mut sender, "site.test", "/").await.0,
+        StatusCode::OK
+    );
+    // The plaintext listener stays plaintext.
+    assert_eq!(get(&proxy.url("/")).await.status, 200);
+
+    // Removed again: the port closes.
+    proxy.write_config(&(head + &proxy_config(plain, "", &upstream)));
+    let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    poll_until(
+        WAIT,
+        "the removed TLS listener refuses connections",
+        async || TcpStream::connect(addr).await.is_err(),
+    )
+    .await;
+    assert_eq!(get(&proxy.url("/")).await.status, 200);
+}
