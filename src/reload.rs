@@ -464,7 +464,8 @@ fn sync_watch(server: &Arc<Server>) {
         }
         return;
     }
-    if slot.is_none() {
+    let started = slot.is_none();
+    if started {
         match start_watcher(server) {
             Ok(watcher) => {
                 *slot = Some(Watching {
@@ -506,6 +507,31 @@ fn sync_watch(server: &Arc<Server>) {
         }
     }
     watching.dirs = watched;
+    if started {
+        catch_up(server);
+    }
+}
+
+/// A change made between reading the files and the watcher starting raised
+/// no event (the listeners already answer then, so a client may well have
+/// made one): reread the config once the watcher runs, and reload if it
+/// differs from the running one.
+fn catch_up(server: &Arc<Server>) {
+    let weak = Arc::downgrade(server);
+    tokio::spawn(async move {
+        let Some(server) = weak.upgrade() else {
+            return;
+        };
+        let running = server.shared.load().config.clone();
+        let path = running.path.clone();
+        let on_disk = tokio::task::spawn_blocking(move || config::load(&path)).await;
+        if matches!(&on_disk, Ok(Ok(config)) if *config == *running) {
+            return;
+        }
+        tracing::info!("config file changed on disk: reloading");
+        // The outcome is logged and counted by `reload`.
+        let _ = reload(&server).await;
+    });
 }
 
 fn start_watcher(server: &Arc<Server>) -> notify::Result<RecommendedWatcher> {

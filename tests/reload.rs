@@ -468,3 +468,111 @@ async fn saves_by_rename_and_kubernetes_symlink_swaps_are_seen() {
     .await;
     assert_eq!(count(&proxy, "reload rejected"), 0);
 }
+
+/// `web_config` with an `[admin]` listener on `admin`.
+fn with_admin(toml: &str, admin: &str) -> String {
+    toml.replacen(
+        "[[listener]]",
+        &format!("[admin]\nlisten = \"{admin}\"\n\n[[listener]]"),
+        1,
+    )
+}
+
+async fn api_reload(proxy: &Proxy) -> (http::StatusCode, serde_json::Value) {
+    let resp = request(http::Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
+    let body = serde_json::from_str(&resp.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", resp.body));
+    (resp.status, body)
+}
+
+/// The value of `sluice_config_reloads_total{result="RESULT"}` in `/metrics`.
+async fn reloads_metric(proxy: &Proxy, result: &str) -> f64 {
+    let text = get(&proxy.admin_url("/metrics")).await.body;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "sluice_config_reloads_total" && s.labels.get("result") == Some(result)
+        })
+        .unwrap_or_else(|| panic!("no sluice_config_reloads_total{{result={result}}}:\n{text}"));
+    match sample.value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("sluice_config_reloads_total is {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_reload_reports_changes_and_rejects_an_invalid_file_with_its_line() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let (listen, admin) = (listen_addr(), listen_addr());
+    let only_a = with_admin(
+        &web_config(&listen, false, &server("web", &a.address(), 1)),
+        &admin,
+    );
+    let proxy = Proxy::start(&only_a).await;
+    let client = Client::new();
+    let url = proxy.url("/");
+    assert_eq!(tally(&served_by(&client, &url, 3).await, "a"), 3);
+
+    let both = server("web", &a.address(), 1) + &server("web", &b.address(), 1);
+    proxy.write_config(&with_admin(&web_config(&listen, false, &both), &admin));
+    let (status, report) = api_reload(&proxy).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["servers"]["web"]["added"],
+        serde_json::json!([b.address()]),
+        "{report}"
+    );
+    assert_eq!(report["upstreams"]["changed"], serde_json::json!(["web"]));
+    assert_eq!(report["listeners"]["added"], serde_json::json!([]));
+    poll_until(RELOAD, "the added server b serves", async || {
+        client.get(&url).await.upstream() == Some("b")
+    })
+    .await;
+
+    let bad = with_admin(&web_config(&listen, false, &both), &admin)
+        + "\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"nope\"\n";
+    proxy.write_config(&bad);
+    let (status, rejection) = api_reload(&proxy).await;
+    assert_eq!(status, 422, "{rejection}");
+    let line = line_of(&bad, "upstream = \"nope\"");
+    let diagnostics = rejection["diagnostics"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no diagnostics: {rejection}"));
+    assert!(
+        diagnostics.iter().any(|d| d["line"] == line
+            && d["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("sluice.toml"))
+            && d["message"].as_str().is_some_and(|m| m.contains("nope"))),
+        "no diagnostic on line {line}: {rejection}"
+    );
+    assert!(
+        rejection["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("sluice.toml:{line}:"))),
+        "{rejection}"
+    );
+    // The previous config (a and b) keeps serving; nothing was half-applied.
+    let names = served_by(&client, &url, 4).await;
+    assert_eq!(
+        (tally(&names, "a"), tally(&names, "b")),
+        (2, 2),
+        "{names:?}"
+    );
+    assert!(tokio::net::TcpStream::connect("127.0.0.1:1").await.is_err());
+
+    assert_eq!(reloads_metric(&proxy, "ok").await, 1.0);
+    assert_eq!(reloads_metric(&proxy, "failed").await, 1.0);
+    let status = get(&proxy.admin_url("/api/status")).await.body;
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["reloads"], serde_json::json!({"ok": 1, "failed": 1}));
+    // The log is read by another thread: it may lag the responses.
+    poll_until(RELOAD, "both reloads are logged", async || {
+        count(&proxy, "config reloaded") == 1 && count(&proxy, "reload rejected") == 1
+    })
+    .await;
+}

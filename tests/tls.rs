@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -731,6 +731,221 @@ async fn health_checks_speak_tls_to_a_tls_upstream() {
             .iter()
             .any(|h| h.get("user-agent").is_some_and(|v| v == "sluice-health"))
     })
+    .await;
+    assert_eq!(get(&proxy.url("/")).await.status, 200);
+}
+
+fn count(proxy: &Proxy, needle: &str) -> usize {
+    proxy.stderr().matches(needle).count()
+}
+
+/// The certificate a brand-new client (no session to resume) is served.
+async fn fresh_cert(pki: &Pki, addr: SocketAddr, sni: &str) -> CertificateDer<'static> {
+    let stream = handshake(addr, sni, pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap_or_else(|e| panic!("handshake for {sni}: {e}"));
+    served_cert(&stream)
+}
+
+/// Overwrites a file and waits until the watcher's reload of it is rejected
+/// with a message containing `reason` (a rejection of a half-written
+/// renewal earlier on could otherwise be taken for this one).
+async fn write_rejected(proxy: &Proxy, path: &Path, contents: &str, reason: &str) {
+    let rejection = format!("reload rejected, still serving the previous config: {reason}");
+    let before = count(proxy, &rejection);
+    std::fs::write(path, contents).unwrap();
+    poll_until(
+        WAIT,
+        &format!("the reload is rejected: {reason}"),
+        async || count(proxy, &rejection) > before,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_files_renewed_on_disk_are_reloaded_by_the_watcher() {
+    let pki = Pki::new("sluice test CA");
+    let first = pki.issue("site", &["site.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let config = format!(
+        "[global]\nwatch = true\n\n{}",
+        proxy_config(free_port(), &tls_block(&first, ""), &upstream)
+    );
+    let mut proxy = Proxy::start(&config).await;
+    let pid = proxy.pid();
+    assert!(fresh_cert(&pki, proxy.addr(), "site.test").await == first.der);
+    let old = handshake(proxy.addr(), "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    let mut old = h1(old).await;
+    assert_eq!(h1_get(&mut old, "site.test", "/").await.0, StatusCode::OK);
+
+    // Renewal: new files at the same paths, the config untouched.
+    let second = pki.issue("site", &["site.test"]);
+    assert!(second.der != first.der);
+    poll_until(
+        WAIT,
+        "new handshakes get the renewed certificate",
+        async || fresh_cert(&pki, proxy.addr(), "site.test").await == second.der,
+    )
+    .await;
+    assert!(proxy.try_exit().is_none(), "the proxy exited");
+    assert_eq!(proxy.pid(), pid);
+    // The log is read by another thread: it may lag the handshake.
+    poll_until(WAIT, "the reload is logged", async || {
+        proxy.stderr().contains("config reloaded")
+    })
+    .await;
+    // The connection made before the swap goes on, on its old certificate.
+    assert_eq!(
+        h1_get(&mut old, "site.test", "/after").await.0,
+        StatusCode::OK
+    );
+
+    // A broken certificate over the good one: rejected, naming the file,
+    // and the renewed certificate stays.
+    write_rejected(
+        &proxy,
+        &second.cert,
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        &format!("cannot read certificate file {}", second.cert.display()),
+    )
+    .await;
+    assert!(fresh_cert(&pki, proxy.addr(), "site.test").await == second.der);
+
+    // A valid certificate that does not belong to the key on disk: one
+    // write, so no reload can see a matching pair in between.
+    let stray = pki.issue("stray", &["site.test"]);
+    let stray_pem = std::fs::read_to_string(&stray.cert).unwrap();
+    write_rejected(
+        &proxy,
+        &second.cert,
+        &stray_pem,
+        &format!(
+            "private key file {} does not match certificate file {}",
+            second.key.display(),
+            second.cert.display()
+        ),
+    )
+    .await;
+    assert!(
+        fresh_cert(&pki, proxy.addr(), "site.test").await == second.der,
+        "a rejected certificate was served"
+    );
+    assert_eq!(
+        h1_get(&mut old, "site.test", "/still").await.0,
+        StatusCode::OK
+    );
+
+    // Fixed files apply again.
+    let fourth = pki.issue("site", &["site.test"]);
+    poll_until(WAIT, "the fixed certificate is served", async || {
+        fresh_cert(&pki, proxy.addr(), "site.test").await == fourth.der
+    })
+    .await;
+    assert!(proxy.try_exit().is_none());
+    assert_eq!(upstream.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_reload_applies_renewed_certificates_and_is_422_for_a_missing_one() {
+    let pki = Pki::new("sluice test CA");
+    let upstream = MockUpstream::named("a").start().await;
+    let (port, admin) = (free_port(), free_port());
+    let head = format!("[global]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n");
+    let first = pki.issue("site", &["site.test"]);
+    let proxy =
+        Proxy::start(&(head.clone() + &proxy_config(port, &tls_block(&first, ""), &upstream)))
+            .await;
+    assert!(fresh_cert(&pki, proxy.addr(), "site.test").await == first.der);
+
+    // Renewed files, same config text: a reload still applies them.
+    let good = pki.issue("site", &["site.test"]);
+    let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(
+        fresh_cert(&pki, proxy.addr(), "site.test").await == good.der,
+        "an API reload did not apply the renewed certificate"
+    );
+
+    let missing = pki.path("missing.pem");
+    let broken = format!(
+        "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        missing.display(),
+        good.key.display()
+    );
+    proxy.write_config(&(head + &proxy_config(port, &broken, &upstream)));
+    let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
+    assert_eq!(resp.status, 422, "{}", resp.body);
+    let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+    let missing = missing.display().to_string();
+    assert_eq!(body["diagnostics"][0]["file"], missing, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains(&missing)),
+        "{body}"
+    );
+    // The log is read by another thread: it may lag the response.
+    poll_until(
+        WAIT,
+        "the rejection is logged naming the file",
+        async || proxy.stderr().contains(&missing),
+    )
+    .await;
+    // Still serving the old certificate, over TLS.
+    let stream = handshake(proxy.addr(), "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    assert!(served_cert(&stream) == good.der);
+    let mut sender = h1(stream).await;
+    assert_eq!(
+        h1_get(&mut sender, "site.test", "/").await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_added_by_a_reload_speaks_tls_from_its_first_connection() {
+    let pki = Pki::new("sluice test CA");
+    let site = pki.issue("site", &["site.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let (plain, secure, admin) = (free_port(), free_port(), free_port());
+    let head = format!("[global]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n");
+    let proxy = Proxy::start(&(head.clone() + &proxy_config(plain, "", &upstream))).await;
+
+    let added = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:{secure}\"\nupstream = \"web\"\n{}\n",
+        tls_block(&site, "")
+    );
+    proxy.write_config(&(head.clone() + &added + &proxy_config(plain, "", &upstream)));
+    let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+    assert_eq!(
+        body["listeners"]["added"],
+        serde_json::json!([format!("127.0.0.1:{secure}")])
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{secure}").parse().unwrap();
+    let stream = handshake(addr, "site.test", pki.client(&[b"http/1.1"]))
+        .await
+        .expect("the first connection to the new listener does TLS");
+    assert!(served_cert(&stream) == site.der);
+    let mut sender = h1(stream).await;
+    assert_eq!(
+        h1_get(&mut sender, "site.test", "/").await.0,
+        StatusCode::OK
+    );
+    // The plaintext listener stays plaintext.
+    assert_eq!(get(&proxy.url("/")).await.status, 200);
+
+    // Removed again: the port closes.
+    proxy.write_config(&(head + &proxy_config(plain, "", &upstream)));
+    let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    poll_until(
+        WAIT,
+        "the removed TLS listener refuses connections",
+        async || TcpStream::connect(addr).await.is_err(),
+    )
     .await;
     assert_eq!(get(&proxy.url("/")).await.status, 200);
 }
