@@ -381,3 +381,78 @@ mod over_tls {
         assert_eq!(a.count(), 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_second_request_on_a_keep_alive_connection_is_400() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config("", &server_entries("web", &[&a]))).await;
+
+    // Pipelined: a clean request, then one with both framing headers.
+    let response = raw_text(
+        &proxy,
+        b"POST /first HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello\
+          POST /second HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\
+          Transfer-Encoding: chunked\r\n\r\n5\r\nworld\r\n0\r\n\r\n",
+    )
+    .await;
+    // Bodies are not newline-terminated: find each status line by its prefix.
+    let statuses: Vec<&str> = response
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, prefix)| &response[at + prefix.len()..at + prefix.len() + 3])
+        .collect();
+    assert_eq!(statuses, ["200", "400"], "{response}");
+    let seen: Vec<String> = a.requests().iter().map(|r| r.uri.to_string()).collect();
+    assert_eq!(seen, ["/first"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_within_the_limit_gets_100_then_the_response() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config(
+        "max_body_size = \"1KiB\"",
+        &server_entries("web", &[&a]),
+    ))
+    .await;
+
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\
+              Expect: 100-continue\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("write head");
+    // The body is sent only after the 100.
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).await.expect("read 100");
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    stream.write_all(b"hello").await.expect("write body");
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.expect("read response");
+    assert_eq!(
+        raw_status(&rest),
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(a.last_request().expect("forwarded").body, "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_response_with_bad_framing_is_502() {
+    let a = MockUpstream::raw(
+        "a",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    )
+    .start()
+    .await;
+    let proxy = Proxy::start(&config("", &server_entries("web", &[&a]))).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502);
+}
