@@ -56,7 +56,7 @@ fn is_idempotent(method: &Method) -> bool {
 pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, ProxyError> {
     let idempotent = is_idempotent(&out.method);
     let tries = up.cfg.tries.get();
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried = Tried::default();
     let mut attempts = 0;
     let mut last_err = None;
     // A response whose status is in `fail_on_status`, returned if no other
@@ -71,13 +71,13 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
                 uri: &out.uri,
                 headers: &out.headers,
                 now_ms,
-                tried: &tried,
+                tried: tried.as_slice(),
             };
             // A failed acquire lost a race for the last slot; the server is
             // full now, so the next pick looks elsewhere.
             (0..=up.servers.len()).find_map(|_| {
                 let bound_pick = out.preferred.filter(|&p| {
-                    !tried.contains(&p)
+                    !tried.as_slice().contains(&p)
                         && up.servers.get(p).is_some_and(|s| {
                             s.availability(now_ms, true) != Availability::Unavailable
                                 && s.has_capacity()
@@ -95,7 +95,7 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
         };
         let taken = match taken {
             Some(taken) => Some(taken),
-            None => queue::wait(up, &tried, take).await,
+            None => queue::wait(up, tried.as_slice(), take).await,
         };
         let Some((i, mut lease)) = taken else {
             break;
@@ -168,6 +168,43 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
     match fallback {
         Some(served) => Ok(served),
         None => Err(last_err.unwrap_or(ProxyError::NoServer)),
+    }
+}
+
+/// The servers one request has tried, in order. Held inline: `tries` is
+/// rarely more than a few, and a request should not allocate for this.
+enum Tried {
+    Inline([usize; 8], usize),
+    Spilled(Vec<usize>),
+}
+
+impl Default for Tried {
+    fn default() -> Self {
+        Tried::Inline([0; 8], 0)
+    }
+}
+
+impl Tried {
+    fn push(&mut self, i: usize) {
+        match self {
+            Tried::Inline(items, len) if *len < items.len() => {
+                items[*len] = i;
+                *len += 1;
+            }
+            Tried::Inline(items, _) => {
+                let mut spilled = items.to_vec();
+                spilled.push(i);
+                *self = Tried::Spilled(spilled);
+            }
+            Tried::Spilled(items) => items.push(i),
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        match self {
+            Tried::Inline(items, len) => &items[..*len],
+            Tried::Spilled(items) => items,
+        }
     }
 }
 
@@ -266,4 +303,20 @@ fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
         return Err(ProxyError::BadFraming("duplicate Content-Length"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tried_keeps_order_past_its_inline_capacity() {
+        let mut tried = Tried::default();
+        assert!(tried.as_slice().is_empty());
+        for i in 0..20 {
+            tried.push(i * 3);
+        }
+        let expected: Vec<usize> = (0..20).map(|i| i * 3).collect();
+        assert_eq!(tried.as_slice(), expected);
+    }
 }
