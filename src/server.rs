@@ -332,6 +332,7 @@ impl Server {
             shared: self.shared.clone(),
             listen,
             peer,
+            peer_ip: crate::proxy::headers::ip_value(peer.ip()),
             tls: tls.is_some(),
             sni: tls.flatten(),
             listener,
@@ -436,9 +437,7 @@ impl Drop for OpenRequest {
     fn drop(&mut self) {
         // Stamped before the count drops, so the idle task never sees no
         // request open with an older stamp than this request's end.
-        self.0
-            .last_end
-            .fetch_max(clock::now_ms(), Ordering::AcqRel);
+        self.0.last_end.fetch_max(clock::now_ms(), Ordering::AcqRel);
         self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -14,9 +14,11 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::access::AccessEntry;
 use super::pool::Sender;
 use crate::runtime::{ServerState, UpstreamState};
 
@@ -248,8 +250,9 @@ pub struct Finish {
     pub lease: Lease,
     /// The connection, returned to the pool after a clean end.
     pub conn: Option<(Sender, usize)>,
-    /// Called once with the body's byte count and whether it ended cleanly.
-    pub on_end: Option<Box<dyn FnOnce(u64, bool) + Send + Sync>>,
+    /// The access-log line and the response status, logged once with the
+    /// body's byte count and whether it ended cleanly.
+    pub log: Option<(AccessEntry, StatusCode)>,
 }
 
 impl Finish {
@@ -257,8 +260,8 @@ impl Finish {
         if clean && let Some((sender, max_idle)) = self.conn.take() {
             self.lease.server.pool.put(sender, max_idle);
         }
-        if let Some(on_end) = self.on_end.take() {
-            on_end(bytes, clean);
+        if let Some((entry, status)) = self.log.take() {
+            entry.log(status, bytes, clean);
         }
     }
 }

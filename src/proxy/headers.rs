@@ -100,9 +100,20 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// An address as a header value (`X-Forwarded-For`, `X-Real-IP`), in its
+/// canonical form (IPv4-mapped IPv6 as IPv4).
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(canonical(ip).to_string())
+        .expect("an IP address in text is a valid header value")
+}
+
 /// What the proxy knows about the client of one request.
 pub struct Forwarded<'a> {
-    pub peer: IpAddr,
+    /// The peer's address, as [`ip_value`] gives it: computed once per
+    /// connection.
+    pub peer: &'a HeaderValue,
+    /// The client's address, as [`client_ip`] gives it: the peer's own when
+    /// the peer is not trusted.
     pub client: IpAddr,
     pub peer_trusted: bool,
     pub proto: &'static str,
@@ -114,8 +125,7 @@ pub struct Forwarded<'a> {
 /// upstream. From an untrusted peer every incoming value is replaced; from a
 /// trusted one the chain is kept (several lines joined in order) and extended.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded) {
-    let peer = canonical(fwd.peer).to_string();
-    let xff = if fwd.peer_trusted {
+    let (xff, real_ip) = if fwd.peer_trusted {
         let mut chain = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
@@ -127,14 +137,15 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded) {
         if !chain.is_empty() {
             chain.push_str(", ");
         }
-        chain.push_str(&peer);
-        chain
+        chain.push_str(fwd.peer.to_str().unwrap_or_default());
+        (HeaderValue::try_from(chain).ok(), ip_value(fwd.client))
     } else {
-        peer
+        // Nothing the peer sent is believed: the client is the peer.
+        (Some(fwd.peer.clone()), fwd.peer.clone())
     };
     headers.remove(&X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    if let Some(xff) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
     if !fwd.peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(
@@ -145,9 +156,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded) {
     if !fwd.peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
         headers.insert(X_FORWARDED_HOST.clone(), fwd.host.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&canonical(fwd.client).to_string()) {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
+    headers.insert(X_REAL_IP.clone(), real_ip);
     if !fwd.peer_trusted {
         headers.remove(&FORWARDED);
     }
@@ -202,7 +211,7 @@ mod tests {
         set_forwarded(
             &mut h,
             &Forwarded {
-                peer,
+                peer: &ip_value(peer),
                 client: peer,
                 peer_trusted: false,
                 proto: "http",
@@ -233,7 +242,7 @@ mod tests {
         set_forwarded(
             &mut h,
             &Forwarded {
-                peer,
+                peer: &ip_value(peer),
                 client: "2.2.2.2".parse().unwrap(),
                 peer_trusted: true,
                 proto: "http",

@@ -1,6 +1,7 @@
 //! The request path: validate, route, pick, forward, retry, rewrite headers,
 //! and turn failures into the contract's status codes.
 
+pub mod access;
 pub mod body;
 pub mod client_io;
 pub mod connect;

@@ -1,6 +1,7 @@
 //! One connection's request handler: everything between hyper handing over a
 //! request and handing back a response.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,12 +11,13 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
+use super::access::AccessEntry;
 use super::body::{Finish, RequestBody, ResponseBody};
 use super::client_io::ConnWatch;
 use super::error::ProxyError;
 use super::forward::{Outbound, Served, forward};
 use super::headers::{self, Forwarded};
-use super::upgrade::{self, Tunnel, TunnelEnd};
+use super::upgrade::{self, Tunnel};
 use crate::lifecycle::Tracker;
 use crate::runtime::{ListenerRt, Shared, UpstreamRt};
 use crate::sticky::Binding;
@@ -26,6 +28,9 @@ pub struct ConnCtx {
     /// The listener's address: its identity across reloads.
     pub listen: SocketAddr,
     pub peer: SocketAddr,
+    /// The peer's address as a header value (`X-Forwarded-For`, `X-Real-IP`),
+    /// made once for all the connection's requests.
+    pub peer_ip: HeaderValue,
     pub tls: bool,
     /// The lower-case SNI name a TLS client sent: requests must be for it.
     pub sni: Option<String>,
@@ -49,13 +54,21 @@ struct Refusal {
 impl ConnCtx {
     pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
+        // The one snapshot load of this request.
         let snapshot = self.shared.load();
         let listener = snapshot
             .listener(self.listen)
             .unwrap_or(&self.listener)
             .clone();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let mut entry = snapshot.config.log.access_log.then(|| AccessEntry {
+            listener: listener.name.clone(),
+            client: self.peer.ip(),
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            started,
+            upstream: None,
+            server: None,
+        });
 
         let ambiguous = self.watch.next_request_ambiguous();
         let validated = if ambiguous {
@@ -72,54 +85,25 @@ impl ConnCtx {
             Ok(host) => host,
             Err(refusal) => {
                 tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
-                let response = error_response(refusal.status, refusal.close);
-                listener.responses.record(response.status().as_u16());
-                self.access_log(
-                    &listener,
-                    &method,
-                    &path,
-                    response.status(),
-                    None,
-                    started,
-                    0,
-                );
-                return response;
+                return local_answer(&listener, entry, refusal.status, refusal.close);
             }
         };
         let host_name = host_name(&host);
         if let Some(sni) = &self.sni
-            && host_name != *sni
+            && *host_name != **sni
         {
             // A client reusing this connection for a host it did not
             // handshake for (HTTP/2 coalescing, or a forged Host): 421 tells
             // it to open a connection for that host.
             tracing::debug!(peer = %self.peer, %sni, host = %host_name, "request host does not match SNI");
-            let response = error_response(StatusCode::MISDIRECTED_REQUEST, false);
-            self.access_log(
-                &listener,
-                &method,
-                &path,
-                response.status(),
-                None,
-                started,
-                0,
-            );
-            return response;
+            return local_answer(&listener, entry, StatusCode::MISDIRECTED_REQUEST, false);
         }
-        let Some(upstream) = listener.route(&host_name, &path).cloned() else {
-            let response = error_response(StatusCode::NOT_FOUND, false);
-            listener.responses.record(response.status().as_u16());
-            self.access_log(
-                &listener,
-                &method,
-                &path,
-                response.status(),
-                None,
-                started,
-                0,
-            );
-            return response;
+        let Some(upstream) = listener.route(&host_name, req.uri().path()).cloned() else {
+            return local_answer(&listener, entry, StatusCode::NOT_FOUND, false);
         };
+        if let Some(entry) = &mut entry {
+            entry.upstream = Some(upstream.name.clone());
+        }
 
         let trusted = &snapshot.config.global.trusted_proxies;
         let peer_ip = self.peer.ip();
@@ -149,7 +133,7 @@ impl ConnCtx {
         headers::set_forwarded(
             &mut out_headers,
             &Forwarded {
-                peer: peer_ip,
+                peer: &self.peer_ip,
                 client: client_ip,
                 peer_trusted: headers::is_trusted(peer_ip, trusted),
                 proto: if self.tls { "https" } else { "http" },
@@ -179,26 +163,14 @@ impl ConnCtx {
             Ok(served) if served.response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 match upgrade {
                     Some((protocol, client)) if upgrade::accepted(&protocol, &served.response) => {
-                        self.tunnel(&listener, &upstream, served, client, method, path, started)
+                        self.tunnel(&listener, &upstream, served, client, entry)
                     }
                     _ => {
                         // A switch nobody asked for: the connection is no
                         // longer HTTP, so it is dropped, not pooled.
                         let server = &upstream.servers[served.server].cfg.address;
                         tracing::warn!(upstream = %upstream.name, %server, "upstream switched protocols without a matching Upgrade request");
-                        let response = error_response(StatusCode::BAD_GATEWAY, false);
-                        listener.responses.record(response.status().as_u16());
-                        let target = Some((&*upstream.name, "-"));
-                        self.access_log(
-                            &listener,
-                            &method,
-                            &path,
-                            response.status(),
-                            target,
-                            started,
-                            0,
-                        );
-                        response
+                        local_answer(&listener, entry, StatusCode::BAD_GATEWAY, false)
                     }
                 }
             }
@@ -206,10 +178,8 @@ impl ConnCtx {
                 let (mut head, incoming) = served.response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers, false);
                 let status = head.status;
-                upstream.servers[served.server]
-                    .state
-                    .responses
-                    .record(status.as_u16());
+                let server = &upstream.servers[served.server];
+                server.state.responses.record(status.as_u16());
                 listener.responses.record(status.as_u16());
                 if let Some(sticky) = &upstream.sticky {
                     // The cookie names the server that answered, whatever a
@@ -223,30 +193,14 @@ impl ConnCtx {
                         head.headers.append(header::SET_COOKIE, cookie);
                     }
                 }
-                let server = upstream.servers[served.server].cfg.address.clone();
-                let on_end: Option<Box<dyn FnOnce(u64, bool) + Send + Sync>> =
-                    if snapshot.config.log.access_log {
-                        let this = self.clone();
-                        let upstream_name = upstream.name.clone();
-                        Some(Box::new(move |bytes, clean| {
-                            this.log_line(
-                                &listener,
-                                &method,
-                                &path,
-                                status,
-                                Some((&upstream_name, &server)),
-                                started,
-                                bytes,
-                                clean,
-                            );
-                        }))
-                    } else {
-                        None
-                    };
+                let log = entry.map(|mut entry| {
+                    entry.server = Some(server.cfg.address.clone());
+                    (entry, status)
+                });
                 let finish = Finish {
                     lease: served.lease,
                     conn: Some((served.conn, upstream.cfg.keepalive)),
-                    on_end,
+                    log,
                 };
                 Response::from_parts(head, ResponseBody::upstream(incoming, finish))
             }
@@ -258,18 +212,7 @@ impl ConnCtx {
                     tracing::warn!(upstream = %upstream.name, error = %err, status = status.as_u16(), "request failed");
                 }
                 let close = matches!(err, ProxyError::RequestBody(_));
-                let response = error_response(status, close);
-                listener.responses.record(status.as_u16());
-                self.access_log(
-                    &listener,
-                    &method,
-                    &path,
-                    status,
-                    Some((&upstream.name, "-")),
-                    started,
-                    0,
-                );
-                response
+                local_answer(&listener, entry, status, close)
             }
         }
     }
@@ -277,16 +220,13 @@ impl ConnCtx {
     /// Answers 101 and hands both connections to an upgrade tunnel once
     /// hyper has switched them. The request's lease ends here; the tunnel is
     /// counted on the server instead.
-    #[allow(clippy::too_many_arguments)]
     fn tunnel(
-        self: &Arc<Self>,
-        listener: &Arc<ListenerRt>,
-        upstream: &Arc<UpstreamRt>,
+        &self,
+        listener: &ListenerRt,
+        upstream: &UpstreamRt,
         mut served: Served,
         client: OnUpgrade,
-        method: http::Method,
-        path: String,
-        started: Instant,
+        entry: Option<AccessEntry>,
     ) -> Response<ResponseBody> {
         let server = &upstream.servers[served.server];
         let upstream_io = hyper::upgrade::on(&mut served.response);
@@ -296,11 +236,6 @@ impl ConnCtx {
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         server.state.responses.record(head.status.as_u16());
         listener.responses.record(head.status.as_u16());
-        let this = self.clone();
-        let listener = listener.clone();
-        let upstream_name = upstream.name.clone();
-        let address = server.cfg.address.clone();
-        let access_log = self.shared.load().config.log.access_log;
         Tunnel {
             client,
             upstream: upstream_io,
@@ -308,68 +243,29 @@ impl ConnCtx {
             server: server.state.clone(),
             token: self.tracker.token(),
             idle_timeout: listener.cfg.idle_timeout,
-            on_end: Box::new(move |end: TunnelEnd| {
-                if access_log {
-                    this.log_line(
-                        &listener,
-                        &method,
-                        &path,
-                        StatusCode::SWITCHING_PROTOCOLS,
-                        Some((&upstream_name, &address)),
-                        started,
-                        end.down,
-                        end.clean,
-                    );
-                }
+            log: entry.map(|mut entry| {
+                entry.server = Some(server.cfg.address.clone());
+                entry
             }),
         }
         .spawn();
         Response::from_parts(head, ResponseBody::empty())
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn access_log(
-        &self,
-        listener: &ListenerRt,
-        method: &http::Method,
-        path: &str,
-        status: StatusCode,
-        target: Option<(&str, &str)>,
-        started: Instant,
-        bytes: u64,
-    ) {
-        if self.shared.load().config.log.access_log {
-            self.log_line(listener, method, path, status, target, started, bytes, true);
-        }
+/// A response sluice gives itself (a refusal, or an upstream failure):
+/// counted in the listener's responses and logged with no body bytes.
+fn local_answer(
+    listener: &ListenerRt,
+    entry: Option<AccessEntry>,
+    status: StatusCode,
+    close: bool,
+) -> Response<ResponseBody> {
+    listener.responses.record(status.as_u16());
+    if let Some(entry) = entry {
+        entry.log(status, 0, true);
     }
-
-    #[allow(clippy::too_many_arguments)]
-    fn log_line(
-        &self,
-        listener: &ListenerRt,
-        method: &http::Method,
-        path: &str,
-        status: StatusCode,
-        target: Option<(&str, &str)>,
-        started: Instant,
-        bytes: u64,
-        complete: bool,
-    ) {
-        let (upstream, server) = target.unwrap_or(("-", "-"));
-        tracing::info!(
-            target: "sluice::access",
-            listener = %listener.name,
-            client = %self.peer.ip(),
-            method = %method,
-            path,
-            status = status.as_u16(),
-            upstream,
-            server,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            bytes,
-            complete,
-        );
-    }
+    error_response(status, close)
 }
 
 /// Checks what hyper lets through but the contract refuses, and returns the
@@ -481,8 +377,9 @@ fn valid_host(host: &HeaderValue) -> bool {
         .all(|&b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
 }
 
-/// The lower-case host name without its port, for routing.
-fn host_name(host: &HeaderValue) -> String {
+/// The lower-case host name without its port, for routing. Borrowed when
+/// the client already sent it in lower case, as clients almost always do.
+fn host_name(host: &HeaderValue) -> Cow<'_, str> {
     let host = host.to_str().unwrap_or_default();
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
@@ -491,7 +388,11 @@ fn host_name(host: &HeaderValue) -> String {
             .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
             .map_or(host, |(name, _)| name)
     };
-    name.to_ascii_lowercase()
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 fn origin_form(uri: &Uri) -> Uri {

@@ -21,6 +21,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::access::AccessEntry;
 use super::pool::Sender;
 use crate::lifecycle::Token;
 use crate::runtime::{ServerState, clock};
@@ -76,7 +77,8 @@ pub struct Tunnel {
     pub server: Arc<ServerState>,
     pub token: Token,
     pub idle_timeout: Duration,
-    pub on_end: Box<dyn FnOnce(TunnelEnd) + Send>,
+    /// Logged with the 101 when the tunnel closes.
+    pub log: Option<AccessEntry>,
 }
 
 impl Tunnel {
@@ -97,42 +99,53 @@ impl Tunnel {
             conn,
             token,
             idle_timeout,
-            on_end,
+            log,
             ..
         } = self;
+        // Held until the line is logged, so shutdown waits for it.
         let _token = token;
-        let (client, upstream) = match tokio::join!(client, upstream) {
-            (Ok(client), Ok(upstream)) => (client, upstream),
-            (client, upstream) => {
-                let error = client.err().or(upstream.err());
-                tracing::debug!(error = ?error, "upgrade did not complete");
-                let end = TunnelEnd {
-                    down: 0,
-                    up: 0,
-                    clean: false,
-                };
-                on_end(end);
-                return end;
-            }
-        };
-        drop(conn);
-        let last = Arc::new(AtomicU64::new(clock::now_ms()));
-        let mut client = Metered::new(TokioIo::new(client), last.clone());
-        let mut upstream = Metered::new(TokioIo::new(upstream), last.clone());
-        let clean = tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => copied.is_ok(),
-            _ = idle(&last, idle_timeout) => {
-                tracing::debug!(?idle_timeout, "tunnel idle: closing it");
-                false
-            }
-        };
-        let end = TunnelEnd {
-            down: upstream.read,
-            up: client.read,
-            clean,
-        };
-        on_end(end);
+        let end = relay(client, upstream, conn, idle_timeout).await;
+        if let Some(entry) = log {
+            entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
+        }
         end
+    }
+}
+
+/// Copies bytes both ways once both sides have switched protocols.
+async fn relay(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    conn: Sender,
+    idle_timeout: Duration,
+) -> TunnelEnd {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(client), Ok(upstream)) => (client, upstream),
+        (client, upstream) => {
+            let error = client.err().or(upstream.err());
+            tracing::debug!(error = ?error, "upgrade did not complete");
+            return TunnelEnd {
+                down: 0,
+                up: 0,
+                clean: false,
+            };
+        }
+    };
+    drop(conn);
+    let last = Arc::new(AtomicU64::new(clock::now_ms()));
+    let mut client = Metered::new(TokioIo::new(client), last.clone());
+    let mut upstream = Metered::new(TokioIo::new(upstream), last.clone());
+    let clean = tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => copied.is_ok(),
+        _ = idle(&last, idle_timeout) => {
+            tracing::debug!(?idle_timeout, "tunnel idle: closing it");
+            false
+        }
+    };
+    TunnelEnd {
+        down: upstream.read,
+        up: client.read,
+        clean,
     }
 }
 
