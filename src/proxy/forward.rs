@@ -123,7 +123,15 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
         if bound {
             server.state.note_bound_request();
         }
-        match attempt(up, server, &out, &mut body).await {
+        // The headers are copied only for an attempt another may follow.
+        let retry_possible =
+            attempts < tries && body.is_some() && tried.as_slice().len() < up.servers.len();
+        let headers = if retry_possible {
+            out.headers.clone()
+        } else {
+            std::mem::take(&mut out.headers)
+        };
+        match attempt(up, server, &out, headers, &mut body).await {
             Ok((response, conn)) => {
                 let status = response.status().as_u16();
                 let served = Served {
@@ -251,11 +259,15 @@ async fn attempt(
     up: &UpstreamRt,
     server: &ServerRt,
     out: &Outbound,
+    headers: HeaderMap,
     body: &mut Option<RequestBody>,
 ) -> Result<(Response<Incoming>, Sender), ProxyError> {
+    // Connecting is boxed: its future (a TLS handshake's included) is large,
+    // and held inline it would make every request's future that large, to
+    // be moved around on each await even when a pooled connection is reused.
     let (mut sender, reused) = match server.state.pool.take() {
         Some(sender) => (sender, true),
-        None => (connect_server(up, server).await?, false),
+        None => (Box::pin(connect_server(up, server)).await?, false),
     };
     let req_body = match body {
         Some(RequestBody::Full(bytes)) => RequestBody::Full(bytes.clone()),
@@ -265,7 +277,7 @@ async fn attempt(
     *req.method_mut() = out.method.clone();
     *req.uri_mut() = out.uri.clone();
     *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = out.headers.clone();
+    *req.headers_mut() = headers;
 
     let send = async {
         match sender.try_send_request(req).await {
@@ -274,7 +286,7 @@ async fn attempt(
                 // A pooled connection the server closed while idle: nothing
                 // was sent, so a fresh connection may carry it for any method.
                 Some(req) if reused => {
-                    sender = connect_server(up, server).await?;
+                    sender = Box::pin(connect_server(up, server)).await?;
                     sender
                         .send_request(req)
                         .await
@@ -294,12 +306,16 @@ async fn attempt(
 /// A response with both `Content-Length` and `Transfer-Encoding`, or several
 /// `Content-Length`s, is ambiguous: smuggling territory. Refuse it.
 fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
-    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    if lengths.next().is_none() {
+        return Ok(());
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
         return Err(ProxyError::BadFraming(
             "both Content-Length and Transfer-Encoding",
         ));
     }
-    if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {
+    if lengths.next().is_some() {
         return Err(ProxyError::BadFraming("duplicate Content-Length"));
     }
     Ok(())
