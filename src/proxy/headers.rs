@@ -44,35 +44,57 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr 
         .unwrap_or(peer)
 }
 
+/// Hop-by-hop headers, `Upgrade` aside; `Connection` first.
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &PROXY_CONNECTION,
+    &HTTP2_SETTINGS,
+];
+
 /// Removes `Connection`, every header it names, and the other hop-by-hop
 /// headers. `Upgrade` survives only when `keep_upgrade` (a tunnel); `Upgrade:
 /// h2c` and `HTTP2-Settings` never do.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Found in one pass over the few names a message has, then removed: a
+    // hashed removal of every hop-by-hop name, present or not, costs more.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut upgrade = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| *hop == name) {
+            present[i] = true;
+        } else if name == header::UPGRADE {
+            upgrade = true;
+        }
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &PROXY_CONNECTION,
-        &HTTP2_SETTINGS,
-    ] {
-        headers.remove(name);
+    // `HOP_BY_HOP[0]` is `Connection`.
+    if present[0] {
+        // The names it lists are removed as text, with no `HeaderName` to
+        // allocate; the lines are copied (refcounts) to let go of the map.
+        let mut lines = headers.get_all(header::CONNECTION).iter();
+        let first = lines.next().cloned();
+        let rest: Vec<HeaderValue> = lines.cloned().collect();
+        for line in first.iter().chain(&rest) {
+            for token in line.to_str().unwrap_or_default().split(',') {
+                let token = token.trim();
+                if !(keep_upgrade && token.eq_ignore_ascii_case("upgrade")) {
+                    // An invalid name matches nothing.
+                    headers.remove(token);
+                }
+            }
+        }
     }
-    if !keep_upgrade {
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(*name);
+        }
+    }
+    if upgrade && !keep_upgrade {
         headers.remove(header::UPGRADE);
     }
 }
@@ -196,6 +218,35 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connection_names_match_without_case_across_lines() {
+        let mut h = map(&[
+            ("connection", "X-Secret, Upgrade"),
+            ("connection", "X-Other,,"),
+            ("x-secret", "1"),
+            ("x-other", "1"),
+            ("upgrade", "websocket"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["upgrade", "x-kept"]);
+    }
+
+    #[test]
+    fn a_lone_upgrade_or_te_is_removed_and_other_headers_kept() {
+        let mut h = map(&[("upgrade", "websocket"), ("x-kept", "1")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        let mut h = map(&[("te", "trailers"), ("host", "a")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("te"));
+        let untouched = map(&[("host", "a"), ("accept", "*/*")]);
+        let mut h = untouched.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, untouched);
     }
 
     #[test]
