@@ -133,6 +133,17 @@ impl Framing {
                         self.push_line(bytes);
                         return;
                     };
+                    if self.line.is_empty() {
+                        // The whole line is at hand: no copy.
+                        let line = &bytes[..end];
+                        bytes = &bytes[end + 1..];
+                        self.state = if line.len() > MAX_LINE {
+                            State::Off
+                        } else {
+                            self.on_line(line.strip_suffix(b"\r").unwrap_or(line), watch)
+                        };
+                        continue;
+                    }
                     self.push_line(&bytes[..end]);
                     bytes = &bytes[end + 1..];
                     let mut line = std::mem::take(&mut self.line);
