@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::admin::{self, AdminError};
 use crate::config::Config;
@@ -354,7 +354,19 @@ impl Server {
         };
         let conn = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
+        // The reasons to close gracefully are watched on a task of their
+        // own: polled next to `conn`, they would be polled again at every
+        // wake-up of a busy connection.
         let mut shutdown = self.shutdown.subscribe();
+        let (close, mut closing) = oneshot::channel();
+        let _watchdog = AbortOnDrop(tokio::spawn(async move {
+            let reason = tokio::select! {
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => "shutdown",
+                _ = async { let _ = removed.wait_for(|r| *r).await; } => "listener removed",
+                _ = activity.idle_for(idle_timeout) => "idle_timeout",
+            };
+            let _ = close.send(reason);
+        }));
         let reason = tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -366,15 +378,22 @@ impl Server {
                 }
                 return;
             }
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => "shutdown",
-            _ = async { let _ = removed.wait_for(|r| *r).await; } => "listener removed",
-            _ = activity.idle_for(idle_timeout) => "idle_timeout",
+            Ok(reason) = &mut closing => reason,
         };
         // HTTP/1.1 closes an idle keep-alive connection; HTTP/2 sends GOAWAY
         // and lets open streams finish.
         tracing::debug!(%peer, reason, "closing client connection gracefully");
         conn.as_mut().graceful_shutdown();
         let _ = conn.await;
+    }
+}
+
+/// Aborts a task when dropped: a connection's watchdog ends with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
