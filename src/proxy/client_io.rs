@@ -129,7 +129,7 @@ impl Framing {
                     }
                 }
                 _ => {
-                    let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+                    let Some(end) = find_newline(bytes) else {
                         self.push_line(bytes);
                         return;
                     };
@@ -236,6 +236,31 @@ impl Framing {
             State::Head
         }
     }
+}
+
+/// The index of the first `\n` in `bytes`, looked for eight bytes at a
+/// time: every byte of every request head passes through here.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ NEWLINES;
+        // A zero byte of `word` (a newline) sets its high bit here; bits set
+        // above the lowest true one may be false, so only the lowest counts.
+        let zeros = word.wrapping_sub(ONES) & !word & HIGHS;
+        if zeros != 0 {
+            return Some(offset + (zeros.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| offset + i)
 }
 
 fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -407,6 +432,29 @@ mod tests {
             \r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n\
             GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(flags(&[stream]), (2, u64::MAX));
+    }
+
+    #[test]
+    fn find_newline_finds_the_first_one_anywhere() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                // Bytes that trip naive zero-byte tricks right after it.
+                if at < len {
+                    bytes[at] = b'\n';
+                    if at + 1 < len {
+                        bytes[at + 1] = 0x0b;
+                    }
+                    if at + 2 < len {
+                        bytes[at + 2] = b'\n';
+                    }
+                }
+                let expected = bytes.iter().position(|&b| b == b'\n');
+                assert_eq!(find_newline(&bytes), expected, "{bytes:?}");
+            }
+        }
+        assert_eq!(find_newline(&[0x8a, 0x0a]), Some(1));
+        assert_eq!(find_newline(&[0x8a; 16]), None);
     }
 
     #[test]
