@@ -251,8 +251,9 @@ pub struct Finish {
     /// The connection, returned to the pool after a clean end.
     pub conn: Option<(Sender, usize)>,
     /// The access-log line and the response status, logged once with the
-    /// body's byte count and whether it ended cleanly.
-    pub log: Option<(AccessEntry, StatusCode)>,
+    /// body's byte count and whether it ended cleanly. Boxed: most bodies
+    /// have none, and all would carry its size.
+    pub log: Option<(Box<AccessEntry>, StatusCode)>,
 }
 
 impl Finish {

@@ -60,14 +60,16 @@ impl ConnCtx {
             .listener(self.listen)
             .unwrap_or(&self.listener)
             .clone();
-        let mut entry = snapshot.config.log.access_log.then(|| AccessEntry {
-            listener: listener.name.clone(),
-            client: self.peer.ip(),
-            method: req.method().clone(),
-            path: req.uri().path().to_owned(),
-            started,
-            upstream: None,
-            server: None,
+        let mut entry = snapshot.config.log.access_log.then(|| {
+            Box::new(AccessEntry {
+                listener: listener.name.clone(),
+                client: self.peer.ip(),
+                method: req.method().clone(),
+                path: req.uri().path().to_owned(),
+                started,
+                upstream: None,
+                server: None,
+            })
         });
 
         let ambiguous = self.watch.next_request_ambiguous();
@@ -226,7 +228,7 @@ impl ConnCtx {
         upstream: &UpstreamRt,
         mut served: Served,
         client: OnUpgrade,
-        entry: Option<AccessEntry>,
+        entry: Option<Box<AccessEntry>>,
     ) -> Response<ResponseBody> {
         let server = &upstream.servers[served.server];
         let upstream_io = hyper::upgrade::on(&mut served.response);
@@ -257,7 +259,7 @@ impl ConnCtx {
 /// counted in the listener's responses and logged with no body bytes.
 fn local_answer(
     listener: &ListenerRt,
-    entry: Option<AccessEntry>,
+    entry: Option<Box<AccessEntry>>,
     status: StatusCode,
     close: bool,
 ) -> Response<ResponseBody> {

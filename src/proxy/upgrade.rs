@@ -78,7 +78,7 @@ pub struct Tunnel {
     pub token: Token,
     pub idle_timeout: Duration,
     /// Logged with the 101 when the tunnel closes.
-    pub log: Option<AccessEntry>,
+    pub log: Option<Box<AccessEntry>>,
 }
 
 impl Tunnel {
