@@ -181,10 +181,11 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded) {
         // Nothing the peer sent is believed: the client is the peer.
         (Some(fwd.peer.clone()), fwd.peer.clone())
     };
-    headers.remove(&X_FORWARDED_FOR);
-    if let Some(xff) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), xff);
-    }
+    // An insert replaces every line the client sent.
+    match xff {
+        Some(xff) => headers.insert(X_FORWARDED_FOR.clone(), xff),
+        None => headers.remove(&X_FORWARDED_FOR),
+    };
     if !fwd.peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(
             X_FORWARDED_PROTO.clone(),
