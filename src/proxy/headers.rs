@@ -98,8 +98,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         for line in first.iter().chain(&rest) {
             for token in line.to_str().unwrap_or_default().split(',') {
                 let token = token.trim();
-                if !(keep_upgrade && token.eq_ignore_ascii_case("upgrade")) {
-                    // An invalid name matches nothing.
+                // Most tokens (`keep-alive`, `close`) name no header here: a
+                // look at the few names saves hashing them.
+                let named = headers
+                    .keys()
+                    .any(|name| name.as_str().eq_ignore_ascii_case(token));
+                if named && !(keep_upgrade && token.eq_ignore_ascii_case("upgrade")) {
                     headers.remove(token);
                 }
             }
@@ -196,7 +200,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded) {
         headers.insert(X_FORWARDED_HOST.clone(), fwd.host.clone());
     }
     headers.insert(X_REAL_IP.clone(), real_ip);
-    if !fwd.peer_trusted {
+    if !fwd.peer_trusted && headers.keys().any(|name| name == FORWARDED) {
         headers.remove(&FORWARDED);
     }
 }
