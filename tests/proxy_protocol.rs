@@ -220,6 +220,65 @@ async fn malformed_header_from_trusted_peer_closes_the_connection() {
     assert_eq!(get(&proxy.url("/")).await.status, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_comes_before_the_tls_handshake() {
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["app.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("app.pem"), dir.path().join("app.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let a = MockUpstream::named("a").start().await;
+    let toml = config(TRUST_LOOPBACK, &a).replacen(
+        "upstream = \"web\"\n",
+        &format!(
+            "upstream = \"web\"\n[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert_path.display(),
+            key_path.display()
+        ),
+        1,
+    );
+    let proxy = Proxy::start(&toml).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(cert.der().to_vec())).unwrap();
+    let client =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let mut tcp = TcpStream::connect(proxy.addr()).await.expect("connect");
+    tcp.write_all(&v2_proxy(
+        "203.0.113.7:5555".parse().unwrap(),
+        "127.0.0.1:443".parse().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(ServerName::try_from("app.test").unwrap(), tcp)
+        .await
+        .expect("TLS handshake after the PROXY header");
+    tls.write_all(GET).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut response)).await;
+    assert_eq!(
+        raw_status(&response),
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    assert_client(&a, "203.0.113.7");
+    assert_eq!(seen(&a, "x-forwarded-proto").as_deref(), Some("https"));
+}
+
 async fn read_to_end(mut stream: TcpStream) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
     let mut received = Vec::new();
