@@ -96,7 +96,10 @@ async fn v1_header_from_trusted_peer_names_the_client() {
     // The relayed client is not trusted: a chain it sends is replaced.
     let spoofed = b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n\
 GET / HTTP/1.1\r\nhost: app.test\r\nx-forwarded-for: 6.6.6.6\r\nx-real-ip: 6.6.6.6\r\nconnection: close\r\n\r\n";
-    assert_eq!(raw_status(&raw_request(proxy.addr(), spoofed).await), Some(200));
+    assert_eq!(
+        raw_status(&raw_request(proxy.addr(), spoofed).await),
+        Some(200)
+    );
     assert_client(&a, "203.0.113.7");
 }
 
@@ -248,13 +251,16 @@ async fn header_comes_before_the_tls_handshake() {
     let proxy = Proxy::start(&toml).await;
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(cert.der().to_vec())).unwrap();
-    let client =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    roots
+        .add(CertificateDer::from(cert.der().to_vec()))
+        .unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let mut tcp = TcpStream::connect(proxy.addr()).await.expect("connect");
     tcp.write_all(&v2_proxy(
         "203.0.113.7:5555".parse().unwrap(),
@@ -282,11 +288,7 @@ async fn header_comes_before_the_tls_handshake() {
 async fn read_to_end(mut stream: TcpStream) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
     let mut received = Vec::new();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(10),
-        stream.read_to_end(&mut received),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received)).await;
     received
 }
 
