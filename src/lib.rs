@@ -15,6 +15,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod runtime;
 pub mod server;

@@ -19,10 +19,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
 use crate::admin::{self, AdminError};
-use crate::config::Config;
+use crate::config::{Config, canonical};
 use crate::lifecycle::Tracker;
 use crate::proxy::ConnCtx;
 use crate::proxy::client_io::{ClientIo, ConnWatch, REQUEST_TIMEOUT_408};
+use crate::proxy::headers;
+use crate::proxy_protocol;
 use crate::reload::{self, ReloadState};
 use crate::runtime::{Shared, clock};
 use crate::tls::{self, Certs, TlsError, TlsListener};
@@ -226,7 +228,7 @@ impl Server {
     async fn serve_connection(
         self: Arc<Self>,
         listen: SocketAddr,
-        stream: TcpStream,
+        mut stream: TcpStream,
         peer: SocketAddr,
         removed: watch::Receiver<bool>,
     ) {
@@ -235,7 +237,14 @@ impl Server {
         let _token = self.tracker.token();
         let _ = stream.set_nodelay(true);
         let watch = Arc::new(ConnWatch::default());
-        match self.tls_listener(listen) {
+        let tls = self.tls_listener(listen);
+        let Some(peer) = self
+            .proxy_header(listen, &mut stream, peer, tls.is_none())
+            .await
+        else {
+            return;
+        };
+        match tls {
             None => {
                 if !self.first_byte(listen, &stream).await {
                     return;
@@ -260,6 +269,49 @@ impl Server {
                 }
                 Err(e) => tracing::debug!(%peer, %listen, error = %e, "TLS handshake failed"),
             },
+        }
+    }
+
+    /// A trusted peer (a load balancer) may start the connection with a
+    /// PROXY protocol header naming the client it relays; that client then
+    /// stands for the connection everywhere (`X-Forwarded-For`, `X-Real-IP`,
+    /// `ip_hash`, logs, the next `trusted_proxies` decision). It comes before
+    /// any TLS. Bytes from an untrusted peer are never looked at: a PROXY
+    /// header from it is left to HTTP, which refuses it. Returns the client
+    /// address, or `None` when the connection is done with (a malformed
+    /// header, or nothing within `header_timeout`, answered 408 in clear).
+    async fn proxy_header(
+        &self,
+        listen: SocketAddr,
+        stream: &mut TcpStream,
+        peer: SocketAddr,
+        cleartext: bool,
+    ) -> Option<SocketAddr> {
+        let header_timeout = {
+            let snapshot = self.shared.load();
+            let trusted = &snapshot.config.global.trusted_proxies;
+            if !headers::is_trusted(canonical(peer.ip()), trusted) {
+                return Some(peer);
+            }
+            snapshot.listener(listen)?.cfg.header_timeout
+        };
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::select! {
+            read = tokio::time::timeout(header_timeout, proxy_protocol::read_header(stream)) => match read {
+                Ok(Ok(header)) => Some(header.map_or(peer, |h| h.client(peer))),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, %listen, error = %e, "bad PROXY protocol header; closing");
+                    None
+                }
+                Err(_) => {
+                    if cleartext {
+                        let _ = stream.try_write(REQUEST_TIMEOUT_408);
+                    }
+                    None
+                }
+            },
+            // Nothing was asked yet: nothing to finish.
+            _ = shutdown.wait_for(|s| *s) => None,
         }
     }
 

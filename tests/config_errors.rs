@@ -228,13 +228,8 @@ fn key_paths(table: &toml::Table, prefix: &str, out: &mut std::collections::BTre
 #[test]
 fn configuration_reference_matches_the_schema() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap_or_default();
-    let doc = if readme.contains("## Configuration reference") {
-        readme
-    } else {
-        std::fs::read_to_string(root.join("docs/readme/core.md")).expect("docs/readme/core.md")
-    };
-    let section = doc
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let section = readme
         .split("## Configuration reference")
         .nth(1)
         .expect("a Configuration reference section")
