@@ -384,7 +384,7 @@ impl Server {
             shared: self.shared.clone(),
             listen,
             peer,
-            peer_ip: crate::proxy::headers::ip_value(peer.ip()),
+            peer_ip: headers::ip_value(peer.ip()),
             tls: tls.is_some(),
             sni: tls.flatten(),
             listener,
