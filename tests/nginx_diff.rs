@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use support::{client::*, proxy::*, upstream::*};
 
-/// An nginx master running in the foreground from a private prefix.
+/// One nginx process (no master, so killing it leaves no orphaned workers)
+/// running in the foreground from a private prefix.
 struct Nginx {
     child: Child,
     _dir: tempfile::TempDir,
@@ -38,7 +39,8 @@ async fn start_nginx(binary: &PathBuf, http: &str, ports: &[u16]) -> Nginx {
     let dir = tempfile::tempdir().expect("nginx prefix");
     let d = dir.path().display();
     let conf = format!(
-        "worker_processes 1;\n\
+        "master_process off;\n\
+         worker_processes 1;\n\
          pid {d}/nginx.pid;\n\
          error_log {d}/error.log;\n\
          events {{ worker_connections 1024; }}\n\
