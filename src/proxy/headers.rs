@@ -74,19 +74,45 @@ fn hop_index(name: &str) -> Option<usize> {
     })
 }
 
+/// `Proxy-*` headers are hop-by-hop by the contract; a bare `Proxy` is the
+/// httpoxy vector (CGI turns it into `HTTP_PROXY`).
+fn is_proxy_header(name: &str) -> bool {
+    name.strip_prefix("proxy")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+}
+
+/// Removes every header whose name `matches`, found by text.
+fn remove_matching(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| matches(name.as_str()))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
 /// Removes `Connection`, every header it names, and the other hop-by-hop
-/// headers. `Upgrade` survives only when `keep_upgrade` (a tunnel); `Upgrade:
-/// h2c` and `HTTP2-Settings` never do.
+/// headers (`Proxy-*` among them). `Upgrade` survives only when
+/// `keep_upgrade` (a tunnel); `Upgrade: h2c` and `HTTP2-Settings` never do.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Found in one pass over the few names a message has, then removed: a
     // hashed removal of every hop-by-hop name, present or not, costs more.
     let mut present = [false; HOP_BY_HOP.len()];
     let mut upgrade = false;
+    let mut proxy = false;
     for name in headers.keys() {
         match hop_index(name.as_str()) {
             Some(hop) => present[hop] = true,
-            None => upgrade |= name == header::UPGRADE,
+            None => {
+                upgrade |= name == header::UPGRADE;
+                proxy |= is_proxy_header(name.as_str());
+            }
         }
+    }
+    if proxy {
+        remove_matching(headers, is_proxy_header);
     }
     // `HOP_BY_HOP[0]` is `Connection`.
     if present[0] {
@@ -149,6 +175,12 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
         .expect("an IP address in text is a valid header value")
 }
 
+/// An `X-Forwarded-*` header sluice does not set itself.
+fn is_other_forwarded(name: &str) -> bool {
+    name.strip_prefix("x-forwarded-")
+        .is_some_and(|rest| !matches!(rest, "for" | "proto" | "host"))
+}
+
 /// What the proxy knows about the client of one request.
 pub struct Forwarded<'a> {
     /// The peer's address, as [`ip_value`] gives it: computed once per
@@ -164,9 +196,14 @@ pub struct Forwarded<'a> {
 }
 
 /// Sets `X-Forwarded-For/Proto/Host` and `X-Real-IP` on a request going
-/// upstream. From an untrusted peer every incoming value is replaced; from a
-/// trusted one the chain is kept (several lines joined in order) and extended.
+/// upstream. From an untrusted peer every incoming value is replaced (the
+/// other `X-Forwarded-*` it sent, such as `X-Forwarded-Port`, are dropped:
+/// sluice has nothing true to put there); from a trusted one the chain is
+/// kept (several lines joined in order) and extended.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded) {
+    if !fwd.peer_trusted && headers.keys().any(|name| is_other_forwarded(name.as_str())) {
+        remove_matching(headers, is_other_forwarded);
+    }
     let (xff, real_ip) = if fwd.peer_trusted {
         let mut chain = headers
             .get_all(&X_FORWARDED_FOR)
@@ -242,6 +279,21 @@ mod tests {
     }
 
     #[test]
+    fn every_proxy_header_is_hop_by_hop_but_lookalikes_stay() {
+        let mut h = map(&[
+            ("proxy", "http://evil.example:3128"),
+            ("proxy-foo", "1"),
+            ("proxy-authorization", "x"),
+            ("proxyish", "kept"),
+            ("x-proxy", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["proxyish", "x-proxy"]);
+    }
+
+    #[test]
     fn connection_names_match_without_case_across_lines() {
         let mut h = map(&[
             ("connection", "X-Secret, Upgrade"),
@@ -285,6 +337,9 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-real-ip", "6.6.6.6"),
             ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-port", "1"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded", "kept: not of the family"),
         ]);
         let host = HeaderValue::from_static("example.com");
         let peer: IpAddr = "10.1.2.3".parse().unwrap();
@@ -303,6 +358,9 @@ mod tests {
         assert_eq!(h["x-real-ip"], "10.1.2.3");
         assert_eq!(h["x-forwarded-host"], "example.com");
         assert!(!h.contains_key("forwarded"));
+        assert!(!h.contains_key("x-forwarded-port"));
+        assert!(!h.contains_key("x-forwarded-prefix"));
+        assert!(h.contains_key("x-forwarded"));
     }
 
     #[test]
