@@ -366,6 +366,53 @@ async fn websocket_stays_open_across_reloads_and_after_its_server_is_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_deadline_cuts_the_tunnels_of_a_removed_server() {
+    let echo = WebSocketEcho::start().await;
+    let other = WebSocketEcho::start().await;
+    let (listen, admin) = (listen_addr(), listen_addr());
+    let config = |address: &str| {
+        format!(
+            "[admin]\nlisten = \"{admin}\"\n\n{}",
+            web_config(&listen, false, &server("web", address, 1))
+        )
+    };
+    let proxy = Proxy::start(&config(&echo.address())).await;
+    let mut ws = ws_connect(&format!("ws://{listen}/chat"))
+        .await
+        .expect("websocket through the proxy");
+    assert_eq!(ws_echo(&mut ws, "hello").await.as_deref(), Ok("hello"));
+
+    let drain = request(
+        http::Method::POST,
+        &proxy.admin_url(&format!(
+            "/api/upstreams/web/servers/{}/drain?deadline=1s",
+            echo.address()
+        )),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(drain.status, 200, "{}", drain.body);
+    // Draining alone does not cut a tunnel; removing the drained server
+    // from the config does, once the deadline has passed.
+    assert_eq!(
+        ws_echo(&mut ws, "draining").await.as_deref(),
+        Ok("draining")
+    );
+    hup_reload(&proxy, &config(&other.address())).await;
+    assert_eq!(count(&proxy, "config reloaded"), 1);
+
+    poll_until(RELOAD, "the removed server's tunnel is cut", async || {
+        echo.open() == 0
+    })
+    .await;
+    assert!(
+        ws_echo(&mut ws, "gone?").await.is_err(),
+        "the cut tunnel still echoes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_are_added_and_removed_while_the_others_keep_accepting() {
     let a = MockUpstream::named("a").start().await;
     let (kept, removed, added) = (listen_addr(), listen_addr(), listen_addr());

@@ -5,8 +5,9 @@
 //!
 //! A tunnel counts in its server's `tunnels` (not `in_flight`: the request's
 //! lease ends at the 101), holds a shutdown [`Token`] because hyper's graceful
-//! shutdown does not know upgraded connections, and is never cut by a reload:
-//! a server removed from the config keeps its open tunnels until they close.
+//! shutdown does not know upgraded connections, and is not cut by a reload:
+//! a server removed from the config keeps its open tunnels until they close,
+//! unless the operator gave it a drain deadline, which then cuts them.
 
 use std::io;
 use std::pin::Pin;
@@ -97,14 +98,14 @@ impl Tunnel {
             client,
             upstream,
             conn,
+            server,
             token,
             idle_timeout,
             log,
-            ..
         } = self;
         // Held until the line is logged, so shutdown waits for it.
         let _token = token;
-        let end = relay(client, upstream, conn, idle_timeout).await;
+        let end = relay(client, upstream, conn, &server, idle_timeout).await;
         if let Some(entry) = log {
             entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
         }
@@ -117,6 +118,7 @@ async fn relay(
     client: OnUpgrade,
     upstream: OnUpgrade,
     conn: Sender,
+    server: &ServerState,
     idle_timeout: Duration,
 ) -> TunnelEnd {
     let (client, upstream) = match tokio::join!(client, upstream) {
@@ -139,6 +141,10 @@ async fn relay(
         copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => copied.is_ok(),
         _ = idle(&last, idle_timeout) => {
             tracing::debug!(?idle_timeout, "tunnel idle: closing it");
+            false
+        }
+        _ = server.retired() => {
+            tracing::info!("tunnel cut: its server was removed and its drain deadline passed");
             false
         }
     };

@@ -111,10 +111,14 @@ impl Registry {
     /// lives on in older snapshots and in-flight requests until those end.
     fn retain(&self, snapshot: &Snapshot) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        servers.retain(|(upstream, address), _| {
-            snapshot
+        servers.retain(|(upstream, address), state| {
+            let kept = snapshot
                 .upstream(upstream)
-                .is_some_and(|u| u.servers.iter().any(|s| &s.cfg.address == address))
+                .is_some_and(|u| u.servers.iter().any(|s| &s.cfg.address == address));
+            if !kept {
+                state.mark_removed();
+            }
+            kept
         });
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         upstreams.retain(|name, _| snapshot.upstream(name).is_some());

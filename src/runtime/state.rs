@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use super::clock;
 use super::stats::{Counter, StatusClasses};
 use crate::proxy::pool::Pool;
@@ -73,6 +75,12 @@ pub struct ServerState {
     admin: AtomicU8,
     /// Unix time in ms the drain deadline passes (0 = none).
     drain_deadline_ms: AtomicU64,
+    /// A reload removed this server from the config; what still holds the
+    /// state (requests, tunnels) is finishing.
+    removed: AtomicBool,
+    /// Woken when the drain deadline or `removed` changes, for the tunnels
+    /// that must close when both say so.
+    retire: Notify,
     /// Sticky-bound requests seen, and when the last one came (clock ms, 0 = never).
     bound_requests: AtomicU64,
     last_bound_ms: AtomicU64,
@@ -104,6 +112,8 @@ impl ServerState {
             checker: AtomicBool::new(false),
             admin: AtomicU8::new(AdminState::None as u8),
             drain_deadline_ms: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
+            retire: Notify::new(),
             bound_requests: AtomicU64::new(0),
             last_bound_ms: AtomicU64::new(0),
             recovered_ms: AtomicU64::new(0),
@@ -177,6 +187,41 @@ impl ServerState {
     pub fn set_drain_deadline_ms(&self, deadline: Option<u64>) {
         self.drain_deadline_ms
             .store(deadline.unwrap_or(0), Ordering::Relaxed);
+        self.retire.notify_waiters();
+    }
+
+    /// Called when a reload drops this server from the config.
+    pub fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Relaxed);
+        self.retire.notify_waiters();
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the server has been removed from the config *and* its
+    /// drain deadline has passed: the operator's word that its remaining
+    /// tunnels may be cut. Without a deadline it never resolves, so a
+    /// removal alone cuts nothing.
+    pub async fn retired(&self) {
+        loop {
+            let changed = self.retire.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match (self.is_removed(), self.drain_deadline_ms()) {
+                (true, Some(deadline)) => {
+                    if clock::now_ms() >= deadline {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(clock::instant_of(deadline).into()) => {}
+                        _ = changed => {}
+                    }
+                }
+                _ => changed.await,
+            }
+        }
     }
 
     pub fn bound_requests(&self) -> u64 {
