@@ -90,3 +90,53 @@ async fn idle_tunnel_is_closed_after_idle_timeout() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_handshake_binds_a_sticky_client() {
+    let (a, b) = (WebSocketEcho::start().await, WebSocketEcho::start().await);
+    let toml = format!(
+        "{}[[upstream.web.server]]\naddress = \"{}\"\n\n[upstream.web.sticky]\ncookie = \"ws\"\n",
+        config("60s", &a.address()),
+        b.address()
+    );
+    let proxy = Proxy::start(&toml).await;
+    let url = format!("ws://{}/chat", proxy.addr());
+    let (_ws, handshake) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("websocket through the proxy");
+    let cookie = handshake
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("the 101 sets the sticky cookie")
+        .to_owned();
+    assert!(cookie.starts_with("ws="), "{cookie}");
+
+    // The next handshake carrying it goes to the same server and is not
+    // given the cookie again.
+    let value = cookie.split(';').next().expect("name=value");
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            url.as_str(),
+        )
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("cookie", value.parse().expect("header value"));
+    let (_again, handshake) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("second websocket");
+    assert!(handshake.headers().get("set-cookie").is_none());
+    poll_until(
+        Duration::from_secs(10),
+        "both sessions are open",
+        async || a.open() + b.open() == 2,
+    )
+    .await;
+    assert!(
+        a.open() == 2 || b.open() == 2,
+        "the bound session went to the other server (a: {}, b: {})",
+        a.open(),
+        b.open()
+    );
+}

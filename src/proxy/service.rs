@@ -165,7 +165,7 @@ impl ConnCtx {
             Ok(served) if served.response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 match upgrade {
                     Some((protocol, client)) if upgrade::accepted(&protocol, &served.response) => {
-                        self.tunnel(&listener, &upstream, served, client, entry)
+                        self.tunnel(&listener, &upstream, served, client, binding, entry)
                     }
                     _ => {
                         // A switch nobody asked for: the connection is no
@@ -183,18 +183,7 @@ impl ConnCtx {
                 let server = &upstream.servers[served.server];
                 server.state.responses.record(status.as_u16());
                 listener.responses.record(status.as_u16());
-                if let Some(sticky) = &upstream.sticky {
-                    // The cookie names the server that answered, whatever a
-                    // retry did; it is sent only when it changes something.
-                    if binding == Binding::Server(served.server) {
-                        upstream.state.sticky_honoured.inc();
-                    } else if let Some(cookie) = sticky.set_cookie(served.server, self.tls) {
-                        if binding != Binding::Missing {
-                            upstream.state.sticky_reissued.inc();
-                        }
-                        head.headers.append(header::SET_COOKIE, cookie);
-                    }
-                }
+                self.bind_cookie(&upstream, binding, served.server, &mut head.headers);
                 let log = entry.map(|mut entry| {
                     entry.server = Some(server.cfg.address.clone());
                     (entry, status)
@@ -219,15 +208,39 @@ impl ConnCtx {
         }
     }
 
+    /// Adds the sticky cookie naming `server`, the one that answered whatever
+    /// a retry did, when it changes what the client holds.
+    fn bind_cookie(
+        &self,
+        upstream: &UpstreamRt,
+        binding: Binding,
+        server: usize,
+        headers: &mut http::HeaderMap,
+    ) {
+        let Some(sticky) = &upstream.sticky else {
+            return;
+        };
+        if binding == Binding::Server(server) {
+            upstream.state.sticky_honoured.inc();
+        } else if let Some(cookie) = sticky.set_cookie(server, self.tls) {
+            if binding != Binding::Missing {
+                upstream.state.sticky_reissued.inc();
+            }
+            headers.append(header::SET_COOKIE, cookie);
+        }
+    }
+
     /// Answers 101 and hands both connections to an upgrade tunnel once
     /// hyper has switched them. The request's lease ends here; the tunnel is
-    /// counted on the server instead.
+    /// counted on the server instead. A WebSocket handshake binds a sticky
+    /// client like any response.
     fn tunnel(
         &self,
         listener: &ListenerRt,
         upstream: &UpstreamRt,
         mut served: Served,
         client: OnUpgrade,
+        binding: Binding,
         entry: Option<Box<AccessEntry>>,
     ) -> Response<ResponseBody> {
         let server = &upstream.servers[served.server];
@@ -236,6 +249,7 @@ impl ConnCtx {
         headers::strip_hop_by_hop(&mut head.headers, true);
         head.headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        self.bind_cookie(upstream, binding, served.server, &mut head.headers);
         server.state.responses.record(head.status.as_u16());
         listener.responses.record(head.status.as_u16());
         Tunnel {
