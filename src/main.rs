@@ -61,10 +61,19 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(&config.log);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.global.worker_threads > 0 {
-        runtime.worker_threads(config.global.worker_threads);
-    }
+    // One worker needs no work stealing: the current-thread scheduler runs
+    // every task on the thread that polls the listeners, like one nginx
+    // worker. Blocking work (config loads) still has its own threads.
+    let mut runtime = match config.global.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                runtime.worker_threads(n);
+            }
+            runtime
+        }
+    };
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
