@@ -21,7 +21,7 @@
 //! ramping would remap keys.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use http::header::COOKIE;
 
@@ -127,16 +127,8 @@ fn draw(
 
 /// The client address with only its first `prefix` bits kept.
 fn mask(ip: IpAddr, (v4, v6): (u8, u8)) -> IpAddr {
-    match config::canonical(ip) {
-        IpAddr::V4(a) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(v4)).unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX.checked_shl(128 - u32::from(v6)).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
-        }
-    }
+    let ip = config::canonical(ip);
+    config::truncate(ip, if ip.is_ipv4() { v4 } else { v6 })
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
