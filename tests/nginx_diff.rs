@@ -190,12 +190,12 @@ async fn ip_hash_picks_what_nginx_picks() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_hash_picks_what_nginx_picks() {
+/// Sends the same 150 `?key=` values through nginx's `directive` and sluice
+/// with `consistent`, and asserts each lands on the same server.
+async fn same_choices_for_query_keys(directive: &str, consistent: bool) {
     let servers = Servers::start().await;
-    let keys = "balance = \"hash\"\nhash_key = \"query:key\"\nconsistent = false";
-    let Some((_nginx, _sluice, nginx, sluice)) =
-        side_by_side(&servers, "hash $arg_key", keys).await
+    let keys = format!("balance = \"hash\"\nhash_key = \"query:key\"\nconsistent = {consistent}");
+    let Some((_nginx, _sluice, nginx, sluice)) = side_by_side(&servers, directive, &keys).await
     else {
         return;
     };
@@ -209,21 +209,13 @@ async fn plain_hash_picks_what_nginx_picks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_hash_picks_what_nginx_picks() {
+    same_choices_for_query_keys("hash $arg_key", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_picks_what_nginx_picks() {
-    let servers = Servers::start().await;
-    let keys = "balance = \"hash\"\nhash_key = \"query:key\"\nconsistent = true";
-    let Some((_nginx, _sluice, nginx, sluice)) =
-        side_by_side(&servers, "hash $arg_key consistent", keys).await
-    else {
-        return;
-    };
-    let client = Client::new();
-    for n in 0..150 {
-        let path = format!("/?key=user{n}");
-        let want = served_by(&client.get(&format!("{nginx}{path}")).await);
-        let got = served_by(&client.get(&format!("{sluice}{path}")).await);
-        assert_eq!(got, want, "key user{n}: sluice chose {got}, nginx {want}");
-    }
+    same_choices_for_query_keys("hash $arg_key consistent", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
