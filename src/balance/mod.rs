@@ -89,9 +89,19 @@ pub fn tier(up: &UpstreamRt, tier: Tier) -> &[usize] {
 
 /// Whether a method may choose server `i` for a new (unbound) request.
 pub fn eligible(up: &UpstreamRt, i: usize, ctx: &PickCtx) -> bool {
+    usable(up, i, ctx, false)
+}
+
+/// Whether server `i` may take a request a valid sticky cookie binds to it:
+/// as [`eligible`], but a draining server still counts.
+pub fn eligible_bound(up: &UpstreamRt, i: usize, ctx: &PickCtx) -> bool {
+    usable(up, i, ctx, true)
+}
+
+fn usable(up: &UpstreamRt, i: usize, ctx: &PickCtx, bound: bool) -> bool {
     let server = &up.servers[i];
     !ctx.tried.contains(&i)
-        && server.availability(ctx.now_ms, false) != Availability::Unavailable
+        && server.availability(ctx.now_ms, bound) != Availability::Unavailable
         && server.has_capacity()
 }
 

@@ -12,7 +12,7 @@ use super::body::{Lease, RequestBody};
 use super::connect::connect_server;
 use super::error::ProxyError;
 use super::pool::Sender;
-use crate::balance::{PickCtx, queue};
+use crate::balance::{self, PickCtx, queue};
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
 
 /// A request ready to go upstream: headers already rewritten.
@@ -76,13 +76,9 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
             // A failed acquire lost a race for the last slot; the server is
             // full now, so the next pick looks elsewhere.
             (0..=up.servers.len()).find_map(|_| {
-                let bound_pick = out.preferred.filter(|&p| {
-                    !tried.as_slice().contains(&p)
-                        && up.servers.get(p).is_some_and(|s| {
-                            s.availability(now_ms, true) != Availability::Unavailable
-                                && s.has_capacity()
-                        })
-                });
+                let bound_pick = out
+                    .preferred
+                    .filter(|&p| p < up.servers.len() && balance::eligible_bound(up, p, &ctx));
                 let i = bound_pick.or_else(|| up.balancer.pick(up, &ctx))?;
                 let server = &up.servers[i];
                 Lease::acquire(&server.state, &up.state, server.max_conns()).map(|l| (i, l))

@@ -47,8 +47,4 @@ impl Pool {
         }
         idle.push((sender, Instant::now()));
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }
