@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -27,10 +28,6 @@ use crate::runtime::{ServerState, UpstreamState};
 /// unknown length that turns out larger) is streamed from the first byte past
 /// this and is not retried once sending began: sluice never buffers more.
 pub const RETRY_BUFFER: usize = 64 * 1024;
-
-/// Retries the retry budget always allows in flight at once, however few
-/// requests an upstream has, so a quiet upstream still gets its retries.
-pub const MIN_RETRIES_IN_FLIGHT: u32 = 3;
 
 /// A client body that failed on its way to the upstream; a client's fault,
 /// never counted against a server.
@@ -187,9 +184,6 @@ impl Body for RequestBody {
 pub struct Lease {
     pub server: Arc<ServerState>,
     upstream: Arc<UpstreamState>,
-    /// This attempt is a retry holding one of the upstream's retry-budget
-    /// slots until its response ends.
-    retry: bool,
 }
 
 impl Lease {
@@ -206,29 +200,7 @@ impl Lease {
         Some(Lease {
             server: server.clone(),
             upstream: upstream.clone(),
-            retry: false,
         })
-    }
-
-    /// Makes this attempt a retry if the upstream's retry budget allows one
-    /// more in flight: `budget` × its in-flight requests, at least
-    /// [`MIN_RETRIES_IN_FLIGHT`]. The slot is held until the lease drops.
-    pub fn take_retry_slot(&mut self, budget: f64) -> bool {
-        let in_flight = self.upstream.in_flight.load(Ordering::Relaxed);
-        let limit = ((budget * f64::from(in_flight)) as u32).max(MIN_RETRIES_IN_FLIGHT);
-        if self
-            .upstream
-            .retries_in_flight
-            .fetch_add(1, Ordering::AcqRel)
-            >= limit
-        {
-            self.upstream
-                .retries_in_flight
-                .fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        self.retry = true;
-        true
     }
 }
 
@@ -236,11 +208,6 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.server.release();
         self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if self.retry {
-            self.upstream
-                .retries_in_flight
-                .fetch_sub(1, Ordering::AcqRel);
-        }
         crate::balance::queue::slot_freed(&self.upstream);
     }
 }
@@ -248,8 +215,9 @@ impl Drop for Lease {
 /// What a finished upstream response body hands back.
 pub struct Finish {
     pub lease: Lease,
-    /// The connection, returned to the pool after a clean end.
-    pub conn: Option<(Sender, usize)>,
+    /// The connection, returned to the pool after a clean end, with the
+    /// upstream's `keepalive` and `keepalive_timeout`.
+    pub conn: Option<(Sender, usize, Duration)>,
     /// The access-log line and the response status, logged once with the
     /// body's byte count and whether it ended cleanly. Boxed: most bodies
     /// have none, and all would carry its size.
@@ -258,8 +226,11 @@ pub struct Finish {
 
 impl Finish {
     fn end(mut self, bytes: u64, clean: bool) {
-        if clean && let Some((sender, max_idle)) = self.conn.take() {
-            self.lease.server.pool.put(sender, max_idle);
+        if clean && let Some((sender, max_idle, keepalive_timeout)) = self.conn.take() {
+            self.lease
+                .server
+                .pool
+                .put(sender, max_idle, keepalive_timeout);
         }
         if let Some((entry, status)) = self.log.take() {
             entry.log(status, bytes, clean);

@@ -3,6 +3,11 @@
 //! One small mutex per server, held for a push or a pop: there is no lock
 //! shared between servers or upstreams. Connections are reused last-in,
 //! first-out so the warmest ones stay in use and the rest expire.
+//!
+//! An idle connection is kept for the upstream's `keepalive_timeout`, which
+//! should stay below the servers' own (Node.js and Apache close after 5 s,
+//! hence the 4 s default), so sluice rarely sends a request on a connection
+//! the server is closing.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,11 +15,6 @@ use std::time::{Duration, Instant};
 use hyper::client::conn::http1::SendRequest;
 
 use super::body::RequestBody;
-
-/// How long an idle connection is kept. Below the keep-alive timeout of common
-/// backends (Node.js and Apache close after 5 s), so sluice rarely sends a
-/// request on a connection the backend is closing.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 pub type Sender = SendRequest<RequestBody>;
 
@@ -24,23 +24,30 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// An idle connection that is still open, if there is one.
-    pub fn take(&self) -> Option<Sender> {
+    /// An idle connection that is still open and has been idle for less
+    /// than `keepalive_timeout`, if there is one.
+    pub fn take(&self, keepalive_timeout: Duration) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+            if !sender.is_closed() && since.elapsed() < keepalive_timeout {
                 return Some(sender);
             }
         }
         None
     }
 
-    /// Returns a connection whose last response ended cleanly.
-    pub fn put(&self, sender: Sender, max_idle: usize) {
+    /// Returns a connection whose last response ended cleanly, closing the
+    /// oldest ones that have been idle for `keepalive_timeout` already.
+    pub fn put(&self, sender: Sender, max_idle: usize, keepalive_timeout: Duration) {
         if sender.is_closed() || max_idle == 0 {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let expired = idle
+            .iter()
+            .take_while(|(_, since)| since.elapsed() >= keepalive_timeout)
+            .count();
+        idle.drain(..expired);
         if idle.len() >= max_idle {
             // Drop the oldest: the front of the stack.
             idle.remove(0);

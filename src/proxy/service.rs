@@ -190,7 +190,11 @@ impl ConnCtx {
                 });
                 let finish = Finish {
                     lease: served.lease,
-                    conn: Some((served.conn, upstream.cfg.keepalive)),
+                    conn: Some((
+                        served.conn,
+                        upstream.cfg.keepalive,
+                        upstream.cfg.keepalive_timeout,
+                    )),
                     log,
                 };
                 Response::from_parts(head, ResponseBody::upstream(incoming, finish))
