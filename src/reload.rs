@@ -544,8 +544,13 @@ fn start_watcher(server: &Arc<Server>) -> notify::Result<RecommendedWatcher> {
     Ok(watcher)
 }
 
-/// Turns file events into reloads: a relevant event, then [`DEBOUNCE`] of
-/// quiet, then one reload. Ends when the watcher is dropped.
+/// Turns file events into reloads: a relevant event, then [`DEBOUNCE`]
+/// without another relevant one, then one reload. Ends when the watcher is
+/// dropped.
+///
+/// Only relevant events restart the wait: the directory watched may hold
+/// a file that never stops changing (a log written next to the config under
+/// traffic), and its events must not postpone a reload forever.
 async fn watch_loop(
     server: Weak<Server>,
     mut events: mpsc::UnboundedReceiver<notify::Result<Event>>,
@@ -553,29 +558,36 @@ async fn watch_loop(
     let mut config_target = server
         .upgrade()
         .and_then(|s| std::fs::canonicalize(&s.shared.load().config.path).ok());
+    let mut touches_config = |server: &Server, event: notify::Result<Event>| match event {
+        Ok(event) => {
+            let config = server.shared.load().config.clone();
+            relevant(
+                &event,
+                &watched_files(&config),
+                &config.path,
+                &mut config_target,
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "watching the config file");
+            false
+        }
+    };
     while let Some(event) = events.recv().await {
         let Some(server) = server.upgrade() else {
             return;
         };
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::warn!(error = %e, "watching the config file");
-                continue;
-            }
-        };
-        let config = server.shared.load().config.clone();
-        if !relevant(
-            &event,
-            &watched_files(&config),
-            &config.path,
-            &mut config_target,
-        ) {
+        if !touches_config(&server, event) {
             continue;
         }
+        let mut quiet_at = tokio::time::Instant::now() + DEBOUNCE;
         loop {
-            match tokio::time::timeout(DEBOUNCE, events.recv()).await {
-                Ok(Some(_)) => continue,
+            match tokio::time::timeout_at(quiet_at, events.recv()).await {
+                Ok(Some(event)) => {
+                    if touches_config(&server, event) {
+                        quiet_at = tokio::time::Instant::now() + DEBOUNCE;
+                    }
+                }
                 Ok(None) => return,
                 Err(_quiet) => break,
             }
