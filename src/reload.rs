@@ -227,6 +227,9 @@ pub struct ReloadReport {
     pub servers: BTreeMap<String, Changes>,
     /// Settings that changed but take effect only when sluice restarts.
     pub restart_required: Vec<&'static str>,
+    /// Listeners (by `listen` address) that kept TLS and now serve other
+    /// certificates: renewed files at the same paths, or new paths.
+    pub certificates_renewed: Vec<String>,
 }
 
 impl ReloadReport {
@@ -279,11 +282,15 @@ impl ReloadReport {
             upstreams: Changes::between(&upstreams(old), &upstreams(new)),
             servers,
             restart_required,
+            certificates_renewed: Vec::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.listeners.is_empty() && self.upstreams.is_empty() && self.servers.is_empty()
+        self.listeners.is_empty()
+            && self.upstreams.is_empty()
+            && self.servers.is_empty()
+            && self.certificates_renewed.is_empty()
     }
 }
 
@@ -301,6 +308,12 @@ impl fmt::Display for ReloadReport {
         }
         for (upstream, changes) in &self.servers {
             parts.push(format!("servers of {upstream} {changes}"));
+        }
+        if !self.certificates_renewed.is_empty() {
+            parts.push(format!(
+                "certificates renewed on [{}]",
+                self.certificates_renewed.join(", ")
+            ));
         }
         f.write_str(&parts.join("; "))
     }
@@ -361,7 +374,7 @@ async fn apply(server: &Arc<Server>) -> Result<ReloadReport, ReloadError> {
         }
     }
 
-    let report = ReloadReport::between(&old.config, &config);
+    let mut report = ReloadReport::between(&old.config, &config);
     let kept: HashSet<SocketAddr> = config.listeners.iter().map(|l| l.listen).collect();
     // Stop removed listeners first, so a connection they accept at the last
     // moment still finds its listener in the snapshot it loads.
@@ -370,7 +383,11 @@ async fn apply(server: &Arc<Server>) -> Result<ReloadReport, ReloadError> {
     }
     // Certificates first: a new TLS listener must never answer in plaintext,
     // and renewed certificates apply even when the config text is unchanged.
-    server.apply_tls(certs)?;
+    report.certificates_renewed = server
+        .apply_tls(certs)?
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect();
     server.shared.swap(config);
     for (addr, socket) in bound {
         server.serve(addr, socket);

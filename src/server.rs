@@ -137,22 +137,29 @@ impl Server {
     /// their certificates (their session caches and open connections stay),
     /// new TLS listeners get a rustls config, and addresses missing from
     /// `certs` stop doing TLS. A reload calls this with [`tls::load`]'s
-    /// result before swapping the snapshot.
-    pub fn apply_tls(&self, certs: Certs) -> Result<(), TlsError> {
+    /// result before swapping the snapshot. Returns the running TLS
+    /// listeners whose certificates changed, in address order.
+    pub fn apply_tls(&self, certs: Certs) -> Result<Vec<SocketAddr>, TlsError> {
         for warning in certs.warnings() {
             tracing::warn!("{warning}");
         }
         let mut current = self.tls.lock().unwrap_or_else(|e| e.into_inner());
         current.retain(|addr, _| certs.listeners.contains_key(addr));
+        let mut renewed = Vec::new();
         for (addr, listener_certs) in certs.listeners {
             match current.get(&addr) {
-                Some(running) => running.update(listener_certs),
+                Some(running) => {
+                    if running.update(listener_certs) {
+                        renewed.push(addr);
+                    }
+                }
                 None => {
                     current.insert(addr, Arc::new(TlsListener::new(listener_certs)?));
                 }
             }
         }
-        Ok(())
+        renewed.sort_unstable();
+        Ok(renewed)
     }
 
     /// The TLS side of the listener on `addr`, if it terminates TLS.
