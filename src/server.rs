@@ -245,6 +245,22 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let watch = Arc::new(ConnWatch::default());
         let tls = self.tls_listener(listen);
+        let wants_tls = self
+            .shared
+            .load()
+            .listener(listen)
+            .map(|l| l.cfg.tls.is_some());
+        // A reload drops a listener's TLS side before the snapshot that
+        // removes the listener (or its TLS) is swapped in; a connection
+        // accepted in between must not be served in plaintext.
+        match (wants_tls, &tls) {
+            (None, _) => return,
+            (Some(true), None) => {
+                tracing::debug!(%peer, %listen, "TLS listener removed by a reload: closing");
+                return;
+            }
+            _ => {}
+        }
         let Some(peer) = self
             .proxy_header(listen, &mut stream, peer, tls.is_none())
             .await
