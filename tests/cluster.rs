@@ -15,7 +15,9 @@ use support::{client::*, proxy::*, upstream::*};
 
 /// Generous: a loaded two-core machine runs these next to other builds.
 const WAIT: Duration = Duration::from_secs(15);
-const HEARTBEAT: Duration = Duration::from_millis(250);
+/// Short, to keep the tests short, but not so short that a heartbeat
+/// delayed on a loaded machine drops an instance (three are missed first).
+const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// Two instances' configs: the same servers and Redis, their own ports.
 struct Tier {
@@ -23,18 +25,18 @@ struct Tier {
     b: String,
 }
 
-/// Two ports free a moment ago, and different from each other (two calls of
+/// `N` ports free a moment ago, all different (separate calls of
 /// `free_port` may return the same one).
-fn two_ports() -> (u16, u16) {
-    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    let (first, second) = (bind(), bind());
-    let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
-    (port(&first), port(&second))
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [std::net::TcpListener; N] = std::array::from_fn(|_| {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port")
+    });
+    held.map(|l| l.local_addr().unwrap().port())
 }
 
 fn tier(redis: &Redis, servers: &[&MockUpstream]) -> Tier {
-    let instance = |name: &str| {
-        let (admin, port) = two_ports();
+    let [a_admin, a_port, b_admin, b_port] = free_ports();
+    let instance = |name: &str, admin: u16, port: u16| {
         format!(
             "[global]\ntrusted_proxies = [\"127.0.0.1\"]\n\n\
              [cluster]\nredis = \"{url}\"\ninstance = \"{name}\"\nheartbeat = \"{beat}ms\"\n\n\
@@ -55,8 +57,8 @@ fn tier(redis: &Redis, servers: &[&MockUpstream]) -> Tier {
         )
     };
     Tier {
-        a: instance("a"),
-        b: instance("b"),
+        a: instance("a", a_admin, a_port),
+        b: instance("b", b_admin, b_port),
     }
 }
 
