@@ -290,6 +290,42 @@ async fn with_redis_down_both_serve_and_a_disable_reaches_the_other_once_it_is_b
 }
 
 #[tokio::test]
+async fn with_redis_down_the_others_last_counts_still_hold_a_drain() {
+    let mut redis = Redis::start().await;
+    let s1 = MockUpstream::named("s1").start().await;
+    let s2 = MockUpstream::named("s2").start().await;
+    let tier = tier(&redis, &[&s1, &s2]);
+    let a = Proxy::start(&tier.a).await;
+    let b = Proxy::start(&tier.b).await;
+    joined(&a, &b).await;
+    let bound = cookie_for(&b, &s1).await;
+
+    s1.set_hang(true);
+    let url = b.url("/slow");
+    let in_flight =
+        tokio::spawn(async move { get_with(&url, &[("cookie", bound.as_str())]).await });
+    admin_post(&a, &path(&s1.address(), "drain")).await;
+    eventually("A counts B's request", || async {
+        server(&a, "web", &s1.address()).await["cluster"]["in_flight"] == 1
+    })
+    .await;
+
+    redis.stop();
+    eventually("A notices", || async {
+        json(&a.admin_url("/api/cluster")).await["connected"] == false
+    })
+    .await;
+    // Longer than three heartbeats: B is unheard, not silent.
+    tokio::time::sleep(HEARTBEAT * 4).await;
+    let drained = get(&a.admin_url(&path(&s1.address(), "drained"))).await;
+    assert_eq!(drained.status, 409, "{}", drained.body);
+    assert_eq!(state(&a, &s1.address()).await, "draining");
+
+    s1.set_hang(false);
+    assert_eq!(in_flight.await.unwrap().status, 200);
+}
+
+#[tokio::test]
 async fn an_instance_restarted_learns_the_changes_made_while_it_was_down() {
     let redis = Redis::start().await;
     let s1 = MockUpstream::named("s1").start().await;

@@ -19,13 +19,17 @@ pub async fn run(shared: Arc<Shared>, cluster: Arc<Cluster>, mut conn: Connectio
         let snapshot = shared.load();
         let beat = beat(&snapshot, clock::ms(cluster.settings.heartbeat));
         match exchange(&cluster, &mut conn, &beat).await {
-            Ok(beats) => cluster.view().update(beats),
-            // The sync task reports the connection; this just waits for it.
+            Ok(beats) => {
+                let mut view = cluster.view();
+                view.update(beats);
+                view.apply(&snapshot, &cluster.settings.instance, clock::unix_now_ms());
+            }
+            // The others' counts stay as last read: with Redis away this
+            // instance cannot hear them, which is not the same as silence,
+            // and calling a server drained on a guess could lose requests.
+            // (The sync task reports the connection.)
             Err(error) => tracing::debug!(%error, "cluster: heartbeat not sent"),
         }
-        cluster
-            .view()
-            .apply(&snapshot, &cluster.settings.instance, clock::unix_now_ms());
     }
 }
 

@@ -30,6 +30,7 @@ pub async fn run(
 ) {
     let store = Store::new(cluster.settings.keys.clone());
     let mut backoff = BACKOFF_FIRST;
+    let mut first = true;
     loop {
         let Err(error) = session(
             &shared,
@@ -42,9 +43,12 @@ pub async fn run(
         .await;
         if cluster.set_connected(false) {
             tracing::warn!(%error, "cluster: lost Redis; serving on the last known state");
+        } else if first {
+            tracing::warn!(%error, "cluster: Redis unreachable; serving on the file's state until it answers");
         } else {
             tracing::debug!(%error, ?backoff, "cluster: Redis still unreachable");
         }
+        first = false;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }

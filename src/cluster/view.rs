@@ -52,8 +52,7 @@ impl View {
     }
 
     /// Writes, into every server of `snapshot`, the load the other live
-    /// instances report for it. With Redis away this runs on the last read,
-    /// so silent instances still drop out in time.
+    /// instances report for it.
     pub fn apply(&self, snapshot: &Snapshot, me: &str, now_unix_ms: u64) {
         let mut sums: HashMap<(&str, &str), (Counts, Option<u64>)> = HashMap::new();
         for (_, beat) in self.others(me, now_unix_ms) {
