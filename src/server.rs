@@ -59,6 +59,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 struct RunningListener {
@@ -100,6 +102,7 @@ impl Server {
             reload: ReloadState::default(),
         });
         server.apply_tls(certs)?;
+        crate::cluster::start(&server.shared)?;
         for (addr, listener) in bound {
             server.serve(addr, listener);
         }

@@ -34,6 +34,7 @@ pub fn render(shared: &Shared) -> String {
     registry.register_collector(Box::new(Scrape {
         snapshot: shared.load(),
         reloads: (shared.reloads_ok.get(), shared.reloads_failed.get()),
+        cluster_connected: shared.cluster.as_ref().map(|c| c.is_connected()),
     }));
     let mut text = String::new();
     // Writing to a String cannot fail.
@@ -45,6 +46,8 @@ pub fn render(shared: &Shared) -> String {
 struct Scrape {
     snapshot: Arc<Snapshot>,
     reloads: (u64, u64),
+    /// `None` without a `[cluster]`.
+    cluster_connected: Option<bool>,
 }
 
 impl fmt::Debug for Scrape {
@@ -252,6 +255,26 @@ impl Collector for Scrape {
                 ([("result", "failed")], self.reloads.1),
             ],
         )?;
+        if let Some(connected) = self.cluster_connected {
+            encoder
+                .encode_descriptor(
+                    "cluster_connected",
+                    "1 while this instance reaches the cluster's Redis.",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&u64::from(connected))?;
+            family(
+                &mut encoder,
+                "server_cluster_in_flight",
+                "Requests in flight to each server on every live instance of the cluster.",
+                MetricType::Gauge,
+                servers().map(|(u, s)| {
+                    let counts = s.state.cluster_counts();
+                    (server_labels(u, s), u64::from(counts.in_flight))
+                }),
+            )?;
+        }
 
         let mut latency = encoder.encode_descriptor(
             "request_duration_seconds",

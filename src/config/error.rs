@@ -179,6 +179,8 @@ pub enum DiagnosticKind {
     InvalidStatus { found: String },
     #[error("invalid cookie name \"{found}\": expected letters, digits and !#$%&'*+-.^_`|~")]
     InvalidCookieName { found: String },
+    #[error("invalid redis URL \"{found}\": {reason}; expected such as redis://127.0.0.1:6379/0")]
+    InvalidRedisUrl { found: String, reason: String },
     #[error("token is required when admin listen is not loopback ({listen})")]
     AdminTokenRequired { listen: SocketAddr },
 }

@@ -83,6 +83,7 @@ pub struct RawConfig {
     pub global: RawGlobal,
     #[serde(default)]
     pub log: RawLog,
+    pub cluster: Option<RawCluster>,
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub listener: Vec<RawListener>,
@@ -128,6 +129,27 @@ impl Default for RawLog {
             format: text("text"),
         }
     }
+}
+
+/// `redis` has no default: a `[cluster]` table must name its Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis: Spanned<String>,
+    #[serde(default)]
+    pub instance: String,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: Spanned<String>,
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat: Spanned<String>,
+}
+
+fn default_key_prefix() -> Spanned<String> {
+    text("sluice")
+}
+
+fn default_heartbeat() -> Spanned<String> {
+    text("1s")
 }
 
 #[derive(Debug, Deserialize)]

@@ -102,6 +102,7 @@ impl Checker<'_> {
             path: self.file.to_owned(),
             global: self.global(raw.global),
             log: self.log(raw.log),
+            cluster: raw.cluster.and_then(|cluster| self.cluster(cluster)),
             admin,
             listeners,
             upstreams,
@@ -136,6 +137,36 @@ impl Checker<'_> {
             access_log: raw.access_log,
             format,
         }
+    }
+
+    /// `None` only with a diagnostic reported (a URL that does not parse).
+    fn cluster(&mut self, raw: RawCluster) -> Option<Cluster> {
+        if raw.key_prefix.get_ref().trim().is_empty() {
+            let kind = DiagnosticKind::Empty { key: "key_prefix" };
+            self.report(raw.key_prefix.span(), kind);
+        }
+        let heartbeat = self.positive_duration(&raw.heartbeat, "heartbeat");
+        let info =
+            match redis::IntoConnectionInfo::into_connection_info(raw.redis.get_ref().as_str()) {
+                Ok(info) => info,
+                Err(error) => {
+                    let kind = DiagnosticKind::InvalidRedisUrl {
+                        found: raw.redis.get_ref().clone(),
+                        reason: error.to_string(),
+                    };
+                    self.report(raw.redis.span(), kind);
+                    return None;
+                }
+            };
+        Some(Cluster {
+            redis: RedisUrl {
+                text: raw.redis.into_inner(),
+                info,
+            },
+            instance: Some(raw.instance).filter(|i| !i.trim().is_empty()),
+            key_prefix: raw.key_prefix.into_inner(),
+            heartbeat,
+        })
     }
 
     fn admin(&mut self, raw: RawAdmin) -> Admin {

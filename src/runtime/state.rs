@@ -5,6 +5,7 @@
 //! [`Registry`](super::Registry), so a reload that keeps a server keeps its state.
 //! Everything the hot path reads is an atomic.
 
+use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -55,6 +56,44 @@ pub enum Availability {
     Unavailable,
 }
 
+/// The load on a server that decides whether it is drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Counts {
+    pub in_flight: u32,
+    pub tunnels: u32,
+}
+
+impl Counts {
+    pub fn is_idle(self) -> bool {
+        self.in_flight == 0 && self.tunnels == 0
+    }
+}
+
+/// Other instances' counts for one server, as of their last heartbeats.
+#[derive(Debug, Default)]
+pub struct RemoteCounts {
+    pub in_flight: AtomicU32,
+    pub tunnels: AtomicU32,
+    /// Unix ms of the latest sticky-bound request any of them saw (0 = never).
+    pub last_bound_unix_ms: AtomicU64,
+}
+
+impl RemoteCounts {
+    pub fn store(&self, counts: Counts, last_bound_unix_ms: Option<u64>) {
+        self.in_flight.store(counts.in_flight, Ordering::Relaxed);
+        self.tunnels.store(counts.tunnels, Ordering::Relaxed);
+        self.last_bound_unix_ms
+            .store(last_bound_unix_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn last_bound_unix_ms(&self) -> Option<u64> {
+        match self.last_bound_unix_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ServerState {
     in_flight: AtomicU32,
@@ -87,6 +126,11 @@ pub struct ServerState {
     /// When the server last became available again (clock ms, 0 = never
     /// recovered: no slow start).
     recovered_ms: AtomicU64,
+    /// Runtime weight set through the API or the cluster (0 = the file's).
+    weight: AtomicU32,
+    /// What the other live instances of a cluster last reported for this
+    /// server, summed; written only by the cluster task.
+    pub remote: RemoteCounts,
     /// Idle keep-alive connections to this server.
     pub pool: Pool,
     /// Responses by status class, for metrics.
@@ -117,6 +161,8 @@ impl ServerState {
             bound_requests: AtomicU64::new(0),
             last_bound_ms: AtomicU64::new(0),
             recovered_ms: AtomicU64::new(0),
+            weight: AtomicU32::new(0),
+            remote: RemoteCounts::default(),
             pool: Pool::default(),
             responses: StatusClasses::default(),
             checks_passed: Counter::default(),
@@ -175,6 +221,24 @@ impl ServerState {
         if old == AdminState::Disabled && state != AdminState::Disabled {
             self.mark_recovered();
         }
+    }
+
+    /// The operator's drain; `deadline` is a [`clock`] stamp.
+    pub fn drain(&self, deadline: Option<u64>) {
+        self.set_drain_deadline_ms(deadline);
+        self.set_admin(AdminState::Draining);
+    }
+
+    /// The operator's enable: back to normal, clearing drain and down.
+    pub fn enable(&self) {
+        self.set_admin(AdminState::Enabled);
+        self.set_drain_deadline_ms(None);
+    }
+
+    /// The operator's disable: marked down.
+    pub fn disable(&self) {
+        self.set_admin(AdminState::Disabled);
+        self.set_drain_deadline_ms(None);
     }
 
     pub fn drain_deadline_ms(&self) -> Option<u64> {
@@ -239,6 +303,27 @@ impl ServerState {
     pub fn note_bound_request(&self) {
         self.bound_requests.fetch_add(1, Ordering::Relaxed);
         self.last_bound_ms.store(clock::now_ms(), Ordering::Relaxed);
+    }
+
+    /// The weight set at runtime, overriding the file's until the file
+    /// changes it.
+    pub fn weight(&self) -> Option<NonZeroU32> {
+        NonZeroU32::new(self.weight.load(Ordering::Relaxed))
+    }
+
+    /// Returns whether the runtime weight changed.
+    pub fn set_weight(&self, weight: Option<NonZeroU32>) -> bool {
+        let new = weight.map_or(0, NonZeroU32::get);
+        self.weight.swap(new, Ordering::Relaxed) != new
+    }
+
+    /// In-flight requests and open tunnels of every live instance, this one
+    /// included: what "drained" means in a cluster.
+    pub fn cluster_counts(&self) -> Counts {
+        Counts {
+            in_flight: self.in_flight() + self.remote.in_flight.load(Ordering::Relaxed),
+            tunnels: self.tunnels() + self.remote.tunnels.load(Ordering::Relaxed),
+        }
     }
 
     /// Set by active health checks. Returns true when the state changed.

@@ -5,5 +5,6 @@
 
 pub mod client;
 pub mod proxy;
+pub mod redis;
 pub mod upstream;
 pub mod websocket;
