@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{Reply, json_error};
 use crate::config::units::parse_duration;
 use crate::reload;
-use crate::runtime::{AdminState, ServerRt, Shared, Snapshot, UpstreamRt, clock};
+use crate::runtime::{AdminState, ClosedTunnels, ServerRt, Shared, Snapshot, UpstreamRt, clock};
 use crate::server::Server;
 
 /// An operator's action on one server.
@@ -129,6 +129,7 @@ fn server_json(s: &ServerRt, now: &Now) -> Value {
             "checks_passed": state.checks_passed.get(),
             "checks_failed": state.checks_failed.get(),
         },
+        "tunnels_closed": closed_tunnels_json(&state.closed_tunnels()),
         "drain": {
             "draining": s.is_draining(),
             "since_last_bound_request_s": state
@@ -138,6 +139,39 @@ fn server_json(s: &ServerRt, now: &Now) -> Value {
             "deadline_passed": deadline.is_some_and(|d| now.mono_ms >= d),
             "bound_requests": state.bound_requests(),
         },
+    })
+}
+
+/// `{"drain": {"1012": 3, "none": 1}, "shutdown": {"1001": 2}}`: tunnels
+/// sluice closed, by cause and by the Close code sent to the client (`none`
+/// for a tunnel that was not a WebSocket).
+fn closed_tunnels_json(closed: &ClosedTunnels) -> Value {
+    let mut out = serde_json::Map::new();
+    for ((cause, code), n) in closed {
+        let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        let by_code = out.entry(cause.as_str()).or_insert_with(|| json!({}));
+        by_code[code] = json!(n);
+    }
+    Value::Object(out)
+}
+
+/// The server `address` of `upstream`, or the 404 that says which is missing.
+fn lookup<'a>(
+    snapshot: &'a Snapshot,
+    upstream: &str,
+    address: &str,
+) -> Result<&'a ServerRt, Reply> {
+    let Some(up) = snapshot.upstream(upstream) else {
+        return Err(json_error(
+            StatusCode::NOT_FOUND,
+            &format!("no upstream named {upstream:?}"),
+        ));
+    };
+    find_server(up, address).ok_or_else(|| {
+        json_error(
+            StatusCode::NOT_FOUND,
+            &format!("upstream {upstream:?} has no server {address:?}"),
+        )
     })
 }
 
@@ -151,17 +185,9 @@ pub fn server_action(
     query: Option<&str>,
 ) -> Reply {
     let snapshot = shared.load();
-    let Some(up) = snapshot.upstream(upstream) else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            &format!("no upstream named {upstream:?}"),
-        );
-    };
-    let Some(server) = find_server(up, address) else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            &format!("upstream {upstream:?} has no server {address:?}"),
-        );
+    let server = match lookup(&snapshot, upstream, address) {
+        Ok(server) => server,
+        Err(reply) => return reply,
     };
     let deadline = match (action, query_param(query, "deadline")) {
         (_, None) => None,

@@ -177,23 +177,27 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Full<B
             upstream,
             address,
             action,
-        } => {
-            let (Some(upstream), Some(address)) =
-                (api::percent_decode(upstream), api::percent_decode(address))
-            else {
-                return reply(json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad percent-encoding in the path",
-                ));
-            };
-            reply(api::server_action(
+        } => match decode(upstream, address) {
+            Ok((upstream, address)) => reply(api::server_action(
                 shared,
                 &upstream,
                 &address,
                 action,
                 req.uri().query(),
-            ))
-        }
+            )),
+            Err(bad) => reply(bad),
+        },
+    }
+}
+
+/// The percent-decoded upstream and address of a server's path.
+fn decode(upstream: &str, address: &str) -> Result<(String, String), Reply> {
+    match (api::percent_decode(upstream), api::percent_decode(address)) {
+        (Some(upstream), Some(address)) => Ok((upstream, address)),
+        _ => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad percent-encoding in the path",
+        )),
     }
 }
 

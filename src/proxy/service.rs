@@ -244,6 +244,7 @@ impl ConnCtx {
         entry: Option<Box<AccessEntry>>,
     ) -> Response<ResponseBody> {
         let server = &upstream.servers[served.server];
+        let protocol = upgrade::protocol(&served.response);
         let upstream_io = hyper::upgrade::on(&mut served.response);
         let (mut head, _) = served.response.into_parts();
         headers::strip_hop_by_hop(&mut head.headers, true);
@@ -257,6 +258,8 @@ impl ConnCtx {
             upstream: upstream_io,
             conn: served.conn,
             server: server.state.clone(),
+            protocol,
+            websocket: upstream.cfg.websocket,
             token: self.tracker.token(),
             idle_timeout: listener.cfg.idle_timeout,
             log: entry.map(|mut entry| {

@@ -17,7 +17,7 @@ use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
 use crate::sticky::Sticky;
 use crate::tls::UpstreamTls;
-pub use state::{AdminState, Availability, ServerState};
+pub use state::{AdminState, Availability, CloseCause, ClosedTunnels, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
 pub struct Shared {
@@ -111,14 +111,10 @@ impl Registry {
     /// lives on in older snapshots and in-flight requests until those end.
     fn retain(&self, snapshot: &Snapshot) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        servers.retain(|(upstream, address), state| {
-            let kept = snapshot
+        servers.retain(|(upstream, address), _| {
+            snapshot
                 .upstream(upstream)
-                .is_some_and(|u| u.servers.iter().any(|s| &s.cfg.address == address));
-            if !kept {
-                state.mark_removed();
-            }
-            kept
+                .is_some_and(|u| u.servers.iter().any(|s| &s.cfg.address == address))
         });
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         upstreams.retain(|name, _| snapshot.upstream(name).is_some());
@@ -329,6 +325,14 @@ pub struct ServerRt {
     pub state: Arc<ServerState>,
 }
 
+/// Requests in flight and tunnels open on a server: what *drained* is
+/// decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenWork {
+    pub in_flight: u32,
+    pub tunnels: u32,
+}
+
 /// The state a server shows to operators (`/api/status`, metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerStatus {
@@ -413,11 +417,27 @@ impl ServerRt {
         }
     }
 
+    /// What this instance has open on the server.
+    pub fn open_work(&self) -> OpenWork {
+        OpenWork {
+            in_flight: self.state.in_flight(),
+            tunnels: self.state.tunnels(),
+        }
+    }
+
+    /// The one rule for *drained*, behind both the `drained` state and the
+    /// `drained?wait=` call: draining, with nothing in flight and no tunnel
+    /// open. `open` is this instance's [`open_work`](Self::open_work), or
+    /// what every instance of a cluster has open.
+    pub fn is_drained(&self, open: OpenWork) -> bool {
+        self.is_draining() && open.in_flight == 0 && open.tunnels == 0
+    }
+
     pub fn status(&self, now_ms: u64) -> ServerStatus {
         if self.is_down() {
             ServerStatus::Down
         } else if self.is_draining() {
-            if self.state.in_flight() == 0 && self.state.tunnels() == 0 {
+            if self.is_drained(self.open_work()) {
                 ServerStatus::Drained
             } else {
                 ServerStatus::Draining

@@ -55,6 +55,28 @@ pub enum Availability {
     Unavailable,
 }
 
+/// Why sluice closed a tunnel it did not have to carry any longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CloseCause {
+    /// Its server's drain deadline passed.
+    Drain,
+    /// Graceful shutdown.
+    Shutdown,
+}
+
+impl CloseCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseCause::Drain => "drain",
+            CloseCause::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Tunnels sluice closed, by cause and by the Close code sent to the
+/// client (`None`: not a WebSocket, closed without one).
+pub type ClosedTunnels = Vec<((CloseCause, Option<u16>), u64)>;
+
 #[derive(Debug)]
 pub struct ServerState {
     in_flight: AtomicU32,
@@ -73,14 +95,16 @@ pub struct ServerState {
     /// An active checker task runs for this server: at most one at a time.
     checker: AtomicBool,
     admin: AtomicU8,
-    /// Unix time in ms the drain deadline passes (0 = none).
+    /// Clock ms the drain deadline passes (0 = none).
     drain_deadline_ms: AtomicU64,
-    /// A reload removed this server from the config; what still holds the
-    /// state (requests, tunnels) is finishing.
-    removed: AtomicBool,
-    /// Woken when the drain deadline or `removed` changes, for the tunnels
-    /// that must close when both say so.
-    retire: Notify,
+    /// Woken when the drain deadline changes, for the tunnels that close
+    /// once it passes.
+    deadline_changed: Notify,
+    /// The next place in line of a tunnel closing at the deadline or at
+    /// shutdown, which spreads the closes over `close_spread`.
+    drain_slots: AtomicU32,
+    shutdown_slots: AtomicU32,
+    closed_tunnels: Mutex<ClosedTunnels>,
     /// Sticky-bound requests seen, and when the last one came (clock ms, 0 = never).
     bound_requests: AtomicU64,
     last_bound_ms: AtomicU64,
@@ -112,8 +136,10 @@ impl ServerState {
             checker: AtomicBool::new(false),
             admin: AtomicU8::new(AdminState::None as u8),
             drain_deadline_ms: AtomicU64::new(0),
-            removed: AtomicBool::new(false),
-            retire: Notify::new(),
+            deadline_changed: Notify::new(),
+            drain_slots: AtomicU32::new(0),
+            shutdown_slots: AtomicU32::new(0),
+            closed_tunnels: Mutex::new(Vec::new()),
             bound_requests: AtomicU64::new(0),
             last_bound_ms: AtomicU64::new(0),
             recovered_ms: AtomicU64::new(0),
@@ -187,30 +213,21 @@ impl ServerState {
     pub fn set_drain_deadline_ms(&self, deadline: Option<u64>) {
         self.drain_deadline_ms
             .store(deadline.unwrap_or(0), Ordering::Relaxed);
-        self.retire.notify_waiters();
+        // A new deadline starts a new line of closes.
+        self.drain_slots.store(0, Ordering::Relaxed);
+        self.deadline_changed.notify_waiters();
     }
 
-    /// Called when a reload drops this server from the config.
-    pub fn mark_removed(&self) {
-        self.removed.store(true, Ordering::Relaxed);
-        self.retire.notify_waiters();
-    }
-
-    pub fn is_removed(&self) -> bool {
-        self.removed.load(Ordering::Relaxed)
-    }
-
-    /// Resolves once the server has been removed from the config *and* its
-    /// drain deadline has passed: the operator's word that its remaining
-    /// tunnels may be cut. Without a deadline it never resolves, so a
-    /// removal alone cuts nothing.
-    pub async fn retired(&self) {
+    /// Resolves once a drain deadline is set and has passed: the operator's
+    /// word that the server's tunnels must close. Without a deadline it
+    /// waits for one.
+    pub async fn drain_deadline_passed(&self) {
         loop {
-            let changed = self.retire.notified();
+            let changed = self.deadline_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            match (self.is_removed(), self.drain_deadline_ms()) {
-                (true, Some(deadline)) => {
+            match self.drain_deadline_ms() {
+                Some(deadline) => {
                     if clock::now_ms() >= deadline {
                         return;
                     }
@@ -219,9 +236,41 @@ impl ServerState {
                         _ = changed => {}
                     }
                 }
-                _ => changed.await,
+                None => changed.await,
             }
         }
+    }
+
+    /// This tunnel's place among the server's tunnels closing for `cause`:
+    /// 0 for the first to ask, then 1, 2, ...
+    pub fn close_slot(&self, cause: CloseCause) -> u32 {
+        let slots = match cause {
+            CloseCause::Drain => &self.drain_slots,
+            CloseCause::Shutdown => &self.shutdown_slots,
+        };
+        slots.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a tunnel sluice closed, with the code sent to the client.
+    pub fn note_closed_tunnel(&self, cause: CloseCause, code: Option<u16>) {
+        let mut closed = self
+            .closed_tunnels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match closed.iter_mut().find(|(key, _)| *key == (cause, code)) {
+            Some((_, n)) => *n += 1,
+            None => {
+                closed.push(((cause, code), 1));
+                closed.sort_unstable_by_key(|(key, _)| *key);
+            }
+        }
+    }
+
+    pub fn closed_tunnels(&self) -> ClosedTunnels {
+        self.closed_tunnels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn bound_requests(&self) -> u64 {
