@@ -1,6 +1,7 @@
 //! Draining stateful servers: at a drain deadline WebSocket clients get a
 //! Close frame (and their servers a 1001) at a frame boundary, spread over
-//! `close_spread`; other tunnels are closed; shutdown sends 1001.
+//! `close_spread`; other tunnels are closed; shutdown sends 1001; and
+//! `drained?wait=` tells a preStop hook when the server can go.
 
 mod support;
 
@@ -14,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use support::{client::*, proxy::*, websocket::*};
+use support::{client::*, proxy::*, upstream::*, websocket::*};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// On a loaded machine a close may come this long after it is due.
@@ -58,6 +59,15 @@ async fn server_status(proxy: &Proxy, address: &str) -> Value {
         .find(|s| s["address"] == address)
         .cloned()
         .expect("the server is listed")
+}
+
+async fn drained(proxy: &Proxy, address: &str, wait: &str) -> (u16, Value) {
+    let resp = get(&proxy.admin_url(&format!(
+        "/api/upstreams/web/servers/{address}/drained?wait={wait}"
+    )))
+    .await;
+    let body = serde_json::from_str(&resp.body).expect("JSON");
+    (resp.status.as_u16(), body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,4 +370,112 @@ async fn sigterm_sends_1001_both_ways_before_shutdown_timeout() {
         "the tunnel was cut, not closed: {}",
         proxy.stderr()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_wait_answers_when_the_last_request_ends() {
+    let slow = MockUpstream::named("slow").hang().start().await;
+    let proxy = Proxy::start(&config(&[slow.address()], "")).await;
+    let url = proxy.url("/slow");
+    let in_flight = tokio::spawn(async move { try_get(&url).await });
+    poll_until(WAIT, "the request reaches the upstream", async || {
+        slow.in_flight() == 1
+    })
+    .await;
+    drain(&proxy, &slow.address(), "").await;
+    let (status, body) = drained(&proxy, &slow.address(), "0s").await;
+    assert_eq!(status, 409, "{body}");
+
+    let waiter = {
+        let url = proxy.admin_url(&format!(
+            "/api/upstreams/web/servers/{}/drained?wait=60s",
+            slow.address()
+        ));
+        tokio::spawn(async move { get(&url).await })
+    };
+    slow.set_hang(false);
+    let resp = in_flight
+        .await
+        .expect("task")
+        .expect("the request completes");
+    assert_eq!(resp.status, 200);
+    let answer = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("drained?wait= answers once the request ends, not after 60 s")
+        .expect("task");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let body: Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(body["drained"], true, "{body}");
+    assert_eq!(body["state"], "drained", "{body}");
+    assert_eq!(body["in_flight"], 0, "{body}");
+
+    // Drained already: at once.
+    let (status, _) = drained(&proxy, &slow.address(), "60s").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_wait_gives_409_with_the_counts_when_the_wait_passes() {
+    let slow = MockUpstream::named("slow").hang().start().await;
+    let proxy = Proxy::start(&config(&[slow.address()], "")).await;
+    let url = proxy.url("/slow");
+    let in_flight = tokio::spawn(async move { try_get(&url).await });
+    poll_until(WAIT, "the request reaches the upstream", async || {
+        slow.in_flight() == 1
+    })
+    .await;
+    drain(&proxy, &slow.address(), "").await;
+    let asked = Instant::now();
+    let (status, body) = drained(&proxy, &slow.address(), "500ms").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(500),
+        "it did not wait"
+    );
+    assert_eq!(body["drained"], false, "{body}");
+    assert_eq!(body["state"], "draining", "{body}");
+    assert_eq!(body["in_flight"], 1, "{body}");
+    assert_eq!(body["tunnels"], 0, "{body}");
+
+    let (status, _) = drained(&proxy, "127.0.0.1:1", "0s").await;
+    assert_eq!(status, 404);
+    let resp = get(&proxy.admin_url(&format!(
+        "/api/upstreams/web/servers/{}/drained?wait=soon",
+        slow.address()
+    )))
+    .await;
+    assert_eq!(resp.status, 400);
+    slow.set_hang(false);
+    let _ = in_flight.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_wait_answers_when_the_last_tunnel_closes() {
+    let echo = WebSocketEcho::start().await;
+    let proxy = Proxy::start(&config(&[echo.address()], "")).await;
+    let mut ws = ws_connect(&format!("ws://{}/chat", proxy.addr()))
+        .await
+        .expect("websocket through the proxy");
+    assert_eq!(ws_echo(&mut ws, "hi").await.as_deref(), Ok("hi"));
+    drain(&proxy, &echo.address(), "").await;
+    let (status, body) = drained(&proxy, &echo.address(), "0s").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["tunnels"], 1, "{body}");
+
+    let waiter = {
+        let url = proxy.admin_url(&format!(
+            "/api/upstreams/web/servers/{}/drained?wait=60s",
+            echo.address()
+        ));
+        tokio::spawn(async move { get(&url).await })
+    };
+    // Without a deadline the tunnel is the client's to close.
+    assert_eq!(ws_echo(&mut ws, "still").await.as_deref(), Ok("still"));
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let answer = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("drained?wait= answers once the tunnel closes")
+        .expect("task");
+    assert_eq!(answer.status, 200, "{}", answer.body);
 }

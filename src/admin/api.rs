@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -153,6 +153,52 @@ fn closed_tunnels_json(closed: &ClosedTunnels) -> Value {
         by_code[code] = json!(n);
     }
     Value::Object(out)
+}
+
+/// `GET /api/upstreams/{upstream}/servers/{address}/drained?wait=60s`: 200
+/// once the server is drained (at once if it is), 409 with its counts when
+/// `wait` passes first. Waits on the server's notification of its last
+/// request or tunnel ending, so it answers the moment that happens and
+/// costs nothing while it waits.
+pub async fn drained(shared: &Shared, upstream: &str, address: &str, query: Option<&str>) -> Reply {
+    let wait = match query_param(query, "wait") {
+        None => Duration::ZERO,
+        Some(text) => match parse_duration(&text) {
+            Ok(wait) => wait,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("wait {text:?}: {e}")),
+        },
+    };
+    let state = {
+        let snapshot = shared.load();
+        match lookup(&snapshot, upstream, address) {
+            Ok(server) => server.state.clone(),
+            Err(reply) => return reply,
+        }
+    };
+    let started = Instant::now();
+    // Asked against the live snapshot each time: a reload may drain it.
+    let decided = || {
+        let snapshot = shared.load();
+        let server = lookup(&snapshot, upstream, address).ok()?;
+        Some(server.is_drained(server.open_work()))
+    };
+    let answered = tokio::time::timeout(wait, state.wait_until(|| decided() != Some(false))).await;
+    let snapshot = shared.load();
+    let server = match lookup(&snapshot, upstream, address) {
+        Ok(server) => server,
+        Err(reply) => return reply,
+    };
+    let drained = answered.is_ok() && server.is_drained(server.open_work());
+    let mut body = server_json(server, &Now::read());
+    body["upstream"] = json!(upstream);
+    body["drained"] = json!(drained);
+    body["waited_s"] = json!(started.elapsed().as_secs_f64());
+    let status = if drained {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    (status, body)
 }
 
 /// The server `address` of `upstream`, or the 404 that says which is missing.

@@ -100,13 +100,17 @@ enum Route<'a> {
         address: &'a str,
         action: api::Action,
     },
+    Drained {
+        upstream: &'a str,
+        address: &'a str,
+    },
 }
 
 impl Route<'_> {
     /// The one method a route answers (GET routes answer HEAD too).
     fn allowed(&self) -> &'static str {
         match self {
-            Route::Dashboard | Route::Metrics | Route::Status => "GET",
+            Route::Dashboard | Route::Metrics | Route::Status | Route::Drained { .. } => "GET",
             Route::Reload | Route::Server { .. } => "POST",
         }
     }
@@ -119,6 +123,9 @@ fn route(path: &str) -> Option<Route<'_>> {
         ["metrics"] => Route::Metrics,
         ["api", "status"] => Route::Status,
         ["api", "reload"] => Route::Reload,
+        ["api", "upstreams", upstream, "servers", address, "drained"] => {
+            Route::Drained { upstream, address }
+        }
         ["api", "upstreams", upstream, "servers", address, action] => Route::Server {
             upstream,
             address,
@@ -185,6 +192,12 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Full<B
                 action,
                 req.uri().query(),
             )),
+            Err(bad) => reply(bad),
+        },
+        Route::Drained { upstream, address } => match decode(upstream, address) {
+            Ok((upstream, address)) => {
+                reply(api::drained(shared, &upstream, &address, req.uri().query()).await)
+            }
             Err(bad) => reply(bad),
         },
     }
@@ -258,6 +271,13 @@ mod tests {
                 upstream: "web",
                 address: "127.0.0.1%3A80",
                 action: api::Action::Drain
+            })
+        ));
+        assert!(matches!(
+            route("/api/upstreams/web/servers/a:1/drained"),
+            Some(Route::Drained {
+                upstream: "web",
+                address: "a:1"
             })
         ));
         assert!(route("/api/upstreams/web/servers/a:1/explode").is_none());

@@ -60,6 +60,10 @@ impl Shared {
         ));
         self.current.store(new.clone());
         self.registry.retain(&new);
+        // A changed `drain` in the file may make a server drained.
+        for server in new.upstreams.iter().flat_map(|u| &u.servers) {
+            server.state.open_changed();
+        }
         if let Some(me) = self.me.upgrade() {
             crate::health::start(&me);
         }
@@ -111,10 +115,15 @@ impl Registry {
     /// lives on in older snapshots and in-flight requests until those end.
     fn retain(&self, snapshot: &Snapshot) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        servers.retain(|(upstream, address), _| {
-            snapshot
+        servers.retain(|(upstream, address), state| {
+            let kept = snapshot
                 .upstream(upstream)
-                .is_some_and(|u| u.servers.iter().any(|s| &s.cfg.address == address))
+                .is_some_and(|u| u.servers.iter().any(|s| &s.cfg.address == address));
+            if !kept {
+                // Waiters on a removed server learn it is gone.
+                state.open_changed();
+            }
+            kept
         });
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         upstreams.retain(|name, _| snapshot.upstream(name).is_some());

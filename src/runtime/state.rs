@@ -6,7 +6,7 @@
 //! Everything the hot path reads is an atomic.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -105,6 +105,12 @@ pub struct ServerState {
     drain_slots: AtomicU32,
     shutdown_slots: AtomicU32,
     closed_tunnels: Mutex<ClosedTunnels>,
+    /// Callers of [`wait_until`](Self::wait_until), so the request path
+    /// only pays for a wake-up when someone waits.
+    waiters: AtomicU32,
+    /// Woken when the last request or tunnel ends, or the drain changes,
+    /// while someone waits.
+    open_changed: Notify,
     /// Sticky-bound requests seen, and when the last one came (clock ms, 0 = never).
     bound_requests: AtomicU64,
     last_bound_ms: AtomicU64,
@@ -140,6 +146,8 @@ impl ServerState {
             drain_slots: AtomicU32::new(0),
             shutdown_slots: AtomicU32::new(0),
             closed_tunnels: Mutex::new(Vec::new()),
+            waiters: AtomicU32::new(0),
+            open_changed: Notify::new(),
             bound_requests: AtomicU64::new(0),
             last_bound_ms: AtomicU64::new(0),
             recovered_ms: AtomicU64::new(0),
@@ -201,6 +209,7 @@ impl ServerState {
         if old == AdminState::Disabled && state != AdminState::Disabled {
             self.mark_recovered();
         }
+        self.open_changed.notify_waiters();
     }
 
     pub fn drain_deadline_ms(&self) -> Option<u64> {
@@ -271,6 +280,45 @@ impl ServerState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Resolves once `done` says so, asking it now and again whenever the
+    /// last request or tunnel ends or the server's drain changes (or
+    /// [`open_changed`](Self::open_changed) is called).
+    pub async fn wait_until(&self, mut done: impl FnMut() -> bool) {
+        struct Waiting<'a>(&'a AtomicU32);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiters);
+        loop {
+            let changed = self.open_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            // Pairs with `ended`: either it sees this waiter, or `done`
+            // sees its count.
+            fence(Ordering::SeqCst);
+            if done() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Wakes [`wait_until`](Self::wait_until): something it may ask about
+    /// changed (a reload, for one).
+    pub fn open_changed(&self) {
+        self.open_changed.notify_waiters();
+    }
+
+    /// A request or tunnel ended, leaving `left` open of that kind.
+    fn ended(&self, left: u32) {
+        if left == 0 && self.waiters.load(Ordering::SeqCst) > 0 {
+            self.open_changed.notify_waiters();
+        }
     }
 
     pub fn bound_requests(&self) -> u64 {
@@ -367,7 +415,8 @@ impl ServerState {
     }
 
     pub fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let before = self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.ended(before - 1);
     }
 
     pub fn tunnel_opened(&self) {
@@ -375,7 +424,8 @@ impl ServerState {
     }
 
     pub fn tunnel_closed(&self) {
-        self.tunnels.fetch_sub(1, Ordering::Relaxed);
+        let before = self.tunnels.fetch_sub(1, Ordering::SeqCst);
+        self.ended(before - 1);
     }
 
     /// A request to this server succeeded: ends a failure window or a trial.
