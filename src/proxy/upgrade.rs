@@ -24,6 +24,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use super::access::AccessEntry;
@@ -79,6 +80,16 @@ impl Drop for TunnelGuard {
     }
 }
 
+/// What governs a tunnel once both sides have switched: whose it is, what
+/// it speaks, and when it must end.
+pub struct Rules {
+    pub server: Arc<ServerState>,
+    pub protocol: Protocol,
+    /// The upstream's `[websocket]` settings as the tunnel opened.
+    pub websocket: config::WebSocket,
+    pub idle_timeout: Duration,
+}
+
 /// Everything a tunnel needs once the 101 has been decided on.
 pub struct Tunnel {
     pub client: OnUpgrade,
@@ -86,12 +97,8 @@ pub struct Tunnel {
     /// The upstream connection's handle, kept until the upgrade completes,
     /// then dropped: a tunnelled connection never goes back to the pool.
     pub conn: Sender,
-    pub server: Arc<ServerState>,
-    pub protocol: Protocol,
-    /// The upstream's `[websocket]` settings as the tunnel opened.
-    pub websocket: config::WebSocket,
+    pub rules: Rules,
     pub token: Token,
-    pub idle_timeout: Duration,
     /// Logged with the 101 when the tunnel closes.
     pub log: Option<Box<AccessEntry>>,
 }
@@ -99,7 +106,7 @@ pub struct Tunnel {
 impl Tunnel {
     /// Runs the tunnel on its own task; it is counted from now on.
     pub fn spawn(self) {
-        let guard = TunnelGuard::open(self.server.clone());
+        let guard = TunnelGuard::open(self.rules.server.clone());
         tokio::spawn(async move {
             let _guard = guard;
             let end = self.run().await;
@@ -112,11 +119,8 @@ impl Tunnel {
             client,
             upstream,
             conn,
-            server,
-            protocol,
-            websocket,
+            rules,
             token,
-            idle_timeout,
             log,
         } = self;
         let (client, upstream) = match tokio::join!(client, upstream) {
@@ -132,17 +136,7 @@ impl Tunnel {
             }
         };
         drop(conn);
-        let (order, stop) = oneshot::channel();
-        let watcher = tokio::spawn(watch(server, protocol, websocket, token.shutdown(), order));
-        let end = relay(
-            TokioIo::new(client),
-            TokioIo::new(upstream),
-            protocol,
-            idle_timeout,
-            stop,
-        )
-        .await;
-        watcher.abort();
+        let end = supervise(TokioIo::new(client), TokioIo::new(upstream), &rules, &token).await;
         if let Some(entry) = log {
             entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
         }
@@ -150,6 +144,28 @@ impl Tunnel {
         drop(token);
         end
     }
+}
+
+/// Relays between two switched streams until the tunnel ends, and ends it
+/// when sluice must: at its server's drain deadline, or at the graceful
+/// shutdown `token` belongs to (a WebSocket). Whoever switched the
+/// protocols calls it with the two streams.
+pub async fn supervise<C, U>(client: C, upstream: U, rules: &Rules, token: &Token) -> TunnelEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (order, stop) = oneshot::channel();
+    let watcher = tokio::spawn(watch(
+        rules.server.clone(),
+        rules.protocol,
+        rules.websocket,
+        token.shutdown(),
+        order,
+    ));
+    let end = relay(client, upstream, rules.protocol, rules.idle_timeout, stop).await;
+    watcher.abort();
+    end
 }
 
 /// Waits for a reason to end the tunnel from outside, takes its place in
