@@ -184,10 +184,10 @@ impl Direction {
     }
 
     /// Sends `frame` at the next boundary, unless a Close already went this
-    /// way (a peer closing on its own): a second one would break the
-    /// protocol.
+    /// way (a peer closing on its own: a second one would break the
+    /// protocol) or the source has ended (its sink is being shut down).
     fn close_with(&mut self, frame: CloseFrame) {
-        if self.frames.is_some_and(|f| f.close_seen()) {
+        if self.eof || self.frames.is_some_and(|f| f.close_seen()) {
             self.swallow = true;
         } else {
             self.close = Some((frame, 0));
@@ -409,6 +409,56 @@ mod tests {
         let mut tail = Vec::new();
         client_peer.read_to_end(&mut tail).await.unwrap();
         assert!(tail.is_empty(), "nothing after the Close: {tail:?}");
+    }
+
+    #[tokio::test]
+    async fn a_close_already_under_way_is_never_doubled() {
+        let (client, mut client_peer) = duplex(1024);
+        let (upstream, mut upstream_peer) = duplex(1024);
+        let (order, stop) = oneshot::channel();
+        let relay = tokio::spawn(relay(
+            client,
+            upstream,
+            Protocol::WebSocket,
+            Duration::from_secs(60),
+            stop,
+        ));
+        let client_close = CloseFrame::to_server(1000);
+        client_peer
+            .write_all(client_close.as_bytes())
+            .await
+            .unwrap();
+        let mut forwarded = [0u8; 8];
+        upstream_peer.read_exact(&mut forwarded).await.unwrap();
+        assert_eq!(forwarded, client_close.as_bytes());
+        order
+            .send(Stop::Close {
+                client: 1012,
+                server: 1001,
+            })
+            .unwrap();
+        // The client hears 1012; the server's answer to the client's own
+        // Close is not passed on as a second Close.
+        let mut to_client = [0u8; 4];
+        client_peer.read_exact(&mut to_client).await.unwrap();
+        assert_eq!(to_client, [0x88, 2, 0x03, 0xf4]);
+        upstream_peer
+            .write_all(CloseFrame::to_client(1000).as_bytes())
+            .await
+            .unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(10), relay)
+            .await
+            .expect("both sides have closed")
+            .unwrap();
+        assert!(end.clean);
+        let mut tail = Vec::new();
+        client_peer.read_to_end(&mut tail).await.unwrap();
+        assert!(tail.is_empty(), "{tail:?}");
+        upstream_peer.read_to_end(&mut tail).await.unwrap();
+        assert!(
+            tail.is_empty(),
+            "a second Close reached the server: {tail:?}"
+        );
     }
 
     #[tokio::test]
