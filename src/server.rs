@@ -197,6 +197,7 @@ impl Server {
             self.stop_listener(addr);
         }
         let _ = self.shutdown.send(true);
+        self.tracker.begin_shutdown(timeout);
         let finished = tokio::time::timeout(timeout, self.tracker.idle())
             .await
             .is_ok();

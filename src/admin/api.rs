@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -14,7 +14,7 @@ use super::{Reply, json_error};
 use crate::cluster::Change;
 use crate::config::units::parse_duration;
 use crate::reload;
-use crate::runtime::{ServerRt, Shared, Snapshot, UpstreamRt, clock};
+use crate::runtime::{ClosedTunnels, ServerRt, Shared, Snapshot, UpstreamRt, clock};
 use crate::server::Server;
 
 /// An operator's action on one server.
@@ -155,6 +155,7 @@ fn server_json(s: &ServerRt, now: &Now) -> Value {
             "checks_passed": state.checks_passed.get(),
             "checks_failed": state.checks_failed.get(),
         },
+        "tunnels_closed": closed_tunnels_json(&state.closed_tunnels()),
         "drain": {
             "draining": s.is_draining(),
             "since_last_bound_request_s": last_bound_unix
@@ -163,6 +164,89 @@ fn server_json(s: &ServerRt, now: &Now) -> Value {
             "deadline_passed": deadline.is_some_and(|d| now.mono_ms >= d),
             "bound_requests": state.bound_requests(),
         },
+    })
+}
+
+/// `{"drain": {"1012": 3, "none": 1}, "shutdown": {"1001": 2}}`: tunnels
+/// sluice closed, by cause and by the Close code sent to the client (`none`
+/// for a tunnel that was not a WebSocket).
+fn closed_tunnels_json(closed: &ClosedTunnels) -> Value {
+    let mut out = serde_json::Map::new();
+    for ((cause, code), n) in closed {
+        let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        let by_code = out.entry(cause.as_str()).or_insert_with(|| json!({}));
+        by_code[code] = json!(n);
+    }
+    Value::Object(out)
+}
+
+/// `GET /api/upstreams/{upstream}/servers/{address}/drained?wait=60s`: 200
+/// once the server is drained (at once if it is), 409 with its counts when
+/// `wait` passes first. Waits on the server's notification of its last
+/// request or tunnel ending, so it answers the moment that happens and
+/// costs nothing while it waits.
+pub async fn drained(shared: &Shared, upstream: &str, address: &str, query: Option<&str>) -> Reply {
+    let wait = match query_param(query, "wait") {
+        None => Duration::ZERO,
+        Some(text) => match parse_duration(&text) {
+            Ok(wait) => wait,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("wait {text:?}: {e}")),
+        },
+    };
+    let state = {
+        let snapshot = shared.load();
+        match lookup(&snapshot, upstream, address) {
+            Ok(server) => server.state.clone(),
+            Err(reply) => return reply,
+        }
+    };
+    let started = Instant::now();
+    // Asked against the live snapshot each time: a reload may drain it.
+    let decided = || {
+        let snapshot = shared.load();
+        let server = lookup(&snapshot, upstream, address).ok()?;
+        Some(server.is_drained())
+    };
+    let answered = tokio::time::timeout(wait, state.wait_until(|| decided() != Some(false))).await;
+    let snapshot = shared.load();
+    let server = match lookup(&snapshot, upstream, address) {
+        Ok(server) => server,
+        Err(reply) => return reply,
+    };
+    let drained = answered.is_ok() && server.is_drained();
+    let mut body = server_json(server, &Now::read());
+    // The counts the answer was decided on: every live instance's.
+    let counts = server.state.cluster_counts();
+    body["in_flight"] = json!(counts.in_flight);
+    body["tunnels"] = json!(counts.tunnels);
+    body["upstream"] = json!(upstream);
+    body["drained"] = json!(drained);
+    body["waited_s"] = json!(started.elapsed().as_secs_f64());
+    let status = if drained {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    (status, body)
+}
+
+/// The server `address` of `upstream`, or the 404 that says which is missing.
+fn lookup<'a>(
+    snapshot: &'a Snapshot,
+    upstream: &str,
+    address: &str,
+) -> Result<&'a ServerRt, Reply> {
+    let Some(up) = snapshot.upstream(upstream) else {
+        return Err(json_error(
+            StatusCode::NOT_FOUND,
+            &format!("no upstream named {upstream:?}"),
+        ));
+    };
+    find_server(up, address).ok_or_else(|| {
+        json_error(
+            StatusCode::NOT_FOUND,
+            &format!("upstream {upstream:?} has no server {address:?}"),
+        )
     })
 }
 
@@ -176,7 +260,7 @@ pub fn server_action(
     query: Option<&str>,
 ) -> Reply {
     let snapshot = shared.load();
-    let server = match target(&snapshot, upstream, address) {
+    let server = match lookup(&snapshot, upstream, address) {
         Ok(server) => server,
         Err(reply) => return reply,
     };
@@ -225,26 +309,6 @@ pub fn server_action(
     (StatusCode::OK, body)
 }
 
-/// The server an API call names, or the 404 that says which part is wrong.
-fn target<'a>(
-    snapshot: &'a Snapshot,
-    upstream: &str,
-    address: &str,
-) -> Result<&'a ServerRt, Reply> {
-    let Some(up) = snapshot.upstream(upstream) else {
-        return Err(json_error(
-            StatusCode::NOT_FOUND,
-            &format!("no upstream named {upstream:?}"),
-        ));
-    };
-    find_server(up, address).ok_or_else(|| {
-        json_error(
-            StatusCode::NOT_FOUND,
-            &format!("upstream {upstream:?} has no server {address:?}"),
-        )
-    })
-}
-
 /// `POST /api/upstreams/{upstream}/servers/{address}/weight?value=N`: the
 /// weight from now on, as if the file said so, until the file changes that
 /// server's weight.
@@ -262,7 +326,7 @@ pub fn set_weight(shared: &Shared, upstream: &str, address: &str, query: Option<
         },
     };
     let snapshot = shared.load();
-    let server = match target(&snapshot, upstream, address) {
+    let server = match lookup(&snapshot, upstream, address) {
         Ok(server) => server,
         Err(reply) => return reply,
     };
@@ -275,7 +339,7 @@ pub fn set_weight(shared: &Shared, upstream: &str, address: &str, query: Option<
     }
     tracing::info!(upstream, server = %address, weight = value, "admin API changed a weight");
     let snapshot = shared.load();
-    match target(&snapshot, upstream, &address) {
+    match lookup(&snapshot, upstream, &address) {
         Ok(server) => {
             let mut body = server_json(server, &Now::read());
             body["upstream"] = json!(upstream);
@@ -283,51 +347,6 @@ pub fn set_weight(shared: &Shared, upstream: &str, address: &str, query: Option<
         }
         // A reload removed it in the meantime.
         Err(reply) => reply,
-    }
-}
-
-/// How often `drained?wait=` looks again: the counts it reads are atomics
-/// and, for other instances, heartbeats, which nothing announces.
-const DRAINED_POLL: Duration = Duration::from_millis(50);
-
-/// `GET /api/upstreams/{upstream}/servers/{address}/drained?wait=60s`: 200
-/// once the server is draining (or down) with nothing in flight and no
-/// tunnel open on any live instance; 409 with the counts if `wait` passes
-/// first (at once without `wait`).
-pub async fn drained(shared: &Shared, upstream: &str, address: &str, query: Option<&str>) -> Reply {
-    let wait = match query_param(query, "wait") {
-        None => Duration::ZERO,
-        Some(text) => match parse_duration(&text) {
-            Ok(wait) => wait,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("wait {text:?}: {e}")),
-        },
-    };
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let snapshot = shared.load();
-        let server = match target(&snapshot, upstream, address) {
-            Ok(server) => server,
-            Err(reply) => return reply,
-        };
-        let counts = server.state.cluster_counts();
-        let drained = (server.is_draining() || server.is_down()) && counts.is_idle();
-        if drained || tokio::time::Instant::now() >= deadline {
-            let status = if drained {
-                StatusCode::OK
-            } else {
-                StatusCode::CONFLICT
-            };
-            let body = json!({
-                "upstream": upstream,
-                "address": server.cfg.address,
-                "drained": drained,
-                "draining": server.is_draining(),
-                "in_flight": counts.in_flight,
-                "tunnels": counts.tunnels,
-            });
-            return (status, body);
-        }
-        tokio::time::sleep(DRAINED_POLL.min(deadline - tokio::time::Instant::now())).await;
     }
 }
 

@@ -162,6 +162,31 @@ impl Collector for Scrape {
         )?;
         family(
             &mut encoder,
+            "server_tunnels_closed",
+            "Tunnels sluice closed at a drain deadline or at shutdown, by the Close code sent to the client (none: not a WebSocket).",
+            MetricType::Counter,
+            servers().flat_map(|(u, s)| {
+                s.state
+                    .closed_tunnels()
+                    .into_iter()
+                    .map(move |((cause, code), n)| {
+                        (
+                            [
+                                ("upstream", u.name.to_string()),
+                                ("server", s.cfg.address.clone()),
+                                ("cause", cause.as_str().to_owned()),
+                                (
+                                    "code",
+                                    code.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+                                ),
+                            ],
+                            n,
+                        )
+                    })
+            }),
+        )?;
+        family(
+            &mut encoder,
             "server_state",
             "The state of each server: 1 for its current state, 0 for the others.",
             MetricType::Gauge,

@@ -71,7 +71,9 @@ impl View {
                     .get(&(&*upstream.name, server.cfg.address.as_str()))
                     .copied()
                     .unwrap_or_default();
-                server.state.remote.store(counts, last);
+                if server.state.remote.store(counts, last) {
+                    server.state.open_changed();
+                }
             }
         }
     }

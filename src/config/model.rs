@@ -196,6 +196,16 @@ pub struct HealthCheck {
     pub status: (u16, u16),
 }
 
+/// `[upstream.NAME.websocket]`: how sluice closes the WebSocket tunnels of
+/// a server whose drain deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocket {
+    /// Sent to clients; one an endpoint may send (RFC 6455 section 7.4).
+    pub close_code: u16,
+    /// Tunnel `i` of `n` is closed `i * close_spread / n` after the deadline.
+    pub close_spread: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub name: String,
@@ -227,6 +237,7 @@ pub struct Upstream {
     pub ca: Option<PathBuf>,
     pub sticky: Option<Sticky>,
     pub health_check: Option<HealthCheck>,
+    pub websocket: WebSocket,
     /// In file order; at least one.
     pub servers: Vec<Server>,
 }

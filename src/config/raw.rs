@@ -291,6 +291,8 @@ pub struct RawUpstream {
     pub sticky: Option<RawSticky>,
     pub health_check: Option<RawHealthCheck>,
     #[serde(default)]
+    pub websocket: RawWebSocket,
+    #[serde(default)]
     pub server: Vec<RawServer>,
 }
 
@@ -366,6 +368,22 @@ impl Default for RawSticky {
             secure: false,
             same_site: text("Lax"),
             secret: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebSocket {
+    pub close_code: Spanned<i64>,
+    pub close_spread: Spanned<String>,
+}
+
+impl Default for RawWebSocket {
+    fn default() -> Self {
+        RawWebSocket {
+            close_code: spanned(1012),
+            close_spread: text("10s"),
         }
     }
 }

@@ -732,3 +732,33 @@ fn cluster_needs_a_redis_url_that_parses_and_a_heartbeat() {
         format!("{}:14: key_prefix must not be empty", line + 2)
     );
 }
+
+#[test]
+fn websocket_closes_default_to_1012_over_ten_seconds() {
+    let web = &parse_ok(MINIMAL).upstreams[0];
+    assert_eq!(
+        web.websocket,
+        WebSocket {
+            close_code: 1012,
+            close_spread: secs(10),
+        }
+    );
+    let text =
+        format!("{MINIMAL}\n[upstream.web.websocket]\nclose_code = 4000\nclose_spread = \"0s\"\n");
+    let web = &parse_ok(&text).upstreams[0];
+    assert_eq!(web.websocket.close_code, 4000);
+    assert_eq!(web.websocket.close_spread, Duration::ZERO);
+}
+
+#[test]
+fn a_close_code_no_endpoint_may_send_is_refused() {
+    for code in [999, 1005, 1006, 1015, 2000, 5000] {
+        let text = format!("{MINIMAL}\n[upstream.web.websocket]\nclose_code = {code}\n");
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains(&format!("invalid close_code {code}")),
+            "{errors:?}"
+        );
+    }
+}

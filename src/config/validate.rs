@@ -402,6 +402,7 @@ impl Checker<'_> {
                 .map(|ca| self.dir.join(ca)),
             sticky: raw.sticky.map(|sticky| self.sticky(sticky, &name)),
             health_check: raw.health_check.map(|health| self.health_check(health)),
+            websocket: self.websocket(&raw.websocket),
             servers,
             name,
         }
@@ -489,6 +490,23 @@ impl Checker<'_> {
             secure: raw.secure,
             same_site,
             secret: raw.secret,
+        }
+    }
+
+    fn websocket(&mut self, raw: &RawWebSocket) -> WebSocket {
+        let code = *raw.close_code.get_ref();
+        // 1004-1006 and 1015 are reserved for reporting, never sent; below
+        // 3000 only the registered codes are meaningful.
+        let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+        if !sendable {
+            self.report(
+                raw.close_code.span(),
+                DiagnosticKind::InvalidCloseCode { found: code },
+            );
+        }
+        WebSocket {
+            close_code: if sendable { code as u16 } else { 1012 },
+            close_spread: self.duration(&raw.close_spread),
         }
     }
 

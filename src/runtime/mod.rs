@@ -17,7 +17,9 @@ use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
 use crate::sticky::Sticky;
 use crate::tls::UpstreamTls;
-pub use state::{AdminState, Availability, Counts, RemoteCounts, ServerState};
+pub use state::{
+    AdminState, Availability, CloseCause, ClosedTunnels, Counts, RemoteCounts, ServerState,
+};
 
 /// The live config: one `ArcSwap` load per request.
 pub struct Shared {
@@ -78,6 +80,10 @@ impl Shared {
         let new = Arc::new(Snapshot::build(config, &self.registry, Some(&old)));
         self.current.store(new.clone());
         self.registry.retain(&new);
+        // A changed `drain` in the file may make a server drained.
+        for server in new.upstreams.iter().flat_map(|u| &u.servers) {
+            server.state.open_changed();
+        }
         if let Some(me) = self.me.upgrade() {
             crate::health::start(&me);
         }
@@ -134,7 +140,8 @@ impl Registry {
                 .upstream(upstream)
                 .is_some_and(|u| u.servers.iter().any(|s| &s.cfg.address == address));
             if !kept {
-                state.mark_removed();
+                // Waiters on a removed server learn it is gone.
+                state.open_changed();
             }
             kept
         });
@@ -448,11 +455,18 @@ impl ServerRt {
         }
     }
 
+    /// The one rule for *drained*, behind both the `drained` state and the
+    /// `drained?wait=` call: draining, with nothing in flight and no tunnel
+    /// open on any live instance (this one alone without `[cluster]`).
+    pub fn is_drained(&self) -> bool {
+        self.is_draining() && self.state.cluster_counts().is_idle()
+    }
+
     pub fn status(&self, now_ms: u64) -> ServerStatus {
         if self.is_down() {
             ServerStatus::Down
         } else if self.is_draining() {
-            if self.state.cluster_counts().is_idle() {
+            if self.is_drained() {
                 ServerStatus::Drained
             } else {
                 ServerStatus::Draining
