@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::{Reply, json_error};
 use crate::config::units::parse_duration;
 use crate::reload;
+use crate::runtime::stats::{LATENCY_BUCKETS, LatencyHistogram};
 use crate::runtime::{AdminState, ServerRt, Shared, Snapshot, UpstreamRt, clock};
 use crate::server::Server;
 
@@ -46,6 +47,7 @@ pub fn status(shared: &Shared) -> Value {
         "upstreams": upstreams,
         "listeners": listeners_json(&snapshot),
         "reloads": {"ok": shared.reloads_ok.get(), "failed": shared.reloads_failed.get()},
+        "latency_buckets_s": LATENCY_BUCKETS,
     })
 }
 
@@ -123,6 +125,7 @@ fn server_json(s: &ServerRt, now: &Now) -> Value {
         "requests": state.requests(),
         "failures": state.failures(),
         "responses": classes_json(state.responses.read()),
+        "latency": latency_json(&state.latency),
         "health": {
             "healthy": state.is_healthy(),
             "last_check": state.last_check_unix_ms().map(rfc3339),
@@ -139,6 +142,14 @@ fn server_json(s: &ServerRt, now: &Now) -> Value {
             "bound_requests": state.bound_requests(),
         },
     })
+}
+
+/// Counts per bucket of `latency_buckets_s` (the last is everything
+/// slower), totals since start: a client diffs two readings to get the
+/// percentiles of the requests in between.
+fn latency_json(histogram: &LatencyHistogram) -> Value {
+    let (buckets, sum_s, count) = histogram.read();
+    json!({"buckets": buckets, "sum_s": sum_s, "count": count})
 }
 
 /// `POST /api/upstreams/{upstream}/servers/{address}/{action}`. `address`
