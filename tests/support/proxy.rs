@@ -251,7 +251,7 @@ impl Drop for Proxy {
     }
 }
 
-fn capture(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+pub fn capture(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = text.clone();
     std::thread::spawn(move || {
