@@ -3,6 +3,7 @@
 //! imports what it needs with `use support::{client::*, proxy::*, upstream::*};`.
 #![allow(dead_code)]
 
+pub mod cdp;
 pub mod client;
 pub mod demo;
 pub mod proxy;
