@@ -32,6 +32,10 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 /// How long a crashed backend stays away.
 pub const RESTART_AFTER: Duration = Duration::from_secs(10);
 
+/// How long the connection that asked for a crash may take to receive its
+/// answer.
+const LAST_WORDS: Duration = Duration::from_secs(1);
+
 /// The cookie the backend keeps its session id in (sluice's own sticky
 /// cookie is a different one: the two are the point of the demo).
 pub const SESSION_COOKIE: &str = "demo_session";
@@ -80,9 +84,9 @@ struct Ctx {
     name: Arc<str>,
     addr: SocketAddr,
     life: Arc<Life>,
-    /// Set when this connection asked for a crash: it happens once the
-    /// answer has been written, so the client learns what it did.
-    crash_after_reply: Arc<AtomicBool>,
+    /// Set when this connection asked for the crash: it alone still gets
+    /// its answer written, so the client learns what it did.
+    crasher: Arc<AtomicBool>,
 }
 
 /// Serves `listener` as backend `name` forever, crashing and restarting on
@@ -130,7 +134,7 @@ async fn accept_until_crash(
             name: name.clone(),
             addr,
             life: life.clone(),
-            crash_after_reply: Arc::new(AtomicBool::new(false)),
+            crasher: Arc::new(AtomicBool::new(false)),
         };
         tokio::spawn(connection(stream, ctx));
     }
@@ -138,6 +142,10 @@ async fn accept_until_crash(
 
 async fn connection(stream: tokio::net::TcpStream, ctx: Ctx) {
     let mut crashed = ctx.life.crashed.subscribe();
+    // Accepted just as the backend crashed: it must not serve this one.
+    if *crashed.borrow_and_update() {
+        return;
+    }
     let service_ctx = ctx.clone();
     let service = service_fn(move |req| {
         let ctx = service_ctx.clone();
@@ -146,14 +154,19 @@ async fn connection(stream: tokio::net::TcpStream, ctx: Ctx) {
     let conn = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
+    tokio::pin!(conn);
     // Dropping the connection at a crash closes its socket mid-whatever,
-    // as a dying process would.
+    // as a dying process would. The crash is looked at first, so no
+    // request is served once it has happened.
     tokio::select! {
-        _ = conn => {}
-        _ = crashed.wait_for(|c| *c) => return,
+        biased;
+        _ = crashed.wait_for(|c| *c) => {}
+        _ = &mut conn => return,
     }
-    if ctx.crash_after_reply.load(Ordering::Relaxed) {
-        ctx.life.crashed.send_replace(true);
+    if ctx.crasher.load(Ordering::Relaxed) {
+        // Its answer says `Connection: close`: the connection ends once
+        // the answer is written.
+        let _ = tokio::time::timeout(LAST_WORDS, conn).await;
     }
 }
 
@@ -161,7 +174,10 @@ fn handle(mut req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz") => text(ctx, StatusCode::OK, "ok\n".to_owned()),
         (&Method::POST, "/crash") => {
-            ctx.crash_after_reply.store(true, Ordering::Relaxed);
+            // Crash now, before the answer goes out: a request that follows
+            // the answer must find the backend gone, not serve it once more.
+            ctx.crasher.store(true, Ordering::Relaxed);
+            ctx.life.crashed.send_replace(true);
             let mut response = text(
                 ctx,
                 StatusCode::OK,
