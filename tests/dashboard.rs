@@ -1,7 +1,7 @@
 //! The dashboard in a real browser: headless Chromium loads it from
 //! `sluice demo`, the page draws the three servers and their charts without
-//! a console error, and a click on *drain* turns that server's badge to
-//! draining. The screenshot lands in `target/dashboard.png`.
+//! a console error, a typed drain deadline survives the refreshes, and a
+//! click on *drain* turns that server's badge to draining. The screenshot lands in `target/dashboard.png`.
 //!
 //! Without Chromium the test says it is skipped, except in CI (`CI=true`),
 //! where `.ci/run` installs it and its absence is a failure.
@@ -84,6 +84,32 @@ async fn dashboard_charts_the_demo_and_drains_a_server_on_click() {
         )
         .await;
 
+    // A drain deadline typed in survives the page's refreshes.
+    let deadline_field = "document.querySelector('input[aria-label=\"drain deadline\"]')";
+    browser.eval(&format!("{deadline_field}.focus()")).await;
+    browser
+        .call("Input.insertText", serde_json::json!({"text": "10m"}))
+        .await;
+    let shown = browser
+        .eval("document.getElementById('meta').textContent")
+        .await;
+    browser
+        .wait_for(
+            Duration::from_secs(10),
+            "the page refreshes",
+            &format!("document.getElementById('meta').textContent !== {shown}"),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "document.activeElement === {deadline_field} && {deadline_field}.value"
+            ))
+            .await,
+        "10m",
+        "the deadline field keeps its focus and text across a refresh"
+    );
+
     browser
         .click(&format!(
             "button[data-action=drain][data-server=\"{held}\"]"
@@ -102,10 +128,11 @@ async fn dashboard_charts_the_demo_and_drains_a_server_on_click() {
     browser
         .wait_for(
             Duration::from_secs(10),
-            "the drain panel waits for the open tunnel",
+            "the drain panel shows the deadline and waits for the open tunnel",
             &format!(
                 "(() => {{ const card = document.querySelector('.drain-card[data-server=\"{held}\"]'); \
-                 return !!card && card.textContent.includes('1 tunnel') && card.textContent.includes('not yet'); }})()"
+                 return !!card && card.textContent.includes('1 tunnel') \
+                 && card.textContent.includes('deadline') && card.textContent.includes('not yet'); }})()"
             ),
         )
         .await;
