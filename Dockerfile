@@ -1,11 +1,18 @@
 # sluice: a layer-7 reverse proxy and load balancer.
 #
 #   docker build -t sluice .
-#   docker run -p 8080:8080 -v "$PWD/config:/etc/sluice:ro" sluice
+#   docker run -p 8080:8080 -p 9900:9900 sluice
 #
-# The config is mounted at /etc/sluice; the image carries config/sluice.toml
-# there as a default. Listen on 0.0.0.0 (not 127.0.0.1) inside a container,
-# and set [admin] token when the admin listener is not on loopback.
+# The default command is the demo, listening on every interface so the
+# published ports reach it: the proxy on 8080, the dashboard and admin API on
+# 9900 (with an admin token the demo makes up and prints at start; add
+# `--token SECRET` to choose it). To run a config of your own, mount it and
+# name the command:
+#
+#   docker run -p 8080:8080 -v "$PWD/config:/etc/sluice:ro" sluice run -c /etc/sluice/sluice.toml
+#
+# Listen on 0.0.0.0 (not 127.0.0.1) inside a container, and set
+# [admin] token when the admin listener is not on loopback.
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -30,9 +37,12 @@ COPY config/sluice.toml /etc/sluice/sluice.toml
 USER sluice
 WORKDIR /etc/sluice
 EXPOSE 8080 9900
-# No HEALTHCHECK: the slim image has no HTTP client (curl, wget) to probe
-# with, and adding one only for that grows the image. Orchestrators can
-# probe the admin listener (GET /api/status) from outside instead.
+# sluice probes itself (the slim image has no curl): the admin listener's
+# dashboard page needs no token and answers while sluice runs. Both the demo
+# and config/sluice.toml have the admin listener on port 9900; a config
+# without it needs its own --health-cmd or --no-healthcheck.
+HEALTHCHECK --interval=10s --timeout=6s --start-period=5s --retries=3 \
+    CMD ["sluice", "probe", "http://127.0.0.1:9900/"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["sluice"]
-CMD ["run", "-c", "/etc/sluice/sluice.toml"]
+CMD ["demo", "--listen", "0.0.0.0:8080", "--admin", "0.0.0.0:9900"]

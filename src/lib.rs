@@ -15,6 +15,7 @@ pub mod demo;
 pub mod health;
 pub mod lifecycle;
 pub mod logging;
+pub mod probe;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;

@@ -1,10 +1,16 @@
 //! The `sluice` command: parse arguments, load the config, run.
 
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use sluice::{config, demo, logging, server, tls};
+use clap::{Args, Parser, Subcommand};
+use sluice::{config, demo, logging, probe, server, tls};
+
+/// How long `sluice probe` waits for the answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(
@@ -26,24 +32,80 @@ enum Command {
     Run,
     /// Validate the config, like `nginx -t`.
     Check,
-    /// Start three demo backends and the proxy in front of them.
-    Demo,
+    /// Start stateful demo backends and the proxy in front of them, and
+    /// print the steps to try.
+    Demo(DemoArgs),
+    /// GET a URL: exit 0 on a 2xx or 3xx answer, 1 otherwise (for a
+    /// container HEALTHCHECK without curl).
+    Probe {
+        /// An http:// URL, e.g. http://127.0.0.1:9900/
+        url: String,
+    },
+}
+
+/// The demo's ports; the rest of its config is embedded.
+#[derive(Args)]
+struct DemoArgs {
+    /// The proxy's listener.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The admin API and dashboard. Not on loopback, it needs a token: one is
+    /// made up and printed unless --token gives it.
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    admin: SocketAddr,
+    /// The admin API's bearer token.
+    #[arg(long)]
+    token: Option<String>,
+    /// How many backends to start.
+    #[arg(long, default_value_t = NonZeroU16::new(3).expect("3 is not zero"))]
+    backends: NonZeroU16,
+    /// The first backend's port; the others take the ports after it (0: any
+    /// free ports).
+    #[arg(long, default_value_t = 9101)]
+    backend_port: u16,
+    /// The address the backends listen on (0.0.0.0 to serve other hosts).
+    #[arg(long, default_value = "127.0.0.1")]
+    backend_host: IpAddr,
+    /// Run only the backends, for proxies elsewhere.
+    #[arg(long)]
+    backends_only: bool,
+}
+
+impl From<DemoArgs> for demo::Options {
+    fn from(args: DemoArgs) -> Self {
+        demo::Options {
+            listen: args.listen,
+            admin: args.admin,
+            token: args.token,
+            backends: args.backends,
+            backend_port: args.backend_port,
+            backend_host: args.backend_host,
+            backends_only: args.backends_only,
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match cli.command {
-        Some(Command::Demo) => demo::config(),
-        _ => config::load(&cli.config),
+    let check = matches!(cli.command, Some(Command::Check));
+    let (config, demo) = match cli.command {
+        Some(Command::Probe { url }) => return run_probe(&url),
+        Some(Command::Demo(args)) => match demo::Demo::prepare(args.into()) {
+            Ok(demo) => (demo.config.clone(), Some(demo)),
+            Err(err) => {
+                eprintln!("sluice: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Some(Command::Run | Command::Check) | None => match config::load(&cli.config) {
+            Ok(config) => (config, None),
+            Err(err) => {
+                eprintln!("{err}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
-    let config = match config {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("{err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(Command::Check) = cli.command {
+    if check {
         // Certificates and keys are part of a valid config: `check` reads
         // them as startup would.
         match tls::load(&config) {
@@ -82,9 +144,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Some(Command::Demo) => demo::run(config).await.map_err(|e| e.to_string()),
-            _ => server::run(config).await.map_err(|e| e.to_string()),
+        match demo {
+            Some(demo) => demo.run().await.map_err(|e| e.to_string()),
+            None => server::run(config).await.map_err(|e| e.to_string()),
         }
     });
     // Connections still open after shutdown_timeout are cut here.
@@ -94,6 +156,34 @@ fn main() -> ExitCode {
         Err(err) => {
             tracing::error!("{err}");
             eprintln!("sluice: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sluice probe URL`: one GET, judged by its status.
+fn run_probe(url: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("sluice: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(probe::get(url, PROBE_TIMEOUT)) {
+        Ok(status) if status.is_success() || status.is_redirection() => {
+            println!("{url}: {status}");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            eprintln!("{url}: {status}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("{url}: {err}");
             ExitCode::FAILURE
         }
     }

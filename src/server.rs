@@ -609,7 +609,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     Ok(())
 }
 
-async fn wait_for_stop() {
+/// Resolves at the first SIGTERM or SIGINT.
+pub async fn wait_for_stop() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");

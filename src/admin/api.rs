@@ -14,6 +14,7 @@ use super::{Reply, json_error};
 use crate::cluster::Change;
 use crate::config::units::parse_duration;
 use crate::reload;
+use crate::runtime::stats::{LATENCY_BUCKETS, LatencyHistogram};
 use crate::runtime::{ClosedTunnels, ServerRt, Shared, Snapshot, UpstreamRt, clock};
 use crate::server::Server;
 
@@ -49,6 +50,7 @@ pub fn status(shared: &Shared) -> Value {
         "upstreams": upstreams,
         "listeners": listeners_json(&snapshot),
         "reloads": {"ok": shared.reloads_ok.get(), "failed": shared.reloads_failed.get()},
+        "latency_buckets_s": LATENCY_BUCKETS,
     });
     if let Some(cluster) = &shared.cluster {
         status["cluster"] = json!({
@@ -149,6 +151,7 @@ fn server_json(s: &ServerRt, now: &Now) -> Value {
         "requests": state.requests(),
         "failures": state.failures(),
         "responses": classes_json(state.responses.read()),
+        "latency": latency_json(&state.latency),
         "health": {
             "healthy": state.is_healthy(),
             "last_check": state.last_check_unix_ms().map(rfc3339),
@@ -248,6 +251,14 @@ fn lookup<'a>(
             &format!("upstream {upstream:?} has no server {address:?}"),
         )
     })
+}
+
+/// Counts per bucket of `latency_buckets_s` (the last is everything
+/// slower), totals since start: a client diffs two readings to get the
+/// percentiles of the requests in between.
+fn latency_json(histogram: &LatencyHistogram) -> Value {
+    let (buckets, sum_s, count) = histogram.read();
+    json!({"buckets": buckets, "sum_s": sum_s, "count": count})
 }
 
 /// `POST /api/upstreams/{upstream}/servers/{address}/{action}`. `address`

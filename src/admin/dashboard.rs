@@ -2,6 +2,11 @@
 //! posts the drain/enable/disable actions. It holds no data itself, so it
 //! needs no token; with a token configured it asks the operator for it and
 //! sends it on each API call.
+//!
+//! The charts' history is kept by the page: it polls `/api/status` every
+//! second and keeps five minutes of samples, so sluice stores nothing per
+//! second. Latency percentiles come from the per-server histogram counts in
+//! the status, diffed between samples.
 
 use bytes::Bytes;
 use http::Response;
@@ -21,7 +26,7 @@ pub fn page() -> Response<Full<Bytes>> {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
         ),
     );
     response

@@ -167,7 +167,14 @@ impl ConnCtx {
             }
             Err(e) => Err(ProxyError::RequestBody(e)),
         };
-        upstream.state.latency.observe(started.elapsed());
+        let elapsed = started.elapsed();
+        upstream.state.latency.observe(elapsed);
+        if let Ok(served) = &result {
+            upstream.servers[served.server]
+                .state
+                .latency
+                .observe(elapsed);
+        }
         match result {
             Ok(served) if served.response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 match upgrade {

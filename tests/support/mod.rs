@@ -3,7 +3,9 @@
 //! imports what it needs with `use support::{client::*, proxy::*, upstream::*};`.
 #![allow(dead_code)]
 
+pub mod cdp;
 pub mod client;
+pub mod demo;
 pub mod proxy;
 pub mod redis;
 pub mod upstream;

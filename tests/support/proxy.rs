@@ -18,10 +18,21 @@ const POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// A port that was free a moment ago, for configs that need fixed ports.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    // The kernel may hand out a port again as soon as its listener closes,
+    // so two calls in one test (a listener and an admin port) could get the
+    // same one: never give a port twice in one test process.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind an ephemeral port")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,7 +262,7 @@ impl Drop for Proxy {
     }
 }
 
-fn capture(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+pub fn capture(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = text.clone();
     std::thread::spawn(move || {
