@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Reply, json_error};
+use super::{Reply, json_error, reload_error};
 use crate::config::units::parse_duration;
 use crate::reload;
 use crate::runtime::{AdminState, ServerRt, Shared, Snapshot, UpstreamRt, clock};
@@ -211,7 +211,7 @@ pub async fn reload_handler(server: &Arc<Server>) -> Reply {
             StatusCode::OK,
             serde_json::to_value(report).unwrap_or_else(|_| json!({})),
         ),
-        Err(err) => (err.status(), err.to_json()),
+        Err(err) => (reload_error::status(&err), reload_error::body(&err)),
     }
 }
 
