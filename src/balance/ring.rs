@@ -63,7 +63,7 @@ impl Ring {
         }
     }
 
-    pub fn pick(&self, up: &UpstreamRt, key: &[u8], ctx: &PickCtx) -> Option<usize> {
+    pub fn pick(&self, up: &UpstreamRt, key: &[u8], ctx: &PickCtx<'_>) -> Option<usize> {
         if self.points.is_empty() {
             return None;
         }
@@ -99,7 +99,7 @@ struct Bound {
 }
 
 impl Bound {
-    fn new(up: &UpstreamRt, ctx: &PickCtx, ring: &Ring, factor: f64) -> Self {
+    fn new(up: &UpstreamRt, ctx: &PickCtx<'_>, ring: &Ring, factor: f64) -> Self {
         let (mut in_flight, mut weight) = (0, 0);
         let tier = if ring.backup { &up.backup } else { &up.primary };
         for &i in tier {

@@ -26,7 +26,7 @@ use tokio::signal::unix::Signal;
 use crate::config::ConfigError;
 use crate::server::{Server, ServerError};
 use crate::tls::TlsError;
-pub use diff::{Changes, ReloadReport};
+pub use diff::ReloadReport;
 
 /// Reload bookkeeping that lives as long as the [`Server`].
 #[derive(Default)]
