@@ -3,7 +3,8 @@
 # `set -euo pipefail` and a cleanup trap.
 #
 # Environment: WORKERS (1) workers/threads per proxy, SLUICE (a prebuilt
-# binary; default: cargo build --release), B1..B3 and P_* ports.
+# binary; default: cargo build --release), SLUICE_BEFORE (an older sluice
+# binary measured beside it as "before"), B1..B3 and P_* ports.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -13,7 +14,9 @@ WORKERS=${WORKERS:-1}
 SLUICE=${SLUICE:-$ROOT/target/release/sluice}
 B1=${B1:-19101} B2=${B2:-19102} B3=${B3:-19103}
 P_SLUICE=${P_SLUICE:-18081} P_NGINX=${P_NGINX:-18082} P_HAPROXY=${P_HAPROXY:-18083}
+P_BEFORE=${P_BEFORE:-18084}
 PROXIES=(nginx haproxy sluice)
+if [ -n "${SLUICE_BEFORE:-}" ]; then PROXIES+=(before); fi
 HZ=$(getconf CLK_TCK)
 # Thousands of connections (bench/idle.sh) and HAProxy's maxconn need fds.
 ulimit -n "$(ulimit -Hn)"
@@ -124,6 +127,7 @@ port_of() {
         nginx) echo "$P_NGINX" ;;
         haproxy) echo "$P_HAPROXY" ;;
         sluice) echo "$P_SLUICE" ;;
+        before) echo "$P_BEFORE" ;;
     esac
 }
 
@@ -144,6 +148,10 @@ start_proxy() {
         sluice)
             render sluice.toml sluice.toml "$port"
             ${WRAP:-} "$SLUICE" run -c "$DIR/sluice.toml" 2>"$DIR/sluice.stderr" &
+            ;;
+        before)
+            render sluice.toml before.toml "$port"
+            ${WRAP:-} "$SLUICE_BEFORE" run -c "$DIR/before.toml" 2>"$DIR/before.stderr" &
             ;;
     esac
     PROXY_PID=$!

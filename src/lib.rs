@@ -9,6 +9,7 @@
 
 mod admin;
 mod balance;
+mod cluster;
 pub mod config;
 pub mod demo;
 mod health;

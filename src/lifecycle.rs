@@ -1,15 +1,29 @@
 //! Tracking work that graceful shutdown must wait for: connections, tunnels
-//! and TLS handshakes each hold a [`Token`] while they run.
+//! and TLS handshakes each hold a [`Token`] while they run, and can learn
+//! from it that shutdown has begun.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     count: AtomicUsize,
     idle: Notify,
+    /// The `shutdown_timeout` once graceful shutdown has begun.
+    shutdown: watch::Sender<Option<Duration>>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            count: AtomicUsize::new(0),
+            idle: Notify::new(),
+            shutdown: watch::Sender::new(None),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -31,6 +45,12 @@ impl Tracker {
         }
     }
 
+    /// Tells the tracked work that graceful shutdown has begun and will
+    /// wait `timeout` for it.
+    pub fn begin_shutdown(&self, timeout: Duration) {
+        self.inner.shutdown.send_replace(Some(timeout));
+    }
+
     pub fn active(&self) -> usize {
         self.inner.count.load(Ordering::Acquire)
     }
@@ -45,6 +65,25 @@ impl Tracker {
                 return;
             }
             notified.await;
+        }
+    }
+}
+
+impl Token {
+    /// Resolves with the `shutdown_timeout` once graceful shutdown begins.
+    /// Owns what it needs, so a task of its own can wait on it.
+    pub fn shutdown(&self) -> impl Future<Output = Duration> + Send + 'static {
+        let mut begun = self.inner.shutdown.subscribe();
+        async move {
+            let timeout = begun
+                .wait_for(Option::is_some)
+                .await
+                .map(|timeout| timeout.unwrap_or_default());
+            match timeout {
+                Ok(timeout) => timeout,
+                // The tracker is gone, so shutdown can no longer begin.
+                Err(_) => std::future::pending().await,
+            }
         }
     }
 }

@@ -59,6 +59,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 struct RunningListener {
@@ -100,6 +102,7 @@ impl Server {
             reload: ReloadState::default(),
         });
         server.apply_tls(certs)?;
+        crate::cluster::start(&server.shared)?;
         for (addr, listener) in bound {
             server.serve(addr, listener);
         }
@@ -194,6 +197,7 @@ impl Server {
             self.stop_listener(addr);
         }
         let _ = self.shutdown.send(true);
+        self.tracker.begin_shutdown(timeout);
         let finished = tokio::time::timeout(timeout, self.tracker.idle())
             .await
             .is_ok();

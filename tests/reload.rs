@@ -370,8 +370,8 @@ async fn a_drain_deadline_cuts_the_tunnels_of_a_removed_server() {
     )
     .await;
     assert_eq!(drain.status, 200, "{}", drain.body);
-    // Draining alone does not cut a tunnel; removing the drained server
-    // from the config does, once the deadline has passed.
+    // Until the deadline the tunnel runs; removing the drained server from
+    // the config does not end it sooner, and the deadline still does.
     assert_eq!(
         ws_echo(&mut ws, "draining").await.as_deref(),
         Ok("draining")

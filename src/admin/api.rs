@@ -1,17 +1,20 @@
 //! The JSON API: status of every listener, upstream and server, and the
-//! operator's per-server actions (drain, enable, disable).
+//! operator's per-server actions (drain, enable, disable, weight), shared
+//! with the other instances when there is a `[cluster]`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{Reply, json_error, reload_error};
+use crate::cluster::Change;
 use crate::config::units::parse_duration;
 use crate::reload;
-use crate::runtime::{AdminState, ServerRt, Shared, Snapshot, UpstreamRt, clock};
+use crate::runtime::{ClosedTunnels, ServerRt, Shared, Snapshot, UpstreamRt, clock};
 use crate::server::Server;
 
 /// An operator's action on one server.
@@ -42,11 +45,26 @@ pub fn status(shared: &Shared) -> Value {
         .iter()
         .map(|u| (u.name.to_string(), upstream_json(u, &now)))
         .collect();
-    json!({
+    let mut status = json!({
         "upstreams": upstreams,
         "listeners": listeners_json(&snapshot),
         "reloads": {"ok": shared.reloads_ok.get(), "failed": shared.reloads_failed.get()},
-    })
+    });
+    if let Some(cluster) = &shared.cluster {
+        status["cluster"] = json!({
+            "instance": cluster.settings.instance,
+            "connected": cluster.is_connected(),
+        });
+    }
+    status
+}
+
+/// `GET /api/cluster`: 404 without a `[cluster]` table.
+pub fn cluster(shared: &Shared) -> Reply {
+    match &shared.cluster {
+        Some(cluster) => (StatusCode::OK, cluster.status()),
+        None => json_error(StatusCode::NOT_FOUND, "no [cluster] is configured"),
+    }
 }
 
 fn listeners_json(snapshot: &Snapshot) -> Value {
@@ -112,6 +130,12 @@ impl Now {
 fn server_json(s: &ServerRt, now: &Now) -> Value {
     let state = &s.state;
     let deadline = state.drain_deadline_ms().filter(|_| s.is_draining());
+    // The latest sticky-bound request on any instance (the remote stamp is
+    // zero without a cluster).
+    let last_bound_unix = state
+        .last_bound_ms()
+        .map(|last| now.unix_of(last))
+        .max(state.remote.last_bound_unix_ms());
     json!({
         "address": s.cfg.address,
         "resolved": s.cfg.addr.to_string(),
@@ -121,6 +145,7 @@ fn server_json(s: &ServerRt, now: &Now) -> Value {
         "max_conns": s.max_conns(),
         "in_flight": state.in_flight(),
         "tunnels": state.tunnels(),
+        "cluster": state.cluster_counts(),
         "requests": state.requests(),
         "failures": state.failures(),
         "responses": classes_json(state.responses.read()),
@@ -130,15 +155,98 @@ fn server_json(s: &ServerRt, now: &Now) -> Value {
             "checks_passed": state.checks_passed.get(),
             "checks_failed": state.checks_failed.get(),
         },
+        "tunnels_closed": closed_tunnels_json(&state.closed_tunnels()),
         "drain": {
             "draining": s.is_draining(),
-            "since_last_bound_request_s": state
-                .last_bound_ms()
-                .map(|last| now.mono_ms.saturating_sub(last) as f64 / 1000.0),
+            "since_last_bound_request_s": last_bound_unix
+                .map(|last| now.unix_ms.saturating_sub(last) as f64 / 1000.0),
             "deadline": deadline.map(|d| rfc3339(now.unix_of(d))),
             "deadline_passed": deadline.is_some_and(|d| now.mono_ms >= d),
             "bound_requests": state.bound_requests(),
         },
+    })
+}
+
+/// `{"drain": {"1012": 3, "none": 1}, "shutdown": {"1001": 2}}`: tunnels
+/// sluice closed, by cause and by the Close code sent to the client (`none`
+/// for a tunnel that was not a WebSocket).
+fn closed_tunnels_json(closed: &ClosedTunnels) -> Value {
+    let mut out = serde_json::Map::new();
+    for ((cause, code), n) in closed {
+        let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        let by_code = out.entry(cause.as_str()).or_insert_with(|| json!({}));
+        by_code[code] = json!(n);
+    }
+    Value::Object(out)
+}
+
+/// `GET /api/upstreams/{upstream}/servers/{address}/drained?wait=60s`: 200
+/// once the server is drained (at once if it is), 409 with its counts when
+/// `wait` passes first. Waits on the server's notification of its last
+/// request or tunnel ending, so it answers the moment that happens and
+/// costs nothing while it waits.
+pub async fn drained(shared: &Shared, upstream: &str, address: &str, query: Option<&str>) -> Reply {
+    let wait = match query_param(query, "wait") {
+        None => Duration::ZERO,
+        Some(text) => match parse_duration(&text) {
+            Ok(wait) => wait,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("wait {text:?}: {e}")),
+        },
+    };
+    let state = {
+        let snapshot = shared.load();
+        match lookup(&snapshot, upstream, address) {
+            Ok(server) => server.state.clone(),
+            Err(reply) => return reply,
+        }
+    };
+    let started = Instant::now();
+    // Asked against the live snapshot each time: a reload may drain it.
+    let decided = || {
+        let snapshot = shared.load();
+        let server = lookup(&snapshot, upstream, address).ok()?;
+        Some(server.is_drained())
+    };
+    let answered = tokio::time::timeout(wait, state.wait_until(|| decided() != Some(false))).await;
+    let snapshot = shared.load();
+    let server = match lookup(&snapshot, upstream, address) {
+        Ok(server) => server,
+        Err(reply) => return reply,
+    };
+    let drained = answered.is_ok() && server.is_drained();
+    let mut body = server_json(server, &Now::read());
+    // The counts the answer was decided on: every live instance's.
+    let counts = server.state.cluster_counts();
+    body["in_flight"] = json!(counts.in_flight);
+    body["tunnels"] = json!(counts.tunnels);
+    body["upstream"] = json!(upstream);
+    body["drained"] = json!(drained);
+    body["waited_s"] = json!(started.elapsed().as_secs_f64());
+    let status = if drained {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    (status, body)
+}
+
+/// The server `address` of `upstream`, or the 404 that says which is missing.
+fn lookup<'a>(
+    snapshot: &'a Snapshot,
+    upstream: &str,
+    address: &str,
+) -> Result<&'a ServerRt, Reply> {
+    let Some(up) = snapshot.upstream(upstream) else {
+        return Err(json_error(
+            StatusCode::NOT_FOUND,
+            &format!("no upstream named {upstream:?}"),
+        ));
+    };
+    find_server(up, address).ok_or_else(|| {
+        json_error(
+            StatusCode::NOT_FOUND,
+            &format!("upstream {upstream:?} has no server {address:?}"),
+        )
     })
 }
 
@@ -152,17 +260,9 @@ pub fn server_action(
     query: Option<&str>,
 ) -> Reply {
     let snapshot = shared.load();
-    let Some(up) = snapshot.upstream(upstream) else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            &format!("no upstream named {upstream:?}"),
-        );
-    };
-    let Some(server) = find_server(up, address) else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            &format!("upstream {upstream:?} has no server {address:?}"),
-        );
+    let server = match lookup(&snapshot, upstream, address) {
+        Ok(server) => server,
+        Err(reply) => return reply,
     };
     let deadline = match (action, query_param(query, "deadline")) {
         (_, None) => None,
@@ -177,19 +277,25 @@ pub fn server_action(
         }
     };
     let state = &server.state;
-    match action {
+    let change = match action {
         Action::Drain => {
-            state.set_drain_deadline_ms(deadline.map(|d| clock::now_ms() + clock::ms(d)));
-            state.set_admin(AdminState::Draining);
+            let deadline = deadline.map(|d| clock::now_ms() + clock::ms(d));
+            state.drain(deadline);
+            Change::Drain {
+                deadline_unix_ms: deadline.map(clock::unix_of_mono),
+            }
         }
         Action::Enable => {
-            state.set_admin(AdminState::Enabled);
-            state.set_drain_deadline_ms(None);
+            state.enable();
+            Change::Enable
         }
         Action::Disable => {
-            state.set_admin(AdminState::Disabled);
-            state.set_drain_deadline_ms(None);
+            state.disable();
+            Change::Disable
         }
+    };
+    if let Some(cluster) = &shared.cluster {
+        cluster.local_change(upstream, &server.cfg.address, change);
     }
     tracing::info!(
         upstream,
@@ -201,6 +307,47 @@ pub fn server_action(
     let mut body = server_json(server, &Now::read());
     body["upstream"] = json!(upstream);
     (StatusCode::OK, body)
+}
+
+/// `POST /api/upstreams/{upstream}/servers/{address}/weight?value=N`: the
+/// weight from now on, as if the file said so, until the file changes that
+/// server's weight.
+pub fn set_weight(shared: &Shared, upstream: &str, address: &str, query: Option<&str>) -> Reply {
+    let value = match query_param(query, "value") {
+        None => return json_error(StatusCode::BAD_REQUEST, "weight needs ?value=N"),
+        Some(text) => match text.parse::<NonZeroU32>() {
+            Ok(value) => value,
+            Err(_) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("weight {text:?}: expected an integer of at least 1"),
+                );
+            }
+        },
+    };
+    let snapshot = shared.load();
+    let server = match lookup(&snapshot, upstream, address) {
+        Ok(server) => server,
+        Err(reply) => return reply,
+    };
+    let address = server.cfg.address.clone();
+    if server.state.set_weight(Some(value)) {
+        shared.rebuild();
+    }
+    if let Some(cluster) = &shared.cluster {
+        cluster.local_change(upstream, &address, Change::Weight { value });
+    }
+    tracing::info!(upstream, server = %address, weight = value, "admin API changed a weight");
+    let snapshot = shared.load();
+    match lookup(&snapshot, upstream, &address) {
+        Ok(server) => {
+            let mut body = server_json(server, &Now::read());
+            body["upstream"] = json!(upstream);
+            (StatusCode::OK, body)
+        }
+        // A reload removed it in the meantime.
+        Err(reply) => reply,
+    }
 }
 
 /// `POST /api/reload`: 200 with what changed, or the rejection's status
@@ -329,6 +476,47 @@ mod tests {
         shared.swap(config(false));
         assert_eq!(state_of(&shared, "127.0.0.1:19002"), "up");
         assert_eq!(state_of(&shared, "127.0.0.1:19001"), "down");
+    }
+
+    fn weight_of(shared: &Shared, address: &str) -> u32 {
+        let snapshot = shared.load();
+        find_server(snapshot.upstream("web").unwrap(), address)
+            .unwrap()
+            .cfg
+            .weight
+            .get()
+    }
+
+    #[test]
+    fn a_runtime_weight_lasts_until_the_file_changes_that_weight() {
+        let shared = Shared::new(config(false));
+        let (status, body) = set_weight(&shared, "web", "127.0.0.1:19001", Some("value=5"));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["weight"], 5);
+        assert_eq!(weight_of(&shared, "127.0.0.1:19001"), 5);
+        let balancers_see_it = shared.load().upstream("web").unwrap().cfg.servers[0].weight;
+        assert_eq!(balancers_see_it.get(), 5);
+
+        shared.swap(config(false));
+        assert_eq!(
+            weight_of(&shared, "127.0.0.1:19001"),
+            5,
+            "a reload keeps it"
+        );
+
+        let mut reweighted = config(false);
+        reweighted.upstreams[0].servers[0].weight = NonZeroU32::new(2).unwrap();
+        shared.swap(reweighted.clone());
+        assert_eq!(weight_of(&shared, "127.0.0.1:19001"), 2, "the file wins");
+        shared.swap(reweighted);
+        assert_eq!(weight_of(&shared, "127.0.0.1:19001"), 2);
+
+        for bad in [None, Some("value=0"), Some("value=x")] {
+            assert_eq!(
+                set_weight(&shared, "web", "127.0.0.1:19001", bad).0,
+                StatusCode::BAD_REQUEST
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn render(shared: &Shared) -> String {
     registry.register_collector(Box::new(Scrape {
         snapshot: shared.load(),
         reloads: (shared.reloads_ok.get(), shared.reloads_failed.get()),
+        cluster_connected: shared.cluster.as_ref().map(|c| c.is_connected()),
     }));
     let mut text = String::new();
     // Writing to a String cannot fail.
@@ -45,6 +46,8 @@ pub fn render(shared: &Shared) -> String {
 struct Scrape {
     snapshot: Arc<Snapshot>,
     reloads: (u64, u64),
+    /// `None` without a `[cluster]`.
+    cluster_connected: Option<bool>,
 }
 
 impl fmt::Debug for Scrape {
@@ -159,6 +162,31 @@ impl Collector for Scrape {
         )?;
         family(
             &mut encoder,
+            "server_tunnels_closed",
+            "Tunnels sluice closed at a drain deadline or at shutdown, by the Close code sent to the client (none: not a WebSocket).",
+            MetricType::Counter,
+            servers().flat_map(|(u, s)| {
+                s.state
+                    .closed_tunnels()
+                    .into_iter()
+                    .map(move |((cause, code), n)| {
+                        (
+                            [
+                                ("upstream", u.name.to_string()),
+                                ("server", s.cfg.address.clone()),
+                                ("cause", cause.as_str().to_owned()),
+                                (
+                                    "code",
+                                    code.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+                                ),
+                            ],
+                            n,
+                        )
+                    })
+            }),
+        )?;
+        family(
+            &mut encoder,
             "server_state",
             "The state of each server: 1 for its current state, 0 for the others.",
             MetricType::Gauge,
@@ -252,6 +280,26 @@ impl Collector for Scrape {
                 ([("result", "failed")], self.reloads.1),
             ],
         )?;
+        if let Some(connected) = self.cluster_connected {
+            encoder
+                .encode_descriptor(
+                    "cluster_connected",
+                    "1 while this instance reaches the cluster's Redis.",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&u64::from(connected))?;
+            family(
+                &mut encoder,
+                "server_cluster_in_flight",
+                "Requests in flight to each server on every live instance of the cluster.",
+                MetricType::Gauge,
+                servers().map(|(u, s)| {
+                    let counts = s.state.cluster_counts();
+                    (server_labels(u, s), u64::from(counts.in_flight))
+                }),
+            )?;
+        }
 
         let mut latency = encoder.encode_descriptor(
             "request_duration_seconds",

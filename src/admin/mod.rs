@@ -95,11 +95,20 @@ enum Route<'a> {
     Dashboard,
     Metrics,
     Status,
+    Cluster,
     Reload,
     Server {
         upstream: &'a str,
         address: &'a str,
         action: api::Action,
+    },
+    Weight {
+        upstream: &'a str,
+        address: &'a str,
+    },
+    Drained {
+        upstream: &'a str,
+        address: &'a str,
     },
 }
 
@@ -107,8 +116,12 @@ impl Route<'_> {
     /// The one method a route answers (GET routes answer HEAD too).
     fn allowed(&self) -> &'static str {
         match self {
-            Route::Dashboard | Route::Metrics | Route::Status => "GET",
-            Route::Reload | Route::Server { .. } => "POST",
+            Route::Dashboard
+            | Route::Metrics
+            | Route::Status
+            | Route::Cluster
+            | Route::Drained { .. } => "GET",
+            Route::Reload | Route::Server { .. } | Route::Weight { .. } => "POST",
         }
     }
 }
@@ -119,7 +132,14 @@ fn route(path: &str) -> Option<Route<'_>> {
         [""] => Route::Dashboard,
         ["metrics"] => Route::Metrics,
         ["api", "status"] => Route::Status,
+        ["api", "cluster"] => Route::Cluster,
         ["api", "reload"] => Route::Reload,
+        ["api", "upstreams", upstream, "servers", address, "weight"] => {
+            Route::Weight { upstream, address }
+        }
+        ["api", "upstreams", upstream, "servers", address, "drained"] => {
+            Route::Drained { upstream, address }
+        }
         ["api", "upstreams", upstream, "servers", address, action] => Route::Server {
             upstream,
             address,
@@ -173,28 +193,35 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Full<B
             response
         }
         Route::Status => reply((StatusCode::OK, api::status(shared))),
+        Route::Cluster => reply(api::cluster(shared)),
         Route::Reload => reply(api::reload_handler(server).await),
         Route::Server {
             upstream,
             address,
             action,
-        } => {
-            let (Some(upstream), Some(address)) =
-                (api::percent_decode(upstream), api::percent_decode(address))
-            else {
-                return reply(json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad percent-encoding in the path",
-                ));
-            };
-            reply(api::server_action(
-                shared,
-                &upstream,
-                &address,
-                action,
-                req.uri().query(),
-            ))
-        }
+        } => reply(match decoded(upstream, address) {
+            Ok((u, a)) => api::server_action(shared, &u, &a, action, req.uri().query()),
+            Err(bad) => bad,
+        }),
+        Route::Weight { upstream, address } => reply(match decoded(upstream, address) {
+            Ok((u, a)) => api::set_weight(shared, &u, &a, req.uri().query()),
+            Err(bad) => bad,
+        }),
+        Route::Drained { upstream, address } => reply(match decoded(upstream, address) {
+            Ok((u, a)) => api::drained(shared, &u, &a, req.uri().query()).await,
+            Err(bad) => bad,
+        }),
+    }
+}
+
+/// The upstream and address segments of a server path, percent-decoded.
+fn decoded(upstream: &str, address: &str) -> Result<(String, String), Reply> {
+    match (api::percent_decode(upstream), api::percent_decode(address)) {
+        (Some(upstream), Some(address)) => Ok((upstream, address)),
+        _ => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad percent-encoding in the path",
+        )),
     }
 }
 
@@ -257,6 +284,15 @@ mod tests {
                 action: api::Action::Drain
             })
         ));
+        assert!(matches!(
+            route("/api/upstreams/web/servers/a:1/weight"),
+            Some(Route::Weight { .. })
+        ));
+        assert!(matches!(
+            route("/api/upstreams/web/servers/a:1/drained"),
+            Some(Route::Drained { .. })
+        ));
+        assert!(matches!(route("/api/cluster"), Some(Route::Cluster)));
         assert!(route("/api/upstreams/web/servers/a:1/explode").is_none());
         assert!(route("/api/nothing").is_none());
     }

@@ -179,6 +179,12 @@ pub enum DiagnosticKind {
     InvalidStatus { found: String },
     #[error("invalid cookie name \"{found}\": expected letters, digits and !#$%&'*+-.^_`|~")]
     InvalidCookieName { found: String },
+    #[error("invalid redis URL \"{found}\": {reason}; expected such as redis://127.0.0.1:6379/0")]
+    InvalidRedisUrl { found: String, reason: String },
+    #[error(
+        "invalid close_code {found}: expected a code an endpoint may send, 1000-1003, 1007-1014 or 3000-4999 (such as 1012, Service Restart)"
+    )]
+    InvalidCloseCode { found: i64 },
     #[error("token is required when admin listen is not loopback ({listen})")]
     AdminTokenRequired { listen: SocketAddr },
 }

@@ -14,6 +14,7 @@ pub struct Config {
     pub path: PathBuf,
     pub global: Global,
     pub log: Log,
+    pub cluster: Option<Cluster>,
     pub admin: Option<Admin>,
     pub listeners: Vec<Listener>,
     /// Upstreams in file order.
@@ -46,6 +47,29 @@ pub struct Log {
     pub level: String,
     pub access_log: bool,
     pub format: LogFormat,
+}
+
+/// `[cluster]`: the Redis that instances share their operator state through.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub redis: RedisUrl,
+    /// `None` when empty: the cluster module names the instance.
+    pub instance: Option<String>,
+    pub key_prefix: String,
+    pub heartbeat: Duration,
+}
+
+/// A Redis URL, parsed once at load; compared by the text the user wrote.
+#[derive(Debug, Clone)]
+pub struct RedisUrl {
+    pub text: String,
+    pub info: redis::ConnectionInfo,
+}
+
+impl PartialEq for RedisUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +205,16 @@ pub struct HealthCheck {
     pub status: (u16, u16),
 }
 
+/// `[upstream.NAME.websocket]`: how sluice closes the WebSocket tunnels of
+/// a server whose drain deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocket {
+    /// Sent to clients; one an endpoint may send (RFC 6455 section 7.4).
+    pub close_code: u16,
+    /// Tunnel `i` of `n` is closed `i * close_spread / n` after the deadline.
+    pub close_spread: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub name: String,
@@ -212,6 +246,7 @@ pub struct Upstream {
     pub ca: Option<PathBuf>,
     pub sticky: Option<Sticky>,
     pub health_check: Option<HealthCheck>,
+    pub websocket: WebSocket,
     /// In file order; at least one.
     pub servers: Vec<Server>,
 }

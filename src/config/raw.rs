@@ -83,6 +83,7 @@ pub struct RawConfig {
     pub global: RawGlobal,
     #[serde(default)]
     pub log: RawLog,
+    pub cluster: Option<RawCluster>,
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub listener: Vec<RawListener>,
@@ -128,6 +129,27 @@ impl Default for RawLog {
             format: text("text"),
         }
     }
+}
+
+/// `redis` has no default: a `[cluster]` table must name its Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis: Spanned<String>,
+    #[serde(default)]
+    pub instance: String,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: Spanned<String>,
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat: Spanned<String>,
+}
+
+fn default_key_prefix() -> Spanned<String> {
+    text("sluice")
+}
+
+fn default_heartbeat() -> Spanned<String> {
+    text("1s")
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +291,8 @@ pub struct RawUpstream {
     pub sticky: Option<RawSticky>,
     pub health_check: Option<RawHealthCheck>,
     #[serde(default)]
+    pub websocket: RawWebSocket,
+    #[serde(default)]
     pub server: Vec<RawServer>,
 }
 
@@ -344,6 +368,22 @@ impl Default for RawSticky {
             secure: false,
             same_site: text("Lax"),
             secret: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebSocket {
+    pub close_code: Spanned<i64>,
+    pub close_spread: Spanned<String>,
+}
+
+impl Default for RawWebSocket {
+    fn default() -> Self {
+        RawWebSocket {
+            close_code: spanned(1012),
+            close_spread: text("10s"),
         }
     }
 }

@@ -57,6 +57,16 @@ impl fmt::Display for Summary<'_> {
             }
             None => writeln!(f, "admin: off")?,
         }
+        if let Some(cluster) = &cfg.cluster {
+            // The address only: the URL may carry a password.
+            writeln!(
+                f,
+                "cluster: redis {}, key prefix \"{}\", heartbeat {:?}",
+                cluster.redis.info.addr(),
+                cluster.key_prefix,
+                cluster.heartbeat
+            )?;
+        }
         Ok(())
     }
 }

@@ -702,3 +702,77 @@ fn every_example_config_is_valid() {
         dir.display()
     );
 }
+
+#[test]
+fn cluster_table_has_the_documented_defaults() {
+    let config = parse_ok(&format!(
+        "{MINIMAL}\n[cluster]\nredis = \"redis://10.0.0.5:6380/2\"\n"
+    ));
+    let cluster = config.cluster.unwrap();
+    assert_eq!(cluster.redis.text, "redis://10.0.0.5:6380/2");
+    assert_eq!(cluster.redis.info.addr().to_string(), "10.0.0.5:6380");
+    assert_eq!(cluster.instance, None);
+    assert_eq!(cluster.key_prefix, "sluice");
+    assert_eq!(cluster.heartbeat, secs(1));
+    assert!(parse_ok(MINIMAL).cluster.is_none());
+}
+
+#[test]
+fn cluster_needs_a_redis_url_that_parses_and_a_heartbeat() {
+    let missing = format!("{MINIMAL}\n[cluster]\ninstance = \"a\"\n");
+    assert!(
+        errors(&missing)[0].contains("missing required key \"redis\""),
+        "{:?}",
+        errors(&missing)
+    );
+    let text = format!(
+        "{MINIMAL}\n[cluster]\nredis = \"http://example.com\"\nheartbeat = \"0s\"\nkey_prefix = \" \"\n"
+    );
+    let line = MINIMAL.lines().count() + 3;
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "{line}:9: invalid redis URL \"http://example.com\""
+        )),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors[1],
+        format!("{}:13: heartbeat must be greater than 0", line + 1)
+    );
+    assert_eq!(
+        errors[2],
+        format!("{}:14: key_prefix must not be empty", line + 2)
+    );
+}
+
+#[test]
+fn websocket_closes_default_to_1012_over_ten_seconds() {
+    let web = &parse_ok(MINIMAL).upstreams[0];
+    assert_eq!(
+        web.websocket,
+        WebSocket {
+            close_code: 1012,
+            close_spread: secs(10),
+        }
+    );
+    let text =
+        format!("{MINIMAL}\n[upstream.web.websocket]\nclose_code = 4000\nclose_spread = \"0s\"\n");
+    let web = &parse_ok(&text).upstreams[0];
+    assert_eq!(web.websocket.close_code, 4000);
+    assert_eq!(web.websocket.close_spread, Duration::ZERO);
+}
+
+#[test]
+fn a_close_code_no_endpoint_may_send_is_refused() {
+    for code in [999, 1005, 1006, 1015, 2000, 5000] {
+        let text = format!("{MINIMAL}\n[upstream.web.websocket]\nclose_code = {code}\n");
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains(&format!("invalid close_code {code}")),
+            "{errors:?}"
+        );
+    }
+}

@@ -102,6 +102,7 @@ impl Checker<'_> {
             path: self.file.to_owned(),
             global: self.global(raw.global),
             log: self.log(raw.log),
+            cluster: raw.cluster.and_then(|cluster| self.cluster(cluster)),
             admin,
             listeners,
             upstreams,
@@ -136,6 +137,36 @@ impl Checker<'_> {
             access_log: raw.access_log,
             format,
         }
+    }
+
+    /// `None` only with a diagnostic reported (a URL that does not parse).
+    fn cluster(&mut self, raw: RawCluster) -> Option<Cluster> {
+        if raw.key_prefix.get_ref().trim().is_empty() {
+            let kind = DiagnosticKind::Empty { key: "key_prefix" };
+            self.report(raw.key_prefix.span(), kind);
+        }
+        let heartbeat = self.positive_duration(&raw.heartbeat, "heartbeat");
+        let info =
+            match redis::IntoConnectionInfo::into_connection_info(raw.redis.get_ref().as_str()) {
+                Ok(info) => info,
+                Err(error) => {
+                    let kind = DiagnosticKind::InvalidRedisUrl {
+                        found: raw.redis.get_ref().clone(),
+                        reason: error.to_string(),
+                    };
+                    self.report(raw.redis.span(), kind);
+                    return None;
+                }
+            };
+        Some(Cluster {
+            redis: RedisUrl {
+                text: raw.redis.into_inner(),
+                info,
+            },
+            instance: Some(raw.instance).filter(|i| !i.trim().is_empty()),
+            key_prefix: raw.key_prefix.into_inner(),
+            heartbeat,
+        })
     }
 
     fn admin(&mut self, raw: RawAdmin) -> Admin {
@@ -360,6 +391,7 @@ impl Checker<'_> {
                 .map(|ca| self.dir.join(ca)),
             sticky: raw.sticky.map(|sticky| self.sticky(sticky, &name)),
             health_check: raw.health_check.map(|health| self.health_check(health)),
+            websocket: self.websocket(&raw.websocket),
             servers,
             name,
         }
@@ -447,6 +479,23 @@ impl Checker<'_> {
             secure: raw.secure,
             same_site,
             secret: raw.secret,
+        }
+    }
+
+    fn websocket(&mut self, raw: &RawWebSocket) -> WebSocket {
+        let code = *raw.close_code.get_ref();
+        // 1004-1006 and 1015 are reserved for reporting, never sent; below
+        // 3000 only the registered codes are meaningful.
+        let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+        if !sendable {
+            self.report(
+                raw.close_code.span(),
+                DiagnosticKind::InvalidCloseCode { found: code },
+            );
+        }
+        WebSocket {
+            close_code: if sendable { code as u16 } else { 1012 },
+            close_spread: self.duration(&raw.close_spread),
         }
     }
 

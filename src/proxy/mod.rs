@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod body;
+pub mod buffers;
 pub mod client_io;
 pub mod connect;
 pub mod error;
@@ -11,6 +12,8 @@ pub mod headers;
 pub mod pool;
 pub mod retry_budget;
 pub mod service;
+pub mod tunnel;
 pub mod upgrade;
+pub mod websocket;
 
 pub use service::ConnCtx;

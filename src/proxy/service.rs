@@ -17,7 +17,7 @@ use super::client_io::ConnWatch;
 use super::error::ProxyError;
 use super::forward::{Outbound, Served, forward};
 use super::headers::{self, Forwarded};
-use super::upgrade::{self, Tunnel};
+use super::upgrade::{self, Rules, Tunnel};
 use crate::lifecycle::Tracker;
 use crate::runtime::{ListenerRt, Shared, UpstreamRt};
 use crate::sticky::Binding;
@@ -255,6 +255,7 @@ impl ConnCtx {
         entry: Option<Box<AccessEntry>>,
     ) -> Response<ResponseBody> {
         let server = &upstream.servers[served.server];
+        let protocol = upgrade::protocol(&served.response);
         let upstream_io = hyper::upgrade::on(&mut served.response);
         let (mut head, _) = served.response.into_parts();
         headers::strip_hop_by_hop(&mut head.headers, true);
@@ -267,9 +268,13 @@ impl ConnCtx {
             client,
             upstream: upstream_io,
             conn: served.conn,
-            server: server.state.clone(),
+            rules: Rules {
+                server: server.state.clone(),
+                protocol,
+                websocket: upstream.cfg.websocket,
+                idle_timeout: listener.cfg.idle_timeout,
+            },
             token: self.tracker.token(),
-            idle_timeout: listener.cfg.idle_timeout,
             log: entry.map(|mut entry| {
                 entry.server = Some(server.cfg.address.clone());
                 entry

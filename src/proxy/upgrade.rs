@@ -1,31 +1,41 @@
 //! Upgrade tunnels (WebSocket and any other `Upgrade` but `h2c`): once the
 //! upstream answers 101 with the protocol the client asked for, both
-//! connections stop being HTTP and bytes are copied both ways until either
-//! side closes or the tunnel idles for the listener's `idle_timeout`.
+//! connections stop being HTTP and [`relay`] copies bytes both ways.
 //!
 //! A tunnel counts in its server's `tunnels` (not `in_flight`: the request's
 //! lease ends at the 101), holds a shutdown [`Token`] because hyper's graceful
-//! shutdown does not know upgraded connections, and is not cut by a reload:
-//! a server removed from the config keeps its open tunnels until they close,
-//! unless the operator gave it a drain deadline, which then cuts them.
+//! shutdown does not know upgraded connections, and is not cut by a reload.
+//! Two things end it from outside, watched by a task of its own so the copy
+//! loop only polls a channel:
+//! - its server's drain deadline passing: a WebSocket gets Close frames
+//!   (`close_code` to the client, 1001 to the server), other tunnels are cut;
+//! - graceful shutdown: a WebSocket still open as `shutdown_timeout` nears
+//!   gets Close 1001 both ways in time to close cleanly; other tunnels run
+//!   on until `shutdown_timeout` cuts them, as before.
+//!
+//! The closes of one server are spread over `close_spread`: tunnel `i` of
+//! `n` waits `i * close_spread / n`, so its clients do not all reconnect in
+//! the same instant.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 
 use super::access::AccessEntry;
 use super::pool::Sender;
+use super::tunnel::{CLOSE_GRACE, Protocol, Stop, TunnelEnd, relay};
+use crate::config;
 use crate::lifecycle::Token;
-use crate::runtime::{ServerState, clock};
+use crate::runtime::{CloseCause, ServerState};
+
+/// The code sent both ways when sluice shuts down: 1001, Going Away.
+const GOING_AWAY: u16 = 1001;
 
 /// Whether `response` accepts the upgrade to `requested`: a 101 whose
 /// `Upgrade` names the same protocol (compared without case).
@@ -39,6 +49,19 @@ pub fn accepted<B>(requested: &HeaderValue, response: &Response<B>) -> bool {
                     .as_bytes()
                     .eq_ignore_ascii_case(requested.as_bytes())
             })
+}
+
+/// What the 101 switched to.
+pub fn protocol<B>(response: &Response<B>) -> Protocol {
+    let websocket = response
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if websocket {
+        Protocol::WebSocket
+    } else {
+        Protocol::Other
+    }
 }
 
 /// Counts one open tunnel on its server for as long as it lives.
@@ -57,15 +80,14 @@ impl Drop for TunnelGuard {
     }
 }
 
-/// How a tunnel ended, for the access log.
-#[derive(Debug, Clone, Copy)]
-pub struct TunnelEnd {
-    /// Bytes from the upstream to the client.
-    pub down: u64,
-    /// Bytes from the client to the upstream.
-    pub up: u64,
-    /// Closed by either side (true), or cut by an error or the idle timeout.
-    pub clean: bool,
+/// What governs a tunnel once both sides have switched: whose it is, what
+/// it speaks, and when it must end.
+pub struct Rules {
+    pub server: Arc<ServerState>,
+    pub protocol: Protocol,
+    /// The upstream's `[websocket]` settings as the tunnel opened.
+    pub websocket: config::WebSocket,
+    pub idle_timeout: Duration,
 }
 
 /// Everything a tunnel needs once the 101 has been decided on.
@@ -75,9 +97,8 @@ pub struct Tunnel {
     /// The upstream connection's handle, kept until the upgrade completes,
     /// then dropped: a tunnelled connection never goes back to the pool.
     pub conn: Sender,
-    pub server: Arc<ServerState>,
+    pub rules: Rules,
     pub token: Token,
-    pub idle_timeout: Duration,
     /// Logged with the 101 when the tunnel closes.
     pub log: Option<Box<AccessEntry>>,
 }
@@ -85,7 +106,7 @@ pub struct Tunnel {
 impl Tunnel {
     /// Runs the tunnel on its own task; it is counted from now on.
     pub fn spawn(self) {
-        let guard = TunnelGuard::open(self.server.clone());
+        let guard = TunnelGuard::open(self.rules.server.clone());
         tokio::spawn(async move {
             let _guard = guard;
             let end = self.run().await;
@@ -98,121 +119,115 @@ impl Tunnel {
             client,
             upstream,
             conn,
-            server,
+            rules,
             token,
-            idle_timeout,
             log,
         } = self;
-        // Held until the line is logged, so shutdown waits for it.
-        let _token = token;
-        let end = relay(client, upstream, conn, &server, idle_timeout).await;
+        let (client, upstream) = match tokio::join!(client, upstream) {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            (client, upstream) => {
+                let error = client.err().or(upstream.err());
+                tracing::debug!(error = ?error, "upgrade did not complete");
+                return TunnelEnd {
+                    down: 0,
+                    up: 0,
+                    clean: false,
+                };
+            }
+        };
+        drop(conn);
+        let end = supervise(TokioIo::new(client), TokioIo::new(upstream), &rules, &token).await;
         if let Some(entry) = log {
             entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
         }
+        // Held until the line is logged, so shutdown waits for it.
+        drop(token);
         end
     }
 }
 
-/// Copies bytes both ways once both sides have switched protocols.
-async fn relay(
-    client: OnUpgrade,
-    upstream: OnUpgrade,
-    conn: Sender,
-    server: &ServerState,
-    idle_timeout: Duration,
-) -> TunnelEnd {
-    let (client, upstream) = match tokio::join!(client, upstream) {
-        (Ok(client), Ok(upstream)) => (client, upstream),
-        (client, upstream) => {
-            let error = client.err().or(upstream.err());
-            tracing::debug!(error = ?error, "upgrade did not complete");
-            return TunnelEnd {
-                down: 0,
-                up: 0,
-                clean: false,
-            };
+/// Relays between two switched streams until the tunnel ends, and ends it
+/// when sluice must: at its server's drain deadline, or at the graceful
+/// shutdown `token` belongs to (a WebSocket). Whoever switched the
+/// protocols calls it with the two streams.
+pub async fn supervise<C, U>(client: C, upstream: U, rules: &Rules, token: &Token) -> TunnelEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (order, stop) = oneshot::channel();
+    let watcher = tokio::spawn(watch(
+        rules.server.clone(),
+        rules.protocol,
+        rules.websocket,
+        token.shutdown(),
+        order,
+    ));
+    let end = relay(client, upstream, rules.protocol, rules.idle_timeout, stop).await;
+    watcher.abort();
+    end
+}
+
+/// Waits for a reason to end the tunnel from outside, takes its place in
+/// its server's line of closes, and gives the order when its turn comes.
+async fn watch(
+    server: Arc<ServerState>,
+    protocol: Protocol,
+    websocket: config::WebSocket,
+    shutdown: impl Future<Output = Duration>,
+    order: oneshot::Sender<Stop>,
+) {
+    let websocket_only = async {
+        match protocol {
+            Protocol::WebSocket => shutdown.await,
+            // Other tunnels run on until shutdown_timeout, as requests do.
+            Protocol::Other => std::future::pending().await,
         }
     };
-    drop(conn);
-    let last = Arc::new(AtomicU64::new(clock::now_ms()));
-    let mut client = Metered::new(TokioIo::new(client), last.clone());
-    let mut upstream = Metered::new(TokioIo::new(upstream), last.clone());
-    let clean = tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => copied.is_ok(),
-        _ = idle(&last, idle_timeout) => {
-            tracing::debug!(?idle_timeout, "tunnel idle: closing it");
-            false
-        }
-        _ = server.retired() => {
-            tracing::info!("tunnel cut: its server was removed and its drain deadline passed");
-            false
+    tokio::pin!(websocket_only);
+    let cause = loop {
+        let (cause, spread) = tokio::select! {
+            _ = server.drain_deadline_passed() => (CloseCause::Drain, websocket.close_spread),
+            timeout = &mut websocket_only => {
+                // A tunnel gets until shutdown_timeout to end on its own, as
+                // a request does; a WebSocket still open then is closed just
+                // before, so its client sees a Close, not a reset. The
+                // closes end CLOSE_GRACE before the timeout, spread over at
+                // most half of what is left.
+                let window = timeout.saturating_sub(CLOSE_GRACE);
+                let spread = websocket.close_spread.min(window / 2);
+                tokio::time::sleep(window - spread).await;
+                (CloseCause::Shutdown, spread)
+            }
+        };
+        let slot = server.close_slot(cause);
+        let tunnels = server.tunnels().max(slot + 1);
+        tokio::time::sleep(spread.mul_f64(f64::from(slot) / f64::from(tunnels))).await;
+        // An operator who ended the drain meanwhile keeps the tunnel open.
+        if cause == CloseCause::Shutdown || server.drain_deadline_ms().is_some() {
+            break cause;
         }
     };
-    TunnelEnd {
-        down: upstream.read,
-        up: client.read,
-        clean,
-    }
-}
-
-/// Resolves once no byte has moved either way for `timeout`.
-async fn idle(last: &AtomicU64, timeout: Duration) {
-    loop {
-        let deadline = last.load(Ordering::Relaxed) + clock::ms(timeout);
-        if clock::now_ms() >= deadline {
-            return;
-        }
-        tokio::time::sleep_until(clock::instant_of(deadline).into()).await;
-    }
-}
-
-/// One side of a tunnel: counts the bytes read from it and stamps the
-/// tunnel's last activity.
-struct Metered<T> {
-    io: T,
-    read: u64,
-    last: Arc<AtomicU64>,
-}
-
-impl<T> Metered<T> {
-    fn new(io: T, last: Arc<AtomicU64>) -> Self {
-        Metered { io, read: 0, last }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            this.read += n as u64;
-            this.last.store(clock::now_ms(), Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    let (stop, code) = match (protocol, cause) {
+        (Protocol::Other, _) => (Stop::Cut, None),
+        (Protocol::WebSocket, CloseCause::Drain) => (
+            Stop::Close {
+                client: websocket.close_code,
+                server: GOING_AWAY,
+            },
+            Some(websocket.close_code),
+        ),
+        (Protocol::WebSocket, CloseCause::Shutdown) => (
+            Stop::Close {
+                client: GOING_AWAY,
+                server: GOING_AWAY,
+            },
+            Some(GOING_AWAY),
+        ),
+    };
+    tracing::debug!(cause = cause.as_str(), ?code, "closing a tunnel");
+    if order.send(stop).is_ok() {
+        server.note_closed_tunnel(cause, code);
     }
 }
 

@@ -124,6 +124,8 @@ impl ReloadReport {
                 "admin.listen",
                 old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
             ),
+            // The cluster tasks run with the settings they started with.
+            ("cluster", old.cluster != new.cluster),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))

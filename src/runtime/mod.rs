@@ -17,14 +17,19 @@ use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
 use crate::sticky::Sticky;
 use crate::tls::UpstreamTls;
-pub use state::{AdminState, Availability, ServerState};
+pub use state::{AdminState, Availability, CloseCause, ClosedTunnels, Counts, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
 pub struct Shared {
     /// Itself, for the health checkers [`swap`](Self::swap) starts.
     me: Weak<Shared>,
     current: ArcSwap<Snapshot>,
+    /// Held while a snapshot is built and stored, so a reload and a rebuild
+    /// for a runtime weight never store over each other's work.
+    swap_lock: Mutex<()>,
     pub registry: Registry,
+    /// With `[cluster]`: the state shared with the other instances.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub reloads_ok: stats::Counter,
     pub reloads_failed: stats::Counter,
 }
@@ -33,11 +38,14 @@ impl Shared {
     /// Builds the first snapshot: every server starts up.
     pub fn new(config: Config) -> Arc<Self> {
         let registry = Registry::default();
+        let cluster = crate::cluster::Cluster::new(&config).map(Arc::new);
         let snapshot = Snapshot::build(Arc::new(config), &registry, None);
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             current: ArcSwap::from_pointee(snapshot),
+            swap_lock: Mutex::new(()),
             registry,
+            cluster,
             reloads_ok: stats::Counter::default(),
             reloads_failed: stats::Counter::default(),
         });
@@ -52,14 +60,28 @@ impl Shared {
     /// Swaps in a new config, carrying the state of every surviving server.
     /// Returns the new snapshot.
     pub fn swap(&self, config: Config) -> Arc<Snapshot> {
+        let _swapping = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.store(Arc::new(config))
+    }
+
+    /// Builds the running config again, for a runtime weight: the balancers
+    /// precompute their order from the weights, as they do on a reload.
+    pub fn rebuild(&self) -> Arc<Snapshot> {
+        let _swapping = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let config = self.current.load().config.clone();
+        self.store(config)
+    }
+
+    /// Builds and stores a snapshot; the caller holds `swap_lock`.
+    fn store(&self, config: Arc<Config>) -> Arc<Snapshot> {
         let old = self.current.load_full();
-        let new = Arc::new(Snapshot::build(
-            Arc::new(config),
-            &self.registry,
-            Some(&old),
-        ));
+        let new = Arc::new(Snapshot::build(config, &self.registry, Some(&old)));
         self.current.store(new.clone());
         self.registry.retain(&new);
+        // A changed `drain` in the file may make a server drained.
+        for server in new.upstreams.iter().flat_map(|u| &u.servers) {
+            server.state.open_changed();
+        }
         if let Some(me) = self.me.upgrade() {
             crate::health::start(&me);
         }
@@ -116,7 +138,8 @@ impl Registry {
                 .upstream(upstream)
                 .is_some_and(|u| u.servers.iter().any(|s| &s.cfg.address == address));
             if !kept {
-                state.mark_removed();
+                // Waiters on a removed server learn it is gone.
+                state.open_changed();
             }
             kept
         });
@@ -289,12 +312,26 @@ impl UpstreamRt {
                     state.set_admin(AdminState::None);
                     state.set_drain_deadline_ms(None);
                 }
-                ServerRt {
-                    cfg: s.clone(),
-                    state,
+                // The old snapshot's weight may be a runtime one: the file's
+                // own is in its config.
+                let old_file_weight = old
+                    .and_then(|o| o.config.upstream(&cfg.name))
+                    .and_then(|u| u.servers.iter().find(|o| o.address == s.address))
+                    .map(|o| o.weight);
+                if old_file_weight.is_some_and(|w| w != s.weight) {
+                    state.set_weight(None);
                 }
+                let mut server = s.clone();
+                server.weight = state.weight().unwrap_or(s.weight);
+                ServerRt { cfg: server, state }
             })
             .collect();
+        // What the balancers see: the file's upstream with runtime weights.
+        let mut cfg = cfg.clone();
+        for (file, running) in cfg.servers.iter_mut().zip(&servers) {
+            file.weight = running.cfg.weight;
+        }
+        let cfg = &cfg;
         let primary = (0..servers.len())
             .filter(|&i| !servers[i].cfg.backup)
             .collect();
@@ -416,11 +453,18 @@ impl ServerRt {
         }
     }
 
+    /// The one rule for *drained*, behind both the `drained` state and the
+    /// `drained?wait=` call: draining, with nothing in flight and no tunnel
+    /// open on any live instance (this one alone without `[cluster]`).
+    pub fn is_drained(&self) -> bool {
+        self.is_draining() && self.state.cluster_counts().is_idle()
+    }
+
     pub fn status(&self, now_ms: u64) -> ServerStatus {
         if self.is_down() {
             ServerStatus::Down
         } else if self.is_draining() {
-            if self.state.in_flight() == 0 && self.state.tunnels() == 0 {
+            if self.is_drained() {
                 ServerStatus::Drained
             } else {
                 ServerStatus::Draining

@@ -5,8 +5,9 @@
 //! [`Registry`](super::Registry), so a reload that keeps a server keeps its state.
 //! Everything the hot path reads is an atomic.
 
+use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -55,6 +56,69 @@ pub enum Availability {
     Unavailable,
 }
 
+/// The load on a server that decides whether it is drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Counts {
+    pub in_flight: u32,
+    pub tunnels: u32,
+}
+
+impl Counts {
+    pub fn is_idle(self) -> bool {
+        self.in_flight == 0 && self.tunnels == 0
+    }
+}
+
+/// Other instances' counts for one server, as of their last heartbeats.
+#[derive(Debug, Default)]
+pub struct RemoteCounts {
+    pub in_flight: AtomicU32,
+    pub tunnels: AtomicU32,
+    /// Unix ms of the latest sticky-bound request any of them saw (0 = never).
+    pub last_bound_unix_ms: AtomicU64,
+}
+
+impl RemoteCounts {
+    /// Returns whether the counts changed, so a `drained?wait=` call can be
+    /// told to look again.
+    pub fn store(&self, counts: Counts, last_bound_unix_ms: Option<u64>) -> bool {
+        let in_flight = self.in_flight.swap(counts.in_flight, Ordering::Relaxed);
+        let tunnels = self.tunnels.swap(counts.tunnels, Ordering::Relaxed);
+        self.last_bound_unix_ms
+            .store(last_bound_unix_ms.unwrap_or(0), Ordering::Relaxed);
+        in_flight != counts.in_flight || tunnels != counts.tunnels
+    }
+
+    pub fn last_bound_unix_ms(&self) -> Option<u64> {
+        match self.last_bound_unix_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+}
+
+/// Why sluice closed a tunnel it did not have to carry any longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CloseCause {
+    /// Its server's drain deadline passed.
+    Drain,
+    /// Graceful shutdown.
+    Shutdown,
+}
+
+impl CloseCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseCause::Drain => "drain",
+            CloseCause::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Tunnels sluice closed, by cause and by the Close code sent to the
+/// client (`None`: not a WebSocket, closed without one).
+pub type ClosedTunnels = Vec<((CloseCause, Option<u16>), u64)>;
+
 #[derive(Debug)]
 pub struct ServerState {
     in_flight: AtomicU32,
@@ -73,20 +137,33 @@ pub struct ServerState {
     /// An active checker task runs for this server: at most one at a time.
     checker: AtomicBool,
     admin: AtomicU8,
-    /// Unix time in ms the drain deadline passes (0 = none).
+    /// Clock ms the drain deadline passes (0 = none).
     drain_deadline_ms: AtomicU64,
-    /// A reload removed this server from the config; what still holds the
-    /// state (requests, tunnels) is finishing.
-    removed: AtomicBool,
-    /// Woken when the drain deadline or `removed` changes, for the tunnels
-    /// that must close when both say so.
-    retire: Notify,
+    /// Woken when the drain deadline changes, for the tunnels that close
+    /// once it passes.
+    deadline_changed: Notify,
+    /// The next place in line of a tunnel closing at the deadline or at
+    /// shutdown, which spreads the closes over `close_spread`.
+    drain_slots: AtomicU32,
+    shutdown_slots: AtomicU32,
+    closed_tunnels: Mutex<ClosedTunnels>,
+    /// Callers of [`wait_until`](Self::wait_until), so the request path
+    /// only pays for a wake-up when someone waits.
+    waiters: AtomicU32,
+    /// Woken when the last request or tunnel ends, or the drain changes,
+    /// while someone waits.
+    open_changed: Notify,
     /// Sticky-bound requests seen, and when the last one came (clock ms, 0 = never).
     bound_requests: AtomicU64,
     last_bound_ms: AtomicU64,
     /// When the server last became available again (clock ms, 0 = never
     /// recovered: no slow start).
     recovered_ms: AtomicU64,
+    /// Runtime weight set through the API or the cluster (0 = the file's).
+    weight: AtomicU32,
+    /// What the other live instances of a cluster last reported for this
+    /// server, summed; written only by the cluster task.
+    pub remote: RemoteCounts,
     /// Idle keep-alive connections to this server.
     pub pool: Pool,
     /// Responses by status class, for metrics.
@@ -112,11 +189,17 @@ impl ServerState {
             checker: AtomicBool::new(false),
             admin: AtomicU8::new(AdminState::None as u8),
             drain_deadline_ms: AtomicU64::new(0),
-            removed: AtomicBool::new(false),
-            retire: Notify::new(),
+            deadline_changed: Notify::new(),
+            drain_slots: AtomicU32::new(0),
+            shutdown_slots: AtomicU32::new(0),
+            closed_tunnels: Mutex::new(Vec::new()),
+            waiters: AtomicU32::new(0),
+            open_changed: Notify::new(),
             bound_requests: AtomicU64::new(0),
             last_bound_ms: AtomicU64::new(0),
             recovered_ms: AtomicU64::new(0),
+            weight: AtomicU32::new(0),
+            remote: RemoteCounts::default(),
             pool: Pool::default(),
             responses: StatusClasses::default(),
             checks_passed: Counter::default(),
@@ -175,6 +258,25 @@ impl ServerState {
         if old == AdminState::Disabled && state != AdminState::Disabled {
             self.mark_recovered();
         }
+        self.open_changed.notify_waiters();
+    }
+
+    /// The operator's drain; `deadline` is a [`clock`] stamp.
+    pub fn drain(&self, deadline: Option<u64>) {
+        self.set_drain_deadline_ms(deadline);
+        self.set_admin(AdminState::Draining);
+    }
+
+    /// The operator's enable: back to normal, clearing drain and down.
+    pub fn enable(&self) {
+        self.set_admin(AdminState::Enabled);
+        self.set_drain_deadline_ms(None);
+    }
+
+    /// The operator's disable: marked down.
+    pub fn disable(&self) {
+        self.set_admin(AdminState::Disabled);
+        self.set_drain_deadline_ms(None);
     }
 
     pub fn drain_deadline_ms(&self) -> Option<u64> {
@@ -187,30 +289,21 @@ impl ServerState {
     pub fn set_drain_deadline_ms(&self, deadline: Option<u64>) {
         self.drain_deadline_ms
             .store(deadline.unwrap_or(0), Ordering::Relaxed);
-        self.retire.notify_waiters();
+        // A new deadline starts a new line of closes.
+        self.drain_slots.store(0, Ordering::Relaxed);
+        self.deadline_changed.notify_waiters();
     }
 
-    /// Called when a reload drops this server from the config.
-    pub fn mark_removed(&self) {
-        self.removed.store(true, Ordering::Relaxed);
-        self.retire.notify_waiters();
-    }
-
-    pub fn is_removed(&self) -> bool {
-        self.removed.load(Ordering::Relaxed)
-    }
-
-    /// Resolves once the server has been removed from the config *and* its
-    /// drain deadline has passed: the operator's word that its remaining
-    /// tunnels may be cut. Without a deadline it never resolves, so a
-    /// removal alone cuts nothing.
-    pub async fn retired(&self) {
+    /// Resolves once a drain deadline is set and has passed: the operator's
+    /// word that the server's tunnels must close. Without a deadline it
+    /// waits for one.
+    pub async fn drain_deadline_passed(&self) {
         loop {
-            let changed = self.retire.notified();
+            let changed = self.deadline_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            match (self.is_removed(), self.drain_deadline_ms()) {
-                (true, Some(deadline)) => {
+            match self.drain_deadline_ms() {
+                Some(deadline) => {
                     if clock::now_ms() >= deadline {
                         return;
                     }
@@ -219,8 +312,79 @@ impl ServerState {
                         _ = changed => {}
                     }
                 }
-                _ => changed.await,
+                None => changed.await,
             }
+        }
+    }
+
+    /// This tunnel's place among the server's tunnels closing for `cause`:
+    /// 0 for the first to ask, then 1, 2, ...
+    pub fn close_slot(&self, cause: CloseCause) -> u32 {
+        let slots = match cause {
+            CloseCause::Drain => &self.drain_slots,
+            CloseCause::Shutdown => &self.shutdown_slots,
+        };
+        slots.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a tunnel sluice closed, with the code sent to the client.
+    pub fn note_closed_tunnel(&self, cause: CloseCause, code: Option<u16>) {
+        let mut closed = self
+            .closed_tunnels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match closed.iter_mut().find(|(key, _)| *key == (cause, code)) {
+            Some((_, n)) => *n += 1,
+            None => {
+                closed.push(((cause, code), 1));
+                closed.sort_unstable_by_key(|(key, _)| *key);
+            }
+        }
+    }
+
+    pub fn closed_tunnels(&self) -> ClosedTunnels {
+        self.closed_tunnels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Resolves once `done` says so, asking it now and again whenever the
+    /// last request or tunnel ends or the server's drain changes (or
+    /// [`open_changed`](Self::open_changed) is called).
+    pub async fn wait_until(&self, mut done: impl FnMut() -> bool) {
+        struct Waiting<'a>(&'a AtomicU32);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiters);
+        loop {
+            let changed = self.open_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            // Pairs with `ended`: either it sees this waiter, or `done`
+            // sees its count.
+            fence(Ordering::SeqCst);
+            if done() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Wakes [`wait_until`](Self::wait_until): something it may ask about
+    /// changed (a reload, for one).
+    pub fn open_changed(&self) {
+        self.open_changed.notify_waiters();
+    }
+
+    /// A request or tunnel ended, leaving `left` open of that kind.
+    fn ended(&self, left: u32) {
+        if left == 0 && self.waiters.load(Ordering::SeqCst) > 0 {
+            self.open_changed.notify_waiters();
         }
     }
 
@@ -239,6 +403,27 @@ impl ServerState {
     pub fn note_bound_request(&self) {
         self.bound_requests.fetch_add(1, Ordering::Relaxed);
         self.last_bound_ms.store(clock::now_ms(), Ordering::Relaxed);
+    }
+
+    /// The weight set at runtime, overriding the file's until the file
+    /// changes it.
+    pub fn weight(&self) -> Option<NonZeroU32> {
+        NonZeroU32::new(self.weight.load(Ordering::Relaxed))
+    }
+
+    /// Returns whether the runtime weight changed.
+    pub fn set_weight(&self, weight: Option<NonZeroU32>) -> bool {
+        let new = weight.map_or(0, NonZeroU32::get);
+        self.weight.swap(new, Ordering::Relaxed) != new
+    }
+
+    /// In-flight requests and open tunnels of every live instance, this one
+    /// included: what "drained" means in a cluster.
+    pub fn cluster_counts(&self) -> Counts {
+        Counts {
+            in_flight: self.in_flight() + self.remote.in_flight.load(Ordering::Relaxed),
+            tunnels: self.tunnels() + self.remote.tunnels.load(Ordering::Relaxed),
+        }
     }
 
     /// Set by active health checks. Returns true when the state changed.
@@ -318,7 +503,8 @@ impl ServerState {
     }
 
     pub fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let before = self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.ended(before - 1);
     }
 
     pub fn tunnel_opened(&self) {
@@ -326,7 +512,8 @@ impl ServerState {
     }
 
     pub fn tunnel_closed(&self) {
-        self.tunnels.fetch_sub(1, Ordering::Relaxed);
+        let before = self.tunnels.fetch_sub(1, Ordering::SeqCst);
+        self.ended(before - 1);
     }
 
     /// A request to this server succeeded: ends a failure window or a trial.

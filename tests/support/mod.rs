@@ -7,5 +7,6 @@
 pub mod client;
 pub mod config;
 pub mod proxy;
+pub mod redis;
 pub mod upstream;
 pub mod websocket;

@@ -1,0 +1,87 @@
+//! Copy buffers for tunnels, kept on a per-thread free list.
+//!
+//! A tunnel holds a buffer only while bytes move through it: it takes one to
+//! read into and gives it back as soon as a read would block with nothing
+//! left to write. Ten thousand idle WebSockets then cost no buffer memory,
+//! and a busy worker reuses the same few buffers instead of allocating one
+//! per read. The list is thread-local, so taking and giving back is never
+//! contended between workers; a buffer given back on another thread than
+//! the one it came from simply joins that thread's list.
+
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+
+/// Bytes read at most at once: large enough that a bulk transfer costs few
+/// system calls, small enough that a few hundred busy tunnels fit in cache.
+pub const SIZE: usize = 16 * 1024;
+
+/// Buffers kept per thread beyond those in use; more are freed.
+const KEEP: usize = 64;
+
+thread_local! {
+    static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A [`SIZE`]-byte buffer that returns to its thread's free list when
+/// dropped.
+pub struct Buffer(Option<Box<[u8]>>);
+
+impl Buffer {
+    /// A buffer from this thread's free list, or a new one.
+    pub fn take() -> Buffer {
+        let reused = FREE.with(|free| free.borrow_mut().pop());
+        Buffer(Some(
+            reused.unwrap_or_else(|| vec![0; SIZE].into_boxed_slice()),
+        ))
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if let Some(bytes) = self.0.take() {
+            // During thread teardown the list may be gone: then just free it.
+            let _ = FREE.try_with(|free| {
+                let mut free = free.borrow_mut();
+                if free.len() < KEEP {
+                    free.push(bytes);
+                }
+            });
+        }
+    }
+}
+
+impl Deref for Buffer {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl DerefMut for Buffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.0.as_deref_mut().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_given_back_is_the_next_one_taken() {
+        let first = Buffer::take();
+        assert_eq!(first.len(), SIZE);
+        let address = first.as_ptr();
+        drop(first);
+        let second = Buffer::take();
+        assert_eq!(second.as_ptr(), address, "the freed buffer was not reused");
+    }
+
+    #[test]
+    fn the_free_list_keeps_a_bounded_number() {
+        let many: Vec<Buffer> = (0..KEEP + 10).map(|_| Buffer::take()).collect();
+        drop(many);
+        assert_eq!(FREE.with(|free| free.borrow().len()), KEEP);
+    }
+}

@@ -1,0 +1,483 @@
+//! The byte relay of an upgrade tunnel: copies both ways between any two
+//! streams until both sides are done, the tunnel idles out, or sluice is told
+//! to end it.
+//!
+//! It knows nothing of HTTP: whoever switched protocols hands it the two
+//! streams. A WebSocket tunnel follows the frames of both directions
+//! ([`FrameTracker`]), so that when told to close it can finish the frame
+//! being copied, send a Close frame at the boundary, and wait for the peer's
+//! Close before closing TCP: clients see a clean close with a code they can
+//! act on (reconnect now, elsewhere) instead of a reset.
+//!
+//! Each direction holds a buffer only while bytes move ([`Buffer`]): an idle
+//! tunnel costs its two sockets and this state, nothing more.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+use super::buffers::Buffer;
+use super::websocket::{CloseFrame, FrameTracker};
+use crate::runtime::clock;
+
+/// How long a closing WebSocket tunnel waits for the peers' Close frames
+/// (and for a frame being copied to end) before closing TCP anyway.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What the two streams speak once switched, as far as the relay cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    WebSocket,
+    /// Anything else: opaque bytes.
+    Other,
+}
+
+/// An order to end a running tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Close both connections now.
+    Cut,
+    /// Close a WebSocket: a Close frame with `client` toward the client and
+    /// one with `server` toward the server, each at the next frame boundary
+    /// of its direction. Other protocols are cut.
+    Close { client: u16, server: u16 },
+}
+
+/// How a tunnel ended, for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelEnd {
+    /// Bytes from the upstream to the client.
+    pub down: u64,
+    /// Bytes from the client to the upstream.
+    pub up: u64,
+    /// Closed by both sides (true), or cut by an error, the idle timeout or
+    /// an order.
+    pub clean: bool,
+}
+
+/// Copies between `client` and `upstream` until both directions have ended,
+/// nothing has moved either way for `idle_timeout`, or `stop` says so.
+pub async fn relay<C, U>(
+    mut client: C,
+    mut upstream: U,
+    protocol: Protocol,
+    idle_timeout: Duration,
+    mut stop: oneshot::Receiver<Stop>,
+) -> TunnelEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let websocket = protocol == Protocol::WebSocket;
+    let mut up = Direction::new(websocket);
+    let mut down = Direction::new(websocket);
+    let mut last = clock::now_ms();
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut ordered = false;
+    let mut grace: Option<Pin<Box<Sleep>>> = None;
+    let clean = poll_fn(|cx| {
+        if !ordered && let Poll::Ready(order) = Pin::new(&mut stop).poll(cx) {
+            ordered = true;
+            match order {
+                // Nobody can give an order any more.
+                Err(_) => {}
+                Ok(Stop::Close { client, server }) if websocket => {
+                    up.close_with(CloseFrame::to_server(server));
+                    down.close_with(CloseFrame::to_client(client));
+                    grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                }
+                Ok(_) => return Poll::Ready(false),
+            }
+        }
+        let up_done = up.poll(cx, &mut client, &mut upstream, &mut last);
+        let down_done = down.poll(cx, &mut upstream, &mut client, &mut last);
+        match (up_done, down_done) {
+            (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => {
+                tracing::debug!(error = %e, "tunnel ended with an error");
+                return Poll::Ready(false);
+            }
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(true),
+            _ => {}
+        }
+        if grace.is_some() && up.closed() && down.closed() {
+            // Both Close frames went out and both peers answered: the
+            // WebSocket is closed; TCP goes with it.
+            return Poll::Ready(true);
+        }
+        if let Some(grace) = grace.as_mut()
+            && grace.as_mut().poll(cx).is_ready()
+        {
+            tracing::debug!("tunnel close: the close handshake did not finish in time");
+            return Poll::Ready(false);
+        }
+        while idle.as_mut().poll(cx).is_ready() {
+            let deadline = last + clock::ms(idle_timeout);
+            if clock::now_ms() >= deadline {
+                tracing::debug!(?idle_timeout, "tunnel idle: closing it");
+                return Poll::Ready(false);
+            }
+            idle.as_mut()
+                .reset(Instant::from_std(clock::instant_of(deadline)));
+        }
+        Poll::Pending
+    })
+    .await;
+    if clean && grace.is_some() {
+        // Each peer has its Close answered; a FIN after it is what RFC 6455
+        // section 7.1.1 asks of the server side.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut upstream).await;
+        })
+        .await;
+    }
+    TunnelEnd {
+        down: down.bytes,
+        up: up.bytes,
+        clean,
+    }
+}
+
+/// One direction of a tunnel: reads from its source, writes to its sink.
+struct Direction {
+    /// Read but not yet written: `buf[start..end]`.
+    buf: Option<Buffer>,
+    start: usize,
+    end: usize,
+    /// Written since the last flush.
+    unflushed: bool,
+    /// The source has ended.
+    eof: bool,
+    /// The sink's write side is shut down: this direction is over.
+    shut: bool,
+    bytes: u64,
+    /// The frames gone through, for a WebSocket.
+    frames: Option<FrameTracker>,
+    /// A Close frame to send at the next boundary, and how much of it went.
+    close: Option<(CloseFrame, usize)>,
+    /// Past our Close frame nothing more may be sent this way: what the
+    /// source still sends is read (to see its own Close) and dropped.
+    swallow: bool,
+}
+
+impl Direction {
+    fn new(websocket: bool) -> Direction {
+        Direction {
+            buf: None,
+            start: 0,
+            end: 0,
+            unflushed: false,
+            eof: false,
+            shut: false,
+            bytes: 0,
+            frames: websocket.then(FrameTracker::default),
+            close: None,
+            swallow: false,
+        }
+    }
+
+    /// Sends `frame` at the next boundary, unless a Close already went this
+    /// way (a peer closing on its own: a second one would break the
+    /// protocol) or the source has ended (its sink is being shut down).
+    fn close_with(&mut self, frame: CloseFrame) {
+        if self.eof || self.frames.is_some_and(|f| f.close_seen()) {
+            self.swallow = true;
+        } else {
+            self.close = Some((frame, 0));
+        }
+    }
+
+    /// Our Close went out and the source has sent its own (or is gone).
+    fn closed(&self) -> bool {
+        self.close.is_none()
+            && self.swallow
+            && (self.eof || self.frames.is_some_and(|f| f.close_seen()))
+    }
+
+    /// Moves bytes until the source or the sink would block; ready once the
+    /// source has ended and the sink is shut down.
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        source: &mut R,
+        sink: &mut W,
+        last: &mut u64,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            if let Some(buf) = &self.buf
+                && self.start < self.end
+            {
+                let pending = &buf[self.start..self.end];
+                let allowed = match (&self.frames, &self.close) {
+                    // A frame being copied is finished before the Close.
+                    (Some(frames), Some(_)) => {
+                        let mut probe = *frames;
+                        probe.to_boundary(pending)
+                    }
+                    _ => pending.len(),
+                };
+                if allowed == 0 {
+                    // Frames after our Close are never sent.
+                    if let Some(frames) = &mut self.frames {
+                        frames.track(pending);
+                    }
+                    self.start = self.end;
+                    continue;
+                }
+                let n = ready!(Pin::new(&mut *sink).poll_write(cx, &pending[..allowed]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                if let Some(frames) = &mut self.frames {
+                    frames.track(&pending[..n]);
+                }
+                self.start += n;
+                self.unflushed = true;
+                continue;
+            }
+            if let Some((frame, sent)) = &mut self.close {
+                let at_boundary = self.frames.is_some_and(|f| f.at_boundary());
+                if at_boundary {
+                    let rest = &frame.as_bytes()[*sent..];
+                    let n = ready!(Pin::new(&mut *sink).poll_write(cx, rest))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    *sent += n;
+                    self.unflushed = true;
+                    if *sent == frame.as_bytes().len() {
+                        self.close = None;
+                        self.swallow = true;
+                    }
+                    continue;
+                }
+                if self.eof {
+                    // The source ended inside a frame: a Close now would
+                    // tear it, so the sink gets none.
+                    self.close = None;
+                    self.swallow = true;
+                }
+            }
+            if self.eof {
+                if !self.shut {
+                    ready!(Pin::new(&mut *sink).poll_shutdown(cx))?;
+                    self.shut = true;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let buf = self.buf.get_or_insert_with(Buffer::take);
+            let mut read = ReadBuf::new(buf);
+            match Pin::new(&mut *source).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    let n = read.filled().len();
+                    if n == 0 {
+                        self.eof = true;
+                        self.buf = None;
+                        continue;
+                    }
+                    self.bytes += n as u64;
+                    *last = clock::now_ms();
+                    self.start = 0;
+                    self.end = n;
+                    if self.swallow {
+                        if let Some(frames) = &mut self.frames {
+                            frames.track(&buf[..n]);
+                        }
+                        self.end = 0;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Nothing to write and nothing to read: the buffer goes
+                    // back to the free list until bytes come again.
+                    self.buf = None;
+                    if self.unflushed {
+                        ready!(Pin::new(&mut *sink).poll_flush(cx))?;
+                        self.unflushed = false;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    #[tokio::test]
+    async fn bytes_flow_both_ways_until_both_sides_close() {
+        let (client, mut client_peer) = duplex(64);
+        let (upstream, mut upstream_peer) = duplex(64);
+        let (_order, stop) = oneshot::channel();
+        let relay = tokio::spawn(relay(
+            client,
+            upstream,
+            Protocol::Other,
+            Duration::from_secs(60),
+            stop,
+        ));
+        let payload = vec![7u8; 100_000];
+        let writer = {
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                client_peer.write_all(&payload).await.unwrap();
+                client_peer.shutdown().await.unwrap();
+                let mut back = Vec::new();
+                client_peer.read_to_end(&mut back).await.unwrap();
+                back
+            })
+        };
+        let mut received = Vec::new();
+        upstream_peer.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, payload);
+        upstream_peer.write_all(b"bye").await.unwrap();
+        upstream_peer.shutdown().await.unwrap();
+        assert_eq!(writer.await.unwrap(), b"bye");
+        let end = relay.await.unwrap();
+        assert!(end.clean);
+        assert_eq!((end.up, end.down), (100_000, 3));
+    }
+
+    #[tokio::test]
+    async fn a_close_order_waits_for_the_frame_being_copied() {
+        let (client, mut client_peer) = duplex(1024);
+        let (upstream, mut upstream_peer) = duplex(1024);
+        let (order, stop) = oneshot::channel();
+        let relay = tokio::spawn(relay(
+            client,
+            upstream,
+            Protocol::WebSocket,
+            Duration::from_secs(60),
+            stop,
+        ));
+        // A 10-byte binary frame, of which the server has sent 6 bytes.
+        let frame = [0x82, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+        upstream_peer.write_all(&frame[..6]).await.unwrap();
+        let mut got = [0u8; 6];
+        client_peer.read_exact(&mut got).await.unwrap();
+        order
+            .send(Stop::Close {
+                client: 1012,
+                server: 1001,
+            })
+            .unwrap();
+        // The server hears 1001 at once: the client side was between frames.
+        let mut to_server = [0u8; 8];
+        upstream_peer.read_exact(&mut to_server).await.unwrap();
+        assert_eq!(&to_server[..2], [0x88, 0x82]);
+        let code = u16::from_be_bytes([to_server[6] ^ to_server[2], to_server[7] ^ to_server[3]]);
+        assert_eq!(code, 1001);
+        // The rest of the frame, then frames sent after it, which are dropped.
+        upstream_peer.write_all(&frame[6..]).await.unwrap();
+        upstream_peer.write_all(&[0x81, 1, b'x']).await.unwrap();
+        let mut rest = [0u8; 8];
+        client_peer.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest[..4], &frame[6..]);
+        assert_eq!(
+            &rest[4..],
+            [0x88, 2, 0x03, 0xf4],
+            "Close 1012 after the whole frame"
+        );
+        // Both peers answer; the relay then ends cleanly and closes TCP.
+        upstream_peer
+            .write_all(CloseFrame::to_client(1001).as_bytes())
+            .await
+            .unwrap();
+        client_peer
+            .write_all(CloseFrame::to_server(1012).as_bytes())
+            .await
+            .unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(10), relay)
+            .await
+            .expect("the relay ends once both Close frames are answered")
+            .unwrap();
+        assert!(end.clean);
+        let mut tail = Vec::new();
+        client_peer.read_to_end(&mut tail).await.unwrap();
+        assert!(tail.is_empty(), "nothing after the Close: {tail:?}");
+    }
+
+    #[tokio::test]
+    async fn a_close_already_under_way_is_never_doubled() {
+        let (client, mut client_peer) = duplex(1024);
+        let (upstream, mut upstream_peer) = duplex(1024);
+        let (order, stop) = oneshot::channel();
+        let relay = tokio::spawn(relay(
+            client,
+            upstream,
+            Protocol::WebSocket,
+            Duration::from_secs(60),
+            stop,
+        ));
+        let client_close = CloseFrame::to_server(1000);
+        client_peer
+            .write_all(client_close.as_bytes())
+            .await
+            .unwrap();
+        let mut forwarded = [0u8; 8];
+        upstream_peer.read_exact(&mut forwarded).await.unwrap();
+        assert_eq!(forwarded, client_close.as_bytes());
+        order
+            .send(Stop::Close {
+                client: 1012,
+                server: 1001,
+            })
+            .unwrap();
+        // The client hears 1012; the server's answer to the client's own
+        // Close is not passed on as a second Close.
+        let mut to_client = [0u8; 4];
+        client_peer.read_exact(&mut to_client).await.unwrap();
+        assert_eq!(to_client, [0x88, 2, 0x03, 0xf4]);
+        upstream_peer
+            .write_all(CloseFrame::to_client(1000).as_bytes())
+            .await
+            .unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(10), relay)
+            .await
+            .expect("both sides have closed")
+            .unwrap();
+        assert!(end.clean);
+        let mut tail = Vec::new();
+        client_peer.read_to_end(&mut tail).await.unwrap();
+        assert!(tail.is_empty(), "{tail:?}");
+        upstream_peer.read_to_end(&mut tail).await.unwrap();
+        assert!(
+            tail.is_empty(),
+            "a second Close reached the server: {tail:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cut_order_ends_the_tunnel_at_once() {
+        let (client, _client_peer) = duplex(64);
+        let (upstream, _upstream_peer) = duplex(64);
+        let (order, stop) = oneshot::channel();
+        let relay = tokio::spawn(relay(
+            client,
+            upstream,
+            Protocol::Other,
+            Duration::from_secs(60),
+            stop,
+        ));
+        order.send(Stop::Cut).unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(10), relay)
+            .await
+            .expect("cut")
+            .unwrap();
+        assert!(!end.clean);
+    }
+}

@@ -1,0 +1,420 @@
+//! Several instances acting as one through Redis, end to end: two real
+//! sluice processes, one real redis-server, mock upstreams.
+
+mod support;
+
+use std::future::Future;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::Value;
+use support::redis::Redis;
+use support::{client::*, proxy::*, upstream::*};
+
+/// Generous: a loaded two-core machine runs these next to other builds.
+const WAIT: Duration = Duration::from_secs(15);
+/// Short, to keep the tests short, but not so short that a heartbeat
+/// delayed on a loaded machine drops an instance (three are missed first).
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Two instances' configs: the same servers and Redis, their own ports.
+struct Tier {
+    a: String,
+    b: String,
+}
+
+/// `N` ports free a moment ago, all different (separate calls of
+/// `free_port` may return the same one).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [std::net::TcpListener; N] = std::array::from_fn(|_| {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port")
+    });
+    held.map(|l| l.local_addr().unwrap().port())
+}
+
+fn tier(redis: &Redis, servers: &[&MockUpstream]) -> Tier {
+    let [a_admin, a_port, b_admin, b_port] = free_ports();
+    let instance = |name: &str, admin: u16, port: u16| {
+        format!(
+            "[global]\ntrusted_proxies = [\"127.0.0.1\"]\n\n\
+             [cluster]\nredis = \"{url}\"\ninstance = \"{name}\"\nheartbeat = \"{beat}ms\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
+             [[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"web\"\n\
+             [[listener.route]]\npath_prefix = \"/hash/\"\nupstream = \"hashed\"\n\
+             [[listener.route]]\npath_prefix = \"/ip/\"\nupstream = \"by_ip\"\n\n\
+             [upstream.web]\nmax_fails = 0\n\
+             [upstream.web.sticky]\ncookie = \"sid\"\nsecret = \"one secret for the tier\"\n\
+             {web}\n\
+             [upstream.hashed]\nbalance = \"hash\"\nhash_key = \"uri\"\n{hashed}\n\
+             [upstream.by_ip]\nbalance = \"ip_hash\"\n{by_ip}",
+            url = redis.url(),
+            beat = HEARTBEAT.as_millis(),
+            web = server_entries("web", servers),
+            hashed = server_entries("hashed", servers),
+            by_ip = server_entries("by_ip", servers),
+        )
+    };
+    Tier {
+        a: instance("a", a_admin, a_port),
+        b: instance("b", b_admin, b_port),
+    }
+}
+
+/// Polls `check` until it holds, failing with `what` after [`WAIT`].
+async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < WAIT, "{what}: not within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+async fn json(url: &str) -> Value {
+    let resp = get(url).await;
+    assert!(
+        resp.status == 200 || resp.status == 409,
+        "{url}: {}",
+        resp.body
+    );
+    serde_json::from_str(&resp.body).unwrap_or_else(|e| panic!("{url}: {e}: {}", resp.body))
+}
+
+async fn admin_post(proxy: &Proxy, path: &str) -> Resp {
+    let resp = request(Method::POST, &proxy.admin_url(path), &[], "").await;
+    assert_eq!(resp.status, 200, "POST {path}: {}", resp.body);
+    resp
+}
+
+async fn server(proxy: &Proxy, upstream: &str, address: &str) -> Value {
+    let status = json(&proxy.admin_url("/api/status")).await;
+    status["upstreams"][upstream]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["address"] == address)
+        .unwrap_or_else(|| panic!("no {address} in {status}"))
+        .clone()
+}
+
+async fn state(proxy: &Proxy, address: &str) -> String {
+    server(proxy, "web", address).await["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Both instances reach Redis and see each other's heartbeats.
+async fn joined(a: &Proxy, b: &Proxy) {
+    for proxy in [a, b] {
+        eventually("both instances in /api/cluster", || async {
+            let cluster = json(&proxy.admin_url("/api/cluster")).await;
+            cluster["connected"] == true && cluster["instances"].as_array().unwrap().len() == 2
+        })
+        .await;
+    }
+}
+
+fn path(address: &str, action: &str) -> String {
+    format!("/api/upstreams/web/servers/{address}/{action}")
+}
+
+/// The sticky cookie value of `server`, asked through `proxy`.
+async fn cookie_for(proxy: &Proxy, server: &MockUpstream) -> String {
+    let client = Client::new();
+    for _ in 0..20 {
+        let resp = client.get(&proxy.url("/")).await;
+        if resp.upstream() == Some(server.name()) {
+            let set = resp
+                .header("set-cookie")
+                .expect("a fresh client gets a cookie");
+            return set.split(';').next().unwrap().to_owned();
+        }
+    }
+    panic!("round-robin never reached {}", server.name());
+}
+
+#[tokio::test]
+async fn a_drain_made_on_one_instance_stops_new_clients_on_the_other_within_a_second() {
+    let redis = Redis::start().await;
+    let s1 = MockUpstream::named("s1").start().await;
+    let s2 = MockUpstream::named("s2").start().await;
+    let tier = tier(&redis, &[&s1, &s2]);
+    let a = Proxy::start(&tier.a).await;
+    let b = Proxy::start(&tier.b).await;
+    joined(&a, &b).await;
+    let bound = cookie_for(&b, &s1).await;
+
+    admin_post(&a, &path(&s1.address(), "drain")).await;
+    let took = eventually("B applies A's drain", || async {
+        state(&b, &s1.address()).await != "up"
+    })
+    .await;
+    assert!(
+        took < Duration::from_secs(1),
+        "B applied the drain after {took:?}"
+    );
+
+    s1.clear();
+    let client = Client::new();
+    for _ in 0..20 {
+        let resp = client.get(&b.url("/")).await;
+        assert_eq!(
+            resp.upstream(),
+            Some("s2"),
+            "a new client went to the draining server"
+        );
+    }
+    assert_eq!(s1.count(), 0);
+    for proxy in [&a, &b] {
+        for _ in 0..5 {
+            let resp = client
+                .get_with(&proxy.url("/"), &[("cookie", bound.as_str())])
+                .await;
+            assert_eq!(resp.upstream(), Some("s1"), "a sticky client was moved");
+            assert!(resp.header("set-cookie").is_none());
+        }
+    }
+}
+
+#[tokio::test]
+async fn drained_is_cluster_wide_and_drained_wait_answers_when_it_happens() {
+    let redis = Redis::start().await;
+    let s1 = MockUpstream::named("s1").start().await;
+    let s2 = MockUpstream::named("s2").start().await;
+    let tier = tier(&redis, &[&s1, &s2]);
+    let a = Proxy::start(&tier.a).await;
+    let b = Proxy::start(&tier.b).await;
+    joined(&a, &b).await;
+    let bound = cookie_for(&b, &s1).await;
+
+    s1.set_hang(true);
+    let url = b.url("/slow");
+    let cookie = bound.clone();
+    let in_flight =
+        tokio::spawn(async move { get_with(&url, &[("cookie", cookie.as_str())]).await });
+    eventually("the request reaches s1", || async { s1.in_flight() == 1 }).await;
+    admin_post(&a, &path(&s1.address(), "drain")).await;
+
+    // A sees B's request through B's heartbeat: not drained, cluster-wide.
+    eventually("A counts B's request", || async {
+        server(&a, "web", &s1.address()).await["cluster"]["in_flight"] == 1
+    })
+    .await;
+    assert_eq!(state(&a, &s1.address()).await, "draining");
+    let now = get(&a.admin_url(&path(&s1.address(), "drained"))).await;
+    assert_eq!(now.status, 409, "{}", now.body);
+    let counts: Value = serde_json::from_str(&now.body).unwrap();
+    assert_eq!(counts["in_flight"], 1, "{counts}");
+
+    let wait_url = a.admin_url(&format!("{}?wait=30s", path(&s1.address(), "drained")));
+    let waiting = tokio::spawn(async move { get(&wait_url).await });
+    // Several heartbeats pass with the request still in flight.
+    tokio::time::sleep(HEARTBEAT * 4).await;
+    assert!(
+        !waiting.is_finished(),
+        "drained?wait answered while a request was in flight on B"
+    );
+    assert_eq!(state(&a, &s1.address()).await, "draining");
+
+    s1.set_hang(false);
+    let released = Instant::now();
+    assert_eq!(in_flight.await.unwrap().status, 200);
+    let answer = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("drained?wait answered")
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        released.elapsed() < HEARTBEAT * 12,
+        "drained?wait answered {:?} after the request ended",
+        released.elapsed()
+    );
+    assert_eq!(state(&a, &s1.address()).await, "drained");
+    assert_eq!(state(&b, &s1.address()).await, "drained");
+}
+
+#[tokio::test]
+async fn with_redis_down_both_serve_and_a_disable_reaches_the_other_once_it_is_back() {
+    let mut redis = Redis::start().await;
+    let s1 = MockUpstream::named("s1").start().await;
+    let s2 = MockUpstream::named("s2").start().await;
+    let tier = tier(&redis, &[&s1, &s2]);
+    let a = Proxy::start(&tier.a).await;
+    let b = Proxy::start(&tier.b).await;
+    joined(&a, &b).await;
+
+    redis.stop();
+    for proxy in [&a, &b] {
+        eventually("connected: false", || async {
+            json(&proxy.admin_url("/api/cluster")).await["connected"] == false
+        })
+        .await;
+        let status = json(&proxy.admin_url("/api/status")).await;
+        assert_eq!(status["cluster"]["connected"], false, "{status}");
+        let metrics = get(&proxy.admin_url("/metrics")).await.body;
+        assert!(metrics.contains("sluice_cluster_connected 0"), "{metrics}");
+    }
+    let client = Client::new();
+    for proxy in [&a, &b] {
+        for _ in 0..20 {
+            assert_eq!(client.get(&proxy.url("/")).await.status, 200);
+        }
+    }
+
+    admin_post(&a, &path(&s1.address(), "disable")).await;
+    assert_eq!(state(&a, &s1.address()).await, "down");
+    for _ in 0..10 {
+        assert_eq!(client.get(&a.url("/")).await.upstream(), Some("s2"));
+    }
+    assert_eq!(state(&b, &s1.address()).await, "up", "B cannot know yet");
+
+    // Back, and empty: A writes its change back and B applies it.
+    redis.restart().await;
+    eventually("B applies the disable made during the outage", || async {
+        state(&b, &s1.address()).await == "down"
+    })
+    .await;
+    joined(&a, &b).await;
+    let metrics = get(&a.admin_url("/metrics")).await.body;
+    assert!(metrics.contains("sluice_cluster_connected 1"), "{metrics}");
+    for _ in 0..10 {
+        assert_eq!(client.get(&b.url("/")).await.upstream(), Some("s2"));
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_the_others_last_counts_still_hold_a_drain() {
+    let mut redis = Redis::start().await;
+    let s1 = MockUpstream::named("s1").start().await;
+    let s2 = MockUpstream::named("s2").start().await;
+    let tier = tier(&redis, &[&s1, &s2]);
+    let a = Proxy::start(&tier.a).await;
+    let b = Proxy::start(&tier.b).await;
+    joined(&a, &b).await;
+    let bound = cookie_for(&b, &s1).await;
+
+    s1.set_hang(true);
+    let url = b.url("/slow");
+    let in_flight =
+        tokio::spawn(async move { get_with(&url, &[("cookie", bound.as_str())]).await });
+    admin_post(&a, &path(&s1.address(), "drain")).await;
+    eventually("A counts B's request", || async {
+        server(&a, "web", &s1.address()).await["cluster"]["in_flight"] == 1
+    })
+    .await;
+
+    redis.stop();
+    eventually("A notices", || async {
+        json(&a.admin_url("/api/cluster")).await["connected"] == false
+    })
+    .await;
+    // Longer than three heartbeats: B is unheard, not silent.
+    tokio::time::sleep(HEARTBEAT * 4).await;
+    let drained = get(&a.admin_url(&path(&s1.address(), "drained"))).await;
+    assert_eq!(drained.status, 409, "{}", drained.body);
+    assert_eq!(state(&a, &s1.address()).await, "draining");
+
+    s1.set_hang(false);
+    assert_eq!(in_flight.await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn an_instance_restarted_learns_the_changes_made_while_it_was_down() {
+    let redis = Redis::start().await;
+    let s1 = MockUpstream::named("s1").start().await;
+    let s2 = MockUpstream::named("s2").start().await;
+    let tier = tier(&redis, &[&s1, &s2]);
+    let a = Proxy::start(&tier.a).await;
+    let b = Proxy::start(&tier.b).await;
+    joined(&a, &b).await;
+
+    drop(b);
+    admin_post(&a, &path(&s1.address(), "disable")).await;
+    admin_post(&a, &format!("{}?value=3", path(&s2.address(), "weight"))).await;
+    eventually("the changes are in Redis", || async {
+        let hash = redis.command(&["HGETALL", "sluice:state"]);
+        hash.contains("disable") && hash.contains("weight")
+    })
+    .await;
+
+    let b = Proxy::start(&tier.b).await;
+    eventually("the restarted instance applies the disable", || async {
+        state(&b, &s1.address()).await == "down"
+    })
+    .await;
+    assert_eq!(server(&b, "web", &s2.address()).await["weight"], 3);
+}
+
+#[tokio::test]
+async fn sticky_cookies_and_hash_decisions_are_the_same_through_every_instance() {
+    let redis = Redis::start().await;
+    let servers = [
+        MockUpstream::named("s1").start().await,
+        MockUpstream::named("s2").start().await,
+        MockUpstream::named("s3").start().await,
+    ];
+    let refs: Vec<&MockUpstream> = servers.iter().collect();
+    let tier = tier(&redis, &refs);
+    let a = Proxy::start(&tier.a).await;
+    let b = Proxy::start(&tier.b).await;
+
+    for server in &servers {
+        let cookie = cookie_for(&a, server).await;
+        assert_eq!(cookie, cookie_for(&b, server).await, "{}", server.name());
+        let through_b = get_with(&b.url("/"), &[("cookie", cookie.as_str())]).await;
+        assert_eq!(through_b.upstream(), Some(server.name()));
+    }
+    let client = Client::new();
+    let mut seen = std::collections::HashSet::new();
+    for key in 0..30 {
+        let uri = format!("/hash/item-{key}");
+        let picked = client.get(&a.url(&uri)).await.upstream().map(str::to_owned);
+        assert_eq!(
+            picked.as_deref(),
+            client.get(&b.url(&uri)).await.upstream(),
+            "{uri}"
+        );
+        seen.extend(picked);
+
+        let ip = [("x-forwarded-for", format!("10.{key}.7.1"))];
+        let headers = [(ip[0].0, ip[0].1.as_str())];
+        let picked = client.get_with(&a.url("/ip/"), &headers).await;
+        let again = client.get_with(&b.url("/ip/"), &headers).await;
+        assert_eq!(picked.upstream(), again.upstream(), "client {}", ip[0].1);
+    }
+    assert!(seen.len() > 1, "the keys spread over the servers: {seen:?}");
+}
+
+/// The example tier in `config/cluster/` passes `sluice check` (the test of
+/// `config/` does not descend into folders).
+#[test]
+fn the_example_tier_configs_pass_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("config/cluster")).expect("config/cluster") {
+        let path = entry.unwrap().path();
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("check")
+            .arg("-c")
+            .arg(&path)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sluice check");
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "two instances in the example tier");
+}
