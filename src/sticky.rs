@@ -159,6 +159,7 @@ mod tests {
             .enumerate()
             .map(|(i, a)| config::Server {
                 address: (*a).into(),
+                host_len: a.rfind(':').unwrap_or_default(),
                 addr: ([127, 0, 0, 1], 9000 + i as u16).into(),
                 weight: NonZeroU32::MIN,
                 max_conns: None,

@@ -7,20 +7,17 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
 const TOKEN: &str = "let-me-in";
 
-fn config(servers: &[&MockUpstream], extra_servers: &str, token: Option<&str>) -> String {
-    let token = token.map_or(String::new(), |t| format!("token = \"{t}\"\n"));
-    format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{token}\n\
-         [[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"web\"\n\n\
-         {entries}{extra_servers}",
-        admin = free_port(),
-        port = free_port(),
-        entries = server_entries("web", servers),
-    )
+/// The admin API and a listener `public` in front of upstream `web`, built
+/// by `upstream`.
+fn config(upstream: impl FnOnce(Upstream) -> Upstream) -> Config {
+    Config::new()
+        .admin()
+        .listener_with(|l| l.set("name", "public").set("upstream", "web"))
+        .upstream("web", upstream)
 }
 
 fn json(resp: &Resp) -> Value {
@@ -60,7 +57,8 @@ fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str
 #[tokio::test]
 async fn api_and_metrics_need_the_token_but_the_dashboard_does_not() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&[&a], "", Some(TOKEN))).await;
+    let toml = config(|u| u.server(&a)).set("admin", "token", TOKEN).toml();
+    let proxy = Proxy::start(&toml).await;
     let bearer = format!("Bearer {TOKEN}");
 
     for path in ["/api/status", "/metrics", "/api/nope"] {
@@ -110,8 +108,7 @@ async fn api_and_metrics_need_the_token_but_the_dashboard_does_not() {
 #[tokio::test]
 async fn unknown_upstream_server_or_endpoint_is_404() {
     let a = MockUpstream::named("a").start().await;
-    let ipv6 = "[[upstream.web.server]]\naddress = \"[::1]:9\"\n";
-    let proxy = Proxy::start(&config(&[&a], ipv6, None)).await;
+    let proxy = Proxy::start(&config(|u| u.server(&a).server("[::1]:9")).toml()).await;
 
     let resp = post(
         &proxy,
@@ -149,7 +146,7 @@ async fn unknown_upstream_server_or_endpoint_is_404() {
 #[tokio::test]
 async fn wrong_method_is_405_with_allow() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&[&a], "", None)).await;
+    let proxy = Proxy::start(&config(|u| u.server(&a)).toml()).await;
 
     let resp = post(&proxy, "/api/status", &[]).await;
     assert_eq!(resp.status, 405);
@@ -175,13 +172,13 @@ async fn status_lists_every_listener_and_server_with_its_state() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
     let c = MockUpstream::named("c").start().await;
-    let extra = format!(
-        "[[upstream.web.server]]\naddress = \"{}\"\ndown = true\n\
-         [[upstream.web.server]]\naddress = \"{}\"\nbackup = true\nweight = 3\n",
-        b.address(),
-        c.address()
-    );
-    let proxy = Proxy::start(&config(&[&a], &extra, None)).await;
+    let toml = config(|u| {
+        u.server(&a)
+            .server_with(&b, |s| s.set("down", true))
+            .server_with(&c, |s| s.set("backup", true).set("weight", 3))
+    })
+    .toml();
+    let proxy = Proxy::start(&toml).await;
     for _ in 0..4 {
         assert_eq!(get(&proxy.url("/")).await.upstream(), Some("a"));
     }
@@ -222,7 +219,7 @@ async fn status_lists_every_listener_and_server_with_its_state() {
 async fn disable_and_enable_take_a_server_out_and_back() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config(&[&a, &b], "", None)).await;
+    let proxy = Proxy::start(&config(|u| u.servers(&[&a, &b])).toml()).await;
     let client = Client::new();
 
     let resp = post(
@@ -261,7 +258,7 @@ async fn metrics_parse_and_move_with_traffic() {
         .route("/missing", 404)
         .start()
         .await;
-    let toml = config(&[&a, &b], "[upstream.web.sticky]\ncookie = \"sid\"\n", None);
+    let toml = config(|u| u.servers(&[&a, &b]).table("sticky", "cookie", "sid")).toml();
     let proxy = Proxy::start(&toml).await;
     let metrics = async || {
         let resp = get(&proxy.admin_url("/metrics")).await;

@@ -7,21 +7,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn config(port: u16, upstream_keys: &str, servers: &str) -> String {
-    format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"u\"\n\n[upstream.u]\n{upstream_keys}\n{servers}"
-    )
-}
-
-fn server(mock: &MockUpstream, extra: &str) -> String {
-    format!(
-        "[[upstream.u.server]]\naddress = \"{}\"\n{extra}\n",
-        mock.address()
-    )
+/// A listener in front of upstream `u`, built by `upstream`.
+async fn balancer(upstream: impl FnOnce(Upstream) -> Upstream) -> Proxy {
+    Proxy::start(&Config::new().listener("u").upstream("u", upstream).toml()).await
 }
 
 async fn mocks(names: &[&str]) -> Vec<MockUpstream> {
@@ -32,30 +24,25 @@ async fn mocks(names: &[&str]) -> Vec<MockUpstream> {
     all
 }
 
-async fn served_by(client: &Client, url: &str) -> String {
-    let resp = client.get(url).await;
-    assert_eq!(resp.status, 200, "{resp:?}");
-    resp.upstream().expect("x-upstream").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_weights_5_1_1_give_nginx_order() {
     let m = mocks(&["a", "b", "c"]).await;
-    let servers = server(&m[0], "weight = 5") + &server(&m[1], "") + &server(&m[2], "");
-    let proxy = Proxy::start(&config(free_port(), "", &servers)).await;
-    let client = Client::new();
-    let mut order = String::new();
-    for _ in 0..14 {
-        order += &served_by(&client, &proxy.url("/")).await;
-    }
+    let proxy = balancer(|u| {
+        u.server_with(&m[0], |s| s.set("weight", 5))
+            .server(&m[1])
+            .server(&m[2])
+    })
+    .await;
+    let order = served_by(&Client::new(), &proxy.url("/"), 14)
+        .await
+        .concat();
     assert_eq!(order, "aabacaaaabacaa");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_conn_sends_new_requests_away_from_a_busy_server() {
     let m = mocks(&["a", "b"]).await;
-    let servers = server(&m[0], "") + &server(&m[1], "");
-    let proxy = Proxy::start(&config(free_port(), "balance = \"least_conn\"", &servers)).await;
+    let proxy = balancer(|u| u.set("balance", "least_conn").server(&m[0]).server(&m[1])).await;
     m[0].set_hang(true);
     // Idle servers tie and go round-robin: the first request goes to a.
     let held = tokio::spawn(get(proxy.url("/slow").leak()));
@@ -65,25 +52,21 @@ async fn least_conn_sends_new_requests_away_from_a_busy_server() {
     .await;
 
     let client = Client::new();
-    for _ in 0..8 {
-        assert_eq!(served_by(&client, &proxy.url("/")).await, "b");
-    }
+    assert_eq!(served_by(&client, &proxy.url("/"), 8).await, ["b"; 8]);
     m[0].set_hang(false);
     assert_eq!(held.await.expect("slow request").status, 200);
     // Both idle again: they alternate.
-    let both: BTreeSet<String> = [
-        served_by(&client, &proxy.url("/")).await,
-        served_by(&client, &proxy.url("/")).await,
-    ]
-    .into();
+    let both: BTreeSet<String> = served_by(&client, &proxy.url("/"), 2)
+        .await
+        .into_iter()
+        .collect();
     assert_eq!(both.len(), 2, "{both:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_hash_keeps_a_slash_24_together_and_spreads_networks() {
     let m = mocks(&["a", "b", "c"]).await;
-    let servers = server(&m[0], "") + &server(&m[1], "") + &server(&m[2], "");
-    let proxy = Proxy::start(&config(free_port(), "balance = \"ip_hash\"", &servers)).await;
+    let proxy = balancer(|u| u.set("balance", "ip_hash").servers(&[&m[0], &m[1], &m[2]])).await;
     let url = proxy.url("/");
 
     for net in 0..4u8 {
@@ -109,12 +92,14 @@ async fn ip_hash_keeps_a_slash_24_together_and_spreads_networks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_moves_only_the_removed_servers_keys() {
     let m = mocks(&["a", "b", "c", "d"]).await;
-    let keys = "balance = \"hash\"\nhash_key = \"header:x-user\"\nconsistent = true";
-    let four: String = m.iter().map(|s| server(s, "")).collect();
+    let keys = |u: Upstream| {
+        u.set("balance", "hash")
+            .set("hash_key", "header:x-user")
+            .set("consistent", true)
+    };
+    let before = balancer(|u| keys(u).servers(&[&m[0], &m[1], &m[2], &m[3]])).await;
     // Same servers minus c, listed in another order: nothing else may move.
-    let three = server(&m[3], "") + &server(&m[1], "") + &server(&m[0], "");
-    let before = Proxy::start(&config(free_port(), keys, &four)).await;
-    let after = Proxy::start(&config(free_port(), keys, &three)).await;
+    let after = balancer(|u| keys(u).servers(&[&m[3], &m[1], &m[0]])).await;
     let client = Client::new();
     let mut on_c = 0;
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -142,12 +127,16 @@ async fn consistent_hash_moves_only_the_removed_servers_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_loads_spill_a_hot_key_once_its_server_is_at_the_cap() {
     let m = mocks(&["a", "b", "c"]).await;
-    let keys =
-        "balance = \"hash\"\nhash_key = \"query:k\"\nconsistent = true\nbalance_factor = 1.5";
-    let servers: String = m.iter().map(|s| server(s, "")).collect();
-    let proxy = Proxy::start(&config(free_port(), keys, &servers)).await;
+    let proxy = balancer(|u| {
+        u.set("balance", "hash")
+            .set("hash_key", "query:k")
+            .set("consistent", true)
+            .set("balance_factor", 1.5)
+            .servers(&[&m[0], &m[1], &m[2]])
+    })
+    .await;
     let hot = proxy.url("/?k=hot");
-    let home = served_by(&Client::new(), &hot).await;
+    let home = served_by(&Client::new(), &hot, 1).await.concat();
     m.iter().for_each(|s| s.set_hang(true));
 
     // Nothing in flight: cap = ceil(1.5 * 1 / 3) = 1, so home takes it.
@@ -181,8 +170,12 @@ async fn queued_requests_wait_for_a_slot_and_then_succeed() {
         .delay(Duration::from_millis(200))
         .start()
         .await;
-    let keys = "queue = 10\nqueue_timeout = \"30s\"";
-    let proxy = Proxy::start(&config(free_port(), keys, &server(&a, "max_conns = 1"))).await;
+    let proxy = balancer(|u| {
+        u.set("queue", 10)
+            .set("queue_timeout", "30s")
+            .server_with(&a, |s| s.set("max_conns", 1))
+    })
+    .await;
     let url = proxy.url("/");
     let client = Client::new();
     // Without the queue, all but one of these would get 503 at once.
@@ -193,10 +186,19 @@ async fn queued_requests_wait_for_a_slot_and_then_succeed() {
     assert_eq!(a.count(), 4);
 }
 
-/// One server held busy at `max_conns = 1` behind a proxy with `keys`.
-async fn busy_server(keys: &str) -> (MockUpstream, Proxy, tokio::task::JoinHandle<Resp>) {
+/// One server held busy at `max_conns = 1` behind a proxy with a `queue`
+/// of this length and timeout.
+async fn busy_server(
+    queue: u32,
+    queue_timeout: &str,
+) -> (MockUpstream, Proxy, tokio::task::JoinHandle<Resp>) {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(free_port(), keys, &server(&a, "max_conns = 1"))).await;
+    let proxy = balancer(|u| {
+        u.set("queue", queue)
+            .set("queue_timeout", queue_timeout)
+            .server_with(&a, |s| s.set("max_conns", 1))
+    })
+    .await;
     a.set_hang(true);
     let held = tokio::spawn(get(proxy.url("/held").leak()));
     poll_until(WAIT, "a holds a request", async || a.in_flight() == 1).await;
@@ -205,7 +207,7 @@ async fn busy_server(keys: &str) -> (MockUpstream, Proxy, tokio::task::JoinHandl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_request_gets_503_after_queue_timeout() {
-    let (a, proxy, held) = busy_server("queue = 1\nqueue_timeout = \"500ms\"").await;
+    let (a, proxy, held) = busy_server(1, "500ms").await;
     let started = Instant::now();
     assert_eq!(get(&proxy.url("/waits")).await.status, 503);
     assert!(
@@ -220,7 +222,7 @@ async fn queued_request_gets_503_after_queue_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_servers_without_a_queue_answer_503_at_once() {
-    let (a, proxy, held) = busy_server("queue = 0\nqueue_timeout = \"60s\"").await;
+    let (a, proxy, held) = busy_server(0, "60s").await;
     let started = Instant::now();
     assert_eq!(get(&proxy.url("/refused")).await.status, 503);
     assert!(
@@ -234,7 +236,7 @@ async fn full_servers_without_a_queue_answer_503_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_newcomers_while_the_queued_one_waits() {
-    let (a, proxy, held) = busy_server("queue = 1\nqueue_timeout = \"60s\"").await;
+    let (a, proxy, held) = busy_server(1, "60s").await;
     // The line holds one: of two newcomers, one waits and one is refused.
     let two = [
         tokio::spawn(get(proxy.url("/one").leak())),
@@ -256,23 +258,58 @@ async fn a_full_queue_refuses_newcomers_while_the_queued_one_waits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_serves_only_when_every_primary_is_down() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let spare = MockUpstream::named("spare").start().await;
+    let config = |a_down: bool| {
+        Config::new()
+            .listener("u")
+            .upstream("u", |u| {
+                u.server_with(&a, |s| s.set("down", a_down))
+                    .server_with(&b, |s| s.set("down", true))
+                    .server_with(&spare, |s| s.set("backup", true))
+            })
+            .toml()
+    };
+    let proxy = Proxy::start(&config(false)).await;
+    assert_eq!(
+        served_by(&Client::new(), &proxy.url("/"), 4).await,
+        ["a", "a", "a", "a"]
+    );
+    assert_eq!((b.count(), spare.count()), (0, 0));
+    drop(proxy);
+
+    let proxy = Proxy::start(&config(true)).await;
+    assert_eq!(
+        served_by(&Client::new(), &proxy.url("/"), 3).await,
+        ["spare", "spare", "spare"]
+    );
+    assert_eq!((a.count(), b.count()), (4, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_serves_only_while_every_primary_is_unavailable() {
     let m = mocks(&["a", "b", "c"]).await;
-    let servers = server(&m[0], "") + &server(&m[1], "") + &server(&m[2], "backup = true");
-    let proxy = Proxy::start(&config(free_port(), "fail_timeout = \"1s\"", &servers)).await;
+    let proxy = balancer(|u| {
+        u.set("fail_timeout", "1s")
+            .server(&m[0])
+            .server(&m[1])
+            .server_with(&m[2], |s| s.set("backup", true))
+    })
+    .await;
     let client = Client::new();
-    for _ in 0..6 {
-        assert_ne!(served_by(&client, &proxy.url("/")).await, "c");
+    for name in served_by(&client, &proxy.url("/"), 6).await {
+        assert!(name == "a" || name == "b", "{name}");
     }
     m[0].stop().await;
     m[1].stop().await;
-    for _ in 0..4 {
-        assert_eq!(served_by(&client, &proxy.url("/")).await, "c");
-    }
+    assert_eq!(served_by(&client, &proxy.url("/"), 4).await, ["c"; 4]);
     m[0].restart().await;
     m[1].restart().await;
     poll_until(WAIT, "primaries take traffic back", async || {
-        served_by(&client, &proxy.url("/")).await != "c"
+        let name = served_by(&client, &proxy.url("/"), 1).await.concat();
+        name == "a" || name == "b"
     })
     .await;
 }

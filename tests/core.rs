@@ -1,43 +1,23 @@
-//! The core request path through the real binary: smooth weighted
-//! round-robin, backup and down servers, routing by host and path, and the
+//! The core request path through the real binary: round-robin, down
+//! servers, routing by host and path, and the
 //! `worker_threads` setting.
 
 mod support;
 
 use std::time::Duration;
 
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
-/// A listener on a free port in front of upstream `web`, plus `rest`.
-fn config(rest: &str) -> String {
-    format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"web\"\n\n{rest}",
-        free_port()
-    )
+/// A listener in front of upstream `web`, which holds `servers`.
+fn config(servers: &[&MockUpstream]) -> Config {
+    Config::new()
+        .listener("web")
+        .upstream("web", |u| u.servers(servers))
 }
 
-fn weighted(upstream: &str, servers: &[(&MockUpstream, u32)]) -> String {
-    servers
-        .iter()
-        .map(|(s, w)| {
-            format!(
-                "[[upstream.{upstream}.server]]\naddress = \"{}\"\nweight = {w}\n",
-                s.address()
-            )
-        })
-        .collect()
-}
-
-/// Sends `n` requests one after another and returns who served each.
-async fn served_by(proxy: &Proxy, n: usize) -> Vec<String> {
-    let client = Client::new();
-    let mut names = Vec::new();
-    for _ in 0..n {
-        let resp = client.get(&proxy.url("/")).await;
-        assert_eq!(resp.status, 200, "{}", resp.body);
-        names.push(resp.body);
-    }
-    names
+/// Who served each of `n` requests to `/`, sent one after another.
+async fn served(proxy: &Proxy, n: usize) -> Vec<String> {
+    served_by(&Client::new(), &proxy.url("/"), n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,85 +25,23 @@ async fn round_robin_takes_turns_in_config_order() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
     let c = MockUpstream::named("c").start().await;
-    let proxy = Proxy::start(&config(&server_entries("web", &[&a, &b, &c]))).await;
+    let proxy = Proxy::start(&config(&[&a, &b, &c]).toml()).await;
 
-    assert_eq!(served_by(&proxy, 6).await, ["a", "b", "c", "a", "b", "c"]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn weights_follow_nginx_smooth_sequence() {
-    let a = MockUpstream::named("a").start().await;
-    let b = MockUpstream::named("b").start().await;
-    let c = MockUpstream::named("c").start().await;
-    let proxy = Proxy::start(&config(&weighted("web", &[(&a, 5), (&b, 1), (&c, 1)]))).await;
-
-    // nginx's smooth weighted round-robin, twice over: never a a a a a b c.
-    let period = ["a", "a", "b", "a", "c", "a", "a"];
-    let expected: Vec<&str> = period.iter().chain(&period).copied().collect();
-    assert_eq!(served_by(&proxy, 14).await, expected);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backup_serves_only_when_every_primary_is_down() {
-    let a = MockUpstream::named("a").start().await;
-    let b = MockUpstream::named("b").start().await;
-    let spare = MockUpstream::named("spare").start().await;
-    let with_primaries = config(&format!(
-        "[[upstream.web.server]]\naddress = \"{}\"\n\
-         [[upstream.web.server]]\naddress = \"{}\"\ndown = true\n\
-         [[upstream.web.server]]\naddress = \"{}\"\nbackup = true\n",
-        a.address(),
-        b.address(),
-        spare.address()
-    ));
-    let proxy = Proxy::start(&with_primaries).await;
-    assert_eq!(served_by(&proxy, 4).await, ["a", "a", "a", "a"]);
-    assert_eq!((b.count(), spare.count()), (0, 0));
-    drop(proxy);
-
-    let all_down = config(&format!(
-        "[[upstream.web.server]]\naddress = \"{}\"\ndown = true\n\
-         [[upstream.web.server]]\naddress = \"{}\"\ndown = true\n\
-         [[upstream.web.server]]\naddress = \"{}\"\nbackup = true\n",
-        a.address(),
-        b.address(),
-        spare.address()
-    ));
-    let proxy = Proxy::start(&all_down).await;
-    assert_eq!(served_by(&proxy, 3).await, ["spare", "spare", "spare"]);
-    assert_eq!((a.count(), b.count()), (4, 0));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backup_takes_over_when_the_primary_fails() {
-    let a = MockUpstream::named("a").start().await;
-    let spare = MockUpstream::named("spare").start().await;
-    let proxy = Proxy::start(&config(&format!(
-        "[upstream.web]\nmax_fails = 1\nfail_timeout = \"60s\"\n\
-         [[upstream.web.server]]\naddress = \"{}\"\n\
-         [[upstream.web.server]]\naddress = \"{}\"\nbackup = true\n",
-        a.address(),
-        spare.address()
-    )))
-    .await;
-    assert_eq!(get(&proxy.url("/")).await.body, "a");
-    a.stop().await;
-    // The failed connect is retried on the backup; later requests skip `a`.
-    assert_eq!(served_by(&proxy, 3).await, ["spare", "spare", "spare"]);
+    assert_eq!(served(&proxy, 6).await, ["a", "b", "c", "a", "b", "c"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_server_never_gets_a_request() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config(&format!(
-        "[[upstream.web.server]]\naddress = \"{}\"\ndown = true\n\
-         [[upstream.web.server]]\naddress = \"{}\"\n",
-        a.address(),
-        b.address()
-    )))
-    .await;
-    assert_eq!(served_by(&proxy, 5).await, ["b"; 5]);
+    let toml = Config::new()
+        .listener("web")
+        .upstream("web", |u| {
+            u.server_with(&a, |s| s.set("down", true)).server(&b)
+        })
+        .toml();
+    let proxy = Proxy::start(&toml).await;
+    assert_eq!(served(&proxy, 5).await, ["b"; 5]);
     assert_eq!(a.count(), 0);
 }
 
@@ -135,21 +53,26 @@ async fn routing_setup() -> (Proxy, [MockUpstream; 5]) {
     for name in names {
         mocks.push(MockUpstream::named(name).start().await);
     }
-    let mut upstreams = String::new();
+    let mut config = Config::new().listener_with(|l| {
+        l.set("upstream", "dflt")
+            .route(|r| {
+                r.set("host", "api.example.com")
+                    .set("path_prefix", "/v2/")
+                    .set("upstream", "both")
+            })
+            .route(|r| r.set("host", "api.example.com").set("upstream", "api"))
+            .route(|r| r.set("host", "*.example.org").set("upstream", "wild"))
+            .route(|r| r.set("path_prefix", "/static/").set("upstream", "stat"))
+            .route(|r| {
+                r.set("path_prefix", "/")
+                    .set("host", "api.example.com")
+                    .set("upstream", "dflt")
+            })
+    });
     for (name, mock) in names.iter().zip(&mocks) {
-        upstreams.push_str(&server_entries(name, &[mock]));
+        config = config.upstream(name, |u| u.server(mock));
     }
-    let toml = format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"dflt\"\n\
-         [[listener.route]]\nhost = \"api.example.com\"\npath_prefix = \"/v2/\"\nupstream = \"both\"\n\
-         [[listener.route]]\nhost = \"api.example.com\"\nupstream = \"api\"\n\
-         [[listener.route]]\nhost = \"*.example.org\"\nupstream = \"wild\"\n\
-         [[listener.route]]\npath_prefix = \"/static/\"\nupstream = \"stat\"\n\
-         [[listener.route]]\npath_prefix = \"/\"\nhost = \"api.example.com\"\nupstream = \"dflt\"\n\
-         {upstreams}",
-        free_port()
-    );
-    let proxy = Proxy::start(&toml).await;
+    let proxy = Proxy::start(&config.toml()).await;
     let mocks: [MockUpstream; 5] = mocks.try_into().unwrap_or_else(|_| unreachable!());
     (proxy, mocks)
 }
@@ -187,12 +110,10 @@ async fn routes_by_host_and_path_first_match_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_and_no_default_is_404() {
     let a = MockUpstream::named("a").start().await;
-    let toml = format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{}\"\n\
-         [[listener.route]]\nhost = \"a.test\"\nupstream = \"web\"\n{}",
-        free_port(),
-        server_entries("web", &[&a])
-    );
+    let toml = Config::new()
+        .listener_with(|l| l.route(|r| r.set("host", "a.test").set("upstream", "web")))
+        .upstream("web", |u| u.server(&a))
+        .toml();
     let proxy = Proxy::start(&toml).await;
     assert_eq!(
         get_with(&proxy.url("/"), &[("host", "a.test")]).await.body,
@@ -211,16 +132,8 @@ async fn worker_threads_sizes_the_runtime() {
             .map(|d| d.count())
             .unwrap_or(0)
     };
-    let few = Proxy::start(&config(&format!(
-        "[global]\nworker_threads = 1\n{}",
-        server_entries("web", &[&a])
-    )))
-    .await;
-    let many = Proxy::start(&config(&format!(
-        "[global]\nworker_threads = 7\n{}",
-        server_entries("web", &[&a])
-    )))
-    .await;
+    let few = Proxy::start(&config(&[&a]).global("worker_threads", 1).toml()).await;
+    let many = Proxy::start(&config(&[&a]).global("worker_threads", 7).toml()).await;
     // Serve something so the runtime is fully up, then count OS threads.
     assert_eq!(get(&few.url("/")).await.status, 200);
     assert_eq!(get(&many.url("/")).await.status, 200);
@@ -241,7 +154,7 @@ async fn worker_threads_sizes_the_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_stream_through_intact() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(&[&a]).toml()).await;
 
     // Larger than any single read: many frames with a Content-Length.
     let big: String = (0..200_000)
@@ -272,7 +185,7 @@ async fn bodies_stream_through_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_malformed_midway_is_400_not_502() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(&[&a]).toml()).await;
 
     let response = raw_request(
         proxy.addr(),
@@ -287,17 +200,13 @@ async fn body_malformed_midway_is_400_not_502() {
         String::from_utf8_lossy(&response)
     );
     // The client's fault does not count against the server.
-    assert_eq!(served_by(&proxy, 2).await, ["a", "a"]);
+    assert_eq!(served(&proxy, 2).await, ["a", "a"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_access_log_line_per_request() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&format!(
-        "[log]\nformat = \"json\"\n{}",
-        server_entries("web", &[&a])
-    )))
-    .await;
+    let proxy = Proxy::start(&config(&[&a]).set("log", "format", "json").toml()).await;
     let client = Client::new();
     assert_eq!(client.get(&proxy.url("/logged?x=1")).await.status, 200);
     assert_eq!(

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -39,11 +39,10 @@ const REFUSED_STREAM: u32 = 0x7;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 fn config(upstream: &MockUpstream) -> String {
-    format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"web\"\n\n{}",
-        free_port(),
-        server_entries("web", &[upstream])
-    )
+    Config::new()
+        .listener("web")
+        .upstream("web", |u| u.server(upstream))
+        .toml()
 }
 
 #[derive(Debug)]

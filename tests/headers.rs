@@ -4,17 +4,24 @@
 
 mod support;
 
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
-fn config(global: &str, upstream: &MockUpstream) -> String {
-    format!(
-        "{global}\n[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"web\"\n\n{}",
-        free_port(),
-        server_entries("web", &[upstream])
-    )
+/// A listener in front of `upstream`.
+fn config(upstream: &MockUpstream) -> String {
+    Config::new()
+        .listener("web")
+        .upstream("web", |u| u.server(upstream))
+        .toml()
 }
 
-const TRUST_LOOPBACK: &str = "[global]\ntrusted_proxies = [\"127.0.0.1/32\"]";
+/// The same, trusting what loopback peers say about the client.
+fn trusting_loopback(upstream: &MockUpstream) -> String {
+    Config::new()
+        .global("trusted_proxies", ["127.0.0.1/32"])
+        .listener("web")
+        .upstream("web", |u| u.server(upstream))
+        .toml()
+}
 
 /// Every value of header `name` the upstream saw on its last request.
 fn seen_all(upstream: &MockUpstream, name: &str) -> Vec<String> {
@@ -40,7 +47,7 @@ fn seen(upstream: &MockUpstream, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_is_preserved_and_forwarded_headers_are_set() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("", &a)).await;
+    let proxy = Proxy::start(&config(&a)).await;
 
     let resp = get_with(&proxy.url("/p?q=1"), &[("host", "app.example.com:8443")]).await;
     assert_eq!(resp.status, 200);
@@ -59,7 +66,7 @@ async fn host_is_preserved_and_forwarded_headers_are_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_client_cannot_spoof_forwarded_headers() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("", &a)).await;
+    let proxy = Proxy::start(&config(&a)).await;
 
     get_with(
         &proxy.url("/"),
@@ -88,7 +95,7 @@ async fn untrusted_client_cannot_spoof_forwarded_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxy_chain_is_joined_in_order_and_extended() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(TRUST_LOOPBACK, &a)).await;
+    let proxy = Proxy::start(&trusting_loopback(&a)).await;
 
     get_with(
         &proxy.url("/"),
@@ -115,7 +122,7 @@ async fn trusted_proxy_chain_is_joined_in_order_and_extended() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxy_keeps_its_forwarded_proto_and_host() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(TRUST_LOOPBACK, &a)).await;
+    let proxy = Proxy::start(&trusting_loopback(&a)).await;
 
     get_with(
         &proxy.url("/"),
@@ -134,7 +141,7 @@ async fn trusted_proxy_keeps_its_forwarded_proto_and_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_request_headers_are_removed() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("", &a)).await;
+    let proxy = Proxy::start(&config(&a)).await;
 
     let response = raw_request(
         proxy.addr(),
@@ -185,7 +192,7 @@ async fn hop_by_hop_request_headers_are_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_upgrade_is_never_forwarded() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("", &a)).await;
+    let proxy = Proxy::start(&config(&a)).await;
 
     let response = raw_request(
         proxy.addr(),
@@ -218,7 +225,7 @@ async fn hop_by_hop_response_headers_are_removed() {
     )
     .start()
     .await;
-    let proxy = Proxy::start(&config("", &a)).await;
+    let proxy = Proxy::start(&config(&a)).await;
 
     let resp = get(&proxy.url("/")).await;
     assert_eq!(resp.status, 200);
@@ -245,7 +252,7 @@ async fn hop_by_hop_response_headers_are_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_authority_is_the_host_not_the_host_field() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("", &a)).await;
+    let proxy = Proxy::start(&config(&a)).await;
 
     // HTTP/2 by prior knowledge, as a cleartext listener speaks it.
     let tcp = tokio::net::TcpStream::connect(proxy.addr())

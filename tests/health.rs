@@ -9,17 +9,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::Method;
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// One listener in front of upstream `web` with `settings` and `servers`.
-fn config(settings: &str, servers: &[&MockUpstream]) -> String {
-    format!(
-        "[log]\nlevel = \"info\"\n\n[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"web\"\n\n[upstream.web]\n{settings}\n{}",
-        free_port(),
-        server_entries("web", servers)
-    )
+/// One listener in front of upstream `web`: `servers`, with the keys
+/// `settings` adds.
+fn config(servers: &[&MockUpstream], settings: impl FnOnce(Upstream) -> Upstream) -> String {
+    Config::new()
+        .set("log", "level", "info")
+        .listener("web")
+        .upstream("web", |u| settings(u).servers(servers))
+        .toml()
 }
 
 /// Client requests a mock saw, health checks left out.
@@ -91,10 +92,9 @@ async fn a_stopped_backend_is_invisible_to_clients_and_comes_back_after_fail_tim
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
     let c = MockUpstream::named("c").start().await;
-    let proxy = Proxy::start(&config(
-        "max_fails = 1\nfail_timeout = \"3s\"",
-        &[&a, &b, &c],
-    ))
+    let proxy = Proxy::start(&config(&[&a, &b, &c], |u| {
+        u.set("max_fails", 1).set("fail_timeout", "3s")
+    }))
     .await;
 
     let traffic = Traffic::start(proxy.url("/"), 4);
@@ -144,8 +144,15 @@ async fn active_checks_take_an_unhealthy_server_out_and_bring_it_back() {
         .route("/healthz", 200)
         .start()
         .await;
-    let settings = "[upstream.web.health_check]\npath = \"/healthz\"\ninterval = \"200ms\"\ntimeout = \"1s\"\nfails = 2\npasses = 2\nstatus = \"200-299\"\n";
-    let proxy = Proxy::start(&config(settings, &[&a, &b])).await;
+    let proxy = Proxy::start(&config(&[&a, &b], |u| {
+        u.table("health_check", "path", "/healthz")
+            .table("health_check", "interval", "200ms")
+            .table("health_check", "timeout", "1s")
+            .table("health_check", "fails", 2)
+            .table("health_check", "passes", 2)
+            .table("health_check", "status", "200-299")
+    }))
+    .await;
 
     poll_until(WAIT, "both servers are checked", async || {
         a.count() >= 2 && b.count() >= 2
@@ -193,7 +200,10 @@ async fn active_checks_take_an_unhealthy_server_out_and_bring_it_back() {
 async fn a_reset_post_is_not_retried_but_a_reset_get_is() {
     let a = MockUpstream::named("a").reset_after_request().start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config("max_fails = 0\ntries = 3", &[&a, &b])).await;
+    let proxy = Proxy::start(&config(&[&a, &b], |u| {
+        u.set("max_fails", 0).set("tries", 3)
+    }))
+    .await;
 
     let mut reset = 0;
     let mut served = 0;
@@ -229,7 +239,7 @@ async fn a_small_post_body_is_replayed_after_a_connect_failure() {
     let b = MockUpstream::named("b").start().await;
     let gone = MockUpstream::named("gone").start().await;
     gone.stop().await;
-    let proxy = Proxy::start(&config("max_fails = 0", &[&gone, &b])).await;
+    let proxy = Proxy::start(&config(&[&gone, &b], |u| u.set("max_fails", 0))).await;
     for i in 0..4 {
         let body = format!("payload-{i}");
         let resp = request(Method::POST, &proxy.url("/p"), &[], body.clone()).await;
@@ -242,7 +252,7 @@ async fn a_small_post_body_is_replayed_after_a_connect_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_backend_gives_504_and_a_post_reaches_it_once() {
     let h = MockUpstream::named("h").hang().start().await;
-    let proxy = Proxy::start(&config("response_timeout = \"500ms\"", &[&h])).await;
+    let proxy = Proxy::start(&config(&[&h], |u| u.set("response_timeout", "500ms"))).await;
 
     let resp = request(Method::POST, &proxy.url("/slow"), &[], "x").await;
     assert_eq!(resp.status, 504);
@@ -254,7 +264,10 @@ async fn a_hanging_backend_gives_504_and_a_post_reaches_it_once() {
 async fn with_every_server_down_clients_get_a_fast_503_then_recovery() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config("max_fails = 1\nfail_timeout = \"2s\"", &[&a, &b])).await;
+    let proxy = Proxy::start(&config(&[&a, &b], |u| {
+        u.set("max_fails", 1).set("fail_timeout", "2s")
+    }))
+    .await;
     assert_eq!(get(&proxy.url("/")).await.status, 200);
 
     a.stop().await;
@@ -289,7 +302,7 @@ async fn invalid_upstream_framing_is_a_502() {
     )
     .start()
     .await;
-    let proxy = Proxy::start(&config("", &[&both])).await;
+    let proxy = Proxy::start(&config(&[&both], |u| u)).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
 
     let twice = MockUpstream::raw(
@@ -298,7 +311,7 @@ async fn invalid_upstream_framing_is_a_502() {
     )
     .start()
     .await;
-    let proxy = Proxy::start(&config("", &[&twice])).await;
+    let proxy = Proxy::start(&config(&[&twice], |u| u)).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
 }
 
@@ -306,7 +319,7 @@ async fn invalid_upstream_framing_is_a_502() {
 async fn a_truncated_body_aborts_the_client_transfer_and_is_not_retried() {
     let cut = MockUpstream::named("cut").truncate_body().start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config("max_fails = 0", &[&cut, &b])).await;
+    let proxy = Proxy::start(&config(&[&cut, &b], |u| u.set("max_fails", 0))).await;
     let results = [
         try_get(&proxy.url("/")).await,
         try_get(&proxy.url("/")).await,
@@ -328,7 +341,7 @@ async fn a_truncated_body_aborts_the_client_transfer_and_is_not_retried() {
     )
     .start()
     .await;
-    let proxy = Proxy::start(&config("", &[&chunked])).await;
+    let proxy = Proxy::start(&config(&[&chunked], |u| u)).await;
     let result = try_get(&proxy.url("/")).await;
     assert!(
         result.is_err(),
@@ -348,10 +361,11 @@ async fn retries_stay_within_the_retry_budget() {
         .start()
         .await;
     // No reserve: the deposits alone are the budget.
-    let proxy = Proxy::start(&config(
-        "max_fails = 0\nretry_budget = 0.2\nretry_min_per_sec = 0",
-        &[&bad, &slow],
-    ))
+    let proxy = Proxy::start(&config(&[&bad, &slow], |u| {
+        u.set("max_fails", 0)
+            .set("retry_budget", 0.2)
+            .set("retry_min_per_sec", 0)
+    }))
     .await;
 
     const REQUESTS: usize = 20;
@@ -379,10 +393,9 @@ async fn retries_stay_within_the_retry_budget() {
 async fn fail_on_status_retries_idempotent_requests_only() {
     let sick = MockUpstream::named("sick").status(503).start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config(
-        "max_fails = 0\nfail_on_status = [503]",
-        &[&sick, &b],
-    ))
+    let proxy = Proxy::start(&config(&[&sick, &b], |u| {
+        u.set("max_fails", 0).set("fail_on_status", [503])
+    }))
     .await;
     for _ in 0..4 {
         assert_eq!(get(&proxy.url("/")).await.status, 200);
@@ -407,7 +420,7 @@ async fn fail_on_status_retries_idempotent_requests_only() {
 async fn bodies_up_to_64_kib_are_retried_and_larger_ones_are_not() {
     let a = MockUpstream::named("a").reset_after_request().start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config("max_fails = 0", &[&a, &b])).await;
+    let proxy = Proxy::start(&config(&[&a, &b], |u| u.set("max_fails", 0))).await;
 
     let small = "s".repeat(64 * 1024);
     for _ in 0..4 {
@@ -440,7 +453,7 @@ async fn bodies_up_to_64_kib_are_retried_and_larger_ones_are_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_bodies_arrive_whole_whether_buffered_or_streamed() {
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config("", &[&b])).await;
+    let proxy = Proxy::start(&config(&[&b], |u| u)).await;
     for chunks in [1, 3] {
         let chunk = "c".repeat(40 * 1024);
         let mut raw = String::from(

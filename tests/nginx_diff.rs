@@ -158,13 +158,6 @@ async fn side_by_side(
     ))
 }
 
-fn served_by(resp: &Resp) -> String {
-    assert_eq!(resp.status, 200, "{resp:?}");
-    resp.upstream()
-        .expect("x-upstream names the server")
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_hash_picks_what_nginx_picks() {
     let servers = Servers::start().await;
@@ -176,8 +169,14 @@ async fn ip_hash_picks_what_nginx_picks() {
     let mut spread = std::collections::BTreeSet::new();
     for n in 0u8..60 {
         let client = IpAddr::V4(Ipv4Addr::new(127, n / 8, n.wrapping_mul(37), 1 + n % 5));
-        let want = served_by(&get_from(client, &format!("{nginx}/")).await);
-        let got = served_by(&get_from(client, &format!("{sluice}/")).await);
+        let want = get_from(client, &format!("{nginx}/"))
+            .await
+            .served_by()
+            .to_owned();
+        let got = get_from(client, &format!("{sluice}/"))
+            .await
+            .served_by()
+            .to_owned();
         assert_eq!(
             got, want,
             "client {client}: sluice chose {got}, nginx {want}"
@@ -202,8 +201,16 @@ async fn same_choices_for_query_keys(directive: &str, consistent: bool) {
     let client = Client::new();
     for n in 0..150 {
         let path = format!("/?key=user{n}");
-        let want = served_by(&client.get(&format!("{nginx}{path}")).await);
-        let got = served_by(&client.get(&format!("{sluice}{path}")).await);
+        let want = client
+            .get(&format!("{nginx}{path}"))
+            .await
+            .served_by()
+            .to_owned();
+        let got = client
+            .get(&format!("{sluice}{path}"))
+            .await
+            .served_by()
+            .to_owned();
         assert_eq!(got, want, "key user{n}: sluice chose {got}, nginx {want}");
     }
 }
@@ -229,8 +236,14 @@ async fn hash_on_client_ip_picks_what_nginx_remote_addr_picks() {
     };
     for n in 0u8..40 {
         let client = IpAddr::V4(Ipv4Addr::new(127, 3, n, 1 + n % 7));
-        let want = served_by(&get_from(client, &format!("{nginx}/")).await);
-        let got = served_by(&get_from(client, &format!("{sluice}/")).await);
+        let want = get_from(client, &format!("{nginx}/"))
+            .await
+            .served_by()
+            .to_owned();
+        let got = get_from(client, &format!("{sluice}/"))
+            .await
+            .served_by()
+            .to_owned();
         assert_eq!(
             got, want,
             "client {client}: sluice chose {got}, nginx {want}"

@@ -12,18 +12,26 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
-const TRUST_LOOPBACK: &str = "[global]\ntrusted_proxies = [\"127.0.0.1/32\"]";
 const GET: &[u8] = b"GET /pp HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n";
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
-fn config(global: &str, upstream: &MockUpstream) -> String {
-    format!(
-        "{global}\n[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"web\"\n\n{}",
-        free_port(),
-        server_entries("web", &[upstream])
-    )
+/// A listener in front of `upstream`.
+fn config(upstream: &MockUpstream) -> String {
+    Config::new()
+        .listener("web")
+        .upstream("web", |u| u.server(upstream))
+        .toml()
+}
+
+/// The same, trusting what loopback peers say about the client.
+fn trusting_loopback(upstream: &MockUpstream) -> String {
+    Config::new()
+        .global("trusted_proxies", ["127.0.0.1/32"])
+        .listener("web")
+        .upstream("web", |u| u.server(upstream))
+        .toml()
 }
 
 /// A v2 PROXY header (command PROXY, transport STREAM) from `source` to
@@ -78,7 +86,7 @@ fn assert_client(upstream: &MockUpstream, client: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_header_from_trusted_peer_names_the_client() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(TRUST_LOOPBACK, &a)).await;
+    let proxy = Proxy::start(&trusting_loopback(&a)).await;
 
     let response = raw_request(
         proxy.addr(),
@@ -106,7 +114,7 @@ GET / HTTP/1.1\r\nhost: app.test\r\nx-forwarded-for: 6.6.6.6\r\nx-real-ip: 6.6.6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_header_split_across_writes_is_read_whole() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(TRUST_LOOPBACK, &a)).await;
+    let proxy = Proxy::start(&trusting_loopback(&a)).await;
 
     // Cut inside the signature and inside the line: sluice must wait for the
     // rest without taking any byte of the request.
@@ -131,7 +139,7 @@ async fn v1_header_split_across_writes_is_read_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_header_from_trusted_peer_names_the_client() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(TRUST_LOOPBACK, &a)).await;
+    let proxy = Proxy::start(&trusting_loopback(&a)).await;
 
     let v4 = v2_proxy(
         "203.0.113.7:5555".parse().unwrap(),
@@ -161,7 +169,7 @@ async fn v2_header_from_trusted_peer_names_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_local_keeps_the_real_peer() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(TRUST_LOOPBACK, &a)).await;
+    let proxy = Proxy::start(&trusting_loopback(&a)).await;
 
     let local = v2(0x20, 0x00, &[]);
     let response = raw_request(proxy.addr(), &with_get(&local)).await;
@@ -172,7 +180,7 @@ async fn v2_local_keeps_the_real_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_peer_header_is_bad_http() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("", &a)).await;
+    let proxy = Proxy::start(&config(&a)).await;
 
     let v1 = with_get(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n");
     let v2 = with_get(&v2_proxy(
@@ -197,7 +205,7 @@ async fn untrusted_peer_header_is_bad_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_header_from_trusted_peer_closes_the_connection() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(TRUST_LOOPBACK, &a)).await;
+    let proxy = Proxy::start(&trusting_loopback(&a)).await;
 
     let too_long = {
         let mut line = b"PROXY UNKNOWN ".to_vec();
@@ -239,15 +247,15 @@ async fn header_comes_before_the_tls_handshake() {
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     let a = MockUpstream::named("a").start().await;
-    let toml = config(TRUST_LOOPBACK, &a).replacen(
-        "upstream = \"web\"\n",
-        &format!(
-            "upstream = \"web\"\n[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-            cert_path.display(),
-            key_path.display()
-        ),
-        1,
-    );
+    let toml = Config::new()
+        .global("trusted_proxies", ["127.0.0.1/32"])
+        .listener_with(|l| {
+            l.set("upstream", "web")
+                .table("tls", "cert", cert_path.display().to_string())
+                .table("tls", "key", key_path.display().to_string())
+        })
+        .upstream("web", |u| u.server(&a))
+        .toml();
     let proxy = Proxy::start(&toml).await;
 
     let mut roots = rustls::RootCertStore::empty();
@@ -349,7 +357,7 @@ backend b\n  server s {sluice} {server_options}\n"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_send_proxy_relays_the_real_client() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(TRUST_LOOPBACK, &a)).await;
+    let proxy = Proxy::start(&trusting_loopback(&a)).await;
     // The client connects from 127.0.0.2; HAProxy reaches sluice from
     // 127.0.0.1, the trusted peer.
     let client: IpAddr = "127.0.0.2".parse().unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{client::*, proxy::*, upstream::*, websocket::*};
+use support::{client::*, config::*, proxy::*, upstream::*, websocket::*};
 
 /// How long a reload may take to show, on a loaded machine.
 const RELOAD: Duration = Duration::from_secs(5);
@@ -17,15 +17,17 @@ fn listen_addr() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
-fn server(upstream: &str, address: &str, weight: u32) -> String {
-    format!("[[upstream.{upstream}.server]]\naddress = \"{address}\"\nweight = {weight}\n")
+/// A one-listener config on `listen` for upstream `web`, built by `upstream`.
+fn web_config(listen: &str, watch: bool, upstream: impl FnOnce(Upstream) -> Upstream) -> Config {
+    Config::new()
+        .global("watch", watch)
+        .listener_with(|l| l.set("listen", listen).set("upstream", "web"))
+        .upstream("web", upstream)
 }
 
-/// A one-listener config for upstream `web` with `servers`.
-fn web_config(listen: &str, watch: bool, servers: &str) -> String {
-    format!(
-        "[global]\nwatch = {watch}\n\n[[listener]]\nlisten = \"{listen}\"\nupstream = \"web\"\n\n[upstream.web]\n{servers}"
-    )
+/// Server keys for a `weight`.
+fn weight(weight: u32) -> impl FnOnce(Keys) -> Keys {
+    move |s| s.set("weight", weight)
 }
 
 fn count(proxy: &Proxy, needle: &str) -> usize {
@@ -46,16 +48,6 @@ async fn hup_reload(proxy: &Proxy, toml: &str) {
     .await;
 }
 
-/// Which mock served each of `n` consecutive requests.
-async fn served_by(client: &Client, url: &str, n: usize) -> Vec<String> {
-    let mut names = Vec::new();
-    for _ in 0..n {
-        let resp = client.get(url).await;
-        names.push(resp.upstream().unwrap_or("-").to_owned());
-    }
-    names
-}
-
 fn tally(names: &[String], name: &str) -> usize {
     names.iter().filter(|n| *n == name).count()
 }
@@ -65,27 +57,26 @@ async fn file_change_reweights_adds_and_removes_servers_in_the_same_process() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
     let listen = listen_addr();
-    let mut proxy = Proxy::start(&web_config(&listen, true, &server("web", &a.address(), 1))).await;
+    let mut proxy = Proxy::start(&web_config(&listen, true, |u| u.server(&a)).toml()).await;
     let client = Client::new();
     let url = proxy.url("/");
     assert_eq!(client.get(&url).await.upstream(), Some("a"));
 
-    let both = server("web", &a.address(), 1) + &server("web", &b.address(), 1);
-    proxy.write_config(&web_config(&listen, true, &both));
+    proxy.write_config(&web_config(&listen, true, |u| u.server(&a).server(&b)).toml());
     poll_until(RELOAD, "b is added", async || {
         client.get(&url).await.upstream() == Some("b")
     })
     .await;
 
-    let reweighted = server("web", &a.address(), 1) + &server("web", &b.address(), 3);
-    proxy.write_config(&web_config(&listen, true, &reweighted));
+    let reweighted = web_config(&listen, true, |u| u.server(&a).server_with(&b, weight(3)));
+    proxy.write_config(&reweighted.toml());
     poll_until(RELOAD, "weights 1:3 apply", async || {
         let names = served_by(&client, &url, 8).await;
         tally(&names, "a") == 2 && tally(&names, "b") == 6
     })
     .await;
 
-    proxy.write_config(&web_config(&listen, true, &server("web", &b.address(), 1)));
+    proxy.write_config(&web_config(&listen, true, |u| u.server(&b)).toml());
     poll_until(RELOAD, "a is removed", async || {
         tally(&served_by(&client, &url, 6).await, "b") == 6
     })
@@ -105,16 +96,11 @@ async fn sighup_reloads_when_watch_is_off() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
     let listen = listen_addr();
-    let mut proxy =
-        Proxy::start(&web_config(&listen, false, &server("web", &a.address(), 1))).await;
+    let mut proxy = Proxy::start(&web_config(&listen, false, |u| u.server(&a)).toml()).await;
     let client = Client::new();
     let url = proxy.url("/");
 
-    hup_reload(
-        &proxy,
-        &web_config(&listen, false, &server("web", &b.address(), 1)),
-    )
-    .await;
+    hup_reload(&proxy, &web_config(&listen, false, |u| u.server(&b)).toml()).await;
     assert_eq!(tally(&served_by(&client, &url, 4).await, "b"), 4);
     assert!(proxy.stderr().contains("SIGHUP"));
     assert!(!proxy.stderr().contains("config file changed on disk"));
@@ -134,22 +120,21 @@ async fn invalid_config_is_rejected_with_its_line_and_the_old_one_keeps_serving(
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
     let listen = listen_addr();
-    let good = web_config(&listen, false, &server("web", &a.address(), 1));
-    let proxy = Proxy::start(&good).await;
+    let proxy = Proxy::start(&web_config(&listen, false, |u| u.server(&a)).toml()).await;
     let client = Client::new();
     let url = proxy.url("/");
 
-    let syntax = web_config(
-        &listen,
-        false,
-        &(server("web", &b.address(), 1) + "weight = = 2\n"),
-    );
+    let only_b = web_config(&listen, false, |u| u.server(&b));
+    let syntax = only_b.clone().raw("weight = = 2\n").toml();
     let occupied = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to occupy");
     let taken: SocketAddr = occupied.local_addr().expect("occupied addr");
-    let unknown = web_config(&listen, false, &server("web", &b.address(), 1))
-        + "\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"nope\"\n";
-    let in_use = web_config(&listen, false, &server("web", &b.address(), 1))
-        + &format!("\n[[listener]]\nlisten = \"{taken}\"\nupstream = \"web\"\n");
+    let unknown = only_b
+        .clone()
+        .listener_with(|l| l.set("listen", "127.0.0.1:1").set("upstream", "nope"))
+        .toml();
+    let in_use = only_b
+        .listener_with(|l| l.set("listen", taken.to_string()).set("upstream", "web"))
+        .toml();
     for (bad, needle) in [
         (&syntax, "weight = = 2"),
         (&unknown, "upstream = \"nope\""),
@@ -189,20 +174,17 @@ async fn twenty_reloads_under_load_fail_no_request() {
         .start()
         .await;
     let listen = listen_addr();
-    let first = web_config(
-        &listen,
-        false,
-        &(server("web", &a.address(), 1) + &server("web", &b.address(), 2)),
-    )
-    .replace(
-        "upstream = \"web\"\n",
-        "upstream = \"web\"\n\n[[listener.route]]\npath_prefix = \"/slow\"\nupstream = \"slow\"\n",
-    ) + &server("slow", &slow.address(), 1);
-    let second = web_config(
-        &listen,
-        false,
-        &(server("web", &b.address(), 1) + &server("web", &c.address(), 3)),
-    );
+    let first = Config::new()
+        .global("watch", false)
+        .listener_with(|l| {
+            l.set("listen", &listen)
+                .set("upstream", "web")
+                .route(|r| r.set("path_prefix", "/slow").set("upstream", "slow"))
+        })
+        .upstream("web", |u| u.server(&a).server_with(&b, weight(2)))
+        .upstream("slow", |u| u.server(&slow))
+        .toml();
+    let second = web_config(&listen, false, |u| u.server(&b).server_with(&c, weight(3))).toml();
     let proxy = Proxy::start(&first).await;
 
     let slow_url = proxy.url("/slow");
@@ -266,15 +248,13 @@ async fn a_failed_server_stays_failed_across_a_reload_that_keeps_it() {
     a.stop().await;
     let listen = listen_addr();
     let config = |b_weight| {
-        web_config(
-            &listen,
-            false,
-            &(server("web", &a.address(), 1) + &server("web", &b.address(), b_weight)),
-        )
-        .replace(
-            "[upstream.web]\n",
-            "[upstream.web]\nmax_fails = 1\nfail_timeout = \"60s\"\n",
-        )
+        web_config(&listen, false, |u| {
+            u.set("max_fails", 1)
+                .set("fail_timeout", "60s")
+                .server(&a)
+                .server_with(&b, weight(b_weight))
+        })
+        .toml()
     };
     let proxy = Proxy::start(&config(1)).await;
     let client = Client::new();
@@ -296,13 +276,11 @@ async fn in_flight_counts_survive_a_reload() {
     let b = MockUpstream::named("b").start().await;
     let listen = listen_addr();
     let config = |b_weight| {
-        web_config(
-            &listen,
-            false,
-            &(server("web", &busy.address(), 1)
-                + "max_conns = 1\n"
-                + &server("web", &b.address(), b_weight)),
-        )
+        web_config(&listen, false, |u| {
+            u.server_with(&busy, |s| s.set("max_conns", 1))
+                .server_with(&b, weight(b_weight))
+        })
+        .toml()
     };
     let proxy = Proxy::start(&config(1)).await;
     let url = proxy.url("/");
@@ -335,7 +313,7 @@ async fn websocket_stays_open_across_reloads_and_after_its_server_is_removed() {
     let other = WebSocketEcho::start().await;
     let listen = listen_addr();
     let config =
-        |address: &str, weight| web_config(&listen, false, &server("web", address, weight));
+        |address: &str, w| web_config(&listen, false, |u| u.server_with(address, weight(w))).toml();
     let proxy = Proxy::start(&config(&echo.address(), 1)).await;
     let url = format!("ws://{listen}/chat");
     let mut ws = ws_connect(&url).await.expect("websocket through the proxy");
@@ -371,10 +349,9 @@ async fn a_drain_deadline_cuts_the_tunnels_of_a_removed_server() {
     let other = WebSocketEcho::start().await;
     let (listen, admin) = (listen_addr(), listen_addr());
     let config = |address: &str| {
-        format!(
-            "[admin]\nlisten = \"{admin}\"\n\n{}",
-            web_config(&listen, false, &server("web", address, 1))
-        )
+        web_config(&listen, false, |u| u.server(address))
+            .set("admin", "listen", &admin)
+            .toml()
     };
     let proxy = Proxy::start(&config(&echo.address())).await;
     let mut ws = ws_connect(&format!("ws://{listen}/chat"))
@@ -416,14 +393,12 @@ async fn a_drain_deadline_cuts_the_tunnels_of_a_removed_server() {
 async fn listeners_are_added_and_removed_while_the_others_keep_accepting() {
     let a = MockUpstream::named("a").start().await;
     let (kept, removed, added) = (listen_addr(), listen_addr(), listen_addr());
-    let listener =
-        |listen: &str| format!("[[listener]]\nlisten = \"{listen}\"\nupstream = \"web\"\n\n");
     let config = |listeners: &[&str]| {
-        let mut toml = "[global]\nwatch = false\n\n".to_owned();
-        for l in listeners {
-            toml += &listener(l);
+        let mut config = Config::new().global("watch", false);
+        for &listen in listeners {
+            config = config.listener_with(|l| l.set("listen", listen).set("upstream", "web"));
         }
-        toml + "[upstream.web]\n" + &server("web", &a.address(), 1)
+        config.upstream("web", |u| u.server(&a)).toml()
     };
     let proxy = Proxy::start(&config(&[&kept, &removed])).await;
 
@@ -476,7 +451,7 @@ async fn saves_by_rename_and_kubernetes_symlink_swaps_are_seen() {
     let b = MockUpstream::named("b").start().await;
     let c = MockUpstream::named("c").start().await;
     let listen = listen_addr();
-    let config = |m: &MockUpstream| web_config(&listen, true, &server("web", &m.address(), 1));
+    let config = |m: &MockUpstream| web_config(&listen, true, |u| u.server(m)).toml();
     let proxy = Proxy::start(&config(&a)).await;
     let client = Client::new();
     let url = proxy.url("/");
@@ -516,15 +491,6 @@ async fn saves_by_rename_and_kubernetes_symlink_swaps_are_seen() {
     assert_eq!(count(&proxy, "reload rejected"), 0);
 }
 
-/// `web_config` with an `[admin]` listener on `admin`.
-fn with_admin(toml: &str, admin: &str) -> String {
-    toml.replacen(
-        "[[listener]]",
-        &format!("[admin]\nlisten = \"{admin}\"\n\n[[listener]]"),
-        1,
-    )
-}
-
 async fn api_reload(proxy: &Proxy) -> (http::StatusCode, serde_json::Value) {
     let resp = request(http::Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
     let body = serde_json::from_str(&resp.body)
@@ -555,17 +521,15 @@ async fn api_reload_reports_changes_and_rejects_an_invalid_file_with_its_line() 
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
     let (listen, admin) = (listen_addr(), listen_addr());
-    let only_a = with_admin(
-        &web_config(&listen, false, &server("web", &a.address(), 1)),
-        &admin,
-    );
-    let proxy = Proxy::start(&only_a).await;
+    let only_a = web_config(&listen, false, |u| u.server(&a)).set("admin", "listen", &admin);
+    let proxy = Proxy::start(&only_a.toml()).await;
     let client = Client::new();
     let url = proxy.url("/");
     assert_eq!(tally(&served_by(&client, &url, 3).await, "a"), 3);
 
-    let both = server("web", &a.address(), 1) + &server("web", &b.address(), 1);
-    proxy.write_config(&with_admin(&web_config(&listen, false, &both), &admin));
+    let both =
+        web_config(&listen, false, |u| u.server(&a).server(&b)).set("admin", "listen", &admin);
+    proxy.write_config(&both.toml());
     let (status, report) = api_reload(&proxy).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
@@ -580,8 +544,9 @@ async fn api_reload_reports_changes_and_rejects_an_invalid_file_with_its_line() 
     })
     .await;
 
-    let bad = with_admin(&web_config(&listen, false, &both), &admin)
-        + "\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"nope\"\n";
+    let bad = both
+        .listener_with(|l| l.set("listen", "127.0.0.1:1").set("upstream", "nope"))
+        .toml();
     proxy.write_config(&bad);
     let (status, rejection) = api_reload(&proxy).await;
     assert_eq!(status, 422, "{rejection}");
@@ -629,9 +594,11 @@ async fn a_busy_neighbour_file_does_not_hold_off_a_reload() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
     let listen = listen_addr();
-    let admin = format!("[admin]\nlisten = \"127.0.0.1:{}\"\n\n", free_port());
+    let admin = listen_addr();
     let proxy = Proxy::start(
-        &(admin.clone() + &web_config(&listen, true, &server("web", &a.address(), 1))),
+        &web_config(&listen, true, |u| u.server(&a))
+            .set("admin", "listen", &admin)
+            .toml(),
     )
     .await;
     // A log written next to the config all the time, as with
@@ -655,8 +622,8 @@ async fn a_busy_neighbour_file_does_not_hold_off_a_reload() {
     })
     .await;
 
-    let both = server("web", &a.address(), 1) + &server("web", &b.address(), 1);
-    proxy.write_config(&(admin + &web_config(&listen, true, &both)));
+    let both = web_config(&listen, true, |u| u.server(&a).server(&b));
+    proxy.write_config(&both.set("admin", "listen", &admin).toml());
     let status_url = proxy.admin_url("/api/status");
     let reloaded = tokio::time::timeout(
         RELOAD,

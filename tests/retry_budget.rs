@@ -7,20 +7,20 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
 /// Requests at once: more than the old share-of-concurrent budget allowed
 /// to retry together.
 const IN_FLIGHT: usize = 64;
 
-fn config(extra: &str, servers: &[&MockUpstream]) -> String {
-    format!(
-        "[admin]\nlisten = \"127.0.0.1:{}\"\n\n[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"web\"\n\n\
-         [upstream.web]\n{extra}\n{}",
-        free_port(),
-        free_port(),
-        server_entries("web", servers)
-    )
+/// The admin API and a listener in front of upstream `web`: `servers`, with
+/// the keys `settings` adds.
+fn config(servers: &[&MockUpstream], settings: impl FnOnce(Upstream) -> Upstream) -> String {
+    Config::new()
+        .admin()
+        .listener("web")
+        .upstream("web", |u| settings(u).servers(servers))
+        .toml()
 }
 
 /// Sends `total` GETs, `IN_FLIGHT` at a time, and returns their statuses.
@@ -60,7 +60,7 @@ async fn a_server_resetting_every_connection_costs_no_request() {
         .delay(Duration::from_millis(100))
         .start()
         .await;
-    let proxy = Proxy::start(&config("max_fails = 0\n", &[&a, &b, &c])).await;
+    let proxy = Proxy::start(&config(&[&a, &b, &c], |u| u.set("max_fails", 0))).await;
 
     let statuses = burst(&proxy.url("/"), 3 * IN_FLIGHT).await;
     assert!(
@@ -94,12 +94,12 @@ async fn when_every_server_fails_retries_stay_within_the_budget() {
         MockUpstream::named("b").reset_after_request().start().await,
         MockUpstream::named("c").reset_after_request().start().await,
     ];
-    let proxy = Proxy::start(&config(
-        &format!(
-            "max_fails = 0\ntries = 3\nretry_budget = {BUDGET}\nretry_min_per_sec = {MIN_PER_SEC}\n"
-        ),
-        &servers.iter().collect::<Vec<_>>(),
-    ))
+    let proxy = Proxy::start(&config(&servers.iter().collect::<Vec<_>>(), |u| {
+        u.set("max_fails", 0)
+            .set("tries", 3)
+            .set("retry_budget", BUDGET)
+            .set("retry_min_per_sec", MIN_PER_SEC)
+    }))
     .await;
 
     let started = Instant::now();

@@ -4,13 +4,18 @@
 
 mod support;
 
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
-fn config(listener: &str, upstream: &str) -> String {
-    format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"web\"\n{listener}\n\n{upstream}",
-        free_port()
-    )
+/// A listener with the keys `listener` adds, in front of upstream `web`
+/// built by `upstream`.
+fn config(
+    listener: impl FnOnce(Listener) -> Listener,
+    upstream: impl FnOnce(Upstream) -> Upstream,
+) -> String {
+    Config::new()
+        .listener_with(|l| listener(l.set("upstream", "web")))
+        .upstream("web", upstream)
+        .toml()
 }
 
 async fn raw_text(proxy: &Proxy, bytes: &[u8]) -> String {
@@ -25,18 +30,14 @@ fn status_of(response: &str) -> Option<u16> {
 async fn connect_refused_is_502() {
     // A port nobody listens on: connecting is refused.
     let closed = free_port();
-    let proxy = Proxy::start(&config(
-        "",
-        &format!("[[upstream.web.server]]\naddress = \"127.0.0.1:{closed}\"\n"),
-    ))
-    .await;
+    let proxy = Proxy::start(&config(|l| l, |u| u.server(format!("127.0.0.1:{closed}")))).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_before_the_response_is_502() {
     let a = MockUpstream::named("a").reset_after_request().start().await;
-    let proxy = Proxy::start(&config("", &server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(|l| l, |u| u.server(&a))).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
     assert!(a.count() >= 1);
 }
@@ -46,13 +47,11 @@ async fn every_server_down_is_503() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
     let proxy = Proxy::start(&config(
-        "",
-        &format!(
-            "[[upstream.web.server]]\naddress = \"{}\"\ndown = true\n\
-             [[upstream.web.server]]\naddress = \"{}\"\ndown = true\n",
-            a.address(),
-            b.address()
-        ),
+        |l| l,
+        |u| {
+            u.server_with(&a, |s| s.set("down", true))
+                .server_with(&b, |s| s.set("down", true))
+        },
     ))
     .await;
     assert_eq!(get(&proxy.url("/")).await.status, 503);
@@ -63,11 +62,8 @@ async fn every_server_down_is_503() {
 async fn response_timeout_is_504() {
     let a = MockUpstream::named("a").hang().start().await;
     let proxy = Proxy::start(&config(
-        "",
-        &format!(
-            "[upstream.web]\nresponse_timeout = \"300ms\"\n{}",
-            server_entries("web", &[&a])
-        ),
+        |l| l,
+        |u| u.set("response_timeout", "300ms").server(&a),
     ))
     .await;
     assert_eq!(get(&proxy.url("/")).await.status, 504);
@@ -78,7 +74,7 @@ async fn response_timeout_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_400_and_never_forwarded() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("", &server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(|l| l, |u| u.server(&a))).await;
 
     let cases: [(&str, &[u8]); 4] = [
         ("no Host", b"GET / HTTP/1.1\r\n\r\n"),
@@ -109,7 +105,7 @@ async fn malformed_requests_are_400_and_never_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_codings_other_than_chunked_are_refused() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("", &server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(|l| l, |u| u.server(&a))).await;
 
     for coding in ["gzip, chunked", "chunked, chunked", "gzip", "chunked, gzip"] {
         let request = format!(
@@ -132,8 +128,8 @@ async fn request_head_over_max_header_size_is_431() {
     // Below and above hyper's own 8 KiB read-buffer floor.
     for (limit, size) in [("2KiB", 3 * 1024), ("16KiB", 20 * 1024)] {
         let proxy = Proxy::start(&config(
-            &format!("max_header_size = \"{limit}\""),
-            &server_entries("web", &[&a]),
+            |l| l.set("max_header_size", limit),
+            |u| u.server(&a),
         ))
         .await;
         let big = "x".repeat(size);
@@ -154,7 +150,7 @@ async fn request_head_over_max_header_size_is_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_than_max_headers_is_431() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("max_headers = 10", &server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(|l| l.set("max_headers", 10), |u| u.server(&a))).await;
 
     let mut head = String::from("GET / HTTP/1.1\r\nHost: a.test\r\n");
     for i in 0..20 {
@@ -173,8 +169,8 @@ async fn more_than_max_headers_is_431() {
 async fn content_length_over_max_body_size_is_413_without_100_continue() {
     let a = MockUpstream::named("a").start().await;
     let proxy = Proxy::start(&config(
-        "max_body_size = \"1KiB\"",
-        &server_entries("web", &[&a]),
+        |l| l.set("max_body_size", "1KiB"),
+        |u| u.server(&a),
     ))
     .await;
 
@@ -209,8 +205,8 @@ async fn content_length_over_max_body_size_is_413_without_100_continue() {
 async fn chunked_body_over_max_body_size_is_413() {
     let a = MockUpstream::named("a").start().await;
     let proxy = Proxy::start(&config(
-        "max_body_size = \"1KiB\"",
-        &server_entries("web", &[&a]),
+        |l| l.set("max_body_size", "1KiB"),
+        |u| u.server(&a),
     ))
     .await;
 
@@ -227,8 +223,8 @@ async fn chunked_body_over_max_body_size_is_413() {
 async fn incomplete_head_after_header_timeout_is_408() {
     let a = MockUpstream::named("a").start().await;
     let proxy = Proxy::start(&config(
-        "header_timeout = \"300ms\"",
-        &server_entries("web", &[&a]),
+        |l| l.set("header_timeout", "300ms"),
+        |u| u.server(&a),
     ))
     .await;
 
@@ -242,8 +238,8 @@ async fn incomplete_head_after_header_timeout_is_408() {
 async fn silent_connection_gets_408_after_header_timeout() {
     let a = MockUpstream::named("a").start().await;
     let proxy = Proxy::start(&config(
-        "header_timeout = \"300ms\"",
-        &server_entries("web", &[&a]),
+        |l| l.set("header_timeout", "300ms"),
+        |u| u.server(&a),
     ))
     .await;
 
@@ -255,8 +251,8 @@ async fn silent_connection_gets_408_after_header_timeout() {
 async fn idle_keep_alive_connection_closes_without_a_response() {
     let a = MockUpstream::named("a").start().await;
     let proxy = Proxy::start(&config(
-        "header_timeout = \"300ms\"",
-        &server_entries("web", &[&a]),
+        |l| l.set("header_timeout", "300ms"),
+        |u| u.server(&a),
     ))
     .await;
 
@@ -271,8 +267,8 @@ async fn idle_keep_alive_connection_closes_without_a_response() {
 async fn request_target_too_long_is_414_or_431() {
     let a = MockUpstream::named("a").start().await;
     let proxy = Proxy::start(&config(
-        "max_header_size = \"16KiB\"",
-        &server_entries("web", &[&a]),
+        |l| l.set("max_header_size", "16KiB"),
+        |u| u.server(&a),
     ))
     .await;
 
@@ -314,12 +310,12 @@ mod over_tls {
         std::fs::write(&cert, issued.cert.pem()).expect("write cert");
         std::fs::write(&key, issued.key_pair.serialize_pem()).expect("write key");
         let proxy = Proxy::start(&config(
-            &format!(
-                "header_timeout = \"300ms\"\n[listener.tls]\ncert = \"{}\"\nkey = \"{}\"",
-                cert.display(),
-                key.display()
-            ),
-            &server_entries("web", &[upstream]),
+            |l| {
+                l.set("header_timeout", "300ms")
+                    .table("tls", "cert", cert.display().to_string())
+                    .table("tls", "key", key.display().to_string())
+            },
+            |u| u.server(upstream),
         ))
         .await;
         let mut roots = RootCertStore::empty();
@@ -385,7 +381,7 @@ mod over_tls {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_second_request_on_a_keep_alive_connection_is_400() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config("", &server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(|l| l, |u| u.server(&a))).await;
 
     // Pipelined: a clean request, then one with both framing headers.
     let response = raw_text(
@@ -409,8 +405,8 @@ async fn ambiguous_second_request_on_a_keep_alive_connection_is_400() {
 async fn expect_100_continue_within_the_limit_gets_100_then_the_response() {
     let a = MockUpstream::named("a").start().await;
     let proxy = Proxy::start(&config(
-        "max_body_size = \"1KiB\"",
-        &server_entries("web", &[&a]),
+        |l| l.set("max_body_size", "1KiB"),
+        |u| u.server(&a),
     ))
     .await;
 
@@ -453,6 +449,6 @@ async fn upstream_response_with_bad_framing_is_502() {
     )
     .start()
     .await;
-    let proxy = Proxy::start(&config("", &server_entries("web", &[&a]))).await;
+    let proxy = Proxy::start(&config(|l| l, |u| u.server(&a))).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
 }

@@ -8,20 +8,36 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn config(servers: &[&MockUpstream], sticky: &str) -> String {
-    format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
-         [[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"web\"\n\n\
-         [upstream.web]\nmax_fails = 1\nfail_timeout = \"30s\"\n\n\
-         [upstream.web.sticky]\n{sticky}\n\n{entries}",
-        admin = free_port(),
-        port = free_port(),
-        entries = server_entries("web", servers),
-    )
+/// The admin API and a listener in front of upstream `web`: `servers`,
+/// with the `[upstream.web.sticky]` keys `sticky` sets.
+fn config(servers: &[&MockUpstream], sticky: impl FnOnce(Keys) -> Keys) -> String {
+    with_servers(|u| u.servers(servers), sticky)
+}
+
+/// The same, with servers that carry keys of their own.
+fn with_servers(
+    servers: impl FnOnce(Upstream) -> Upstream,
+    sticky: impl FnOnce(Keys) -> Keys,
+) -> String {
+    Config::new()
+        .admin()
+        .listener("web")
+        .upstream("web", |u| {
+            servers(
+                u.set("max_fails", 1)
+                    .set("fail_timeout", "30s")
+                    .table_with("sticky", sticky),
+            )
+        })
+        .toml()
+}
+
+fn sid(keys: Keys) -> Keys {
+    keys.set("cookie", "sid")
 }
 
 /// The value of cookie `name` in a `Set-Cookie` header.
@@ -83,9 +99,16 @@ async fn server_status(proxy: &Proxy, address: &str) -> Value {
 async fn cookie_has_the_configured_attributes_and_hides_the_address() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let sticky = "cookie = \"route\"\nmax_age = \"2h\"\npath = \"/app\"\nhttp_only = true\n\
-                  secure = true\nsame_site = \"Strict\"\nsecret = \"hunter2\"";
-    let proxy = Proxy::start(&config(&[&a, &b], sticky)).await;
+    let proxy = Proxy::start(&config(&[&a, &b], |s| {
+        s.set("cookie", "route")
+            .set("max_age", "2h")
+            .set("path", "/app")
+            .set("http_only", true)
+            .set("secure", true)
+            .set("same_site", "Strict")
+            .set("secret", "hunter2")
+    }))
+    .await;
 
     let resp = get(&proxy.url("/app/x")).await;
     assert_eq!(resp.status, 200);
@@ -114,7 +137,7 @@ async fn cookie_has_the_configured_attributes_and_hides_the_address() {
     assert!(!value.contains("127") && !value.contains(':'), "{value}");
 
     // Without max_age the cookie lasts the browser session.
-    let session = Proxy::start(&config(&[&a], "cookie = \"route\"")).await;
+    let session = Proxy::start(&config(&[&a], |s| s.set("cookie", "route"))).await;
     let set = get(&session.url("/")).await.header_all("set-cookie");
     assert!(!set[0].contains("Max-Age"), "{set:?}");
     assert!(
@@ -131,7 +154,7 @@ async fn requests_with_the_cookie_stick_and_get_no_new_cookie() {
         MockUpstream::named("c").start().await,
     ];
     let refs: Vec<&MockUpstream> = servers.iter().collect();
-    let proxy = Proxy::start(&config(&refs, "cookie = \"sid\"\nsecret = \"s\"")).await;
+    let proxy = Proxy::start(&config(&refs, |s| sid(s).set("secret", "s"))).await;
     let cookies = cookies_by_server(&proxy, "sid", 3).await;
 
     let client = Client::new();
@@ -164,7 +187,7 @@ async fn requests_with_the_cookie_stick_and_get_no_new_cookie() {
 async fn garbage_cookie_is_ignored_and_replaced() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config(&[&a, &b], "cookie = \"sid\"")).await;
+    let proxy = Proxy::start(&config(&[&a, &b], sid)).await;
     let cookies = cookies_by_server(&proxy, "sid", 2).await;
 
     for garbage in [
@@ -187,7 +210,7 @@ async fn garbage_cookie_is_ignored_and_replaced() {
 async fn same_secret_gives_the_same_cookie_on_every_instance() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let sticky = "cookie = \"sid\"\nsecret = \"shared between instances\"";
+    let sticky = |s: Keys| sid(s).set("secret", "shared between instances");
     let first = Proxy::start(&config(&[&a, &b], sticky)).await;
     let second = Proxy::start(&config(&[&a, &b], sticky)).await;
     let from_first = cookies_by_server(&first, "sid", 2).await;
@@ -202,7 +225,7 @@ async fn same_secret_gives_the_same_cookie_on_every_instance() {
     assert_eq!(resp.upstream(), Some("b"));
     assert!(resp.header("set-cookie").is_none());
 
-    let other = Proxy::start(&config(&[&a, &b], "cookie = \"sid\"\nsecret = \"another\"")).await;
+    let other = Proxy::start(&config(&[&a, &b], |s| sid(s).set("secret", "another"))).await;
     assert_ne!(from_first, cookies_by_server(&other, "sid", 2).await);
 }
 
@@ -210,7 +233,7 @@ async fn same_secret_gives_the_same_cookie_on_every_instance() {
 async fn crashed_sticky_server_moves_the_client_and_rewrites_the_cookie() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config(&[&a, &b], "cookie = \"sid\"")).await;
+    let proxy = Proxy::start(&config(&[&a, &b], sid)).await;
     let cookies = cookies_by_server(&proxy, "sid", 2).await;
 
     a.stop().await;
@@ -249,7 +272,7 @@ async fn backend_cookies_pass_through_next_to_ours() {
     let response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nx-upstream: raw\r\n\
                      Set-Cookie: app=1; Path=/\r\nSet-Cookie: other=2\r\n\r\nok";
     let raw = MockUpstream::raw("raw", response).start().await;
-    let proxy = Proxy::start(&config(&[&raw], "cookie = \"sid\"")).await;
+    let proxy = Proxy::start(&config(&[&raw], sid)).await;
     let resp = get(&proxy.url("/")).await;
     assert_eq!(resp.status, 200);
     let set = resp.header_all("set-cookie");
@@ -263,7 +286,7 @@ async fn backend_cookies_pass_through_next_to_ours() {
 async fn draining_server_keeps_sticky_clients_and_reports_drained() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config(&[&a, &b], "cookie = \"sid\"")).await;
+    let proxy = Proxy::start(&config(&[&a, &b], sid)).await;
     let cookies = cookies_by_server(&proxy, "sid", 2).await;
     let bound_to_a = format!("sid={}", cookies["a"]);
 
@@ -339,7 +362,7 @@ async fn draining_server_keeps_sticky_clients_and_reports_drained() {
 async fn drain_deadline_moves_bound_clients() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config(&[&a, &b], "cookie = \"sid\"")).await;
+    let proxy = Proxy::start(&config(&[&a, &b], sid)).await;
     let cookies = cookies_by_server(&proxy, "sid", 2).await;
     let bound_to_a = format!("sid={}", cookies["a"]);
 
@@ -385,9 +408,9 @@ async fn drain_deadline_moves_bound_clients() {
 async fn drain_in_the_config_keeps_new_clients_away() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let toml = config(&[&a, &b], "cookie = \"sid\"").replace(
-        &format!("address = \"{}\"\n", a.address()),
-        &format!("address = \"{}\"\ndrain = true\n", a.address()),
+    let toml = with_servers(
+        |u| u.server_with(&a, |s| s.set("drain", true)).server(&b),
+        sid,
     );
     let proxy = Proxy::start(&toml).await;
     let client = Client::new();
@@ -440,7 +463,7 @@ async fn h2_get_with_split_cookies(proxy: &Proxy, cookies: &[&str]) -> (String, 
 async fn http2_split_cookie_fields_bind_too() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&config(&[&a, &b], "cookie = \"sid\"")).await;
+    let proxy = Proxy::start(&config(&[&a, &b], sid)).await;
     let cookies = cookies_by_server(&proxy, "sid", 2).await;
 
     for server in ["a", "b"] {

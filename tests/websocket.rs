@@ -9,19 +9,21 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::{client::*, proxy::*, upstream::*, websocket::*};
+use support::{client::*, config::*, proxy::*, upstream::*, websocket::*};
 
-fn config(idle_timeout: &str, address: &str) -> String {
-    format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"web\"\nidle_timeout = \"{idle_timeout}\"\n\n[upstream.web]\n[[upstream.web.server]]\naddress = \"{address}\"\n",
-        free_port()
-    )
+/// A listener with `idle_timeout` in front of upstream `web`, built by
+/// `upstream`.
+fn config(idle_timeout: &str, upstream: impl FnOnce(Upstream) -> Upstream) -> String {
+    Config::new()
+        .listener_with(|l| l.set("upstream", "web").set("idle_timeout", idle_timeout))
+        .upstream("web", upstream)
+        .toml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echoes_through_the_proxy() {
     let echo = WebSocketEcho::start().await;
-    let proxy = Proxy::start(&config("60s", &echo.address())).await;
+    let proxy = Proxy::start(&config("60s", |u| u.server(echo.address()))).await;
     let mut ws = ws_connect(&format!("ws://{}/chat", proxy.addr()))
         .await
         .expect("websocket through the proxy");
@@ -44,7 +46,7 @@ async fn websocket_echoes_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_answered_without_101_stays_http() {
     let web = MockUpstream::named("web").start().await;
-    let proxy = Proxy::start(&config("60s", &web.address())).await;
+    let proxy = Proxy::start(&config("60s", |u| u.server(&web))).await;
     let mut conn = TcpStream::connect(proxy.addr()).await.expect("connect");
     conn.write_all(
         b"GET /a HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
@@ -73,7 +75,7 @@ async fn upgrade_answered_without_101_stays_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tunnel_is_closed_after_idle_timeout() {
     let echo = WebSocketEcho::start().await;
-    let proxy = Proxy::start(&config("1s", &echo.address())).await;
+    let proxy = Proxy::start(&config("1s", |u| u.server(echo.address()))).await;
     let mut ws = ws_connect(&format!("ws://{}/chat", proxy.addr()))
         .await
         .expect("websocket through the proxy");
@@ -94,11 +96,11 @@ async fn idle_tunnel_is_closed_after_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_handshake_binds_a_sticky_client() {
     let (a, b) = (WebSocketEcho::start().await, WebSocketEcho::start().await);
-    let toml = format!(
-        "{}[[upstream.web.server]]\naddress = \"{}\"\n\n[upstream.web.sticky]\ncookie = \"ws\"\n",
-        config("60s", &a.address()),
-        b.address()
-    );
+    let toml = config("60s", |u| {
+        u.server(a.address())
+            .server(b.address())
+            .table("sticky", "cookie", "ws")
+    });
     let proxy = Proxy::start(&toml).await;
     let url = format!("ws://{}/chat", proxy.addr());
     let (_ws, handshake) = tokio_tungstenite::connect_async(url.as_str())

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Reply, json_error};
+use super::{Reply, json_error, reload_error};
 use crate::cluster::Change;
 use crate::config::units::parse_duration;
 use crate::reload;
@@ -369,7 +369,7 @@ pub async fn reload_handler(server: &Arc<Server>) -> Reply {
             StatusCode::OK,
             serde_json::to_value(report).unwrap_or_else(|_| json!({})),
         ),
-        Err(err) => (err.status(), err.to_json()),
+        Err(err) => (reload_error::status(&err), reload_error::body(&err)),
     }
 }
 

@@ -58,7 +58,7 @@ impl fmt::Debug for Scrape {
 
 /// Writes one metric family: a descriptor, then its series.
 fn family<'a, L: EncodeLabelSet + 'a>(
-    encoder: &mut DescriptorEncoder,
+    encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     kind: MetricType,
@@ -72,7 +72,7 @@ fn family<'a, L: EncodeLabelSet + 'a>(
     Ok(())
 }
 
-fn write_value(metric: &mut MetricEncoder, kind: MetricType, value: u64) -> fmt::Result {
+fn write_value(metric: &mut MetricEncoder<'_>, kind: MetricType, value: u64) -> fmt::Result {
     match kind {
         MetricType::Counter => metric.encode_counter::<NoLabelSet, _, u64>(&value, None),
         _ => metric.encode_gauge(&value),
@@ -80,7 +80,7 @@ fn write_value(metric: &mut MetricEncoder, kind: MetricType, value: u64) -> fmt:
 }
 
 impl Collector for Scrape {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let now = clock::now_ms();
         let upstreams = &self.snapshot.upstreams;
         let servers = || {

@@ -9,6 +9,7 @@
 pub mod api;
 mod dashboard;
 mod metrics;
+mod reload_error;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

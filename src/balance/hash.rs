@@ -55,7 +55,7 @@ impl Hash {
         }
     }
 
-    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx) -> Option<usize> {
+    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx<'_>) -> Option<usize> {
         let servers = tier(up, which);
         if servers.is_empty() {
             return None;

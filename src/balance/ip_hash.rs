@@ -35,7 +35,7 @@ impl IpHash {
         }
     }
 
-    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx) -> Option<usize> {
+    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx<'_>) -> Option<usize> {
         let servers = tier(up, which);
         // nginx hashes only with two servers or more.
         if servers.len() >= 2 {

@@ -38,7 +38,7 @@ impl LeastConn {
         LeastConn { order, shares }
     }
 
-    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx) -> Option<usize> {
+    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx<'_>) -> Option<usize> {
         let load = |i: usize| {
             (
                 up.servers[i].state.in_flight(),

@@ -66,7 +66,7 @@ impl Balancer {
 
     /// A server for a request with no sticky binding, or `None` when no server
     /// of either tier is available.
-    pub fn pick(&self, up: &UpstreamRt, ctx: &PickCtx) -> Option<usize> {
+    pub fn pick(&self, up: &UpstreamRt, ctx: &PickCtx<'_>) -> Option<usize> {
         [Tier::Primary, Tier::Backup]
             .into_iter()
             .find_map(|tier| match self {
@@ -88,17 +88,17 @@ pub fn tier(up: &UpstreamRt, tier: Tier) -> &[usize] {
 }
 
 /// Whether a method may choose server `i` for a new (unbound) request.
-pub fn eligible(up: &UpstreamRt, i: usize, ctx: &PickCtx) -> bool {
+pub fn eligible(up: &UpstreamRt, i: usize, ctx: &PickCtx<'_>) -> bool {
     usable(up, i, ctx, false)
 }
 
 /// Whether server `i` may take a request a valid sticky cookie binds to it:
 /// as [`eligible`], but a draining server still counts.
-pub fn eligible_bound(up: &UpstreamRt, i: usize, ctx: &PickCtx) -> bool {
+pub fn eligible_bound(up: &UpstreamRt, i: usize, ctx: &PickCtx<'_>) -> bool {
     usable(up, i, ctx, true)
 }
 
-fn usable(up: &UpstreamRt, i: usize, ctx: &PickCtx, bound: bool) -> bool {
+fn usable(up: &UpstreamRt, i: usize, ctx: &PickCtx<'_>, bound: bool) -> bool {
     let server = &up.servers[i];
     !ctx.tried.contains(&i)
         && server.availability(ctx.now_ms, bound) != Availability::Unavailable
@@ -171,7 +171,7 @@ pub(crate) mod testing {
     }
 
     /// Picks `n` times and names the servers a, b, c, ... by index.
-    pub fn picks(up: &UpstreamRt, n: usize, ctx: &PickCtx) -> String {
+    pub fn picks(up: &UpstreamRt, n: usize, ctx: &PickCtx<'_>) -> String {
         (0..n)
             .map(|_| match up.balancer.pick(up, ctx) {
                 Some(i) => (b'a' + i as u8) as char,

@@ -15,7 +15,7 @@ use crate::runtime::UpstreamRt;
 pub struct Random;
 
 impl Random {
-    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx) -> Option<usize> {
+    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx<'_>) -> Option<usize> {
         let servers = tier(up, which);
         let weight = |i: usize| effective_weight(up, i, ctx.now_ms);
         let total: u64 = servers

@@ -42,11 +42,10 @@ impl Ring {
             if server.backup != backup {
                 continue;
             }
-            let (host, port) = split_host_port(&server.address);
             let mut base = Crc32::new();
-            base.update(host.as_bytes());
+            base.update(server.host().as_bytes());
             base.update(b"\0");
-            base.update(port.as_bytes());
+            base.update(server.port().as_bytes());
             let mut prev = 0u32;
             for _ in 0..POINTS_PER_WEIGHT * server.weight.get() {
                 let mut point = base;
@@ -64,7 +63,7 @@ impl Ring {
         }
     }
 
-    pub fn pick(&self, up: &UpstreamRt, key: &[u8], ctx: &PickCtx) -> Option<usize> {
+    pub fn pick(&self, up: &UpstreamRt, key: &[u8], ctx: &PickCtx<'_>) -> Option<usize> {
         if self.points.is_empty() {
             return None;
         }
@@ -100,7 +99,7 @@ struct Bound {
 }
 
 impl Bound {
-    fn new(up: &UpstreamRt, ctx: &PickCtx, ring: &Ring, factor: f64) -> Self {
+    fn new(up: &UpstreamRt, ctx: &PickCtx<'_>, ring: &Ring, factor: f64) -> Self {
         let (mut in_flight, mut weight) = (0, 0);
         let tier = if ring.backup { &up.backup } else { &up.primary };
         for &i in tier {
@@ -125,21 +124,11 @@ impl Bound {
     }
 }
 
-/// nginx's split of a server's address: the port is the digits after the
-/// last `:`; without one, the whole address is the host.
-fn split_host_port(address: &str) -> (&str, &str) {
-    match address.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (host, port),
-        _ => (address, ""),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use http::{HeaderMap, Uri};
 
     use super::super::testing::{ctx, upstream};
-    use super::split_host_port;
     use crate::proxy::body::Lease;
     use crate::runtime::UpstreamRt;
 
@@ -158,13 +147,6 @@ mod tests {
             .pick(up, &ctx(&uri, &headers, &[]))
             .expect("a server");
         up.servers[i].cfg.addr.port()
-    }
-
-    #[test]
-    fn addresses_split_like_nginx() {
-        assert_eq!(split_host_port("127.0.0.1:9001"), ("127.0.0.1", "9001"));
-        assert_eq!(split_host_port("[::1]:80"), ("[::1]", "80"));
-        assert_eq!(split_host_port("backend"), ("backend", ""));
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl RoundRobin {
         }
     }
 
-    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx) -> Option<usize> {
+    pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx<'_>) -> Option<usize> {
         let seq = self.sequence(which);
         if seq.is_empty() {
             return None;

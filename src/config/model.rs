@@ -134,25 +134,34 @@ pub struct Route {
     pub upstream: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Balance {
-    RoundRobin,
-    LeastConn,
-    IpHash,
-    Hash,
-    Random,
+/// Declares the balancing methods once: the enum, its config names (which
+/// validation accepts) and the name each variant prints as.
+macro_rules! balance_methods {
+    ($($variant:ident = $name:literal),* $(,)?) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Balance {
+            $($variant),*
+        }
+
+        impl Balance {
+            /// Every method under its `balance = "..."` name.
+            pub const NAMES: &[(&str, Balance)] = &[$(($name, Balance::$variant)),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Balance::$variant => $name),*
+                }
+            }
+        }
+    };
 }
 
-impl Balance {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Balance::RoundRobin => "round_robin",
-            Balance::LeastConn => "least_conn",
-            Balance::IpHash => "ip_hash",
-            Balance::Hash => "hash",
-            Balance::Random => "random",
-        }
-    }
+balance_methods! {
+    RoundRobin = "round_robin",
+    LeastConn = "least_conn",
+    IpHash = "ip_hash",
+    Hash = "hash",
+    Random = "random",
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +255,8 @@ pub struct Upstream {
 pub struct Server {
     /// As written in the file (`host:port`): the server's stable identity.
     pub address: String,
+    /// Where the host in `address` ends and `:port` begins, found at load.
+    pub host_len: usize,
     /// Resolved at load.
     pub addr: SocketAddr,
     pub weight: NonZeroU32,
@@ -256,6 +267,27 @@ pub struct Server {
     pub drain: bool,
     /// Zero = off.
     pub slow_start: Duration,
+}
+
+impl Server {
+    /// The host of `address` as written, an IPv6 literal with its brackets:
+    /// what nginx hashes for a consistent ring.
+    pub fn host(&self) -> &str {
+        &self.address[..self.host_len]
+    }
+
+    /// The port of `address` as written.
+    pub fn port(&self) -> &str {
+        self.address.get(self.host_len + 1..).unwrap_or_default()
+    }
+
+    /// The host as a certificate must name it: an IPv6 literal unbracketed.
+    pub fn tls_name(&self) -> &str {
+        let host = self.host();
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+    }
 }
 
 /// An address range such as `10.0.0.0/8` or `::1/128`.

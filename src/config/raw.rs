@@ -53,7 +53,7 @@ impl<'de> Deserialize<'de> for IntOrString {
         impl Visitor<'_> for IntOrStringVisitor {
             type Value = IntOrString;
 
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an integer or a string")
             }
 

@@ -219,6 +219,7 @@ fn omitted_keys_take_the_documented_defaults() {
         web.servers,
         vec![Server {
             address: "127.0.0.1:9001".into(),
+            host_len: 9,
             addr: "127.0.0.1:9001".parse().unwrap(),
             weight: NonZeroU32::MIN,
             max_conns: None,
@@ -228,6 +229,19 @@ fn omitted_keys_take_the_documented_defaults() {
             slow_start: Duration::ZERO,
         }]
     );
+}
+
+#[test]
+fn server_addresses_are_split_once_as_nginx_splits_them() {
+    let text = format!("{MINIMAL}[[upstream.web.server]]\naddress = \"[::1]:80\"\n");
+    let config = parse_ok(&text);
+    let servers = &config.upstreams[0].servers;
+    let split = |i: usize| {
+        let s: &Server = &servers[i];
+        (s.host(), s.port(), s.tls_name())
+    };
+    assert_eq!(split(0), ("127.0.0.1", "9001", "127.0.0.1"));
+    assert_eq!(split(1), ("[::1]", "80", "::1"));
 }
 
 #[test]

@@ -330,18 +330,7 @@ impl Checker<'_> {
                 },
             );
         }
-        let balance = self.choice(
-            &raw.balance,
-            "balance",
-            &[
-                ("round_robin", Balance::RoundRobin),
-                ("least_conn", Balance::LeastConn),
-                ("ip_hash", Balance::IpHash),
-                ("hash", Balance::Hash),
-                ("random", Balance::Random),
-            ],
-            Balance::RoundRobin,
-        );
+        let balance = self.choice(&raw.balance, "balance", Balance::NAMES, Balance::RoundRobin);
         let balance_factor = self.float(
             &raw.balance_factor,
             "balance_factor",
@@ -544,6 +533,9 @@ impl Checker<'_> {
         let max_conns = self.int::<u32>(&raw.max_conns, "max_conns", 0, u32::MAX.into());
         Server {
             addr: self.resolve(&raw.address),
+            // `resolve` accepted only `host:port`: the port follows the last
+            // colon (an IPv6 host keeps its own inside brackets).
+            host_len: raw.address.get_ref().rfind(':').unwrap_or_default(),
             address: raw.address.into_inner(),
             weight: self.non_zero(&raw.weight, "weight"),
             max_conns: NonZeroU32::new(max_conns),

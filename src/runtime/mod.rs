@@ -17,9 +17,7 @@ use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
 use crate::sticky::Sticky;
 use crate::tls::UpstreamTls;
-pub use state::{
-    AdminState, Availability, CloseCause, ClosedTunnels, Counts, RemoteCounts, ServerState,
-};
+pub use state::{AdminState, Availability, CloseCause, ClosedTunnels, Counts, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
 pub struct Shared {

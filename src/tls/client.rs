@@ -61,7 +61,7 @@ impl UpstreamTls {
             }
             None => {
                 for server in &upstream.servers {
-                    server_name(&upstream.name, host(&server.address))?;
+                    server_name(&upstream.name, server.tls_name())?;
                 }
             }
         }

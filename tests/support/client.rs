@@ -47,6 +47,23 @@ impl Resp {
     pub fn upstream(&self) -> Option<&str> {
         self.header("x-upstream")
     }
+
+    /// The mock that served the request. Panics when the proxy answered
+    /// itself: every caller expects a server's answer.
+    pub fn served_by(&self) -> &str {
+        assert_eq!(self.status, 200, "{self:?}");
+        self.upstream()
+            .unwrap_or_else(|| panic!("no x-upstream: {self:?}"))
+    }
+}
+
+/// Who served each of `n` GETs of `url`, sent one after another.
+pub async fn served_by(client: &Client, url: &str, n: usize) -> Vec<String> {
+    let mut names = Vec::with_capacity(n);
+    for _ in 0..n {
+        names.push(client.get(url).await.served_by().to_owned());
+    }
+    names
 }
 
 /// An HTTP/1.1 client with a keep-alive pool: requests reuse connections.

@@ -1,10 +1,12 @@
-//! The end-to-end test harness: mock upstreams, the real proxy binary, and
-//! clients. Each test file includes it with `mod support;`, uses a subset, and
-//! imports what it needs with `use support::{client::*, proxy::*, upstream::*};`.
+//! The end-to-end test harness: mock upstreams, a config builder, the real
+//! proxy binary, and clients. Each test file includes it with `mod support;`,
+//! uses a subset, and imports what it needs with
+//! `use support::{client::*, config::*, proxy::*, upstream::*};`.
 #![allow(dead_code)]
 
 pub mod cdp;
 pub mod client;
+pub mod config;
 pub mod demo;
 pub mod proxy;
 pub mod redis;
