@@ -12,6 +12,7 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod http1;
 pub mod lifecycle;
 pub mod logging;
 pub mod proxy;
