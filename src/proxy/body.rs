@@ -19,7 +19,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::access::AccessEntry;
-use super::pool::Sender;
+use super::client::{UpstreamBody, UpstreamError};
+use super::conn::Conn;
 use crate::runtime::{ServerState, UpstreamState};
 
 /// Request bodies up to this size are held in memory, so a request whose
@@ -40,6 +41,8 @@ pub enum RequestBodyError {
     TooLarge,
     #[error("reading the request body: {0}")]
     Client(#[source] hyper::Error),
+    #[error("request body length differs from its Content-Length")]
+    LengthMismatch,
 }
 
 /// The body sent upstream.
@@ -248,8 +251,9 @@ impl Drop for Lease {
 /// What a finished upstream response body hands back.
 pub struct Finish {
     pub lease: Lease,
-    /// The connection, returned to the pool after a clean end.
-    pub conn: Option<(Sender, usize)>,
+    /// Idle connections the server's pool keeps (`keepalive`): where the
+    /// connection goes after a clean end.
+    pub keepalive: usize,
     /// The access-log line and the response status, logged once with the
     /// body's byte count and whether it ended cleanly. Boxed: most bodies
     /// have none, and all would carry its size.
@@ -257,9 +261,9 @@ pub struct Finish {
 }
 
 impl Finish {
-    fn end(mut self, bytes: u64, clean: bool) {
-        if clean && let Some((sender, max_idle)) = self.conn.take() {
-            self.lease.server.pool.put(sender, max_idle);
+    fn end(mut self, bytes: u64, clean: bool, conn: Option<Conn>) {
+        if clean && let Some(conn) = conn {
+            self.lease.server.pool.put(conn, self.keepalive);
         }
         if let Some((entry, status)) = self.log.take() {
             entry.log(status, bytes, clean);
@@ -271,7 +275,7 @@ impl Finish {
 pub enum ResponseBody {
     Full(Option<Bytes>),
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         bytes: u64,
         finish: Option<Finish>,
     },
@@ -286,7 +290,7 @@ impl ResponseBody {
         ResponseBody::Full(None)
     }
 
-    pub fn upstream(inner: Incoming, finish: Finish) -> Self {
+    pub fn upstream(inner: UpstreamBody, finish: Finish) -> Self {
         let mut body = ResponseBody::Upstream {
             inner,
             bytes: 0,
@@ -307,19 +311,19 @@ impl ResponseBody {
             && inner.is_end_stream()
             && let Some(f) = finish.take()
         {
-            f.end(*bytes, true);
+            f.end(*bytes, true, inner.take_reusable());
         }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = self.get_mut();
         match this {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
@@ -332,12 +336,12 @@ impl Body for ResponseBody {
                 match &frame {
                     None => {
                         if let Some(f) = finish.take() {
-                            f.end(*bytes, true);
+                            f.end(*bytes, true, inner.take_reusable());
                         }
                     }
                     Some(Err(_)) => {
                         if let Some(f) = finish.take() {
-                            f.end(*bytes, false);
+                            f.end(*bytes, false, None);
                         }
                     }
                     Some(Ok(frame)) => {
@@ -380,7 +384,7 @@ impl Drop for ResponseBody {
             // Dropped before its end: the client went away. The connection
             // still has unread bytes, so it is not reused.
             let clean = inner.is_end_stream();
-            f.end(*bytes, clean);
+            f.end(*bytes, clean, inner.take_reusable());
         }
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod access;
 pub mod body;
+pub mod client;
 pub mod client_io;
+pub mod conn;
 pub mod connect;
 pub mod error;
 pub mod forward;

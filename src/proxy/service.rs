@@ -163,11 +163,13 @@ impl ConnCtx {
         upstream.state.latency.observe(started.elapsed());
         match result {
             Ok(served) if served.response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                match upgrade {
-                    Some((protocol, client)) if upgrade::accepted(&protocol, &served.response) => {
+                let accepted =
+                    upgrade.filter(|(protocol, _)| upgrade::accepted(protocol, &served.response));
+                match accepted {
+                    Some((_, client)) => {
                         self.tunnel(&listener, &upstream, served, client, binding, entry)
                     }
-                    _ => {
+                    None => {
                         // A switch nobody asked for: the connection is no
                         // longer HTTP, so it is dropped, not pooled.
                         let server = &upstream.servers[served.server].cfg.address;
@@ -190,7 +192,7 @@ impl ConnCtx {
                 });
                 let finish = Finish {
                     lease: served.lease,
-                    conn: Some((served.conn, upstream.cfg.keepalive)),
+                    keepalive: upstream.cfg.keepalive,
                     log,
                 };
                 Response::from_parts(head, ResponseBody::upstream(incoming, finish))
@@ -238,14 +240,18 @@ impl ConnCtx {
         &self,
         listener: &ListenerRt,
         upstream: &UpstreamRt,
-        mut served: Served,
+        served: Served,
         client: OnUpgrade,
         binding: Binding,
         entry: Option<Box<AccessEntry>>,
     ) -> Response<ResponseBody> {
         let server = &upstream.servers[served.server];
-        let upstream_io = hyper::upgrade::on(&mut served.response);
-        let (mut head, _) = served.response.into_parts();
+        let (mut head, body) = served.response.into_parts();
+        let Some((upstream_io, upstream_read)) = body.into_upgraded() else {
+            // The body of a 101 has not been read, so its connection is
+            // there; this is the answer should that ever change.
+            return local_answer(listener, entry, StatusCode::BAD_GATEWAY, false);
+        };
         headers::strip_hop_by_hop(&mut head.headers, true);
         head.headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -255,7 +261,7 @@ impl ConnCtx {
         Tunnel {
             client,
             upstream: upstream_io,
-            conn: served.conn,
+            upstream_read,
             server: server.state.clone(),
             token: self.tracker.token(),
             idle_timeout: listener.cfg.idle_timeout,

@@ -16,14 +16,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::access::AccessEntry;
-use super::pool::Sender;
+use super::conn::Conn;
 use crate::lifecycle::Token;
 use crate::runtime::{ServerState, clock};
 
@@ -71,10 +72,11 @@ pub struct TunnelEnd {
 /// Everything a tunnel needs once the 101 has been decided on.
 pub struct Tunnel {
     pub client: OnUpgrade,
-    pub upstream: OnUpgrade,
-    /// The upstream connection's handle, kept until the upgrade completes,
-    /// then dropped: a tunnelled connection never goes back to the pool.
-    pub conn: Sender,
+    /// The server connection; a tunnelled connection never goes back to the
+    /// pool.
+    pub upstream: Conn,
+    /// What the server sent right behind its 101, before the tunnel began.
+    pub upstream_read: Bytes,
     pub server: Arc<ServerState>,
     pub token: Token,
     pub idle_timeout: Duration,
@@ -97,7 +99,7 @@ impl Tunnel {
         let Tunnel {
             client,
             upstream,
-            conn,
+            upstream_read,
             server,
             token,
             idle_timeout,
@@ -105,7 +107,7 @@ impl Tunnel {
         } = self;
         // Held until the line is logged, so shutdown waits for it.
         let _token = token;
-        let end = relay(client, upstream, conn, &server, idle_timeout).await;
+        let end = relay(client, upstream, upstream_read, &server, idle_timeout).await;
         if let Some(entry) = log {
             entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
         }
@@ -113,19 +115,19 @@ impl Tunnel {
     }
 }
 
-/// Copies bytes both ways once both sides have switched protocols.
+/// Copies bytes both ways once the client's side has switched protocols,
+/// starting with what the server already sent.
 async fn relay(
     client: OnUpgrade,
-    upstream: OnUpgrade,
-    conn: Sender,
+    upstream: Conn,
+    upstream_read: Bytes,
     server: &ServerState,
     idle_timeout: Duration,
 ) -> TunnelEnd {
-    let (client, upstream) = match tokio::join!(client, upstream) {
-        (Ok(client), Ok(upstream)) => (client, upstream),
-        (client, upstream) => {
-            let error = client.err().or(upstream.err());
-            tracing::debug!(error = ?error, "upgrade did not complete");
+    let client = match client.await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade did not complete");
             return TunnelEnd {
                 down: 0,
                 up: 0,
@@ -133,12 +135,16 @@ async fn relay(
             };
         }
     };
-    drop(conn);
     let last = Arc::new(AtomicU64::new(clock::now_ms()));
     let mut client = Metered::new(TokioIo::new(client), last.clone());
-    let mut upstream = Metered::new(TokioIo::new(upstream), last.clone());
+    let mut upstream = Metered::new(upstream, last.clone());
+    let copy = async {
+        client.write_all(&upstream_read).await?;
+        upstream.read += upstream_read.len() as u64;
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+    };
     let clean = tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => copied.is_ok(),
+        copied = copy => copied.is_ok(),
         _ = idle(&last, idle_timeout) => {
             tracing::debug!(?idle_timeout, "tunnel idle: closing it");
             false
