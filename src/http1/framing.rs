@@ -130,23 +130,29 @@ enum Codings {
 }
 
 /// The transfer codings of every Transfer-Encoding field, in order.
+///
+/// Only spaces are taken as the whitespace around a coding: nginx does the
+/// same, and refuses `Transfer-Encoding:<TAB>chunked` (an old smuggling
+/// obfuscation) as an unknown coding, so sluice does too.
 fn codings(fields: &Fields) -> Result<Codings, FramingError> {
     let mut count = 0;
     let mut first_chunked = false;
     let mut last_chunked = false;
     let mut any = false;
-    for value in fields.get_all("transfer-encoding") {
+    for value in fields.get_all_raw("transfer-encoding") {
         any = true;
         for coding in value.split(|&b| b == b',') {
-            let coding = coding.trim_ascii();
-            if coding.is_empty() {
+            let coding = trim_spaces(coding);
+            if coding.trim_ascii().is_empty() {
                 continue;
             }
-            let chunked = coding.eq_ignore_ascii_case(b"chunked");
             if count == 0 {
-                first_chunked = chunked;
+                first_chunked = coding.eq_ignore_ascii_case(b"chunked");
             }
-            last_chunked = chunked;
+            // Read loosely here: a response ending in `chunked<TAB>` is
+            // refused, not read until the close by sluice and as chunked by
+            // whoever reads it next.
+            last_chunked = coding.trim_ascii().eq_ignore_ascii_case(b"chunked");
             count += 1;
         }
     }
@@ -158,6 +164,16 @@ fn codings(fields: &Fields) -> Result<Codings, FramingError> {
             chunked_last: last_chunked,
         }),
     }
+}
+
+fn trim_spaces(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' '] = bytes {
+        bytes = rest;
+    }
+    bytes
 }
 
 #[cfg(test)]
@@ -225,7 +241,7 @@ mod tests {
             Ok(BodyKind::Chunked)
         );
         assert_eq!(
-            request("Transfer-Encoding: \tChunKed \r\n"),
+            request("Transfer-Encoding:   ChunKed  \r\n"),
             Ok(BodyKind::Chunked)
         );
         for unsupported in [
@@ -236,6 +252,8 @@ mod tests {
             "Transfer-Encoding: xchunked\r\n",
             "Transfer-Encoding: chunked;q=1\r\n",
             "Transfer-Encoding: identity\r\n",
+            "Transfer-Encoding:\tchunked\r\n",
+            "Transfer-Encoding: chunked\t\r\n",
         ] {
             let err = request(unsupported).unwrap_err();
             assert_eq!(err, FramingError::UnsupportedCoding, "{unsupported}");
@@ -243,6 +261,10 @@ mod tests {
         }
         assert_eq!(
             request("Transfer-Encoding: ,\r\n"),
+            Err(FramingError::EmptyCoding)
+        );
+        assert_eq!(
+            request("Transfer-Encoding: \t,\r\n"),
             Err(FramingError::EmptyCoding)
         );
         assert_eq!(

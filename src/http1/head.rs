@@ -123,6 +123,27 @@ impl Fields {
             .map(|(_, v)| v)
     }
 
+    /// The values of every field named `name` as written between the colon
+    /// and the line end, with the whitespace around them httparse strips.
+    pub fn get_all_raw<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.spans
+            .iter()
+            .filter(move |f| {
+                f.name
+                    .get(&self.bytes)
+                    .eq_ignore_ascii_case(name.as_bytes())
+            })
+            .map(|f| {
+                let start = f.name.end as usize + 1;
+                let end = f.value.end as usize;
+                let trailing = self.bytes[end..]
+                    .iter()
+                    .take_while(|&&b| b == b' ' || b == b'\t')
+                    .count();
+                &self.bytes[start..end + trailing]
+            })
+    }
+
     pub fn len(&self) -> usize {
         self.spans.len()
     }
@@ -395,6 +416,25 @@ mod tests {
         assert_eq!(&buf[..], b"body");
         let map = head.fields.to_header_map().unwrap();
         assert_eq!(map.get_all("x-mixed-case").iter().count(), 2);
+    }
+
+    #[test]
+    fn raw_values_keep_the_whitespace_around_them() {
+        let head = parse(b"GET / HTTP/1.1\r\nA:\t x \t\r\nB:y\r\nA: \r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            head.fields.get_all("a").collect::<Vec<_>>(),
+            [&b"x"[..], b""]
+        );
+        assert_eq!(
+            head.fields.get_all_raw("a").collect::<Vec<_>>(),
+            [&b"\t x \t"[..], b" "]
+        );
+        assert_eq!(
+            head.fields.get_all_raw("b").collect::<Vec<_>>(),
+            [&b"y"[..]]
+        );
     }
 
     #[test]

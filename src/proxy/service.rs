@@ -74,10 +74,11 @@ impl ConnCtx {
 
         let ambiguous = self.watch.next_request_ambiguous();
         let validated = if ambiguous {
-            // hyper dropped the Content-Length it saw next to Transfer-Encoding.
+            // hyper dropped the Content-Length it saw next to
+            // Transfer-Encoding, or the tab around a transfer coding.
             Err(Refusal {
                 status: StatusCode::BAD_REQUEST,
-                reason: "both Content-Length and Transfer-Encoding",
+                reason: "ambiguous framing",
                 close: true,
             })
         } else {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod nginx;
 pub mod proxy;
 pub mod upstream;
 pub mod websocket;
