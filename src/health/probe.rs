@@ -65,7 +65,7 @@ impl Probe {
             Some(conn) => conn,
             None => open(target).await?,
         };
-        client::send_request(
+        let sent = client::send_request(
             &mut conn,
             &Method::GET,
             path,
@@ -74,7 +74,7 @@ impl Probe {
         )
         .await
         .map_err(CheckFailure::Send)?;
-        let response = client::read_response(conn, &Method::GET)
+        let response = client::read_response(conn, &Method::GET, sent)
             .await
             .map_err(CheckFailure::Http)?;
         let status = response.status().as_u16();

@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::body::{RequestBody, RequestBodyError};
 use super::conn::Conn;
@@ -59,22 +59,38 @@ pub enum SendError {
 }
 
 /// How the request's body is framed on the way up.
+#[derive(Clone, Copy)]
 enum Outgoing {
     Length(u64),
     Chunked,
+}
+
+/// A request on its way to the server, and what the server said meanwhile.
+#[derive(Debug)]
+pub struct Sent {
+    /// The start of the response, read while the body was still going up.
+    read: BytesMut,
+    /// The whole request went up; otherwise the server answered first, and
+    /// the connection cannot carry another request.
+    complete: bool,
 }
 
 /// Writes the request: head, then the body as it arrives. Framing follows
 /// what the client sent (a Content-Length is kept) or what is known of the
 /// body; a body of unknown length is sent chunked, except with methods that
 /// almost never carry one, as hyper's client does.
+///
+/// While a body goes up the server is listened to: interim responses
+/// (100 Continue) are read past, and a final response that comes before the
+/// body is all sent (a 413, a 401) stops the sending, so the server is never
+/// left waiting on a body it does not want while its answer waits on us.
 pub async fn send_request(
     conn: &mut Conn,
     method: &Method,
     target: &str,
     mut headers: HeaderMap,
     body: &mut RequestBody,
-) -> Result<(), SendError> {
+) -> Result<Sent, SendError> {
     let outgoing = if body.is_end_stream() {
         None
     } else if let Some(len) = content_length(&headers) {
@@ -101,46 +117,145 @@ pub async fn send_request(
             .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
     );
     let Some(outgoing) = outgoing else {
-        return write_all(conn, &out).await;
+        conn.write_all(&out).await.map_err(UpstreamError::Write)?;
+        conn.flush().await.map_err(UpstreamError::Write)?;
+        return Ok(Sent {
+            read: BytesMut::new(),
+            complete: true,
+        });
     };
-    let mut sent = 0u64;
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
-        let Ok(data) = frame?.into_data() else {
-            // Trailers are not sent: `Trailer` is hop-by-hop, so the server
-            // was never told to expect them.
-            continue;
-        };
-        sent += data.len() as u64;
-        match outgoing {
-            Outgoing::Length(len) if sent > len => {
-                return Err(RequestBodyError::LengthMismatch.into());
-            }
-            Outgoing::Length(_) => out.extend_from_slice(&data),
-            Outgoing::Chunked if data.is_empty() => {}
-            Outgoing::Chunked => {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-        // Small bodies leave with their head in one write.
-        if out.len() >= READ_SIZE {
-            write_all(conn, &out).await?;
-            out.clear();
-        }
-    }
-    match outgoing {
-        Outgoing::Length(len) if sent != len => return Err(RequestBodyError::LengthMismatch.into()),
-        Outgoing::Length(_) => {}
-        Outgoing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
-    }
-    write_all(conn, &out).await
+    let mut sending = Sending {
+        out,
+        outgoing,
+        sent: 0,
+        body_done: false,
+        read: BytesMut::new(),
+    };
+    let complete = std::future::poll_fn(|cx| sending.poll(conn, body, cx)).await?;
+    Ok(Sent {
+        read: sending.read,
+        complete,
+    })
 }
 
-async fn write_all(conn: &mut Conn, bytes: &[u8]) -> Result<(), SendError> {
-    conn.write_all(bytes)
-        .await
-        .map_err(|e| SendError::Upstream(UpstreamError::Write(e)))
+/// The state of a request whose body is being sent.
+struct Sending {
+    /// Bytes ready to go up.
+    out: BytesMut,
+    outgoing: Outgoing,
+    sent: u64,
+    body_done: bool,
+    /// What the server sent meanwhile, interim responses removed.
+    read: BytesMut,
+}
+
+impl Sending {
+    /// Ready with `true` once everything went up and was flushed, with
+    /// `false` once the server's final response began first.
+    fn poll(
+        &mut self,
+        conn: &mut Conn,
+        body: &mut RequestBody,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<bool, SendError>> {
+        loop {
+            match poll_read_more(conn, &mut self.read, cx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(false)),
+                Poll::Ready(Ok(_)) => {
+                    if final_response_began(&mut self.read)? {
+                        return Poll::Ready(Ok(false));
+                    }
+                    continue;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(UpstreamError::Read(e).into())),
+                Poll::Pending => {}
+            }
+            if !self.out.is_empty() {
+                match Pin::new(&mut *conn).poll_write(cx, &self.out) {
+                    Poll::Ready(Ok(0)) => {
+                        let closed = io::Error::from(io::ErrorKind::WriteZero);
+                        return Poll::Ready(Err(UpstreamError::Write(closed).into()));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.out.advance(n);
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(UpstreamError::Write(e).into())),
+                    // Backpressure: no more of the body is taken until the
+                    // server reads.
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.body_done {
+                return match Pin::new(&mut *conn).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(true)),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(UpstreamError::Write(e).into())),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers are not sent: `Trailer` is hop-by-hop, so the
+                    // server was never told to expect them.
+                    if let Ok(data) = frame.into_data() {
+                        self.encode(&data)?;
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(e.into())),
+                None => {
+                    match self.outgoing {
+                        Outgoing::Length(len) if self.sent != len => {
+                            return Poll::Ready(Err(RequestBodyError::LengthMismatch.into()));
+                        }
+                        Outgoing::Length(_) => {}
+                        Outgoing::Chunked => self.out.extend_from_slice(b"0\r\n\r\n"),
+                    }
+                    self.body_done = true;
+                }
+            }
+        }
+    }
+
+    fn encode(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.sent += data.len() as u64;
+        match self.outgoing {
+            Outgoing::Length(len) if self.sent > len => {
+                return Err(RequestBodyError::LengthMismatch.into());
+            }
+            Outgoing::Length(_) => self.out.extend_from_slice(data),
+            Outgoing::Chunked if data.is_empty() => {}
+            Outgoing::Chunked => {
+                self.out
+                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                self.out.extend_from_slice(data);
+                self.out.extend_from_slice(b"\r\n");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Drops complete interim responses from the front of `read`; true once a
+/// final response has begun there (or bytes that are no interim response).
+fn final_response_began(read: &mut BytesMut) -> Result<bool, SendError> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut head = httparse::Response::new(&mut fields);
+        match head.parse(read) {
+            Ok(httparse::Status::Complete(len))
+                if head
+                    .code
+                    .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
+            {
+                read.advance(len);
+            }
+            Ok(httparse::Status::Partial) if head.code.is_none_or(|c| (100..200).contains(&c)) => {
+                return Ok(false);
+            }
+            // A final response, or something read_response will refuse.
+            _ => return Ok(true),
+        }
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -160,8 +275,9 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 pub async fn read_response(
     mut conn: Conn,
     method: &Method,
+    sent: Sent,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut buf = sent.read;
     loop {
         let head = match ResponseHead::parse(&mut buf, RESPONSE_LIMITS) {
             Ok(Some(head)) => head,
@@ -178,7 +294,8 @@ pub async fn read_response(
             continue;
         }
         let kind = framing::response_body(method, &head).map_err(UpstreamError::Framing)?;
-        let keep_alive = status != http::StatusCode::SWITCHING_PROTOCOLS && keeps_alive(&head);
+        let keep_alive =
+            sent.complete && status != http::StatusCode::SWITCHING_PROTOCOLS && keeps_alive(&head);
         let headers = head.fields.to_header_map().map_err(UpstreamError::Head)?;
         let mut response = Response::new(UpstreamBody {
             conn: Some(conn),
@@ -391,10 +508,10 @@ mod tests {
         let (mut conn, _server) = server(response).await;
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("a.test"));
-        send_request(&mut conn, &method, "/", headers, &mut RequestBody::empty())
+        let sent = send_request(&mut conn, &method, "/", headers, &mut RequestBody::empty())
             .await
             .unwrap();
-        read_response(conn, &method).await.unwrap()
+        read_response(conn, &method, sent).await.unwrap()
     }
 
     #[tokio::test]
@@ -453,7 +570,7 @@ mod tests {
     async fn bad_framing_and_truncation_are_errors() {
         let (mut conn, _server) =
             server(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").await;
-        send_request(
+        let sent = send_request(
             &mut conn,
             &Method::GET,
             "/",
@@ -463,7 +580,7 @@ mod tests {
         .await
         .unwrap();
         assert!(matches!(
-            read_response(conn, &Method::GET).await,
+            read_response(conn, &Method::GET, sent).await,
             Err(UpstreamError::Framing(FramingError::DuplicateLength))
         ));
 
@@ -479,7 +596,7 @@ mod tests {
                 .unwrap();
         });
         let mut conn = Conn::Tcp(TcpStream::connect(addr).await.unwrap());
-        send_request(
+        let sent = send_request(
             &mut conn,
             &Method::GET,
             "/",
@@ -488,7 +605,10 @@ mod tests {
         )
         .await
         .unwrap();
-        let mut body = read_response(conn, &Method::GET).await.unwrap().into_body();
+        let mut body = read_response(conn, &Method::GET, sent)
+            .await
+            .unwrap()
+            .into_body();
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(&first.into_data().unwrap()[..], b"short");
         assert!(matches!(
@@ -502,10 +622,10 @@ mod tests {
     async fn request_bodies_are_framed_as_received_or_as_known() {
         let (mut conn, server) = server(b"HTTP/1.1 204 No Content\r\n\r\n").await;
         let mut body = RequestBody::Full(Some(Bytes::from_static(b"hello")));
-        send_request(&mut conn, &Method::POST, "/p", HeaderMap::new(), &mut body)
+        let sent = send_request(&mut conn, &Method::POST, "/p", HeaderMap::new(), &mut body)
             .await
             .unwrap();
-        let response = read_response(conn, &Method::POST).await.unwrap();
+        let response = read_response(conn, &Method::POST, sent).await.unwrap();
         assert_eq!(response.status(), 204);
         drop(response);
         let request = server.await.unwrap();
@@ -513,5 +633,89 @@ mod tests {
             request,
             b"POST /p HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello"
         );
+    }
+
+    /// A server that reads the request head, then behaves as `then` says
+    /// with the connection; the connection stays open until the test ends.
+    async fn head_then<F, Fut>(then: F) -> (Conn, tokio::sync::oneshot::Sender<()>)
+    where
+        F: FnOnce(TcpStream, Vec<u8>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = TcpStream> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (done, wait) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut read = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !read.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut chunk).await.unwrap();
+                read.extend_from_slice(&chunk[..n]);
+            }
+            let _stream = then(stream, read).await;
+            let _ = wait.await;
+        });
+        let conn = Conn::Tcp(TcpStream::connect(addr).await.unwrap());
+        (conn, done)
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_stops_the_body_and_is_read() {
+        let (mut conn, _done) = head_then(|mut stream, _| async move {
+            stream
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            stream
+        })
+        .await;
+        // Far more than the socket buffers hold: the server never reads it.
+        let mut body = RequestBody::Full(Some(Bytes::from(vec![b'x'; 64 << 20])));
+        let send = send_request(&mut conn, &Method::POST, "/", HeaderMap::new(), &mut body);
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(30), send)
+            .await
+            .expect("the answer stops the sending")
+            .unwrap();
+        let response = read_response(conn, &Method::POST, sent).await.unwrap();
+        assert_eq!(response.status(), 413);
+        assert!(
+            response.into_body().take_reusable().is_none(),
+            "a connection with half a body on it is not reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_100_continue_does_not_stop_the_body() {
+        let (mut conn, _done) = head_then(|mut stream, mut read| async move {
+            stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .unwrap();
+            let head_end = read.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let mut chunk = [0u8; 4096];
+            while read.len() - head_end < 5 {
+                let n = stream.read(&mut chunk).await.unwrap();
+                read.extend_from_slice(&chunk[..n]);
+            }
+            assert_eq!(&read[head_end..], b"hello");
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            stream
+        })
+        .await;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        let mut body = RequestBody::Full(Some(Bytes::from_static(b"hello")));
+        let sent = send_request(&mut conn, &Method::POST, "/", headers, &mut body)
+            .await
+            .unwrap();
+        let response = read_response(conn, &Method::POST, sent).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        while body.frame().await.is_some() {}
+        assert!(body.take_reusable().is_some());
     }
 }

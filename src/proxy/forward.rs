@@ -270,8 +270,9 @@ async fn attempt(
     };
     let target = out.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let exchange = async {
-        client::send_request(&mut conn, &out.method, target, headers, &mut req_body).await?;
-        client::read_response(conn, &out.method)
+        let sent =
+            client::send_request(&mut conn, &out.method, target, headers, &mut req_body).await?;
+        client::read_response(conn, &out.method, sent)
             .await
             .map_err(ProxyError::Upstream)
     };
