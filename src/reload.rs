@@ -227,6 +227,9 @@ pub struct ReloadReport {
     pub servers: BTreeMap<String, Changes>,
     /// Settings that changed but take effect only when sluice restarts.
     pub restart_required: Vec<&'static str>,
+    /// Listeners (by `listen` address) that kept TLS and now serve other
+    /// certificates: renewed files at the same paths, or new paths.
+    pub certificates_renewed: Vec<String>,
 }
 
 impl ReloadReport {
@@ -279,11 +282,15 @@ impl ReloadReport {
             upstreams: Changes::between(&upstreams(old), &upstreams(new)),
             servers,
             restart_required,
+            certificates_renewed: Vec::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.listeners.is_empty() && self.upstreams.is_empty() && self.servers.is_empty()
+        self.listeners.is_empty()
+            && self.upstreams.is_empty()
+            && self.servers.is_empty()
+            && self.certificates_renewed.is_empty()
     }
 }
 
@@ -301,6 +308,12 @@ impl fmt::Display for ReloadReport {
         }
         for (upstream, changes) in &self.servers {
             parts.push(format!("servers of {upstream} {changes}"));
+        }
+        if !self.certificates_renewed.is_empty() {
+            parts.push(format!(
+                "certificates renewed on [{}]",
+                self.certificates_renewed.join(", ")
+            ));
         }
         f.write_str(&parts.join("; "))
     }
@@ -361,7 +374,7 @@ async fn apply(server: &Arc<Server>) -> Result<ReloadReport, ReloadError> {
         }
     }
 
-    let report = ReloadReport::between(&old.config, &config);
+    let mut report = ReloadReport::between(&old.config, &config);
     let kept: HashSet<SocketAddr> = config.listeners.iter().map(|l| l.listen).collect();
     // Stop removed listeners first, so a connection they accept at the last
     // moment still finds its listener in the snapshot it loads.
@@ -370,7 +383,11 @@ async fn apply(server: &Arc<Server>) -> Result<ReloadReport, ReloadError> {
     }
     // Certificates first: a new TLS listener must never answer in plaintext,
     // and renewed certificates apply even when the config text is unchanged.
-    server.apply_tls(certs)?;
+    report.certificates_renewed = server
+        .apply_tls(certs)?
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect();
     server.shared.swap(config);
     for (addr, socket) in bound {
         server.serve(addr, socket);
@@ -544,8 +561,13 @@ fn start_watcher(server: &Arc<Server>) -> notify::Result<RecommendedWatcher> {
     Ok(watcher)
 }
 
-/// Turns file events into reloads: a relevant event, then [`DEBOUNCE`] of
-/// quiet, then one reload. Ends when the watcher is dropped.
+/// Turns file events into reloads: a relevant event, then [`DEBOUNCE`]
+/// without another relevant one, then one reload. Ends when the watcher is
+/// dropped.
+///
+/// Only relevant events restart the wait: the directory watched may hold
+/// a file that never stops changing (a log written next to the config under
+/// traffic), and its events must not postpone a reload forever.
 async fn watch_loop(
     server: Weak<Server>,
     mut events: mpsc::UnboundedReceiver<notify::Result<Event>>,
@@ -553,29 +575,36 @@ async fn watch_loop(
     let mut config_target = server
         .upgrade()
         .and_then(|s| std::fs::canonicalize(&s.shared.load().config.path).ok());
+    let mut touches_config = |server: &Server, event: notify::Result<Event>| match event {
+        Ok(event) => {
+            let config = server.shared.load().config.clone();
+            relevant(
+                &event,
+                &watched_files(&config),
+                &config.path,
+                &mut config_target,
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "watching the config file");
+            false
+        }
+    };
     while let Some(event) = events.recv().await {
         let Some(server) = server.upgrade() else {
             return;
         };
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::warn!(error = %e, "watching the config file");
-                continue;
-            }
-        };
-        let config = server.shared.load().config.clone();
-        if !relevant(
-            &event,
-            &watched_files(&config),
-            &config.path,
-            &mut config_target,
-        ) {
+        if !touches_config(&server, event) {
             continue;
         }
+        let mut quiet_at = tokio::time::Instant::now() + DEBOUNCE;
         loop {
-            match tokio::time::timeout(DEBOUNCE, events.recv()).await {
-                Ok(Some(_)) => continue,
+            match tokio::time::timeout_at(quiet_at, events.recv()).await {
+                Ok(Some(event)) => {
+                    if touches_config(&server, event) {
+                        quiet_at = tokio::time::Instant::now() + DEBOUNCE;
+                    }
+                }
                 Ok(None) => return,
                 Err(_quiet) => break,
             }

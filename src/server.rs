@@ -137,22 +137,29 @@ impl Server {
     /// their certificates (their session caches and open connections stay),
     /// new TLS listeners get a rustls config, and addresses missing from
     /// `certs` stop doing TLS. A reload calls this with [`tls::load`]'s
-    /// result before swapping the snapshot.
-    pub fn apply_tls(&self, certs: Certs) -> Result<(), TlsError> {
+    /// result before swapping the snapshot. Returns the running TLS
+    /// listeners whose certificates changed, in address order.
+    pub fn apply_tls(&self, certs: Certs) -> Result<Vec<SocketAddr>, TlsError> {
         for warning in certs.warnings() {
             tracing::warn!("{warning}");
         }
         let mut current = self.tls.lock().unwrap_or_else(|e| e.into_inner());
         current.retain(|addr, _| certs.listeners.contains_key(addr));
+        let mut renewed = Vec::new();
         for (addr, listener_certs) in certs.listeners {
             match current.get(&addr) {
-                Some(running) => running.update(listener_certs),
+                Some(running) => {
+                    if running.update(listener_certs) {
+                        renewed.push(addr);
+                    }
+                }
                 None => {
                     current.insert(addr, Arc::new(TlsListener::new(listener_certs)?));
                 }
             }
         }
-        Ok(())
+        renewed.sort_unstable();
+        Ok(renewed)
     }
 
     /// The TLS side of the listener on `addr`, if it terminates TLS.
@@ -238,6 +245,22 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let watch = Arc::new(ConnWatch::default());
         let tls = self.tls_listener(listen);
+        let wants_tls = self
+            .shared
+            .load()
+            .listener(listen)
+            .map(|l| l.cfg.tls.is_some());
+        // A reload drops a listener's TLS side before the snapshot that
+        // removes the listener (or its TLS) is swapped in; a connection
+        // accepted in between must not be served in plaintext.
+        match (wants_tls, &tls) {
+            (None, _) => return,
+            (Some(true), None) => {
+                tracing::debug!(%peer, %listen, "TLS listener removed by a reload: closing");
+                return;
+            }
+            _ => {}
+        }
         let Some(peer) = self
             .proxy_header(listen, &mut stream, peer, tls.is_none())
             .await

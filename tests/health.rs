@@ -342,12 +342,17 @@ async fn retries_stay_within_the_retry_budget() {
         .reset_after_request()
         .start()
         .await;
-    // Slow, so every retry is still in flight when the next one asks.
+    // Slow, so every request is still in flight when the failures come.
     let slow = MockUpstream::named("slow")
         .delay(Duration::from_secs(2))
         .start()
         .await;
-    let proxy = Proxy::start(&config("max_fails = 0\nretry_budget = 0.2", &[&bad, &slow])).await;
+    // No reserve: the deposits alone are the budget.
+    let proxy = Proxy::start(&config(
+        "max_fails = 0\nretry_budget = 0.2\nretry_min_per_sec = 0",
+        &[&bad, &slow],
+    ))
+    .await;
 
     const REQUESTS: usize = 20;
     let client = Client::new();
@@ -365,7 +370,7 @@ async fn retries_stay_within_the_retry_budget() {
     assert_eq!(slow.count(), ok);
     // Every request tries `bad` at most once, and every retry goes to `slow`.
     let retries = bad.count() + slow.count() - REQUESTS;
-    // At most max(3, 0.2 × 20 in flight) = 4 retries at once.
+    // 20 requests deposit 0.2 of a token each: at most 4 retries.
     assert!(retries >= 1, "no request was retried");
     assert!(retries <= 4, "{retries} retries went past the budget");
 }

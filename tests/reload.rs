@@ -623,3 +623,53 @@ async fn api_reload_reports_changes_and_rejects_an_invalid_file_with_its_line() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_neighbour_file_does_not_hold_off_a_reload() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let listen = listen_addr();
+    let admin = format!("[admin]\nlisten = \"127.0.0.1:{}\"\n\n", free_port());
+    let proxy = Proxy::start(
+        &(admin.clone() + &web_config(&listen, true, &server("web", &a.address(), 1))),
+    )
+    .await;
+    // A log written next to the config all the time, as with
+    // `sluice -c ./sluice.toml 2> sluice.log` under traffic: far more often
+    // than the watcher's 200 ms debounce.
+    let log = proxy.dir().join("sluice.log");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, log) = (stop.clone(), log.clone());
+        std::thread::spawn(move || {
+            let mut line = 0;
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::write(&log, format!("line {line}\n")).expect("write the neighbour");
+                line += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    poll_until(RELOAD, "the neighbour is being written", async || {
+        log.exists()
+    })
+    .await;
+
+    let both = server("web", &a.address(), 1) + &server("web", &b.address(), 1);
+    proxy.write_config(&(admin + &web_config(&listen, true, &both)));
+    let status_url = proxy.admin_url("/api/status");
+    let reloaded = tokio::time::timeout(
+        RELOAD,
+        // The outer timeout ends the wait first, so the writer is stopped.
+        poll_until(2 * RELOAD, "the reload shows in /api/status", async || {
+            get(&status_url).await.body.contains(&b.address())
+        }),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("the writer thread");
+    assert!(
+        reloaded.is_ok(),
+        "no reload while the neighbour file kept changing"
+    );
+}

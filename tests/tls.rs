@@ -949,3 +949,34 @@ async fn a_tls_listener_added_by_a_reload_speaks_tls_from_its_first_connection()
     .await;
     assert_eq!(get(&proxy.url("/")).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_only_renews_certificates_says_so() {
+    let pki = Pki::new("sluice test CA");
+    let upstream = MockUpstream::named("a").start().await;
+    let (port, admin) = (free_port(), free_port());
+    let head = format!("[global]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n");
+    let first = pki.issue("site", &["site.test"]);
+    let proxy =
+        Proxy::start(&(head + &proxy_config(port, &tls_block(&first, ""), &upstream))).await;
+    let reload = async || {
+        let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        serde_json::from_str::<serde_json::Value>(&resp.body).expect("a JSON report")
+    };
+
+    let unchanged = reload().await;
+    assert_eq!(unchanged["certificates_renewed"], serde_json::json!([]));
+    pki.issue("site", &["site.test"]);
+    let renewed = reload().await;
+    assert_eq!(
+        renewed["certificates_renewed"],
+        serde_json::json!([format!("127.0.0.1:{port}")])
+    );
+    poll_until(WAIT, "the log names the renewal", async || {
+        proxy
+            .stderr()
+            .contains(&format!("certificates renewed on [127.0.0.1:{port}]"))
+    })
+    .await;
+}

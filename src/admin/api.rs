@@ -77,6 +77,7 @@ fn upstream_json(u: &UpstreamRt, now: &Now) -> Value {
         "sticky": u.sticky.as_ref().map(|s| s.cookie_name()),
         "in_flight": u.state.in_flight.load(std::sync::atomic::Ordering::Relaxed),
         "retries": u.state.retries.get(),
+        "retries_refused": u.state.retries_refused.get(),
         "sticky_honoured": u.state.sticky_honoured.get(),
         "sticky_reissued": u.state.sticky_reissued.get(),
         "latency": {"count": latency_count, "sum_s": latency_sum},

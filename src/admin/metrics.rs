@@ -217,6 +217,15 @@ impl Collector for Scrape {
         )?;
         family(
             &mut encoder,
+            "retries_refused",
+            "Retries not made because the upstream's retry budget was spent.",
+            MetricType::Counter,
+            upstreams
+                .iter()
+                .map(|u| (upstream_label(u), u.state.retries_refused.get())),
+        )?;
+        family(
+            &mut encoder,
             "sticky_honoured",
             "Requests served by the server their sticky cookie named.",
             MetricType::Counter,

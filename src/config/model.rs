@@ -188,10 +188,15 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub tries: NonZeroU32,
+    /// Share of a token each request deposits in the retry budget.
     pub retry_budget: f64,
+    /// Retries per second the budget always allows.
+    pub retry_min_per_sec: u32,
     pub queue: usize,
     pub queue_timeout: Duration,
     pub keepalive: usize,
+    /// How long a pooled connection may sit idle before it is closed.
+    pub keepalive_timeout: Duration,
     pub fail_on_status: Vec<u16>,
     pub tls: bool,
     pub server_name: Option<String>,

@@ -248,12 +248,16 @@ pub struct RawUpstream {
     pub tries: Spanned<i64>,
     #[serde(default = "RawUpstream::retry_budget")]
     pub retry_budget: Spanned<f64>,
+    #[serde(default = "RawUpstream::retry_min_per_sec")]
+    pub retry_min_per_sec: Spanned<i64>,
     #[serde(default = "RawUpstream::queue")]
     pub queue: Spanned<i64>,
     #[serde(default = "RawUpstream::queue_timeout")]
     pub queue_timeout: Spanned<String>,
     #[serde(default = "RawUpstream::keepalive")]
     pub keepalive: Spanned<i64>,
+    #[serde(default = "RawUpstream::keepalive_timeout")]
+    pub keepalive_timeout: Spanned<String>,
     #[serde(default)]
     pub fail_on_status: Vec<Spanned<i64>>,
     #[serde(default)]
@@ -299,6 +303,9 @@ impl RawUpstream {
     fn retry_budget() -> Spanned<f64> {
         spanned(DEFAULT_RETRY_BUDGET)
     }
+    fn retry_min_per_sec() -> Spanned<i64> {
+        spanned(10)
+    }
     fn queue() -> Spanned<i64> {
         spanned(0)
     }
@@ -307,6 +314,9 @@ impl RawUpstream {
     }
     fn keepalive() -> Spanned<i64> {
         spanned(64)
+    }
+    fn keepalive_timeout() -> Spanned<String> {
+        text("4s")
     }
 }
 

@@ -349,9 +349,16 @@ impl Checker<'_> {
             response_timeout: self.duration(&raw.response_timeout),
             tries: self.non_zero(&raw.tries, "tries"),
             retry_budget,
+            retry_min_per_sec: self.int(
+                &raw.retry_min_per_sec,
+                "retry_min_per_sec",
+                0,
+                u32::MAX.into(),
+            ),
             queue: self.int(&raw.queue, "queue", 0, u32::MAX.into()),
             queue_timeout: self.duration(&raw.queue_timeout),
             keepalive: self.int(&raw.keepalive, "keepalive", 0, u32::MAX.into()),
+            keepalive_timeout: self.duration(&raw.keepalive_timeout),
             fail_on_status: raw
                 .fail_on_status
                 .iter()

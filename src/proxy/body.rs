@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -28,10 +29,6 @@ use crate::runtime::{ServerState, UpstreamState};
 /// unknown length that turns out larger) is streamed from the first byte past
 /// this and is not retried once sending began: sluice never buffers more.
 pub const RETRY_BUFFER: usize = 64 * 1024;
-
-/// Retries the retry budget always allows in flight at once, however few
-/// requests an upstream has, so a quiet upstream still gets its retries.
-pub const MIN_RETRIES_IN_FLIGHT: u32 = 3;
 
 /// A client body that failed on its way to the upstream; a client's fault,
 /// never counted against a server.
@@ -190,9 +187,6 @@ impl Body for RequestBody {
 pub struct Lease {
     pub server: Arc<ServerState>,
     upstream: Arc<UpstreamState>,
-    /// This attempt is a retry holding one of the upstream's retry-budget
-    /// slots until its response ends.
-    retry: bool,
 }
 
 impl Lease {
@@ -209,29 +203,7 @@ impl Lease {
         Some(Lease {
             server: server.clone(),
             upstream: upstream.clone(),
-            retry: false,
         })
-    }
-
-    /// Makes this attempt a retry if the upstream's retry budget allows one
-    /// more in flight: `budget` × its in-flight requests, at least
-    /// [`MIN_RETRIES_IN_FLIGHT`]. The slot is held until the lease drops.
-    pub fn take_retry_slot(&mut self, budget: f64) -> bool {
-        let in_flight = self.upstream.in_flight.load(Ordering::Relaxed);
-        let limit = ((budget * f64::from(in_flight)) as u32).max(MIN_RETRIES_IN_FLIGHT);
-        if self
-            .upstream
-            .retries_in_flight
-            .fetch_add(1, Ordering::AcqRel)
-            >= limit
-        {
-            self.upstream
-                .retries_in_flight
-                .fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        self.retry = true;
-        true
     }
 }
 
@@ -239,11 +211,6 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.server.release();
         self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if self.retry {
-            self.upstream
-                .retries_in_flight
-                .fetch_sub(1, Ordering::AcqRel);
-        }
         crate::balance::queue::slot_freed(&self.upstream);
     }
 }
@@ -251,9 +218,10 @@ impl Drop for Lease {
 /// What a finished upstream response body hands back.
 pub struct Finish {
     pub lease: Lease,
-    /// Idle connections the server's pool keeps (`keepalive`): where the
-    /// connection goes after a clean end.
+    /// Where the connection goes after a clean end: the server's pool,
+    /// which keeps `keepalive` idle connections for `keepalive_timeout`.
     pub keepalive: usize,
+    pub keepalive_timeout: Duration,
     /// The access-log line and the response status, logged once with the
     /// body's byte count and whether it ended cleanly. Boxed: most bodies
     /// have none, and all would carry its size.
@@ -263,7 +231,10 @@ pub struct Finish {
 impl Finish {
     fn end(mut self, bytes: u64, clean: bool, conn: Option<Conn>) {
         if clean && let Some(conn) = conn {
-            self.lease.server.pool.put(conn, self.keepalive);
+            self.lease
+                .server
+                .pool
+                .put(conn, self.keepalive, self.keepalive_timeout);
         }
         if let Some((entry, status)) = self.log.take() {
             entry.log(status, bytes, clean);

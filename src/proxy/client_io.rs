@@ -10,7 +10,18 @@
 //!   differently;
 //! - a `Transfer-Encoding` with a tab around its value: hyper strips it and
 //!   reads `chunked`, nginx refuses the coding, and sluice never forwards
-//!   what nginx refuses (tests/nginx_framing.rs).
+//!   what nginx refuses (tests/nginx_framing.rs);
+//! - `OPTIONS http://a.test` (absolute form, empty path): `http::Uri` shows
+//!   its path as `/`, but the request is about the server as a whole and
+//!   must be forwarded as `OPTIONS *` (RFC 9112 §3.2.4).
+//!
+//! It also mends one thing hyper gets wrong: a trailer section (after the
+//! last chunk) whose lines end in a bare LF. RFC 9112 §2.2 lets a recipient
+//! take a bare LF as a line end, as nginx and HAProxy do; hyper's chunked
+//! decoder waits for a CR instead, so `0\r\n\n` left the connection hanging,
+//! or swallowed a pipelined request as trailer fields. A CR is inserted
+//! before each such LF, so hyper sees the section end where the client
+//! ended it.
 //!
 //! To find request heads in the byte stream, [`Framing`] follows HTTP/1.1
 //! message framing the way hyper does: head, then a `Content-Length` or
@@ -18,8 +29,8 @@
 //! not expect, which hyper refuses and closes anyway.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -43,6 +54,9 @@ pub struct ConnWatch {
     handled: AtomicU64,
     /// Set when hyper's header timeout ended the connection.
     timed_out: AtomicBool,
+    /// Indexes of the `OPTIONS` requests whose target is in absolute form
+    /// with an empty path. Rare: only those requests take this lock.
+    server_wide_options: Mutex<Vec<u64>>,
 }
 
 impl Default for ConnWatch {
@@ -51,16 +65,33 @@ impl Default for ConnWatch {
             first_ambiguous: AtomicU64::new(u64::MAX),
             handled: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),
+            server_wide_options: Mutex::new(Vec::new()),
         }
     }
 }
 
 impl ConnWatch {
     /// Called once per request, in order (HTTP/1.1 handles one at a time):
-    /// whether this request's head had ambiguous framing.
-    pub fn next_request_ambiguous(&self) -> bool {
-        let index = self.handled.fetch_add(1, Ordering::Relaxed);
+    /// the request's index on the connection.
+    pub fn next_request(&self) -> u64 {
+        self.handled.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether request `index`'s head had ambiguous framing.
+    pub fn ambiguous(&self, index: u64) -> bool {
         index == self.first_ambiguous.load(Ordering::Acquire)
+    }
+
+    /// Whether request `index` is an `OPTIONS` for the whole server: its
+    /// target had a scheme and an authority but no path.
+    pub fn options_server_wide(&self, index: u64) -> bool {
+        let mut marked = self
+            .server_wide_options
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Handled in order: earlier marks are done with.
+        marked.retain(|&i| i >= index);
+        marked.first() == Some(&index)
     }
 
     /// The connection ended on a header timeout: answer 408 if a head was
@@ -114,10 +145,14 @@ impl Framing {
         }
     }
 
-    fn feed(&mut self, mut bytes: &[u8], watch: &ConnWatch) {
+    /// Follows `bytes`. Stops after a trailer line that ends in a bare LF
+    /// and returns that LF's index, so the caller can put a CR before it;
+    /// the caller feeds the rest again.
+    fn feed(&mut self, mut bytes: &[u8], watch: &ConnWatch) -> Option<usize> {
+        let len = bytes.len();
         while !bytes.is_empty() {
             match self.state {
-                State::Off => return,
+                State::Off => return None,
                 State::Body(left) | State::ChunkData(left) => {
                     let take = usize::try_from(left).map_or(bytes.len(), |l| l.min(bytes.len()));
                     bytes = &bytes[take..];
@@ -137,31 +172,40 @@ impl Framing {
                 _ => {
                     let Some(end) = find_newline(bytes) else {
                         self.push_line(bytes);
-                        return;
+                        return None;
                     };
+                    let trailer = self.state == State::Trailers;
+                    let bare;
                     if self.line.is_empty() {
                         // The whole line is at hand: no copy.
                         let line = &bytes[..end];
                         bytes = &bytes[end + 1..];
+                        let stripped = line.strip_suffix(b"\r");
+                        bare = stripped.is_none();
                         self.state = if line.len() > MAX_LINE {
                             State::Off
                         } else {
-                            self.on_line(line.strip_suffix(b"\r").unwrap_or(line), watch)
+                            self.on_line(stripped.unwrap_or(line), watch)
                         };
-                        continue;
+                    } else {
+                        self.push_line(&bytes[..end]);
+                        bytes = &bytes[end + 1..];
+                        let mut line = std::mem::take(&mut self.line);
+                        bare = line.last() != Some(&b'\r');
+                        if !bare {
+                            line.pop();
+                        }
+                        self.state = self.on_line(&line, watch);
+                        line.clear();
+                        self.line = line;
                     }
-                    self.push_line(&bytes[..end]);
-                    bytes = &bytes[end + 1..];
-                    let mut line = std::mem::take(&mut self.line);
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
+                    if trailer && bare && self.state != State::Off {
+                        return Some(len - bytes.len() - 1);
                     }
-                    self.state = self.on_line(&line, watch);
-                    line.clear();
-                    self.line = line;
                 }
             }
         }
+        None
     }
 
     fn push_line(&mut self, bytes: &[u8]) {
@@ -180,6 +224,15 @@ impl Framing {
                 if self.head_lines == 0 {
                     if line.starts_with(b"PRI ") || line.starts_with(b"CONNECT ") {
                         return State::Off;
+                    }
+                    if let Some(target) = line.strip_prefix(b"OPTIONS ")
+                        && has_empty_path(target)
+                    {
+                        watch
+                            .server_wide_options
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(self.heads);
                     }
                 } else if let Some((name, value)) = split_field(line) {
                     if name.eq_ignore_ascii_case(b"content-length") {
@@ -272,6 +325,17 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
         .map(|i| offset + i)
 }
 
+/// Whether a request line's target (what follows the method) is in
+/// absolute form with neither path nor query: `http://a.test HTTP/1.1`.
+fn has_empty_path(rest: &[u8]) -> bool {
+    let target = rest.split(|&b| b == b' ').next().unwrap_or_default();
+    let Some(at) = target.windows(3).position(|w| w == b"://") else {
+        return false;
+    };
+    let authority = &target[at + 3..];
+    !authority.is_empty() && !authority.iter().any(|&b| matches!(b, b'/' | b'?'))
+}
+
 fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let colon = line.iter().position(|&b| b == b':')?;
     Some((&line[..colon], line[colon + 1..].trim_ascii()))
@@ -328,6 +392,9 @@ pub struct ClientIo<S: WriteNow> {
     /// nothing was answered yet: a timeout now interrupts a request, not an
     /// idle keep-alive connection.
     head_pending: bool,
+    /// Bytes read and mended (see the module docs) that did not fit in
+    /// hyper's buffer; handed over before the socket is read again.
+    pending: Vec<u8>,
 }
 
 impl<S: WriteNow> ClientIo<S> {
@@ -337,7 +404,27 @@ impl<S: WriteNow> ClientIo<S> {
             watch,
             framing: Framing::new(),
             head_pending: true,
+            pending: Vec::new(),
         }
+    }
+
+    /// Puts a CR before each bare LF at `bare_lfs` (indexes into what was
+    /// just read, after `before` in `buf`); what no longer fits waits in
+    /// `pending`.
+    fn insert_crs(&mut self, buf: &mut ReadBuf<'_>, before: usize, bare_lfs: &[usize]) {
+        let read = buf.filled()[before..].to_vec();
+        buf.set_filled(before);
+        let mut mended = Vec::with_capacity(read.len() + bare_lfs.len());
+        let mut from = 0;
+        for &lf in bare_lfs {
+            mended.extend_from_slice(&read[from..lf]);
+            mended.push(b'\r');
+            from = lf;
+        }
+        mended.extend_from_slice(&read[from..]);
+        let fits = mended.len().min(buf.remaining());
+        buf.put_slice(&mended[..fits]);
+        self.pending.extend_from_slice(&mended[fits..]);
     }
 
     fn wrote(&mut self, polled: &Poll<std::io::Result<usize>>) {
@@ -363,13 +450,28 @@ impl<S: WriteNow + AsyncRead + Unpin> AsyncRead for ClientIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if !this.pending.is_empty() {
+            let n = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending[..n]);
+            this.pending.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
         let read = &buf.filled()[before..];
         if !read.is_empty() {
-            let this = &mut *self;
             this.head_pending = true;
-            this.framing.feed(read, &this.watch);
+            // Allocates only if a bare LF is found.
+            let mut bare_lfs = Vec::new();
+            let mut at = 0;
+            while let Some(lf) = this.framing.feed(&read[at..], &this.watch) {
+                bare_lfs.push(at + lf);
+                at += lf + 1;
+            }
+            if !bare_lfs.is_empty() {
+                this.insert_crs(buf, before, &bare_lfs);
+            }
         }
         polled
     }
@@ -417,7 +519,10 @@ mod tests {
         let watch = ConnWatch::default();
         let mut framing = Framing::new();
         for chunk in chunks {
-            framing.feed(chunk, &watch);
+            let mut at = 0;
+            while let Some(lf) = framing.feed(&chunk[at..], &watch) {
+                at += lf + 1;
+            }
         }
         (framing.heads, watch.first_ambiguous.load(Ordering::Relaxed))
     }
@@ -472,6 +577,57 @@ mod tests {
         }
         assert_eq!(find_newline(&[0x8a, 0x0a]), Some(1));
         assert_eq!(find_newline(&[0x8a; 16]), None);
+    }
+
+    #[test]
+    fn a_bare_lf_ending_the_trailers_is_reported_where_it_is() {
+        let stream: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+            0\r\n\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        let watch = ConnWatch::default();
+        let mut framing = Framing::new();
+        let lf = framing.feed(stream, &watch).expect("a bare LF");
+        assert_eq!(&stream[lf - 3..=lf], b"0\r\n\n");
+        assert_eq!(framing.feed(&stream[lf + 1..], &watch), None);
+        assert_eq!(
+            framing.heads, 2,
+            "the pipelined request is a head, not trailers"
+        );
+    }
+
+    #[test]
+    fn crlf_trailers_need_no_mending() {
+        let stream: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+            0\r\nX-T: 1\r\n\r\n";
+        let watch = ConnWatch::default();
+        let mut framing = Framing::new();
+        for byte in stream.chunks(1) {
+            assert_eq!(framing.feed(byte, &watch), None);
+        }
+        assert_eq!(framing.state, State::Head);
+    }
+
+    #[test]
+    fn only_an_absolute_target_without_path_is_server_wide() {
+        assert!(has_empty_path(b"http://a.test HTTP/1.1"));
+        assert!(has_empty_path(b"http://a.test:8080 HTTP/1.1"));
+        assert!(!has_empty_path(b"http://a.test/ HTTP/1.1"));
+        assert!(!has_empty_path(b"http://a.test?x HTTP/1.1"));
+        assert!(!has_empty_path(b"* HTTP/1.1"));
+        assert!(!has_empty_path(b"/ HTTP/1.1"));
+    }
+
+    #[test]
+    fn server_wide_options_are_matched_by_request_index() {
+        let watch = ConnWatch::default();
+        let mut framing = Framing::new();
+        framing.feed(
+            b"OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n\
+              OPTIONS http://a.test HTTP/1.1\r\nHost: x\r\n\r\n",
+            &watch,
+        );
+        assert!(!watch.options_server_wide(0));
+        assert!(watch.options_server_wide(1));
+        assert!(!watch.options_server_wide(2));
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
     // server does better (as nginx's `proxy_next_upstream http_503`).
     let mut fallback: Option<Served> = None;
     let mut body = Some(std::mem::replace(&mut out.body, RequestBody::empty()));
+    up.state.retry_budget.deposit(up.cfg.retry_budget);
 
     while attempts < tries {
         let take = |now_ms: u64| -> Option<(usize, Lease)> {
@@ -91,7 +92,7 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
             Some(taken) => Some(taken),
             None => queue::wait(up, tried.as_slice(), take).await,
         };
-        let Some((i, mut lease)) = taken else {
+        let Some((i, lease)) = taken else {
             break;
         };
         let bound = out.preferred == Some(i);
@@ -107,7 +108,8 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
             None
         };
         if attempts > 0 {
-            if !lease.take_retry_slot(up.cfg.retry_budget) {
+            if !up.state.retry_budget.try_withdraw(up.cfg.retry_min_per_sec) {
+                up.state.retries_refused.inc();
                 tracing::debug!(upstream = %up.name, "retry budget spent: not retrying");
                 break;
             }
@@ -260,7 +262,7 @@ async fn attempt(
     // Connecting is boxed: its future (a TLS handshake's included) is large,
     // and held inline it would make every request's future that large, to
     // be moved around on each await even when a pooled connection is reused.
-    let mut conn = match server.state.pool.take() {
+    let mut conn = match server.state.pool.take(up.cfg.keepalive_timeout) {
         Some(conn) => conn,
         None => Box::pin(connect_server(up, server)).await?,
     };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
@@ -72,8 +72,8 @@ impl ConnCtx {
             })
         });
 
-        let ambiguous = self.watch.next_request_ambiguous();
-        let validated = if ambiguous {
+        let index = self.watch.next_request();
+        let validated = if self.watch.ambiguous(index) {
             // hyper dropped the Content-Length it saw next to
             // Transfer-Encoding, or the tab around a transfer coding.
             Err(Refusal {
@@ -147,8 +147,15 @@ impl ConnCtx {
         let result = match RequestBody::buffer(body, listener.cfg.max_body_size).await {
             Ok(body) => {
                 let out = Outbound {
+                    uri: if parts.method == Method::OPTIONS && self.watch.options_server_wide(index)
+                    {
+                        // `OPTIONS http://a.test` asks about the server as a
+                        // whole: origin form `*` (RFC 9112 §3.2.4).
+                        Uri::from_static("*")
+                    } else {
+                        origin_form(&parts.uri)
+                    },
                     method: parts.method,
-                    uri: origin_form(&parts.uri),
                     headers: out_headers,
                     body,
                     client_ip,
@@ -194,6 +201,7 @@ impl ConnCtx {
                 let finish = Finish {
                     lease: served.lease,
                     keepalive: upstream.cfg.keepalive,
+                    keepalive_timeout: upstream.cfg.keepalive_timeout,
                     log,
                 };
                 Response::from_parts(head, ResponseBody::upstream(incoming, finish))
@@ -342,10 +350,37 @@ fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValu
         ));
     }
 
+    if req.method() == Method::CONNECT {
+        // sluice is a reverse proxy: it opens no tunnels to where clients say.
+        return Err(refuse(StatusCode::NOT_IMPLEMENTED, "CONNECT"));
+    }
     let mut hosts = headers.get_all(header::HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
         return Err(refuse(StatusCode::BAD_REQUEST, "several Host headers"));
+    }
+    if req.version() != Version::HTTP_2 {
+        let uri = req.uri();
+        match (uri.scheme_str(), uri.authority()) {
+            // Authority form (`host:port`) is for CONNECT only (RFC 9112 §3.2.3).
+            (None, Some(_)) => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "authority-form target without CONNECT",
+                ));
+            }
+            // Absolute form: the target's authority wins over Host and
+            // replaces it (RFC 9112 §3.2.2).
+            (Some(scheme), Some(authority)) => {
+                let host = HeaderValue::from_str(authority.as_str())
+                    .ok()
+                    .filter(|h| valid_host(h) && matches!(scheme, "http" | "https"));
+                return host.ok_or_else(|| {
+                    refuse(StatusCode::BAD_REQUEST, "invalid absolute-form target")
+                });
+            }
+            _ => {}
+        }
     }
     if req.version() == Version::HTTP_2 {
         // `:authority` is the host; a differing `host` field is not trusted.

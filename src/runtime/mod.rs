@@ -132,15 +132,18 @@ impl Registry {
 pub struct UpstreamState {
     /// Round-robin position.
     pub rr: AtomicU64,
-    /// Requests in flight to this upstream, for the retry budget.
+    /// Requests in flight to this upstream.
     pub in_flight: AtomicU32,
-    /// Retries in flight, for the retry budget.
-    pub retries_in_flight: AtomicU32,
+    /// Kept across reloads, so a reload does not hand a failing upstream a
+    /// fresh budget.
+    pub retry_budget: crate::proxy::retry_budget::RetryBudget,
     /// Requests waiting in the `queue` for a server under `max_conns`.
     pub queued: AtomicU32,
     /// Those requests, in arrival order.
     pub line: crate::balance::queue::Line,
     pub retries: stats::Counter,
+    /// Retries the budget refused.
+    pub retries_refused: stats::Counter,
     pub sticky_honoured: stats::Counter,
     pub sticky_reissued: stats::Counter,
     /// Time to the response head (or the error), per request.

@@ -161,6 +161,21 @@ impl ListenerCerts {
     pub fn warnings(&self) -> &[CertWarning] {
         &self.warnings
     }
+
+    /// Whether both serve the same chains for the same names. A key cannot
+    /// change without its certificate, so comparing chains is enough.
+    fn same_certificates(&self, other: &ListenerCerts) -> bool {
+        let same = |a: &Arc<CertifiedKey>, b: &Arc<CertifiedKey>| a.cert == b.cert;
+        let same_map = |a: &HashMap<String, Arc<CertifiedKey>>,
+                        b: &HashMap<String, Arc<CertifiedKey>>| {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(name, key)| b.get(name).is_some_and(|other| same(key, other)))
+        };
+        same(&self.default, &other.default)
+            && same_map(&self.exact, &other.exact)
+            && same_map(&self.wildcard, &other.wildcard)
+    }
 }
 
 /// Every TLS listener's certificates of a config, keyed by listen address.
@@ -338,8 +353,11 @@ impl TlsListener {
     }
 
     /// Serves `certs` to new handshakes; established connections keep theirs.
-    pub fn update(&self, certs: ListenerCerts) {
+    /// Returns whether any certificate differs from those served so far.
+    pub fn update(&self, certs: ListenerCerts) -> bool {
+        let renewed = !self.resolver.current().same_certificates(&certs);
         self.resolver.store(certs);
+        renewed
     }
 
     /// The rustls config, for inspection (protocol versions, ALPN).

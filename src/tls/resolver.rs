@@ -24,6 +24,10 @@ impl Resolver {
         }
     }
 
+    pub fn current(&self) -> Arc<ListenerCerts> {
+        self.certs.load_full()
+    }
+
     pub fn store(&self, certs: ListenerCerts) {
         self.certs.store(Arc::new(certs));
     }

@@ -1,0 +1,153 @@
+//! The request target's four forms (RFC 9112 §3.2) and the end of a chunked
+//! body: what is routed where, what is refused, and that a connection never
+//! falls out of step with its client.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{client::*, proxy::*, upstream::*};
+
+/// Listener on a fresh port; `a.test` routes to upstream `a`, anything else
+/// to the default upstream `b`.
+fn two_hosts(a: &MockUpstream, b: &MockUpstream, extra: &str) -> String {
+    format!(
+        "{extra}\n[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"b\"\n\
+         [[listener.route]]\nhost = \"a.test\"\nupstream = \"a\"\n\n{}{}",
+        free_port(),
+        server_entries("a", &[a]),
+        server_entries("b", &[b]),
+    )
+}
+
+async fn raw_text(proxy: &Proxy, bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&raw_request(proxy.addr(), bytes).await).into_owned()
+}
+
+/// The status of every response in `response`: bodies are not followed by
+/// a newline, so a status line may start in the middle of a line.
+fn statuses(response: &str) -> Vec<u16> {
+    response
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| raw_status(&response.as_bytes()[at..]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_is_routed_and_forwarded_by_its_authority() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(&two_hosts(&a, &b, "")).await;
+    let response = raw_text(
+        &proxy,
+        b"GET http://a.test/x?q=1 HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&response), [200], "{response}");
+    assert_eq!(b.count(), 0, "routed by Host instead of the target");
+    let seen = a.last_request().expect("a got the request");
+    assert_eq!(
+        seen.uri.to_string(),
+        "/x?q=1",
+        "not forwarded in origin form"
+    );
+    assert_eq!(seen.header("host"), Some("a.test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_for_the_whole_server_reaches_it_as_asterisk() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(&two_hosts(&a, &b, "")).await;
+    let response = raw_text(
+        &proxy,
+        b"OPTIONS http://a.test HTTP/1.1\r\nHost: a.test\r\n\r\n\
+          OPTIONS http://a.test/ HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&response), [200, 200], "{response}");
+    let targets: Vec<String> = a.requests().iter().map(|r| r.uri.to_string()).collect();
+    assert_eq!(targets, ["*", "/"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authority_form_without_connect_is_400_and_closes() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(&two_hosts(&a, &b, "")).await;
+    // The pipelined request must not be answered: the connection closes.
+    let response = raw_text(
+        &proxy,
+        b"GET a.test:80 HTTP/1.1\r\nHost: a.test\r\n\r\n\
+          GET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&response), [400], "{response}");
+    assert_eq!(a.count() + b.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_501_logged_and_never_reaches_a_server() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(&two_hosts(&a, &b, "[log]\nformat = \"json\"\n")).await;
+    let response = raw_text(
+        &proxy,
+        b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&response), [501], "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("connection: close"),
+        "{response}"
+    );
+    assert_eq!(a.count() + b.count(), 0);
+    let logged_501 = || {
+        proxy
+            .stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| {
+                v["target"] == "sluice::access" && v["method"] == "CONNECT" && v["status"] == 501
+            })
+    };
+    poll_until(
+        Duration::from_secs(10),
+        "the access log says 501",
+        async || logged_501(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_lf_after_the_last_chunk_ends_the_request() {
+    let a = MockUpstream::named("a").echo().start().await;
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(&two_hosts(&a, &b, "")).await;
+    let response = raw_text(
+        &proxy,
+        b"POST /one HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n0\r\n\n",
+    )
+    .await;
+    assert_eq!(statuses(&response), [200], "{response}");
+    assert_eq!(a.last_request().expect("forwarded").body, "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pipelined_after_a_bare_lf_trailer_end_is_answered_too() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(&two_hosts(&a, &b, "")).await;
+    let response = raw_text(
+        &proxy,
+        b"POST /one HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\nX-Sum: 1\n\n\
+          GET /two HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&response), [200, 200], "{response}");
+    let paths: Vec<String> = a.requests().iter().map(|r| r.uri.to_string()).collect();
+    assert_eq!(paths, ["/one", "/two"], "out of step with the client");
+    assert_eq!(a.requests()[0].body, "hello");
+}
