@@ -228,14 +228,14 @@ impl RequestHead {
     pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<RequestHead>, HeadError> {
         let parsed = with_field_slots(limits.max_fields, |slots| {
             let mut req = httparse::Request::new(&mut []);
-            let parsed = httparse::ParserConfig::default()
-                .parse_request_with_uninit_headers(&mut req, buf, slots);
+            let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+                &mut req,
+                window(buf, limits),
+                slots,
+            );
             let Some(len) = complete(parsed, buf, limits)? else {
                 return Ok(None);
             };
-            if len > limits.max_head {
-                return Err(over_limit(buf, limits.max_head).unwrap_or(HeadError::TooLarge(len)));
-            }
             let version = Version::from_minor(req.version)?;
             let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
                 .map_err(|_| HeadError::Malformed(httparse::Error::Token))?;
@@ -269,14 +269,14 @@ impl ResponseHead {
     pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<ResponseHead>, HeadError> {
         let parsed = with_field_slots(limits.max_fields, |slots| {
             let mut res = httparse::Response::new(&mut []);
-            let parsed = httparse::ParserConfig::default()
-                .parse_response_with_uninit_headers(&mut res, buf, slots);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut res,
+                window(buf, limits),
+                slots,
+            );
             let Some(len) = complete(parsed, buf, limits)? else {
                 return Ok(None);
             };
-            if len > limits.max_head {
-                return Err(HeadError::TooLarge(limits.max_head));
-            }
             let version = Version::from_minor(res.version)?;
             let status = res
                 .code
@@ -314,6 +314,13 @@ fn with_field_slots<'b, R>(
         let mut slots: Vec<_> = (0..max).map(|_| MaybeUninit::uninit()).collect();
         parse(&mut slots)
     }
+}
+
+/// What the parser is shown: no more than a head may be. A byte past the
+/// limit is never looked at, so how a head over the limit is refused does
+/// not depend on how much of it one read happened to bring.
+fn window(buf: &[u8], limits: Limits) -> &[u8] {
+    &buf[..buf.len().min(limits.max_head)]
 }
 
 /// The head's length once httparse found all of it; `None` while it is
