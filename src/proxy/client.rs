@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::body::{RequestBody, RequestBodyError};
 use super::conn::Conn;
+use super::prefixed::Prefixed;
 use crate::http1::{
     BodyDecoder, BodyKind, ChunkError, FramingError, HeadError, Limits, ResponseHead, Step,
     Version, framing, write,
@@ -382,11 +383,11 @@ impl UpstreamBody {
         self.conn.take().filter(|_| reusable)
     }
 
-    /// The connection after a 101 and the bytes the server sent past its
-    /// head: the start of the tunnel.
-    pub fn into_upgraded(mut self) -> Option<(Conn, Bytes)> {
+    /// The connection after a 101, the bytes the server sent past its head
+    /// put back in front: the start of the tunnel.
+    pub fn into_upgraded(mut self) -> Option<Prefixed<Conn>> {
         let leftover = std::mem::take(&mut self.buf).freeze();
-        self.conn.take().map(|conn| (conn, leftover))
+        self.conn.take().map(|conn| Prefixed::new(leftover, conn))
     }
 
     fn take_trailer(&mut self, line: usize, consumed: usize) {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod pool;
+pub mod prefixed;
 pub mod retry_budget;
 pub mod service;
 pub mod upgrade;

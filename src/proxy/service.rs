@@ -256,7 +256,7 @@ impl ConnCtx {
     ) -> Response<ResponseBody> {
         let server = &upstream.servers[served.server];
         let (mut head, body) = served.response.into_parts();
-        let Some((upstream_io, upstream_read)) = body.into_upgraded() else {
+        let Some(upstream_io) = body.into_upgraded() else {
             // The body of a 101 has not been read, so its connection is
             // there; this is the answer should that ever change.
             return local_answer(listener, entry, StatusCode::BAD_GATEWAY, false);
@@ -270,7 +270,6 @@ impl ConnCtx {
         Tunnel {
             client,
             upstream: upstream_io,
-            upstream_read,
             server: server.state.clone(),
             token: self.tracker.token(),
             idle_timeout: listener.cfg.idle_timeout,

@@ -16,15 +16,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::access::AccessEntry;
 use super::conn::Conn;
+use super::prefixed::Prefixed;
 use crate::lifecycle::Token;
 use crate::runtime::{ServerState, clock};
 
@@ -72,11 +72,10 @@ pub struct TunnelEnd {
 /// Everything a tunnel needs once the 101 has been decided on.
 pub struct Tunnel {
     pub client: OnUpgrade,
-    /// The server connection; a tunnelled connection never goes back to the
+    /// The server connection, with what the server sent right behind its
+    /// 101 read again first; a tunnelled connection never goes back to the
     /// pool.
-    pub upstream: Conn,
-    /// What the server sent right behind its 101, before the tunnel began.
-    pub upstream_read: Bytes,
+    pub upstream: Prefixed<Conn>,
     pub server: Arc<ServerState>,
     pub token: Token,
     pub idle_timeout: Duration,
@@ -99,7 +98,6 @@ impl Tunnel {
         let Tunnel {
             client,
             upstream,
-            upstream_read,
             server,
             token,
             idle_timeout,
@@ -107,7 +105,7 @@ impl Tunnel {
         } = self;
         // Held until the line is logged, so shutdown waits for it.
         let _token = token;
-        let end = relay(client, upstream, upstream_read, &server, idle_timeout).await;
+        let end = relay(client, upstream, &server, idle_timeout).await;
         if let Some(entry) = log {
             entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
         }
@@ -115,15 +113,16 @@ impl Tunnel {
     }
 }
 
-/// Copies bytes both ways once the client's side has switched protocols,
-/// starting with what the server already sent.
-async fn relay(
+/// Copies bytes both ways once the client's side has switched protocols.
+async fn relay<U>(
     client: OnUpgrade,
-    upstream: Conn,
-    upstream_read: Bytes,
+    upstream: U,
     server: &ServerState,
     idle_timeout: Duration,
-) -> TunnelEnd {
+) -> TunnelEnd
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let client = match client.await {
         Ok(client) => client,
         Err(error) => {
@@ -138,13 +137,8 @@ async fn relay(
     let last = Arc::new(AtomicU64::new(clock::now_ms()));
     let mut client = Metered::new(TokioIo::new(client), last.clone());
     let mut upstream = Metered::new(upstream, last.clone());
-    let copy = async {
-        client.write_all(&upstream_read).await?;
-        upstream.read += upstream_read.len() as u64;
-        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-    };
     let clean = tokio::select! {
-        copied = copy => copied.is_ok(),
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => copied.is_ok(),
         _ = idle(&last, idle_timeout) => {
             tracing::debug!(?idle_timeout, "tunnel idle: closing it");
             false
