@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::body::{RequestBody, RequestBodyError};
 use super::conn::Conn;
@@ -340,15 +340,14 @@ fn poll_read_more(
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    let len = buf.len();
-    // Zeroed room, not uninitialised: this crate forbids unsafe code.
-    buf.resize(len + READ_SIZE, 0);
-    let mut read = ReadBuf::new(&mut buf[len..]);
-    let polled = Pin::new(conn).poll_read(cx, &mut read);
-    let n = read.filled().len();
-    buf.truncate(len + n);
-    ready!(polled)?;
-    Poll::Ready(Ok(n))
+    if buf.capacity() - buf.len() < READ_SIZE / 2 {
+        buf.reserve(READ_SIZE);
+    }
+    // tokio's read_buf reads into the buffer's spare capacity without
+    // zeroing it first (this crate forbids the unsafe code that takes). The
+    // future keeps no state of its own: made afresh at each poll, it is the
+    // stream's poll_read.
+    std::pin::pin!(conn.read_buf(buf)).poll(cx)
 }
 
 /// A response body being read from its server. It owns the connection: a
