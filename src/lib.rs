@@ -13,6 +13,7 @@ mod cluster;
 pub mod config;
 pub mod demo;
 mod health;
+pub mod http1;
 mod lifecycle;
 pub mod logging;
 pub mod probe;

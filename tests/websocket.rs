@@ -142,3 +142,28 @@ async fn a_websocket_handshake_binds_a_sticky_client() {
         b.open()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_a_server_sends_right_behind_its_101_reach_the_client() {
+    // The 101 and the tunnel's first bytes in one write, as a server that
+    // greets on connect sends them: they arrive with the response head.
+    let greeter = MockUpstream::raw(
+        "greeter",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello",
+    )
+    .start()
+    .await;
+    let proxy = Proxy::start(&config("60s", |u| u.server(greeter.address()))).await;
+    let response = raw_request(
+        proxy.addr(),
+        b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&response), Some(101));
+    assert!(
+        response.ends_with(b"\r\n\r\n\x81\x05hello"),
+        "{:?}",
+        String::from_utf8_lossy(&response)
+    );
+}

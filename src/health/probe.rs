@@ -1,14 +1,15 @@
 //! One health check request over the checker's own keep-alive connection.
 
-use http::header::{HOST, HeaderValue, USER_AGENT};
-use http::{Method, Request, Uri};
+use http::Method;
+use http::header::{HOST, HeaderMap, HeaderValue, USER_AGENT};
 use http_body_util::BodyExt as _;
 
 use super::Target;
 use crate::proxy::body::RequestBody;
+use crate::proxy::client::{self, SendError, UpstreamError};
+use crate::proxy::conn::Conn;
 use crate::proxy::connect::connect_to;
 use crate::proxy::error::ProxyError;
-use crate::proxy::pool::Sender;
 
 /// Health responses are read to their end so the connection can be reused;
 /// one larger than this is not worth keeping the connection for.
@@ -26,7 +27,9 @@ pub enum CheckFailure {
     #[error("{0}")]
     Connect(#[source] ProxyError),
     #[error("{0}")]
-    Http(#[source] hyper::Error),
+    Send(#[source] SendError),
+    #[error("{0}")]
+    Http(#[source] UpstreamError),
     #[error("path {0:?} is not a valid request target")]
     InvalidPath(String),
     #[error("address {0:?} is not a valid Host")]
@@ -36,7 +39,7 @@ pub enum CheckFailure {
 /// The checker's connection, kept open between rounds.
 #[derive(Default)]
 pub struct Probe {
-    conn: Option<Sender>,
+    conn: Option<Conn>,
 }
 
 impl Probe {
@@ -53,25 +56,27 @@ impl Probe {
     }
 
     async fn exchange(&mut self, target: &Target) -> Result<(), CheckFailure> {
-        let request = request(target)?;
-        let reused = self.conn.take().filter(|c| !c.is_closed());
-        let (mut conn, reused) = match reused {
-            Some(conn) => (conn, true),
-            None => (open(target).await?, false),
+        let headers = request_headers(target)?;
+        let path = &target.check.path;
+        if path.parse::<http::Uri>().is_err() {
+            return Err(CheckFailure::InvalidPath(path.clone()));
+        }
+        let mut conn = match self.conn.take().filter(Conn::is_reusable) {
+            Some(conn) => conn,
+            None => open(target).await?,
         };
-        let response = match conn.try_send_request(request).await {
-            Ok(response) => response,
-            Err(mut e) => match e.take_message() {
-                // The server closed the idle connection: nothing was sent.
-                Some(request) if reused => {
-                    conn = open(target).await?;
-                    conn.send_request(request)
-                        .await
-                        .map_err(CheckFailure::Http)?
-                }
-                _ => return Err(CheckFailure::Http(e.into_error())),
-            },
-        };
+        let sent = client::send_request(
+            &mut conn,
+            &Method::GET,
+            path,
+            headers,
+            &mut RequestBody::empty(),
+        )
+        .await
+        .map_err(CheckFailure::Send)?;
+        let response = client::read_response(conn, &Method::GET, sent)
+            .await
+            .map_err(CheckFailure::Http)?;
         let status = response.status().as_u16();
         let mut body = response.into_body();
         let mut read = 0;
@@ -85,7 +90,7 @@ impl Probe {
             }
         }
         if complete {
-            self.conn = Some(conn);
+            self.conn = body.take_reusable();
         }
         let (lo, hi) = target.check.status;
         if (lo..=hi).contains(&status) {
@@ -96,7 +101,7 @@ impl Probe {
     }
 }
 
-async fn open(target: &Target) -> Result<Sender, CheckFailure> {
+async fn open(target: &Target) -> Result<Conn, CheckFailure> {
     connect_to(
         target.addr,
         &target.address,
@@ -115,16 +120,11 @@ async fn open(target: &Target) -> Result<Sender, CheckFailure> {
     })
 }
 
-fn request(target: &Target) -> Result<Request<RequestBody>, CheckFailure> {
-    let uri: Uri = (target.check.path.parse())
-        .map_err(|_| CheckFailure::InvalidPath(target.check.path.clone()))?;
+fn request_headers(target: &Target) -> Result<HeaderMap, CheckFailure> {
     let host = HeaderValue::from_str(&target.address)
         .map_err(|_| CheckFailure::InvalidHost(target.address.clone()))?;
-    let mut request = Request::new(RequestBody::empty());
-    *request.method_mut() = Method::GET;
-    *request.uri_mut() = uri;
-    let headers = request.headers_mut();
+    let mut headers = HeaderMap::with_capacity(2);
     headers.insert(HOST, host);
     headers.insert(USER_AGENT, HeaderValue::from_static("sluice-health"));
-    Ok(request)
+    Ok(headers)
 }

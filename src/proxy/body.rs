@@ -20,7 +20,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::access::AccessEntry;
-use super::pool::Sender;
+use super::client::{UpstreamBody, UpstreamError};
+use super::conn::Conn;
 use crate::runtime::{ServerState, UpstreamState};
 
 /// Request bodies up to this size are held in memory, so a request whose
@@ -37,6 +38,8 @@ pub enum RequestBodyError {
     TooLarge,
     #[error("reading the request body: {0}")]
     Client(#[source] hyper::Error),
+    #[error("request body length differs from its Content-Length")]
+    LengthMismatch,
 }
 
 /// The body sent upstream.
@@ -215,9 +218,10 @@ impl Drop for Lease {
 /// What a finished upstream response body hands back.
 pub struct Finish {
     pub lease: Lease,
-    /// The connection, returned to the pool after a clean end, with the
-    /// upstream's `keepalive` and `keepalive_timeout`.
-    pub conn: Option<(Sender, usize, Duration)>,
+    /// Where the connection goes after a clean end: the server's pool,
+    /// which keeps `keepalive` idle connections for `keepalive_timeout`.
+    pub keepalive: usize,
+    pub keepalive_timeout: Duration,
     /// The access-log line and the response status, logged once with the
     /// body's byte count and whether it ended cleanly. Boxed: most bodies
     /// have none, and all would carry its size.
@@ -225,12 +229,12 @@ pub struct Finish {
 }
 
 impl Finish {
-    fn end(mut self, bytes: u64, clean: bool) {
-        if clean && let Some((sender, max_idle, keepalive_timeout)) = self.conn.take() {
+    fn end(mut self, bytes: u64, clean: bool, conn: Option<Conn>) {
+        if clean && let Some(conn) = conn {
             self.lease
                 .server
                 .pool
-                .put(sender, max_idle, keepalive_timeout);
+                .put(conn, self.keepalive, self.keepalive_timeout);
         }
         if let Some((entry, status)) = self.log.take() {
             entry.log(status, bytes, clean);
@@ -242,7 +246,7 @@ impl Finish {
 pub enum ResponseBody {
     Full(Option<Bytes>),
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         bytes: u64,
         finish: Option<Finish>,
     },
@@ -257,7 +261,7 @@ impl ResponseBody {
         ResponseBody::Full(None)
     }
 
-    pub fn upstream(inner: Incoming, finish: Finish) -> Self {
+    pub fn upstream(inner: UpstreamBody, finish: Finish) -> Self {
         let mut body = ResponseBody::Upstream {
             inner,
             bytes: 0,
@@ -278,19 +282,19 @@ impl ResponseBody {
             && inner.is_end_stream()
             && let Some(f) = finish.take()
         {
-            f.end(*bytes, true);
+            f.end(*bytes, true, inner.take_reusable());
         }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = self.get_mut();
         match this {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
@@ -303,12 +307,12 @@ impl Body for ResponseBody {
                 match &frame {
                     None => {
                         if let Some(f) = finish.take() {
-                            f.end(*bytes, true);
+                            f.end(*bytes, true, inner.take_reusable());
                         }
                     }
                     Some(Err(_)) => {
                         if let Some(f) = finish.take() {
-                            f.end(*bytes, false);
+                            f.end(*bytes, false, None);
                         }
                     }
                     Some(Ok(frame)) => {
@@ -351,7 +355,7 @@ impl Drop for ResponseBody {
             // Dropped before its end: the client went away. The connection
             // still has unread bytes, so it is not reused.
             let clean = inner.is_end_stream();
-            f.end(*bytes, clean);
+            f.end(*bytes, clean, inner.take_reusable());
         }
     }
 }

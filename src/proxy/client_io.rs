@@ -8,6 +8,9 @@
 //!   allows), but the contract refuses such a request with 400 before it
 //!   reaches a backend, since another server in the chain may frame it
 //!   differently;
+//! - a `Transfer-Encoding` with a tab around its value: hyper strips it and
+//!   reads `chunked`, nginx refuses the coding, and sluice never forwards
+//!   what nginx refuses (tests/nginx_framing.rs);
 //! - `OPTIONS http://a.test` (absolute form, empty path): `http::Uri` shows
 //!   its path as `/`, but the request is about the server as a whole and
 //!   must be forwarded as `OPTIONS *` (RFC 9112 §3.2.4).
@@ -43,8 +46,8 @@ const MAX_LINE: usize = 64 * 1024;
 /// Shared between a connection's socket and its request handler.
 #[derive(Debug)]
 pub struct ConnWatch {
-    /// Index (0-based, in arrival order) of the first request head with both
-    /// `Content-Length` and `Transfer-Encoding`; hyper closes the connection
+    /// Index (0-based, in arrival order) of the first request head with
+    /// ambiguous framing (see the module docs); hyper closes the connection
     /// after it, so later ones do not matter.
     first_ambiguous: AtomicU64,
     /// Requests handed to the handler so far.
@@ -74,7 +77,7 @@ impl ConnWatch {
         self.handled.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Whether request `index`'s head carried both framing headers.
+    /// Whether request `index`'s head had ambiguous framing.
     pub fn ambiguous(&self, index: u64) -> bool {
         index == self.first_ambiguous.load(Ordering::Acquire)
     }
@@ -121,6 +124,8 @@ struct Framing {
     head_lines: usize,
     content_length: Option<u64>,
     transfer_encoding: bool,
+    /// A tab in a `Transfer-Encoding` value.
+    tabbed_coding: bool,
     /// `Upgrade` or `CONNECT`: what follows may be a tunnel.
     upgrade: bool,
     heads: u64,
@@ -134,6 +139,7 @@ impl Framing {
             head_lines: 0,
             content_length: None,
             transfer_encoding: false,
+            tabbed_coding: false,
             upgrade: false,
             heads: 0,
         }
@@ -236,6 +242,8 @@ impl Framing {
                         self.content_length = Some(length);
                     } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                         self.transfer_encoding = true;
+                        // A name is a token: a tab on the line is the value's.
+                        self.tabbed_coding |= line.contains(&b'\t');
                     } else if name.eq_ignore_ascii_case(b"upgrade") {
                         self.upgrade = true;
                     }
@@ -259,7 +267,7 @@ impl Framing {
     }
 
     fn end_head(&mut self, watch: &ConnWatch) -> State {
-        if self.transfer_encoding && self.content_length.is_some() {
+        if self.transfer_encoding && self.content_length.is_some() || self.tabbed_coding {
             let _ = watch.first_ambiguous.compare_exchange(
                 u64::MAX,
                 self.heads,
@@ -279,6 +287,7 @@ impl Framing {
         self.head_lines = 0;
         self.content_length = None;
         self.transfer_encoding = false;
+        self.tabbed_coding = false;
         state
     }
 
@@ -529,6 +538,14 @@ mod tests {
         // Byte by byte, the same.
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(flags(&bytes), (4, 3));
+    }
+
+    #[test]
+    fn a_tab_around_a_transfer_coding_is_ambiguous() {
+        let stream: &[u8] =
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+            POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\tchunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(flags(&[stream]), (2, 1));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use http::StatusCode;
 
 use super::body::RequestBodyError;
+use super::client::{SendError, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -25,11 +26,9 @@ pub enum ProxyError {
     #[error("connect to {0}: timed out")]
     ConnectTimeout(std::net::SocketAddr),
     #[error("upstream: {0}")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] UpstreamError),
     #[error("upstream response head not received within response_timeout")]
     ResponseTimeout,
-    #[error("upstream response has invalid framing ({0})")]
-    BadFraming(&'static str),
     #[error(transparent)]
     RequestBody(#[from] RequestBodyError),
 }
@@ -42,11 +41,12 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::Tls { .. }
             | ProxyError::ConnectTimeout(_)
-            | ProxyError::Upstream(_)
-            | ProxyError::BadFraming(_) => StatusCode::BAD_GATEWAY,
+            | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RequestBody(RequestBodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::RequestBody(RequestBodyError::Client(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBody(
+                RequestBodyError::Client(_) | RequestBodyError::LengthMismatch,
+            ) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -65,22 +65,13 @@ impl ProxyError {
             ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::ConnectTimeout(_)
         )
     }
+}
 
-    /// Finds a client body error hyper wrapped while sending the request.
-    pub fn from_send(err: hyper::Error) -> ProxyError {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-        while let Some(e) = source {
-            if let Some(body) = e.downcast_ref::<RequestBodyError>() {
-                return ProxyError::RequestBody(match body {
-                    RequestBodyError::TooLarge => RequestBodyError::TooLarge,
-                    RequestBodyError::Client(_) => {
-                        // hyper::Error is not Clone; the outer error carries it.
-                        return ProxyError::RequestBody(RequestBodyError::Client(err));
-                    }
-                });
-            }
-            source = e.source();
+impl From<SendError> for ProxyError {
+    fn from(err: SendError) -> Self {
+        match err {
+            SendError::Upstream(e) => ProxyError::Upstream(e),
+            SendError::Body(e) => ProxyError::RequestBody(e),
         }
-        ProxyError::Upstream(err)
     }
 }

@@ -4,14 +4,12 @@
 
 use std::sync::Arc;
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use http::{HeaderMap, Method, Response, Uri};
 
 use super::body::{Lease, RequestBody};
+use super::client::{self, UpstreamBody};
 use super::connect::connect_server;
 use super::error::ProxyError;
-use super::pool::Sender;
 use crate::balance::{self, PickCtx, queue};
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
 
@@ -28,11 +26,11 @@ pub struct Outbound {
     pub preferred: Option<usize>,
 }
 
-/// A response head from a server, with what its body must hand back.
+/// A response head from a server, with what its body must hand back. The
+/// body owns the server connection.
 pub struct Served {
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     pub lease: Lease,
-    pub conn: Sender,
     pub server: usize,
 }
 
@@ -130,12 +128,11 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, 
             std::mem::take(&mut out.headers)
         };
         match attempt(up, server, &out, headers, &mut body).await {
-            Ok((response, conn)) => {
+            Ok(response) => {
                 let status = response.status().as_u16();
                 let served = Served {
                     response,
                     lease,
-                    conn,
                     server: i,
                 };
                 if !up.cfg.fail_on_status.contains(&status) {
@@ -251,72 +248,39 @@ fn note_failure(up: &UpstreamRt, server: &ServerRt, reason: &str) {
     }
 }
 
-/// One attempt on one server. The body is taken only once a connection is
-/// open, so a connect failure leaves it for the next server.
+/// One attempt on one server, inline: write the request on a pooled or new
+/// connection and read the response head, within `response_timeout`. The
+/// body is taken only once a connection is open, so a connect failure
+/// leaves it for the next server.
 async fn attempt(
     up: &UpstreamRt,
     server: &ServerRt,
     out: &Outbound,
     headers: HeaderMap,
     body: &mut Option<RequestBody>,
-) -> Result<(Response<Incoming>, Sender), ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     // Connecting is boxed: its future (a TLS handshake's included) is large,
     // and held inline it would make every request's future that large, to
     // be moved around on each await even when a pooled connection is reused.
-    let (mut sender, reused) = match server.state.pool.take(up.cfg.keepalive_timeout) {
-        Some(sender) => (sender, true),
-        None => (Box::pin(connect_server(up, server)).await?, false),
+    let mut conn = match server.state.pool.take(up.cfg.keepalive_timeout) {
+        Some(conn) => conn,
+        None => Box::pin(connect_server(up, server)).await?,
     };
-    let req_body = match body {
+    let mut req_body = match body {
         Some(RequestBody::Full(bytes)) => RequestBody::Full(bytes.clone()),
         other => other.take().unwrap_or_else(RequestBody::empty),
     };
-    let mut req = Request::new(req_body);
-    *req.method_mut() = out.method.clone();
-    *req.uri_mut() = out.uri.clone();
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-
-    let send = async {
-        match sender.try_send_request(req).await {
-            Ok(response) => Ok(response),
-            Err(mut e) => match e.take_message() {
-                // A pooled connection the server closed while idle: nothing
-                // was sent, so a fresh connection may carry it for any method.
-                Some(req) if reused => {
-                    sender = Box::pin(connect_server(up, server)).await?;
-                    sender
-                        .send_request(req)
-                        .await
-                        .map_err(ProxyError::from_send)
-                }
-                _ => Err(ProxyError::from_send(e.into_error())),
-            },
-        }
+    let target = out.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let exchange = async {
+        let sent =
+            client::send_request(&mut conn, &out.method, target, headers, &mut req_body).await?;
+        client::read_response(conn, &out.method, sent)
+            .await
+            .map_err(ProxyError::Upstream)
     };
-    let response = tokio::time::timeout(up.cfg.response_timeout, send)
+    tokio::time::timeout(up.cfg.response_timeout, exchange)
         .await
-        .map_err(|_| ProxyError::ResponseTimeout)??;
-    check_framing(response.headers())?;
-    Ok((response, sender))
-}
-
-/// A response with both `Content-Length` and `Transfer-Encoding`, or several
-/// `Content-Length`s, is ambiguous: smuggling territory. Refuse it.
-fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
-    if lengths.next().is_none() {
-        return Ok(());
-    }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        return Err(ProxyError::BadFraming(
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
-    if lengths.next().is_some() {
-        return Err(ProxyError::BadFraming("duplicate Content-Length"));
-    }
-    Ok(())
+        .map_err(|_| ProxyError::ResponseTimeout)?
 }
 
 #[cfg(test)]

@@ -4,12 +4,15 @@
 pub mod access;
 pub mod body;
 pub mod buffers;
+pub mod client;
 pub mod client_io;
+pub mod conn;
 pub mod connect;
 pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod pool;
+pub mod prefixed;
 pub mod retry_budget;
 pub mod service;
 pub mod tunnel;

@@ -74,10 +74,11 @@ impl ConnCtx {
 
         let index = self.watch.next_request();
         let validated = if self.watch.ambiguous(index) {
-            // hyper dropped the Content-Length it saw next to Transfer-Encoding.
+            // hyper dropped the Content-Length it saw next to
+            // Transfer-Encoding, or the tab around a transfer coding.
             Err(Refusal {
                 status: StatusCode::BAD_REQUEST,
-                reason: "both Content-Length and Transfer-Encoding",
+                reason: "ambiguous framing",
                 close: true,
             })
         } else {
@@ -177,11 +178,13 @@ impl ConnCtx {
         }
         match result {
             Ok(served) if served.response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                match upgrade {
-                    Some((protocol, client)) if upgrade::accepted(&protocol, &served.response) => {
+                let accepted =
+                    upgrade.filter(|(protocol, _)| upgrade::accepted(protocol, &served.response));
+                match accepted {
+                    Some((_, client)) => {
                         self.tunnel(&listener, &upstream, served, client, binding, entry)
                     }
-                    _ => {
+                    None => {
                         // A switch nobody asked for: the connection is no
                         // longer HTTP, so it is dropped, not pooled.
                         let server = &upstream.servers[served.server].cfg.address;
@@ -204,11 +207,8 @@ impl ConnCtx {
                 });
                 let finish = Finish {
                     lease: served.lease,
-                    conn: Some((
-                        served.conn,
-                        upstream.cfg.keepalive,
-                        upstream.cfg.keepalive_timeout,
-                    )),
+                    keepalive: upstream.cfg.keepalive,
+                    keepalive_timeout: upstream.cfg.keepalive_timeout,
                     log,
                 };
                 Response::from_parts(head, ResponseBody::upstream(incoming, finish))
@@ -256,15 +256,19 @@ impl ConnCtx {
         &self,
         listener: &ListenerRt,
         upstream: &UpstreamRt,
-        mut served: Served,
+        served: Served,
         client: OnUpgrade,
         binding: Binding,
         entry: Option<Box<AccessEntry>>,
     ) -> Response<ResponseBody> {
         let server = &upstream.servers[served.server];
         let protocol = upgrade::protocol(&served.response);
-        let upstream_io = hyper::upgrade::on(&mut served.response);
-        let (mut head, _) = served.response.into_parts();
+        let (mut head, body) = served.response.into_parts();
+        let Some(upstream_io) = body.into_upgraded() else {
+            // The body of a 101 has not been read, so its connection is
+            // there; this is the answer should that ever change.
+            return local_answer(listener, entry, StatusCode::BAD_GATEWAY, false);
+        };
         headers::strip_hop_by_hop(&mut head.headers, true);
         head.headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -274,7 +278,6 @@ impl ConnCtx {
         Tunnel {
             client,
             upstream: upstream_io,
-            conn: served.conn,
             rules: Rules {
                 server: server.state.clone(),
                 protocol,

@@ -28,7 +28,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use super::access::AccessEntry;
-use super::pool::Sender;
+use super::conn::Conn;
+use super::prefixed::Prefixed;
 use super::tunnel::{CLOSE_GRACE, Protocol, Stop, TunnelEnd, relay};
 use crate::config;
 use crate::lifecycle::Token;
@@ -93,10 +94,7 @@ pub struct Rules {
 /// Everything a tunnel needs once the 101 has been decided on.
 pub struct Tunnel {
     pub client: OnUpgrade,
-    pub upstream: OnUpgrade,
-    /// The upstream connection's handle, kept until the upgrade completes,
-    /// then dropped: a tunnelled connection never goes back to the pool.
-    pub conn: Sender,
+    pub upstream: Prefixed<Conn>,
     pub rules: Rules,
     pub token: Token,
     /// Logged with the 101 when the tunnel closes.
@@ -118,16 +116,14 @@ impl Tunnel {
         let Tunnel {
             client,
             upstream,
-            conn,
             rules,
             token,
             log,
         } = self;
-        let (client, upstream) = match tokio::join!(client, upstream) {
-            (Ok(client), Ok(upstream)) => (client, upstream),
-            (client, upstream) => {
-                let error = client.err().or(upstream.err());
-                tracing::debug!(error = ?error, "upgrade did not complete");
+        let client = match client.await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::debug!(%error, "upgrade did not complete");
                 return TunnelEnd {
                     down: 0,
                     up: 0,
@@ -135,8 +131,7 @@ impl Tunnel {
                 };
             }
         };
-        drop(conn);
-        let end = supervise(TokioIo::new(client), TokioIo::new(upstream), &rules, &token).await;
+        let end = supervise(TokioIo::new(client), upstream, &rules, &token).await;
         if let Some(entry) = log {
             entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
         }

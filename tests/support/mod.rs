@@ -8,6 +8,7 @@ pub mod cdp;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod nginx;
 pub mod proxy;
 pub mod redis;
 pub mod upstream;

@@ -1,0 +1,587 @@
+//! Message heads: the request line or status line and the header fields,
+//! parsed with `httparse` and kept as the bytes received.
+//!
+//! A head owns the bytes it was parsed from (split off the read buffer, no
+//! copy) and records where each part lies in them, so header names keep the
+//! case the peer sent, values are never re-encoded, and a field is read as a
+//! slice of the head, not an allocation of its own.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+
+/// How large a head may be, and how many fields it may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The whole head, start line to the blank line, in bytes.
+    pub max_head: usize,
+    pub max_fields: usize,
+}
+
+/// Why a head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("head larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("request line longer than the head may be")]
+    TargetTooLong,
+    #[error("more than {0} header fields")]
+    TooManyFields(usize),
+    #[error("malformed head: {0}")]
+    Malformed(httparse::Error),
+    #[error("HTTP version other than 1.0 or 1.1")]
+    Version,
+}
+
+impl HeadError {
+    /// What a client whose request head this is gets told.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HeadError::TooLarge(_) | HeadError::TooManyFields(_) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            HeadError::TargetTooLong => StatusCode::URI_TOO_LONG,
+            HeadError::Malformed(_) => StatusCode::BAD_REQUEST,
+            HeadError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    fn from_minor(minor: Option<u8>) -> Result<Version, HeadError> {
+        match minor {
+            Some(0) => Ok(Version::Http10),
+            Some(1) => Ok(Version::Http11),
+            _ => Err(HeadError::Version),
+        }
+    }
+
+    pub fn as_http(self) -> http::Version {
+        match self {
+            Version::Http10 => http::Version::HTTP_10,
+            Version::Http11 => http::Version::HTTP_11,
+        }
+    }
+}
+
+/// Where something lies in a head's bytes. `u32` is plenty (heads are
+/// limited to far less) and keeps a field at eight bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// The span of `part`, a slice of `whole`.
+    fn of(whole: &[u8], part: &[u8]) -> Span {
+        let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+        Span {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    fn get(self, bytes: &[u8]) -> &[u8] {
+        &bytes[self.start as usize..self.end as usize]
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FieldSpan {
+    name: Span,
+    value: Span,
+}
+
+/// Header fields as received: in order, names in the case sent.
+#[derive(Debug, Clone)]
+pub struct Fields {
+    bytes: Bytes,
+    spans: Vec<FieldSpan>,
+}
+
+impl Fields {
+    /// Every `(name, value)` in the order received.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans
+            .iter()
+            .map(|f| (f.name.get(&self.bytes), f.value.get(&self.bytes)))
+    }
+
+    /// The values of every field named `name` (ASCII case-insensitive).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// The values of every field named `name` as written between the colon
+    /// and the line end, with the whitespace around them httparse strips.
+    pub fn get_all_raw<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.spans
+            .iter()
+            .filter(move |f| {
+                f.name
+                    .get(&self.bytes)
+                    .eq_ignore_ascii_case(name.as_bytes())
+            })
+            .map(|f| {
+                let start = f.name.end as usize + 1;
+                let end = f.value.end as usize;
+                let trailing = self.bytes[end..]
+                    .iter()
+                    .take_while(|&&b| b == b' ' || b == b'\t')
+                    .count();
+                &self.bytes[start..end + trailing]
+            })
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The fields as an `http` header map: names lower-cased (as `http`
+    /// requires), values shared with the head, not copied.
+    pub fn to_header_map(&self) -> Result<HeaderMap, HeadError> {
+        let mut map = HeaderMap::with_capacity(self.spans.len());
+        for f in &self.spans {
+            let name = HeaderName::from_bytes(f.name.get(&self.bytes))
+                .map_err(|_| HeadError::Malformed(httparse::Error::HeaderName))?;
+            let value = self
+                .bytes
+                .slice(f.value.start as usize..f.value.end as usize);
+            let value = HeaderValue::from_maybe_shared(value)
+                .map_err(|_| HeadError::Malformed(httparse::Error::HeaderValue))?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
+
+    fn collect(bytes: &[u8], headers: &[httparse::Header<'_>]) -> Vec<FieldSpan> {
+        headers
+            .iter()
+            .map(|h| FieldSpan {
+                name: Span::of(bytes, h.name.as_bytes()),
+                value: Span::of(bytes, h.value),
+            })
+            .collect()
+    }
+}
+
+/// The four request-target forms of RFC 9112 §3.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetForm<'a> {
+    /// `/path?query`.
+    Origin(&'a str),
+    /// `http://authority/path?query`; `path_and_query` is empty when the
+    /// target has no path (`OPTIONS http://a.test` means `OPTIONS *`).
+    Absolute {
+        authority: &'a str,
+        path_and_query: &'a str,
+    },
+    /// `host:port`, meant for CONNECT only.
+    Authority(&'a str),
+    /// `*`, meant for server-wide OPTIONS only.
+    Asterisk,
+}
+
+/// A request head as received.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub method: Method,
+    pub version: Version,
+    target: Span,
+    pub fields: Fields,
+}
+
+impl RequestHead {
+    /// The request target exactly as sent.
+    pub fn target(&self) -> &str {
+        // httparse accepts only visible ASCII in a target.
+        std::str::from_utf8(self.target.get(&self.fields.bytes)).unwrap_or_default()
+    }
+
+    pub fn target_form(&self) -> TargetForm<'_> {
+        target_form(self.target())
+    }
+
+    /// The head's size on the wire.
+    pub fn wire_len(&self) -> usize {
+        self.fields.bytes.len()
+    }
+
+    /// Parses a request head from the front of `buf`. `Ok(None)` means the
+    /// head is not complete yet (and within the limits so far); a complete
+    /// head is split off `buf`, leaving what follows it.
+    pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<RequestHead>, HeadError> {
+        let parsed = with_field_slots(limits.max_fields, |slots| {
+            let mut req = httparse::Request::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+                &mut req,
+                window(buf, limits),
+                slots,
+            );
+            let Some(len) = complete(parsed, buf, limits)? else {
+                return Ok(None);
+            };
+            let version = Version::from_minor(req.version)?;
+            let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+                .map_err(|_| HeadError::Malformed(httparse::Error::Token))?;
+            let target = Span::of(buf, req.path.unwrap_or_default().as_bytes());
+            let spans = Fields::collect(buf, req.headers);
+            Ok(Some((len, method, version, target, spans)))
+        })?;
+        let Some((len, method, version, target, spans)) = parsed else {
+            return Ok(None);
+        };
+        let bytes = buf.split_to(len).freeze();
+        Ok(Some(RequestHead {
+            method,
+            version,
+            target,
+            fields: Fields { bytes, spans },
+        }))
+    }
+}
+
+/// A response head as received.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub fields: Fields,
+}
+
+impl ResponseHead {
+    /// As [`RequestHead::parse`], for a status line and its fields.
+    pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<ResponseHead>, HeadError> {
+        let parsed = with_field_slots(limits.max_fields, |slots| {
+            let mut res = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut res,
+                window(buf, limits),
+                slots,
+            );
+            let Some(len) = complete(parsed, buf, limits)? else {
+                return Ok(None);
+            };
+            let version = Version::from_minor(res.version)?;
+            let status = res
+                .code
+                .and_then(|code| StatusCode::from_u16(code).ok())
+                .ok_or(HeadError::Malformed(httparse::Error::Status))?;
+            let spans = Fields::collect(buf, res.headers);
+            Ok(Some((len, status, version, spans)))
+        })?;
+        let Some((len, status, version, spans)) = parsed else {
+            return Ok(None);
+        };
+        let bytes = buf.split_to(len).freeze();
+        Ok(Some(ResponseHead {
+            status,
+            version,
+            fields: Fields { bytes, spans },
+        }))
+    }
+}
+
+/// Fields the parser can hold on the stack; more (a `max_headers` above this)
+/// are given room on the heap.
+const STACK_FIELDS: usize = 128;
+
+/// Runs `parse` with room for `max` fields: on the stack for the usual
+/// limits, so parsing a head allocates only the head's own field list.
+fn with_field_slots<'b, R>(
+    max: usize,
+    parse: impl FnOnce(&mut [MaybeUninit<httparse::Header<'b>>]) -> R,
+) -> R {
+    if max <= STACK_FIELDS {
+        let mut slots = [const { MaybeUninit::uninit() }; STACK_FIELDS];
+        parse(&mut slots[..max])
+    } else {
+        let mut slots: Vec<_> = (0..max).map(|_| MaybeUninit::uninit()).collect();
+        parse(&mut slots)
+    }
+}
+
+/// What the parser is shown: no more than a head may be. A byte past the
+/// limit is never looked at, so how a head over the limit is refused does
+/// not depend on how much of it one read happened to bring.
+fn window(buf: &[u8], limits: Limits) -> &[u8] {
+    &buf[..buf.len().min(limits.max_head)]
+}
+
+/// The head's length once httparse found all of it; `None` while it is
+/// incomplete and still within the limit.
+fn complete(
+    parsed: httparse::Result<usize>,
+    buf: &[u8],
+    limits: Limits,
+) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) => match over_limit(buf, limits.max_head) {
+            Some(err) => Err(err),
+            None => Ok(None),
+        },
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyFields(limits.max_fields)),
+        Err(httparse::Error::Version) => Err(HeadError::Version),
+        Err(e) => Err(HeadError::Malformed(e)),
+    }
+}
+
+/// Whether an incomplete head already breaks the limit. A request line that
+/// alone does not fit is a target too long (414), anything else a head too
+/// large (431).
+fn over_limit(buf: &[u8], max_head: usize) -> Option<HeadError> {
+    if buf.len() <= max_head {
+        return None;
+    }
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    match buf[start..].iter().position(|&b| b == b'\n') {
+        Some(end) if end <= max_head => Some(HeadError::TooLarge(max_head)),
+        _ => Some(HeadError::TargetTooLong),
+    }
+}
+
+fn target_form(target: &str) -> TargetForm<'_> {
+    if target.starts_with('/') {
+        return TargetForm::Origin(target);
+    }
+    if target == "*" {
+        return TargetForm::Asterisk;
+    }
+    let scheme_end = target.find("://");
+    let scheme_ok = scheme_end.is_some_and(|end| {
+        let scheme = &target[..end];
+        scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+    });
+    match scheme_end {
+        Some(end) if scheme_ok => {
+            let rest = &target[end + 3..];
+            let split = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, path_and_query) = rest.split_at(split);
+            TargetForm::Absolute {
+                authority,
+                path_and_query,
+            }
+        }
+        _ => TargetForm::Authority(target),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_head: 1024,
+        max_fields: 8,
+    };
+
+    fn parse(bytes: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+        RequestHead::parse(&mut BytesMut::from(bytes), LIMITS)
+    }
+
+    #[test]
+    fn keeps_name_case_and_order_and_leaves_the_body() {
+        let mut buf = BytesMut::from(
+            &b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nX-MiXed-Case: One\r\nx-mixed-case: two\r\n\r\nbody"[..],
+        );
+        let head = RequestHead::parse(&mut buf, LIMITS).unwrap().unwrap();
+        assert_eq!(head.method, Method::POST);
+        assert_eq!(head.version, Version::Http11);
+        assert_eq!(head.target(), "/a?b=1");
+        let fields: Vec<_> = head.fields.iter().collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"Host"[..], &b"x"[..]),
+                (b"X-MiXed-Case", b"One"),
+                (b"x-mixed-case", b"two")
+            ]
+        );
+        assert_eq!(
+            head.fields.get_all("X-MIXED-CASE").collect::<Vec<_>>(),
+            [&b"One"[..], b"two"]
+        );
+        assert_eq!(&buf[..], b"body");
+        let map = head.fields.to_header_map().unwrap();
+        assert_eq!(map.get_all("x-mixed-case").iter().count(), 2);
+    }
+
+    #[test]
+    fn raw_values_keep_the_whitespace_around_them() {
+        let head = parse(b"GET / HTTP/1.1\r\nA:\t x \t\r\nB:y\r\nA: \r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            head.fields.get_all("a").collect::<Vec<_>>(),
+            [&b"x"[..], b""]
+        );
+        assert_eq!(
+            head.fields.get_all_raw("a").collect::<Vec<_>>(),
+            [&b"\t x \t"[..], b" "]
+        );
+        assert_eq!(
+            head.fields.get_all_raw("b").collect::<Vec<_>>(),
+            [&b"y"[..]]
+        );
+    }
+
+    #[test]
+    fn partial_heads_ask_for_more_at_every_cut() {
+        let whole = b"GET / HTTP/1.0\r\nHost: x\r\nAccept: */*\r\n\r\n";
+        for cut in 0..whole.len() {
+            assert!(parse(&whole[..cut]).unwrap().is_none(), "cut at {cut}");
+        }
+        let head = parse(whole).unwrap().unwrap();
+        assert_eq!(head.version, Version::Http10);
+        assert_eq!(head.wire_len(), whole.len());
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        let head = parse(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.target(), "/");
+    }
+
+    #[test]
+    fn limits_give_the_contract_statuses() {
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(2000));
+        let err = parse(long_target.as_bytes()).unwrap_err();
+        assert_eq!(err.status(), StatusCode::URI_TOO_LONG);
+        // Incomplete, but already past the limit on the request line.
+        let err = parse(&long_target.as_bytes()[..1500]).unwrap_err();
+        assert_eq!(err, HeadError::TargetTooLong);
+
+        let big_field = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
+        let err = parse(big_field.as_bytes()).unwrap_err();
+        assert_eq!(err.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let err = parse(&big_field.as_bytes()[..1500]).unwrap_err();
+        assert_eq!(err, HeadError::TooLarge(1024));
+
+        let many: String = (0..9).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let err = parse(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).unwrap_err();
+        assert_eq!(err, HeadError::TooManyFields(8));
+        assert_eq!(err.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn more_fields_than_the_stack_holds_are_parsed_when_allowed() {
+        let many: String = (0..200).map(|i| format!("X-{i}: {i}\r\n")).collect();
+        let text = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let limits = Limits {
+            max_head: 64 * 1024,
+            max_fields: 300,
+        };
+        let head = RequestHead::parse(&mut BytesMut::from(text.as_bytes()), limits)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.fields.len(), 200);
+    }
+
+    #[test]
+    fn malformed_heads_are_refused() {
+        for bad in [
+            &b"GET / HTTP/1.1\r\nHost : x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+            b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+            b"GET / HTTP/1.1\r\n: empty\r\n\r\n",
+            b"G(T / HTTP/1.1\r\n\r\n",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(
+                err.status(),
+                StatusCode::BAD_REQUEST,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            parse(b"GET / HTTP/2.0\r\n\r\n").unwrap_err(),
+            HeadError::Version
+        );
+        assert_eq!(
+            parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap_err(),
+            HeadError::Version
+        );
+    }
+
+    #[test]
+    fn target_forms() {
+        assert_eq!(target_form("/x?y"), TargetForm::Origin("/x?y"));
+        assert_eq!(target_form("*"), TargetForm::Asterisk);
+        assert_eq!(
+            target_form("http://a.test/x?y"),
+            TargetForm::Absolute {
+                authority: "a.test",
+                path_and_query: "/x?y"
+            }
+        );
+        assert_eq!(
+            target_form("HTTP://a.test:8080"),
+            TargetForm::Absolute {
+                authority: "a.test:8080",
+                path_and_query: ""
+            }
+        );
+        assert_eq!(
+            target_form("http://a.test?q"),
+            TargetForm::Absolute {
+                authority: "a.test",
+                path_and_query: "?q"
+            }
+        );
+        assert_eq!(
+            target_form("example.com:443"),
+            TargetForm::Authority("example.com:443")
+        );
+        assert_eq!(
+            target_form("ftp://a.test/"),
+            TargetForm::Authority("ftp://a.test/")
+        );
+    }
+
+    #[test]
+    fn response_heads() {
+        let limits = LIMITS;
+        let mut buf = BytesMut::from(&b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\nrest"[..]);
+        let head = ResponseHead::parse(&mut buf, limits).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::NO_CONTENT);
+        assert_eq!(head.fields.get_all("x-a").next(), Some(&b"1"[..]));
+        assert_eq!(&buf[..], b"rest");
+
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A"[..]);
+        assert!(ResponseHead::parse(&mut partial, limits).unwrap().is_none());
+        for bad in [
+            &b"HTTP/1.1 2000 OK\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nX A: 1\r\n\r\n",
+            b"garbage\r\n\r\n",
+        ] {
+            assert!(
+                ResponseHead::parse(&mut BytesMut::from(bad), limits).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
