@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
@@ -74,8 +75,9 @@ pub struct Server {
     pub tracker: Tracker,
     listeners: Mutex<HashMap<SocketAddr, RunningListener>>,
     /// The listeners that terminate TLS, by address: a connection accepted
-    /// on an address found here does a TLS handshake first.
-    tls: Mutex<HashMap<SocketAddr, Arc<TlsListener>>>,
+    /// on an address found here does a TLS handshake first. Every worker
+    /// reads it at every accept, so it is swapped whole, never locked.
+    tls: ArcSwap<HashMap<SocketAddr, Arc<TlsListener>>>,
     /// Flipped once to ask every connection to finish gracefully.
     shutdown: watch::Sender<bool>,
     pub reload: ReloadState,
@@ -106,7 +108,7 @@ impl Server {
             shared: Shared::new(config),
             tracker: Tracker::default(),
             listeners: Mutex::new(HashMap::new()),
-            tls: Mutex::new(HashMap::new()),
+            tls: ArcSwap::default(),
             shutdown: watch::channel(false).0,
             reload: ReloadState::default(),
             workers,
@@ -169,7 +171,8 @@ impl Server {
         for warning in certs.warnings() {
             tracing::warn!("{warning}");
         }
-        let mut current = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        // Reloads apply one at a time: no other writer can come in between.
+        let mut current = HashMap::clone(&self.tls.load());
         current.retain(|addr, _| certs.listeners.contains_key(addr));
         let mut renewed = Vec::new();
         for (addr, listener_certs) in certs.listeners {
@@ -184,17 +187,14 @@ impl Server {
                 }
             }
         }
+        self.tls.store(Arc::new(current));
         renewed.sort_unstable();
         Ok(renewed)
     }
 
     /// The TLS side of the listener on `addr`, if it terminates TLS.
     pub fn tls_listener(&self, addr: SocketAddr) -> Option<Arc<TlsListener>> {
-        self.tls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&addr)
-            .cloned()
+        self.tls.load().get(&addr).cloned()
     }
 
     /// Addresses being served now.
