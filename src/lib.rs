@@ -29,3 +29,4 @@ mod runtime;
 pub mod server;
 mod sticky;
 pub mod tls;
+pub mod workers;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sluice::{config, demo, logging, probe, server, tls};
+use sluice::{config, demo, logging, probe, server, tls, workers};
 
 /// How long `sluice probe` waits for the answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,33 +123,28 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(&config.log);
-    // One worker needs no work stealing: the current-thread scheduler runs
-    // every task on the thread that polls the listeners, like one nginx
-    // worker. Blocking work (config loads) still has its own threads.
-    let mut runtime = match config.global.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            if n > 0 {
-                runtime.worker_threads(n);
+    // Each worker is a current-thread runtime on its own thread, like an
+    // nginx worker process: no work stealing, and a connection lives and
+    // dies on the worker that accepted it. Blocking work (config loads)
+    // still has its own threads.
+    let (runtime, workers, threads) =
+        match workers::start(workers::resolve(config.global.worker_threads)) {
+            Ok(started) => started,
+            Err(err) => {
+                eprintln!("sluice: cannot start the workers: {err}");
+                return ExitCode::FAILURE;
             }
-            runtime
-        }
-    };
-    let runtime = match runtime.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("sluice: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
+        };
     let result = runtime.block_on(async {
         match demo {
-            Some(demo) => demo.run().await.map_err(|e| e.to_string()),
-            None => server::run(config).await.map_err(|e| e.to_string()),
+            Some(demo) => demo.run(workers).await.map_err(|e| e.to_string()),
+            None => server::run(config, workers)
+                .await
+                .map_err(|e| e.to_string()),
         }
     });
     // Connections still open after shutdown_timeout are cut here.
+    threads.stop();
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,

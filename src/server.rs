@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
@@ -28,6 +29,7 @@ use crate::proxy_protocol;
 use crate::reload::{self, ReloadState};
 use crate::runtime::{Shared, clock};
 use crate::tls::{self, Certs, TlsError, TlsListener};
+use crate::workers::Workers;
 
 /// HTTP/2 limits, set explicitly rather than left to library defaults.
 ///
@@ -73,21 +75,30 @@ pub struct Server {
     pub tracker: Tracker,
     listeners: Mutex<HashMap<SocketAddr, RunningListener>>,
     /// The listeners that terminate TLS, by address: a connection accepted
-    /// on an address found here does a TLS handshake first.
-    tls: Mutex<HashMap<SocketAddr, Arc<TlsListener>>>,
+    /// on an address found here does a TLS handshake first. Every worker
+    /// reads it at every accept, so it is swapped whole, never locked.
+    tls: ArcSwap<HashMap<SocketAddr, Arc<TlsListener>>>,
     /// Flipped once to ask every connection to finish gracefully.
     shutdown: watch::Sender<bool>,
     pub reload: ReloadState,
+    /// Each listening address has a socket and an accept loop in every
+    /// worker.
+    pub workers: Workers,
 }
 
 impl Server {
     /// Loads every certificate of `config`, binds every listener and starts
-    /// serving.
+    /// serving, all on the runtime this is called on.
     pub async fn start(config: Config) -> Result<Arc<Server>, ServerError> {
+        Server::start_on(config, Workers::current()).await
+    }
+
+    /// [`Server::start`] with a listening socket in every one of `workers`.
+    pub async fn start_on(config: Config, workers: Workers) -> Result<Arc<Server>, ServerError> {
         let certs = tls::load(&config)?;
         let mut bound = Vec::new();
         for l in &config.listeners {
-            bound.push((l.listen, bind(l.listen).await?));
+            bound.push((l.listen, bind(l.listen, workers.count()).await?));
         }
         let admin_listener = match &config.admin {
             Some(a) => Some(admin::bind(a.listen).await?),
@@ -97,9 +108,10 @@ impl Server {
             shared: Shared::new(config),
             tracker: Tracker::default(),
             listeners: Mutex::new(HashMap::new()),
-            tls: Mutex::new(HashMap::new()),
+            tls: ArcSwap::default(),
             shutdown: watch::channel(false).0,
             reload: ReloadState::default(),
+            workers,
         });
         server.apply_tls(certs)?;
         crate::cluster::start(&server.shared)?;
@@ -112,18 +124,31 @@ impl Server {
         Ok(server)
     }
 
-    /// Starts the accept loop of a bound listener.
-    pub fn serve(self: &Arc<Self>, addr: SocketAddr, listener: TcpListener) {
+    /// Starts the accept loops of a listener [`bind`] bound, one in each
+    /// worker, each on the worker's own socket.
+    pub fn serve(self: &Arc<Self>, addr: SocketAddr, sockets: Vec<std::net::TcpListener>) {
         let (stop, stop_rx) = watch::channel(false);
         self.listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(addr, RunningListener { stop });
-        tokio::spawn(self.clone().accept_loop(addr, listener, stop_rx));
+        for (worker, socket) in sockets.into_iter().enumerate() {
+            let server = self.clone();
+            let stop = stop_rx.clone();
+            self.workers.spawn(worker, async move {
+                // Registered with the worker's own reactor, so its
+                // connections are polled on the worker's thread.
+                match TcpListener::from_std(socket) {
+                    Ok(listener) => server.accept_loop(addr, worker, listener, stop).await,
+                    Err(e) => tracing::error!(%addr, worker, error = %e, "cannot listen"),
+                }
+            });
+        }
         tracing::info!(%addr, "listening");
     }
 
-    /// Stops accepting on `addr`; its connections finish on their own.
+    /// Stops accepting on `addr` in every worker, closing its sockets; its
+    /// connections finish on their own.
     pub fn stop_listener(&self, addr: SocketAddr) {
         if let Some(l) = self
             .listeners
@@ -146,7 +171,8 @@ impl Server {
         for warning in certs.warnings() {
             tracing::warn!("{warning}");
         }
-        let mut current = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        // Reloads apply one at a time: no other writer can come in between.
+        let mut current = HashMap::clone(&self.tls.load());
         current.retain(|addr, _| certs.listeners.contains_key(addr));
         let mut renewed = Vec::new();
         for (addr, listener_certs) in certs.listeners {
@@ -161,17 +187,14 @@ impl Server {
                 }
             }
         }
+        self.tls.store(Arc::new(current));
         renewed.sort_unstable();
         Ok(renewed)
     }
 
     /// The TLS side of the listener on `addr`, if it terminates TLS.
     pub fn tls_listener(&self, addr: SocketAddr) -> Option<Arc<TlsListener>> {
-        self.tls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&addr)
-            .cloned()
+        self.tls.load().get(&addr).cloned()
     }
 
     /// Addresses being served now.
@@ -213,6 +236,7 @@ impl Server {
     async fn accept_loop(
         self: Arc<Self>,
         addr: SocketAddr,
+        worker: usize,
         listener: TcpListener,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -220,6 +244,7 @@ impl Server {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        self.workers.accepted(worker);
                         tokio::spawn(self.clone().serve_connection(addr, stream, peer, stop.clone()));
                     }
                     Err(e) => {
@@ -567,31 +592,52 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     }
 }
 
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+/// Binds a listening socket on `addr` for each of `workers` workers. With
+/// more than one, every socket has `SO_REUSEPORT`, so the kernel spreads
+/// new connections over the workers (and no worker's accept wakes the
+/// others). They are handed over unregistered, for [`Server::serve`] to
+/// register each with its worker's runtime.
+pub async fn bind(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>, ServerError> {
+    let bind_all = || {
+        let first = bind_one(addr, workers > 1)?;
+        // Port 0: the other workers join the port the first one got.
+        let bound = first.local_addr()?;
+        let mut sockets = Vec::with_capacity(workers);
+        sockets.push(first);
+        for _ in 1..workers {
+            sockets.push(bind_one(bound, true)?);
+        }
+        Ok(sockets)
+    };
+    bind_all().map_err(|source| ServerError::Bind { addr, source })
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
         tokio::net::TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
     }
-    .and_then(|s| {
-        s.set_reuseaddr(true)?;
-        s.bind(addr)?;
-        Ok(s)
-    })
-    .map_err(|source| ServerError::Bind { addr, source })?;
-    socket
-        .listen(1024)
-        .map_err(|source| ServerError::Bind { addr, source })
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }
 
-/// Runs `config` until SIGTERM or SIGINT, then shuts down gracefully; a
-/// second signal exits at once.
-pub async fn run(config: Config) -> Result<(), ServerError> {
+/// Runs `config` on `workers` until SIGTERM or SIGINT, then shuts down
+/// gracefully (every worker stops accepting, and all their connections are
+/// waited for); a second signal exits at once.
+pub async fn run(config: Config, workers: Workers) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
     // Installed before the listeners bind: a SIGHUP sent as soon as the proxy
     // answers must reload, not take the default action (exit).
     let hangups = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
-    let server = Server::start(config).await?;
+    let server = Server::start_on(config, workers).await?;
     reload::start(&server, hangups);
     wait_for_stop().await;
     // The timeout of the config running now, which a reload may have changed.

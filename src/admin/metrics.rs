@@ -28,13 +28,15 @@ const SERVER_STATES: [ServerStatus; 7] = [
     ServerStatus::Backup,
 ];
 
-/// Every `sluice_*` metric, as of now.
-pub fn render(shared: &Shared) -> String {
+/// Every `sluice_*` metric, as of now, with `accepted` the connections
+/// each worker has accepted.
+pub fn render(shared: &Shared, accepted: Vec<u64>) -> String {
     let mut registry = Registry::with_prefix("sluice");
     registry.register_collector(Box::new(Scrape {
         snapshot: shared.load(),
         reloads: (shared.reloads_ok.get(), shared.reloads_failed.get()),
         cluster_connected: shared.cluster.as_ref().map(|c| c.is_connected()),
+        accepted,
     }));
     let mut text = String::new();
     // Writing to a String cannot fail.
@@ -48,6 +50,8 @@ struct Scrape {
     reloads: (u64, u64),
     /// `None` without a `[cluster]`.
     cluster_connected: Option<bool>,
+    /// Client connections accepted, by worker.
+    accepted: Vec<u64>,
 }
 
 impl fmt::Debug for Scrape {
@@ -279,6 +283,16 @@ impl Collector for Scrape {
                 ([("result", "ok")], self.reloads.0),
                 ([("result", "failed")], self.reloads.1),
             ],
+        )?;
+        family(
+            &mut encoder,
+            "worker_connections",
+            "Client connections accepted, by worker.",
+            MetricType::Counter,
+            self.accepted
+                .iter()
+                .enumerate()
+                .map(|(worker, &n)| ([("worker", worker.to_string())], n)),
         )?;
         if let Some(connected) = self.cluster_connected {
             encoder

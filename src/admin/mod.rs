@@ -185,7 +185,10 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Full<B
     match route {
         Route::Dashboard => dashboard::page(),
         Route::Metrics => {
-            let mut response = Response::new(Full::new(Bytes::from(metrics::render(shared))));
+            let mut response = Response::new(Full::new(Bytes::from(metrics::render(
+                shared,
+                server.workers.accepted_counts(),
+            ))));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(metrics::CONTENT_TYPE),

@@ -152,9 +152,10 @@ impl Demo {
         })
     }
 
-    /// Starts the backends, prints the story, and runs the proxy (or, with
-    /// `backends_only`, just the backends) until a signal.
-    pub async fn run(self) -> Result<(), DemoError> {
+    /// Starts the backends, prints the story, and runs the proxy on
+    /// `workers` (or, with `backends_only`, just the backends) until a
+    /// signal.
+    pub async fn run(self, workers: crate::workers::Workers) -> Result<(), DemoError> {
         let mut addresses = Vec::with_capacity(self.backends.len());
         for backend in self.backends {
             let addr = backend.addr;
@@ -174,7 +175,7 @@ impl Demo {
             return Ok(());
         }
         print!("{story}");
-        server::run(self.config).await?;
+        server::run(self.config, workers).await?;
         Ok(())
     }
 }

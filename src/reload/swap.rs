@@ -31,7 +31,7 @@ pub(super) async fn apply(server: &Arc<Server>) -> Result<ReloadReport, ReloadEr
         if listening.contains(&listener.listen) {
             continue;
         }
-        match server::bind(listener.listen).await {
+        match server::bind(listener.listen, server.workers.count()).await {
             Ok(socket) => bound.push((listener.listen, socket)),
             Err(ServerError::Bind { addr, source }) => {
                 return Err(ReloadError::Bind {

@@ -127,6 +127,7 @@ impl UpstreamBuilder {
             knobs: Mutex::new(self.knobs),
             requests: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
             unhang: Notify::new(),
         });
         let listener = listen(self.port).await;
@@ -147,6 +148,8 @@ struct Shared {
     knobs: Mutex<Knobs>,
     requests: Mutex<Vec<RecordedRequest>>,
     in_flight: AtomicUsize,
+    /// The most requests ever in flight at once.
+    max_in_flight: AtomicUsize,
     /// Wakes hanging requests when hanging is switched off.
     unhang: Notify,
 }
@@ -246,6 +249,11 @@ impl MockUpstream {
     /// Requests read but not yet answered (delayed or hanging ones).
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most requests this server has ever had in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn set_status(&self, status: u16) {
@@ -375,8 +383,9 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
 struct InFlight<'a>(&'a AtomicUsize);
 
 impl<'a> InFlight<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
+    fn enter(count: &'a AtomicUsize, max: &AtomicUsize) -> Self {
+        let now = count.fetch_add(1, Ordering::SeqCst) + 1;
+        max.fetch_max(now, Ordering::SeqCst);
         InFlight(count)
     }
 }
@@ -392,7 +401,7 @@ async fn handle(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let _in_flight = InFlight::enter(&shared.in_flight);
+    let _in_flight = InFlight::enter(&shared.in_flight, &shared.max_in_flight);
     let (parts, body) = request.into_parts();
     let body = body
         .collect()
