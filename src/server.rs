@@ -265,17 +265,16 @@ impl Server {
             }
             _ => {}
         }
-        let Some(peer) = self
-            .proxy_header(listen, &mut stream, peer, tls.is_none())
-            .await
+        // Boxed, as the TLS handshake and HTTP/2 below: a task is as large as
+        // its largest state, and an idle HTTP/1.1 connection should cost only
+        // what its own loop needs.
+        let Some(peer) =
+            Box::pin(self.proxy_header(listen, &mut stream, peer, tls.is_none())).await
         else {
             return;
         };
         let (stream, sni) = match tls {
             None => (ClientStream::Tcp(stream), None),
-            // The handshake and HTTP/2 are boxed: a task is as large as its
-            // largest state, and an idle HTTP/1.1 connection should cost
-            // only what its own loop needs.
             Some(tls) => match Box::pin(tls.accept(stream)).await {
                 Ok(stream) => {
                     let session = &stream.get_ref().1;

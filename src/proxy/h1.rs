@@ -35,6 +35,7 @@ use super::buffers;
 use super::headers;
 use super::prefixed::Prefixed;
 use super::service::{ConnCtx, ServerWideOptions};
+use super::upgrade::Tunnel;
 use crate::http1::{
     BodyDecoder, BodyKind, Limits, RequestHead, Step, TargetForm, Version, framing,
 };
@@ -402,97 +403,119 @@ pub async fn serve(
                 return Served::Done;
             }
             Err(NoHead::Refuse(status)) => {
-                let response = ctx.refuse(status);
-                let _ = write_response(
-                    &mut reader.stream,
-                    response,
-                    &Method::GET,
-                    true,
-                    Version::Http11,
-                )
-                .await;
+                // Boxed, as the exchange below: rare, and large.
+                let (method, version) = (&Method::GET, Version::Http11);
+                Box::pin(refuse(ctx, &mut reader.stream, status, method, version)).await;
                 let _ = reader.stream.shutdown().await;
                 return Served::Done;
             }
         };
         answered = true;
-        let Some(exchange) = Exchange::begin(&head) else {
-            let response = ctx.refuse(StatusCode::BAD_REQUEST);
-            let _ = write_response(
-                &mut reader.stream,
-                response,
-                &head.method,
-                true,
-                head.version,
-            )
-            .await;
-            let _ = reader.stream.shutdown().await;
-            return Served::Done;
-        };
-        let kind = match framing::request_body(&head) {
-            Ok(kind) => kind,
-            Err(e) => {
-                let response = ctx.refuse(e.request_status());
-                let _ = write_response(
-                    &mut reader.stream,
-                    response,
-                    &head.method,
-                    true,
-                    head.version,
-                )
-                .await;
+        // Boxed: an exchange's future is many times the size of the wait
+        // for a head, and held inline it would stay allocated with every
+        // idle connection's task.
+        match Box::pin(exchange(ctx, &mut reader, head, &stop, &settings)).await {
+            Next::Head => reader.release(),
+            Next::Close => {
                 let _ = reader.stream.shutdown().await;
                 return Served::Done;
             }
-        };
-        let Exchange {
-            request,
-            keep_alive,
-        } = exchange;
-        let method = request.method().clone();
-        let version = head.version;
-        drop(head);
-        reader.start_body(kind, expect_continue(&request));
-        let request = request.map(|()| ClientBody::H1(H1Body(&mut reader)));
-        // Boxed: the exchange's future is large, and held inline it would
-        // stay allocated with every idle connection's task.
-        let handled = Box::pin(ctx.handle(request)).await;
-        if let Some(tunnel) = handled.tunnel {
-            if write_response(
-                &mut reader.stream,
-                handled.response,
-                &method,
-                false,
-                version,
-            )
-            .await
-            .is_err()
-            {
+            Next::Tunnel(tunnel) => {
+                let rest = std::mem::take(&mut reader.buf).freeze();
+                Box::pin(tunnel.run(Prefixed::new(rest, reader.stream))).await;
                 return Served::Done;
             }
-            let rest = std::mem::take(&mut reader.buf).freeze();
-            Box::pin(tunnel.run(Prefixed::new(rest, reader.stream))).await;
-            return Served::Done;
         }
-        let close = !keep_alive
-            || stop.is_set()
-            || !reader.body_done && matches!(reader.continue_, Continue::Owed(_))
-            || headers::connection_has(handled.response.headers(), "close");
+    }
+}
+
+/// What a connection does after an exchange.
+enum Next {
+    /// Read the next request.
+    Head,
+    Close,
+    /// The response was a 101: the connection is this tunnel's now.
+    Tunnel(Tunnel),
+}
+
+/// Serves one request: hands it to the handler with its body read from the
+/// connection, writes the response, and reads past what the handler left
+/// of the body.
+async fn exchange(
+    ctx: &ConnCtx,
+    reader: &mut Reader,
+    head: RequestHead,
+    stop: &Stop,
+    settings: &Settings,
+) -> Next {
+    let Some(exchange) = Exchange::begin(&head) else {
+        let status = StatusCode::BAD_REQUEST;
+        refuse(ctx, &mut reader.stream, status, &head.method, head.version).await;
+        return Next::Close;
+    };
+    let kind = match framing::request_body(&head) {
+        Ok(kind) => kind,
+        Err(e) => {
+            let status = e.request_status();
+            refuse(ctx, &mut reader.stream, status, &head.method, head.version).await;
+            return Next::Close;
+        }
+    };
+    let Exchange {
+        request,
+        keep_alive,
+    } = exchange;
+    let method = request.method().clone();
+    let version = head.version;
+    drop(head);
+    reader.start_body(kind, expect_continue(&request));
+    let request = request.map(|()| ClientBody::H1(H1Body(reader)));
+    let handled = ctx.handle(request).await;
+    if let Some(tunnel) = handled.tunnel {
         let written = write_response(
             &mut reader.stream,
             handled.response,
             &method,
-            close,
+            false,
             version,
         )
         .await;
-        let deadline = Instant::now() + settings.header_timeout;
-        if !matches!(written, Ok(false)) || !reader.drain_body(deadline).await {
-            let _ = reader.stream.shutdown().await;
-            return Served::Done;
-        }
-        reader.release();
+        return match written {
+            Ok(_) => Next::Tunnel(tunnel),
+            Err(_) => Next::Close,
+        };
     }
+    let close = !keep_alive
+        || stop.is_set()
+        || !reader.body_done && matches!(reader.continue_, Continue::Owed(_))
+        || headers::connection_has(handled.response.headers(), "close");
+    let written = write_response(
+        &mut reader.stream,
+        handled.response,
+        &method,
+        close,
+        version,
+    )
+    .await;
+    let deadline = Instant::now() + settings.header_timeout;
+    if matches!(written, Ok(false)) && reader.drain_body(deadline).await {
+        Next::Head
+    } else {
+        Next::Close
+    }
+}
+
+/// Answers a request that cannot be served (`ctx` counts it) and closes:
+/// what follows its head can no longer be framed.
+async fn refuse(
+    ctx: &ConnCtx,
+    stream: &mut ClientStream,
+    status: StatusCode,
+    method: &Method,
+    version: Version,
+) {
+    let response = ctx.refuse(status);
+    let _ = write_response(stream, response, method, true, version).await;
 }
 
 /// Waits for and parses the next request head. `answered`: a response went
