@@ -13,9 +13,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::rt::{Read, Write};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
@@ -23,7 +23,8 @@ use crate::admin::{self, AdminError};
 use crate::config::{Config, canonical};
 use crate::lifecycle::Tracker;
 use crate::proxy::ConnCtx;
-use crate::proxy::client_io::{ClientIo, ConnWatch, REQUEST_TIMEOUT_408};
+use crate::proxy::body::ClientBody;
+use crate::proxy::h1::{self, ClientStream, REQUEST_TIMEOUT_408, Served, Settings, Stop};
 use crate::proxy::headers;
 use crate::proxy_protocol;
 use crate::reload::{self, ReloadState};
@@ -272,7 +273,6 @@ impl Server {
         // graceful shutdown (for at most its handshake_timeout).
         let _token = self.tracker.token();
         let _ = stream.set_nodelay(true);
-        let watch = Arc::new(ConnWatch::default());
         let tls = self.tls_listener(listen);
         let wants_tls = self
             .shared
@@ -290,38 +290,75 @@ impl Server {
             }
             _ => {}
         }
-        let Some(peer) = self
-            .proxy_header(listen, &mut stream, peer, tls.is_none())
-            .await
+        // Boxed, as the TLS handshake and HTTP/2 below: a task is as large as
+        // its largest state, and an idle HTTP/1.1 connection should cost only
+        // what its own loop needs.
+        let Some(peer) =
+            Box::pin(self.proxy_header(listen, &mut stream, peer, tls.is_none())).await
         else {
             return;
         };
-        match tls {
-            None => {
-                if !self.first_byte(listen, &stream).await {
+        let (stream, sni) = match tls {
+            None => (ClientStream::Tcp(stream), None),
+            Some(tls) => match Box::pin(tls.accept(stream)).await {
+                Ok(stream) => {
+                    let session = &stream.get_ref().1;
+                    let sni = session.server_name().map(str::to_ascii_lowercase);
+                    if session.alpn_protocol() == Some(b"h2") {
+                        let io = TokioIo::new(stream);
+                        Box::pin(self.serve_h2(listen, io, peer, Some(sni), removed)).await;
+                        return;
+                    }
+                    (ClientStream::Tls(Box::new(stream)), Some(sni))
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, %listen, error = %e, "TLS handshake failed");
                     return;
                 }
-                let io = TokioIo::new(ClientIo::new(stream, watch.clone()));
-                self.serve_http(listen, io, peer, None, removed, watch)
-                    .await
-            }
-            Some(tls) => match tls.accept(stream).await {
-                Ok(stream) => {
-                    let sni = stream
-                        .get_ref()
-                        .1
-                        .server_name()
-                        .map(str::to_ascii_lowercase);
-                    // ALPN needs no branch here: the auto builder tells h2
-                    // from HTTP/1.1 by the client's preface, which a client
-                    // that negotiated h2 sends first.
-                    let io = TokioIo::new(ClientIo::new(stream, watch.clone()));
-                    self.serve_http(listen, io, peer, Some(sni), removed, watch)
-                        .await;
-                }
-                Err(e) => tracing::debug!(%peer, %listen, error = %e, "TLS handshake failed"),
             },
+        };
+        let Some(ctx) = self.conn_ctx(listen, peer, sni.clone()) else {
+            return;
+        };
+        let cfg = &ctx.listener.cfg;
+        let settings = Settings {
+            limits: crate::http1::Limits {
+                max_head: cfg.max_header_size,
+                max_fields: cfg.max_headers,
+            },
+            header_timeout: cfg.header_timeout,
+            idle_timeout: cfg.idle_timeout,
+        };
+        let stop = Stop {
+            shutdown: self.shutdown.subscribe(),
+            removed: removed.clone(),
+        };
+        let served = h1::serve(&ctx, stream, settings, stop).await;
+        drop(ctx);
+        if let Served::H2(stream) = served {
+            Box::pin(self.serve_h2(listen, TokioIo::new(stream), peer, sni, removed)).await;
         }
+    }
+
+    /// What a connection's requests share about it, from the listener as
+    /// it is now; `None` once a reload removed the listener.
+    fn conn_ctx(
+        &self,
+        listen: SocketAddr,
+        peer: SocketAddr,
+        tls: Option<Option<String>>,
+    ) -> Option<ConnCtx> {
+        let listener = self.shared.load().listener(listen).cloned()?;
+        Some(ConnCtx {
+            shared: self.shared.clone(),
+            listen,
+            peer,
+            peer_ip: headers::ip_value(peer.ip()),
+            tls: tls.is_some(),
+            sni: tls.flatten(),
+            listener,
+            tracker: self.tracker.clone(),
+        })
     }
 
     /// A trusted peer (a load balancer) may start the connection with a
@@ -367,64 +404,25 @@ impl Server {
         }
     }
 
-    /// hyper's header timeout starts once it knows the protocol, which needs
-    /// a first byte: a cleartext client that sends nothing within
-    /// `header_timeout` is answered 408 here. False when the connection is
-    /// done with.
-    async fn first_byte(&self, listen: SocketAddr, stream: &TcpStream) -> bool {
-        let Some(header_timeout) = self
-            .shared
-            .load()
-            .listener(listen)
-            .map(|l| l.cfg.header_timeout)
-        else {
-            return false;
-        };
-        let mut shutdown = self.shutdown.subscribe();
-        let mut first = [0u8; 1];
-        tokio::select! {
-            // `peek`, unlike `readable`, only returns once a byte (or EOF) is there.
-            peeked = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
-                if peeked.is_err() {
-                    let _ = stream.try_write(REQUEST_TIMEOUT_408);
-                    return false;
-                }
-                true
-            }
-            // Nothing was asked yet: nothing to finish.
-            _ = shutdown.wait_for(|s| *s) => false,
-        }
-    }
-
-    /// Serves HTTP/1.1 or HTTP/2 on an accepted (and, with `tls`, decrypted)
+    /// Serves HTTP/2 on an accepted (and, with `tls`, decrypted)
     /// connection. `tls` carries the SNI name the client sent, if any.
-    async fn serve_http<I>(
+    async fn serve_h2<I>(
         self: Arc<Self>,
         listen: SocketAddr,
         io: I,
         peer: SocketAddr,
         tls: Option<Option<String>>,
         mut removed: watch::Receiver<bool>,
-        watch: Arc<ConnWatch>,
     ) where
         I: Read + Write + Unpin + Send + 'static,
     {
-        let snapshot = self.shared.load();
-        let Some(listener) = snapshot.listener(listen).cloned() else {
+        let Some(ctx) = self.conn_ctx(listen, peer, tls) else {
             return;
         };
-        let cfg = &listener.cfg;
+        let cfg = &ctx.listener.cfg;
         let idle_timeout = cfg.idle_timeout;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
-            .http1()
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(cfg.header_timeout)
-            .max_buf_size(cfg.max_header_size.max(8192))
-            .max_headers(cfg.max_headers);
-        builder
-            .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
             .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX))
@@ -432,31 +430,22 @@ impl Server {
             .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
-        let ctx = Arc::new(ConnCtx {
-            shared: self.shared.clone(),
-            listen,
-            peer,
-            peer_ip: headers::ip_value(peer.ip()),
-            tls: tls.is_some(),
-            sni: tls.flatten(),
-            listener,
-            tracker: self.tracker.clone(),
-            watch: watch.clone(),
-        });
-        drop(snapshot);
+        let ctx = Arc::new(ctx);
         let activity = Arc::new(Activity::new());
         let service = {
             let activity = activity.clone();
-            service_fn(move |req| {
+            service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let ctx = ctx.clone();
                 let open = activity.open();
                 async move {
-                    let response = ctx.handle(req).await;
+                    let req = req.map(ClientBody::H2);
+                    // HTTP/2 has no Upgrade: no tunnel comes back.
+                    let response = ctx.handle(req).await.response;
                     Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
                 }
             })
         };
-        let conn = builder.serve_connection_with_upgrades(io, service);
+        let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
         // The reasons to close gracefully are watched on a task of their
         // own: polled next to `conn`, they would be polled again at every
@@ -474,18 +463,13 @@ impl Server {
         let reason = tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
-                        // The socket, still owned by `conn`, answers as it drops.
-                        watch.header_timed_out();
-                    }
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
                 return;
             }
             Ok(reason) = &mut closing => reason,
         };
-        // HTTP/1.1 closes an idle keep-alive connection; HTTP/2 sends GOAWAY
-        // and lets open streams finish.
+        // GOAWAY, and open streams finish.
         tracing::debug!(%peer, reason, "closing client connection gracefully");
         conn.as_mut().graceful_shutdown();
         let _ = conn.await;

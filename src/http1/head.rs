@@ -213,6 +213,14 @@ impl RequestHead {
         std::str::from_utf8(self.target.get(&self.fields.bytes)).unwrap_or_default()
     }
 
+    /// The request target as bytes shared with the head, for a `Uri`
+    /// that needs no copy.
+    pub fn target_bytes(&self) -> Bytes {
+        self.fields
+            .bytes
+            .slice(self.target.start as usize..self.target.end as usize)
+    }
+
     pub fn target_form(&self) -> TargetForm<'_> {
         target_form(self.target())
     }
@@ -233,7 +241,9 @@ impl RequestHead {
                 window(buf, limits),
                 slots,
             );
-            let Some(len) = complete(parsed, buf, limits)? else {
+            let Some(len) =
+                complete(parsed, buf, limits).map_err(|e| version_or_malformed(e, buf))?
+            else {
                 return Ok(None);
             };
             let version = Version::from_minor(req.version)?;
@@ -294,6 +304,29 @@ impl ResponseHead {
             version,
             fields: Fields { bytes, spans },
         }))
+    }
+}
+
+/// A version error only for a request line whose third part is an HTTP
+/// version (`HTTP/2.0`); anything else there (a PROXY protocol header sent
+/// to a listener that does not expect one) is just malformed. httparse stops
+/// at the first byte that is not `HTTP/1.`, so the part it saw decides the
+/// same way however the head was split into reads.
+fn version_or_malformed(err: HeadError, buf: &[u8]) -> HeadError {
+    if err != HeadError::Version {
+        return err;
+    }
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = buf[start..]
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default();
+    match line.splitn(3, |&b| b == b' ').nth(2) {
+        Some(version) if version.starts_with(b"HTTP/") => err,
+        _ => HeadError::Malformed(httparse::Error::Version),
     }
 }
 
@@ -523,6 +556,12 @@ mod tests {
         assert_eq!(
             parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap_err(),
             HeadError::Version
+        );
+        assert_eq!(
+            parse(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\nGET / HTTP/1.1\r\n\r\n")
+                .unwrap_err()
+                .status(),
+            StatusCode::BAD_REQUEST
         );
     }
 

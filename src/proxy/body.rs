@@ -22,6 +22,8 @@ use hyper::body::Incoming;
 use super::access::AccessEntry;
 use super::client::{UpstreamBody, UpstreamError};
 use super::conn::Conn;
+use super::h1::H1Body;
+use crate::http1::ChunkError;
 use crate::runtime::{ServerState, UpstreamState};
 
 /// Request bodies up to this size are held in memory, so a request whose
@@ -38,13 +40,60 @@ pub enum RequestBodyError {
     TooLarge,
     #[error("reading the request body: {0}")]
     Client(#[source] hyper::Error),
+    #[error("reading the request body: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("request body framing: {0}")]
+    Framing(#[from] ChunkError),
+    #[error("client closed the connection before its body ended")]
+    Truncated,
+    #[error("malformed trailer field")]
+    Trailer,
     #[error("request body length differs from its Content-Length")]
     LengthMismatch,
 }
 
+/// The client's body as its protocol delivers it: hyper's over HTTP/2,
+/// read from the connection itself by sluice's HTTP/1.1 engine.
+#[derive(Debug)]
+pub enum ClientBody<'a> {
+    H2(Incoming),
+    H1(H1Body<'a>),
+}
+
+impl Body for ClientBody<'_> {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        match self.get_mut() {
+            ClientBody::H2(incoming) => Pin::new(incoming)
+                .poll_frame(cx)
+                .map_err(RequestBodyError::Client),
+            ClientBody::H1(body) => body.poll(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::H2(incoming) => incoming.is_end_stream(),
+            ClientBody::H1(body) => body.is_end(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::H2(incoming) => incoming.size_hint(),
+            ClientBody::H1(body) => body.size_hint(),
+        }
+    }
+}
+
 /// The body sent upstream.
 #[derive(Debug)]
-pub enum RequestBody {
+pub enum RequestBody<'a> {
     /// Buffered bytes (empty for bodiless requests), so the request can be
     /// sent again on a retry.
     Full(Option<Bytes>),
@@ -53,12 +102,12 @@ pub enum RequestBody {
     /// `inner` while trying to buffer it, sent first.
     Stream {
         prefix: VecDeque<Frame<Bytes>>,
-        inner: Incoming,
+        inner: ClientBody<'a>,
         remaining: Option<u64>,
     },
 }
 
-impl RequestBody {
+impl<'a> RequestBody<'a> {
     pub fn empty() -> Self {
         RequestBody::Full(None)
     }
@@ -67,9 +116,9 @@ impl RequestBody {
     /// so it can be retried; otherwise streams it. `max_body_size` is
     /// enforced on the buffered part too.
     pub async fn buffer(
-        mut inner: Incoming,
+        mut inner: ClientBody<'a>,
         max_body_size: Option<u64>,
-    ) -> Result<RequestBody, RequestBodyError> {
+    ) -> Result<RequestBody<'a>, RequestBodyError> {
         use http_body_util::BodyExt as _;
 
         let stream = |prefix, inner, used: u64| RequestBody::Stream {
@@ -90,7 +139,7 @@ impl RequestBody {
         let mut prefix = VecDeque::new();
         let mut len = 0u64;
         while let Some(frame) = inner.frame().await {
-            let frame = frame.map_err(RequestBodyError::Client)?;
+            let frame = frame?;
             let is_data = frame.is_data();
             if let Some(data) = frame.data_ref() {
                 len += data.len() as u64;
@@ -116,7 +165,7 @@ impl RequestBody {
     }
 }
 
-impl Body for RequestBody {
+impl Body for RequestBody<'_> {
     type Data = Bytes;
     type Error = RequestBodyError;
 
@@ -137,7 +186,7 @@ impl Body for RequestBody {
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
                 let frame = match frame {
                     None => return Poll::Ready(None),
-                    Some(Err(e)) => return Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                     Some(Ok(frame)) => frame,
                 };
                 if let (Some(left), Some(data)) = (remaining.as_mut(), frame.data_ref()) {

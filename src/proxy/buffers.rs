@@ -1,4 +1,5 @@
-//! Copy buffers for tunnels, kept on a per-thread free list.
+//! Copy buffers for tunnels, and read buffers for HTTP/1.1 client
+//! connections, kept on per-thread free lists.
 //!
 //! A tunnel holds a buffer only while bytes move through it: it takes one to
 //! read into and gives it back as soon as a read would block with nothing
@@ -11,6 +12,8 @@
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 
+use bytes::BytesMut;
+
 /// Bytes read at most at once: large enough that a bulk transfer costs few
 /// system calls, small enough that a few hundred busy tunnels fit in cache.
 pub const SIZE: usize = 16 * 1024;
@@ -20,6 +23,32 @@ const KEEP: usize = 64;
 
 thread_local! {
     static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static FREE_READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A read buffer of at least [`SIZE`] bytes' capacity, empty, from this
+/// thread's free list or new. A client connection takes one when bytes
+/// arrive and gives it back with [`give_back`] once its exchange is over.
+pub fn take_read() -> BytesMut {
+    FREE_READ
+        .with(|free| free.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(SIZE))
+}
+
+/// Returns a read buffer to the free list, if its whole allocation is free
+/// again (a head or body split off it and still alive keeps it) and it did
+/// not grow for a large head; otherwise it is simply freed.
+pub fn give_back(mut buf: BytesMut) {
+    buf.clear();
+    if buf.capacity() > 4 * SIZE || !buf.try_reclaim(SIZE) {
+        return;
+    }
+    let _ = FREE_READ.try_with(|free| {
+        let mut free = free.borrow_mut();
+        if free.len() < KEEP {
+            free.push(buf);
+        }
+    });
 }
 
 /// A [`SIZE`]-byte buffer that returns to its thread's free list when
@@ -76,6 +105,28 @@ mod tests {
         drop(first);
         let second = Buffer::take();
         assert_eq!(second.as_ptr(), address, "the freed buffer was not reused");
+    }
+
+    #[test]
+    fn a_read_buffer_comes_back_once_nothing_shares_it() {
+        let mut buf = take_read();
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let head = buf.split_to(8).freeze();
+        give_back(buf);
+        assert!(
+            FREE_READ.with(|free| free.borrow().is_empty()),
+            "taken back while shared"
+        );
+        drop(head);
+        let mut buf = take_read();
+        buf.extend_from_slice(b"x");
+        let address = buf.as_ptr();
+        give_back(buf);
+        assert_eq!(
+            take_read().as_ptr(),
+            address,
+            "the freed buffer was not reused"
+        );
     }
 
     #[test]

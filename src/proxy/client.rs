@@ -90,7 +90,7 @@ pub async fn send_request(
     method: &Method,
     target: &str,
     mut headers: HeaderMap,
-    body: &mut RequestBody,
+    body: &mut RequestBody<'_>,
 ) -> Result<Sent, SendError> {
     let outgoing = if body.is_end_stream() {
         None
@@ -156,7 +156,7 @@ impl Sending {
     fn poll(
         &mut self,
         conn: &mut Conn,
-        body: &mut RequestBody,
+        body: &mut RequestBody<'_>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<bool, SendError>> {
         loop {

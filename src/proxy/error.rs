@@ -44,9 +44,7 @@ impl ProxyError {
             | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RequestBody(RequestBodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::RequestBody(
-                RequestBodyError::Client(_) | RequestBodyError::LengthMismatch,
-            ) => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 

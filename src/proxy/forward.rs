@@ -14,12 +14,12 @@ use crate::balance::{self, PickCtx, queue};
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
 
 /// A request ready to go upstream: headers already rewritten.
-pub struct Outbound {
+pub struct Outbound<'a> {
     pub method: Method,
     /// Origin-form target.
     pub uri: Uri,
     pub headers: HeaderMap,
-    pub body: RequestBody,
+    pub body: RequestBody<'a>,
     pub client_ip: std::net::IpAddr,
     /// The server a sticky cookie binds this request to: tried first, and
     /// allowed even while it drains.
@@ -51,7 +51,7 @@ fn is_idempotent(method: &Method) -> bool {
 /// idempotent and its body is still at hand (buffered, or not yet sent). No
 /// response byte has reached the client at this point: the response head is
 /// returned from here, never streamed before.
-pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound) -> Result<Served, ProxyError> {
+pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound<'_>) -> Result<Served, ProxyError> {
     let idempotent = is_idempotent(&out.method);
     let tries = up.cfg.tries.get();
     let mut tried = Tried::default();
@@ -255,9 +255,9 @@ fn note_failure(up: &UpstreamRt, server: &ServerRt, reason: &str) {
 async fn attempt(
     up: &UpstreamRt,
     server: &ServerRt,
-    out: &Outbound,
+    out: &Outbound<'_>,
     headers: HeaderMap,
-    body: &mut Option<RequestBody>,
+    body: &mut Option<RequestBody<'_>>,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     // Connecting is boxed: its future (a TLS handshake's included) is large,
     // and held inline it would make every request's future that large, to

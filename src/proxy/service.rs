@@ -1,5 +1,6 @@
-//! One connection's request handler: everything between hyper handing over a
-//! request and handing back a response.
+//! One connection's request handler: everything between a request head
+//! arriving (from sluice's HTTP/1.1 engine, or hyper's HTTP/2 server) and
+//! the response going back.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -8,12 +9,9 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 
 use super::access::AccessEntry;
-use super::body::{Finish, RequestBody, ResponseBody};
-use super::client_io::ConnWatch;
+use super::body::{ClientBody, Finish, RequestBody, ResponseBody};
 use super::error::ProxyError;
 use super::forward::{Outbound, Served, forward};
 use super::headers::{self, Forwarded};
@@ -39,8 +37,28 @@ pub struct ConnCtx {
     pub listener: Arc<ListenerRt>,
     /// Graceful shutdown waits for the tunnels this connection opens.
     pub tracker: Tracker,
-    /// What the socket saw that hyper does not tell.
-    pub watch: Arc<ConnWatch>,
+}
+
+/// Marks an `OPTIONS` request whose target was in absolute form with no
+/// path (`OPTIONS http://a.test`): it asks about the server as a whole.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerWideOptions;
+
+/// What handling a request gives back: the response, and for an upgrade
+/// the upstream accepted, the tunnel to run once the response is written
+/// (HTTP/1.1 only: HTTP/2 has no `Upgrade`, RFC 9113 §8.6).
+pub struct Handled {
+    pub response: Response<ResponseBody>,
+    pub tunnel: Option<Tunnel>,
+}
+
+impl From<Response<ResponseBody>> for Handled {
+    fn from(response: Response<ResponseBody>) -> Self {
+        Handled {
+            response,
+            tunnel: None,
+        }
+    }
 }
 
 /// A request refused before it could reach a server.
@@ -52,7 +70,17 @@ struct Refusal {
 }
 
 impl ConnCtx {
-    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    /// A request refused before it was read whole (a malformed head, framing
+    /// sluice does not accept): counted as the listener's answer, and the
+    /// connection closes after it.
+    pub fn refuse(&self, status: StatusCode) -> Response<ResponseBody> {
+        let snapshot = self.shared.load();
+        let listener = snapshot.listener(self.listen).unwrap_or(&self.listener);
+        tracing::debug!(peer = %self.peer, status = status.as_u16(), "request refused");
+        local_answer(listener, None, status, true)
+    }
+
+    pub async fn handle(&self, req: Request<ClientBody<'_>>) -> Handled {
         let started = Instant::now();
         // The one snapshot load of this request.
         let snapshot = self.shared.load();
@@ -72,23 +100,11 @@ impl ConnCtx {
             })
         });
 
-        let index = self.watch.next_request();
-        let validated = if self.watch.ambiguous(index) {
-            // hyper dropped the Content-Length it saw next to
-            // Transfer-Encoding, or the tab around a transfer coding.
-            Err(Refusal {
-                status: StatusCode::BAD_REQUEST,
-                reason: "ambiguous framing",
-                close: true,
-            })
-        } else {
-            validate(&req, &listener)
-        };
-        let host = match validated {
+        let host = match validate(&req, &listener) {
             Ok(host) => host,
             Err(refusal) => {
                 tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
-                return local_answer(&listener, entry, refusal.status, refusal.close);
+                return local_answer(&listener, entry, refusal.status, refusal.close).into();
             }
         };
         let host_name = host_name(&host);
@@ -99,10 +115,10 @@ impl ConnCtx {
             // handshake for (HTTP/2 coalescing, or a forged Host): 421 tells
             // it to open a connection for that host.
             tracing::debug!(peer = %self.peer, %sni, host = %host_name, "request host does not match SNI");
-            return local_answer(&listener, entry, StatusCode::MISDIRECTED_REQUEST, false);
+            return local_answer(&listener, entry, StatusCode::MISDIRECTED_REQUEST, false).into();
         }
         let Some(upstream) = listener.route(&host_name, req.uri().path()).cloned() else {
-            return local_answer(&listener, entry, StatusCode::NOT_FOUND, false);
+            return local_answer(&listener, entry, StatusCode::NOT_FOUND, false).into();
         };
         if let Some(entry) = &mut entry {
             entry.upstream = Some(upstream.name.clone());
@@ -111,17 +127,14 @@ impl ConnCtx {
         let trusted = &snapshot.config.global.trusted_proxies;
         let peer_ip = self.peer.ip();
         let client_ip = headers::client_ip(peer_ip, req.headers(), trusted);
-        // Upgrade is HTTP/1.1 only (HTTP/2 forbids it); the client side of a
-        // tunnel must be claimed before the request is taken apart.
+        // Upgrade is HTTP/1.1 only (HTTP/2 forbids it).
         let h1_upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
         let upgrade = if h1_upgrade {
-            req.headers()
-                .get(header::UPGRADE)
-                .cloned()
-                .map(|protocol| (protocol, hyper::upgrade::on(&mut req)))
+            req.headers().get(header::UPGRADE).cloned()
         } else {
             None
         };
+        let server_wide = req.extensions().get::<ServerWideOptions>().is_some();
         let (parts, body) = req.into_parts();
         let binding = upstream
             .sticky
@@ -147,8 +160,7 @@ impl ConnCtx {
         let result = match RequestBody::buffer(body, listener.cfg.max_body_size).await {
             Ok(body) => {
                 let out = Outbound {
-                    uri: if parts.method == Method::OPTIONS && self.watch.options_server_wide(index)
-                    {
+                    uri: if parts.method == Method::OPTIONS && server_wide {
                         // `OPTIONS http://a.test` asks about the server as a
                         // whole: origin form `*` (RFC 9112 §3.2.4).
                         Uri::from_static("*")
@@ -179,17 +191,15 @@ impl ConnCtx {
         match result {
             Ok(served) if served.response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let accepted =
-                    upgrade.filter(|(protocol, _)| upgrade::accepted(protocol, &served.response));
+                    upgrade.filter(|protocol| upgrade::accepted(protocol, &served.response));
                 match accepted {
-                    Some((_, client)) => {
-                        self.tunnel(&listener, &upstream, served, client, binding, entry)
-                    }
+                    Some(_) => self.tunnel(&listener, &upstream, served, binding, entry),
                     None => {
                         // A switch nobody asked for: the connection is no
                         // longer HTTP, so it is dropped, not pooled.
                         let server = &upstream.servers[served.server].cfg.address;
                         tracing::warn!(upstream = %upstream.name, %server, "upstream switched protocols without a matching Upgrade request");
-                        local_answer(&listener, entry, StatusCode::BAD_GATEWAY, false)
+                        local_answer(&listener, entry, StatusCode::BAD_GATEWAY, false).into()
                     }
                 }
             }
@@ -211,7 +221,7 @@ impl ConnCtx {
                     keepalive_timeout: upstream.cfg.keepalive_timeout,
                     log,
                 };
-                Response::from_parts(head, ResponseBody::upstream(incoming, finish))
+                Response::from_parts(head, ResponseBody::upstream(incoming, finish)).into()
             }
             Err(err) => {
                 let status = err.status();
@@ -221,7 +231,7 @@ impl ConnCtx {
                     tracing::warn!(upstream = %upstream.name, error = %err, status = status.as_u16(), "request failed");
                 }
                 let close = matches!(err, ProxyError::RequestBody(_));
-                local_answer(&listener, entry, status, close)
+                local_answer(&listener, entry, status, close).into()
             }
         }
     }
@@ -248,26 +258,25 @@ impl ConnCtx {
         }
     }
 
-    /// Answers 101 and hands both connections to an upgrade tunnel once
-    /// hyper has switched them. The request's lease ends here; the tunnel is
-    /// counted on the server instead. A WebSocket handshake binds a sticky
-    /// client like any response.
+    /// Answers 101 with the tunnel the connection runs once the 101 is
+    /// written. The request's lease ends here; the tunnel is counted on the
+    /// server instead. A WebSocket handshake binds a sticky client like any
+    /// response.
     fn tunnel(
         &self,
         listener: &ListenerRt,
         upstream: &UpstreamRt,
         served: Served,
-        client: OnUpgrade,
         binding: Binding,
         entry: Option<Box<AccessEntry>>,
-    ) -> Response<ResponseBody> {
+    ) -> Handled {
         let server = &upstream.servers[served.server];
         let protocol = upgrade::protocol(&served.response);
         let (mut head, body) = served.response.into_parts();
         let Some(upstream_io) = body.into_upgraded() else {
             // The body of a 101 has not been read, so its connection is
             // there; this is the answer should that ever change.
-            return local_answer(listener, entry, StatusCode::BAD_GATEWAY, false);
+            return local_answer(listener, entry, StatusCode::BAD_GATEWAY, false).into();
         };
         headers::strip_hop_by_hop(&mut head.headers, true);
         head.headers
@@ -275,23 +284,24 @@ impl ConnCtx {
         self.bind_cookie(upstream, binding, served.server, &mut head.headers);
         server.state.responses.record(head.status.as_u16());
         listener.responses.record(head.status.as_u16());
-        Tunnel {
-            client,
-            upstream: upstream_io,
-            rules: Rules {
+        let tunnel = Tunnel::open(
+            upstream_io,
+            Rules {
                 server: server.state.clone(),
                 protocol,
                 websocket: upstream.cfg.websocket,
                 idle_timeout: listener.cfg.idle_timeout,
             },
-            token: self.tracker.token(),
-            log: entry.map(|mut entry| {
+            self.tracker.token(),
+            entry.map(|mut entry| {
                 entry.server = Some(server.cfg.address.clone());
                 entry
             }),
+        );
+        Handled {
+            response: Response::from_parts(head, ResponseBody::empty()),
+            tunnel: Some(tunnel),
         }
-        .spawn();
-        Response::from_parts(head, ResponseBody::empty())
     }
 }
 
@@ -312,21 +322,13 @@ fn local_answer(
 
 /// Checks what hyper lets through but the contract refuses, and returns the
 /// request's host (the `Host` header, or `:authority` over HTTP/2).
-fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValue, Refusal> {
+fn validate<B>(req: &Request<B>, listener: &ListenerRt) -> Result<HeaderValue, Refusal> {
     let refuse = |status, reason| Refusal {
         status,
         reason,
         close: true,
     };
     let headers = req.headers();
-    if listener.cfg.max_header_size < HYPER_MIN_BUF_SIZE
-        && head_size(req) > listener.cfg.max_header_size
-    {
-        return Err(refuse(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head over max_header_size",
-        ));
-    }
     let te = headers.get_all(header::TRANSFER_ENCODING);
     if te.iter().next().is_some() {
         if headers.contains_key(header::CONTENT_LENGTH) {
@@ -409,24 +411,6 @@ fn validate(req: &Request<Incoming>, listener: &ListenerRt) -> Result<HeaderValu
         }
         None => Err(refuse(StatusCode::BAD_REQUEST, "no Host header")),
     }
-}
-
-/// hyper's smallest HTTP/1.1 read buffer. The server sets its buffer to
-/// `max_header_size` and answers 431 itself when a head does not fit, but
-/// cannot go below this, so smaller limits are checked here.
-const HYPER_MIN_BUF_SIZE: usize = 8192;
-
-/// The request head's size on the wire (HTTP/1.1 form): request line, each
-/// `name: value` line, and the blank line.
-fn head_size(req: &Request<Incoming>) -> usize {
-    let request_line =
-        req.method().as_str().len() + req.uri().to_string().len() + " HTTP/1.1\r\n".len() + 1;
-    let fields: usize = req
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
-        .sum();
-    request_line + fields + "\r\n".len()
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -3,8 +3,8 @@
 //! connections stop being HTTP and [`relay`] copies bytes both ways.
 //!
 //! A tunnel counts in its server's `tunnels` (not `in_flight`: the request's
-//! lease ends at the 101), holds a shutdown [`Token`] because hyper's graceful
-//! shutdown does not know upgraded connections, and is not cut by a reload.
+//! lease ends at the 101), holds a shutdown [`Token`] so graceful shutdown
+//! waits for it as for a request, and is not cut by a reload.
 //! Two things end it from outside, watched by a task of its own so the copy
 //! loop only polls a channel:
 //! - its server's drain deadline passing: a WebSocket gets Close frames
@@ -22,8 +22,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
@@ -91,53 +89,58 @@ pub struct Rules {
     pub idle_timeout: Duration,
 }
 
-/// Everything a tunnel needs once the 101 has been decided on.
+/// Everything a tunnel needs once the 101 has been decided on, but the
+/// client's side, which the client connection brings once the 101 is
+/// written.
 pub struct Tunnel {
-    pub client: OnUpgrade,
-    pub upstream: Prefixed<Conn>,
-    pub rules: Rules,
-    pub token: Token,
+    upstream: Prefixed<Conn>,
+    rules: Rules,
+    token: Token,
     /// Logged with the 101 when the tunnel closes.
-    pub log: Option<Box<AccessEntry>>,
+    log: Option<Box<AccessEntry>>,
+    guard: TunnelGuard,
 }
 
 impl Tunnel {
-    /// Runs the tunnel on its own task; it is counted from now on.
-    pub fn spawn(self) {
-        let guard = TunnelGuard::open(self.rules.server.clone());
-        tokio::spawn(async move {
-            let _guard = guard;
-            let end = self.run().await;
-            tracing::debug!(?end, "tunnel closed");
-        });
-    }
-
-    async fn run(self) -> TunnelEnd {
-        let Tunnel {
-            client,
+    /// A tunnel about to open: counted on its server from now on, so the
+    /// count is right by the time the client sees the 101.
+    pub fn open(
+        upstream: Prefixed<Conn>,
+        rules: Rules,
+        token: Token,
+        log: Option<Box<AccessEntry>>,
+    ) -> Tunnel {
+        Tunnel {
+            guard: TunnelGuard::open(rules.server.clone()),
             upstream,
             rules,
             token,
             log,
+        }
+    }
+
+    /// Relays between `client` (the client's connection, with what it sent
+    /// past its request put back in front) and the server until the tunnel
+    /// ends.
+    pub async fn run<C>(self, client: C)
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Tunnel {
+            upstream,
+            rules,
+            token,
+            log,
+            guard,
         } = self;
-        let client = match client.await {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::debug!(%error, "upgrade did not complete");
-                return TunnelEnd {
-                    down: 0,
-                    up: 0,
-                    clean: false,
-                };
-            }
-        };
-        let end = supervise(TokioIo::new(client), upstream, &rules, &token).await;
+        let end = supervise(client, upstream, &rules, &token).await;
         if let Some(entry) = log {
             entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
         }
+        tracing::debug!(?end, "tunnel closed");
         // Held until the line is logged, so shutdown waits for it.
         drop(token);
-        end
+        drop(guard);
     }
 }
 
