@@ -385,7 +385,10 @@ impl UpstreamBody {
     /// The connection after a 101, the bytes the server sent past its head
     /// put back in front: the start of the tunnel.
     pub fn into_upgraded(mut self) -> Option<Prefixed<Conn>> {
-        let leftover = std::mem::take(&mut self.buf).freeze();
+        // Copied out (usually empty), so the tunnel does not keep the whole
+        // read buffer alive for its life.
+        let leftover = Bytes::copy_from_slice(&self.buf);
+        self.buf = BytesMut::new();
         self.conn.take().map(|conn| Prefixed::new(leftover, conn))
     }
 

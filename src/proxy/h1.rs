@@ -421,7 +421,12 @@ pub async fn serve(
                 return Served::Done;
             }
             Next::Tunnel(tunnel) => {
-                let rest = std::mem::take(&mut reader.buf).freeze();
+                // What the client sent behind its upgrade request (usually
+                // nothing) is copied out, so the read buffer goes back to the
+                // free list: an idle tunnel holds no buffer.
+                let rest = Bytes::copy_from_slice(&reader.buf);
+                reader.buf.clear();
+                reader.release();
                 Box::pin(tunnel.run(Prefixed::new(rest, reader.stream))).await;
                 return Served::Done;
             }
