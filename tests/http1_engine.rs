@@ -141,3 +141,26 @@ async fn a_body_left_unread_by_a_refusal_does_not_break_the_next_request() {
     assert!(response.contains("HTTP/1.1 200 OK"), "{response}");
     assert_eq!(a.count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluices_own_answers_carry_a_date() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(
+        &Config::new()
+            .listener_with(|l| l.route(|r| r.set("path_prefix", "/app/").set("upstream", "web")))
+            .upstream("web", |u| u.server(&a))
+            .toml(),
+    )
+    .await;
+    let response = until_close(
+        &proxy,
+        b"GET /elsewhere HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 404 "), "{response}");
+    let date = response
+        .lines()
+        .find_map(|line| line.strip_prefix("date: "))
+        .unwrap_or_else(|| panic!("no Date in {response:?}"));
+    assert!(date.ends_with(" GMT"), "{date}");
+}

@@ -11,6 +11,7 @@
 
 pub mod body;
 pub mod chunked;
+pub mod date;
 pub mod framing;
 pub mod fuzzing;
 pub mod head;

@@ -688,6 +688,11 @@ async fn write_response(
         close = true;
         Framing::Plain
     };
+    if !parts.headers.contains_key(header::DATE) {
+        parts
+            .headers
+            .insert(header::DATE, crate::http1::date::now());
+    }
     if status != StatusCode::SWITCHING_PROTOCOLS {
         if close {
             parts
