@@ -182,17 +182,7 @@ mod tests {
         config::parse(text, Path::new("sluice.toml")).expect("valid test config")
     }
 
-    const BASE: &str = r#"
-[[listener]]
-listen = "127.0.0.1:18080"
-upstream = "web"
-
-[upstream.web]
-[[upstream.web.server]]
-address = "127.0.0.1:19001"
-[[upstream.web.server]]
-address = "127.0.0.1:19002"
-"#;
+    use crate::reload::TEST_CONFIG as BASE;
 
     #[test]
     fn report_names_what_changed() {

@@ -15,6 +15,22 @@ mod diff;
 mod swap;
 mod watch;
 
+/// The config the reload unit tests start from: one listener on
+/// 127.0.0.1:18080 (its `listen` value at line 3, column 10) in front of
+/// two servers.
+#[cfg(test)]
+const TEST_CONFIG: &str = r#"
+[[listener]]
+listen = "127.0.0.1:18080"
+upstream = "web"
+
+[upstream.web]
+[[upstream.web.server]]
+address = "127.0.0.1:19001"
+[[upstream.web.server]]
+address = "127.0.0.1:19002"
+"#;
+
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;

@@ -101,17 +101,7 @@ fn listen_position(text: &str, addr: SocketAddr) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
 
-    const BASE: &str = r#"
-[[listener]]
-listen = "127.0.0.1:18080"
-upstream = "web"
-
-[upstream.web]
-[[upstream.web.server]]
-address = "127.0.0.1:19001"
-[[upstream.web.server]]
-address = "127.0.0.1:19002"
-"#;
+    use crate::reload::TEST_CONFIG as BASE;
 
     #[test]
     fn bind_error_points_at_the_listen_line() {
