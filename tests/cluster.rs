@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde_json::Value;
 use support::redis::Redis;
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
 /// Generous: a loaded two-core machine runs these next to other builds.
 const WAIT: Duration = Duration::from_secs(15);
@@ -25,40 +25,42 @@ struct Tier {
     b: String,
 }
 
-/// `N` ports free a moment ago, all different (separate calls of
-/// `free_port` may return the same one).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let held: [std::net::TcpListener; N] = std::array::from_fn(|_| {
-        std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port")
-    });
-    held.map(|l| l.local_addr().unwrap().port())
-}
-
 fn tier(redis: &Redis, servers: &[&MockUpstream]) -> Tier {
-    let [a_admin, a_port, b_admin, b_port] = free_ports();
-    let instance = |name: &str, admin: u16, port: u16| {
-        format!(
-            "[global]\ntrusted_proxies = [\"127.0.0.1\"]\n\n\
-             [cluster]\nredis = \"{url}\"\ninstance = \"{name}\"\nheartbeat = \"{beat}ms\"\n\n\
-             [admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
-             [[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"web\"\n\
-             [[listener.route]]\npath_prefix = \"/hash/\"\nupstream = \"hashed\"\n\
-             [[listener.route]]\npath_prefix = \"/ip/\"\nupstream = \"by_ip\"\n\n\
-             [upstream.web]\nmax_fails = 0\n\
-             [upstream.web.sticky]\ncookie = \"sid\"\nsecret = \"one secret for the tier\"\n\
-             {web}\n\
-             [upstream.hashed]\nbalance = \"hash\"\nhash_key = \"uri\"\n{hashed}\n\
-             [upstream.by_ip]\nbalance = \"ip_hash\"\n{by_ip}",
-            url = redis.url(),
-            beat = HEARTBEAT.as_millis(),
-            web = server_entries("web", servers),
-            hashed = server_entries("hashed", servers),
-            by_ip = server_entries("by_ip", servers),
-        )
+    let instance = |name: &str| {
+        Config::new()
+            .global("trusted_proxies", ["127.0.0.1"])
+            .set("cluster", "redis", redis.url())
+            .set("cluster", "instance", name)
+            .set(
+                "cluster",
+                "heartbeat",
+                format!("{}ms", HEARTBEAT.as_millis()),
+            )
+            .admin()
+            .listener_with(|l| {
+                l.set("upstream", "web")
+                    .route(|r| r.set("path_prefix", "/hash/").set("upstream", "hashed"))
+                    .route(|r| r.set("path_prefix", "/ip/").set("upstream", "by_ip"))
+            })
+            .upstream("web", |u| {
+                u.set("max_fails", 0)
+                    .table_with("sticky", |s| {
+                        s.set("cookie", "sid")
+                            .set("secret", "one secret for the tier")
+                    })
+                    .servers(servers)
+            })
+            .upstream("hashed", |u| {
+                u.set("balance", "hash")
+                    .set("hash_key", "uri")
+                    .servers(servers)
+            })
+            .upstream("by_ip", |u| u.set("balance", "ip_hash").servers(servers))
+            .toml()
     };
     Tier {
-        a: instance("a", a_admin, a_port),
-        b: instance("b", b_admin, b_port),
+        a: instance("a"),
+        b: instance("b"),
     }
 }
 

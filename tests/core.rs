@@ -8,13 +8,6 @@ use std::time::Duration;
 
 use support::{client::*, config::*, proxy::*, upstream::*};
 
-/// A listener in front of upstream `web`, which holds `servers`.
-fn config(servers: &[&MockUpstream]) -> Config {
-    Config::new()
-        .listener("web")
-        .upstream("web", |u| u.servers(servers))
-}
-
 /// Who served each of `n` requests to `/`, sent one after another.
 async fn served(proxy: &Proxy, n: usize) -> Vec<String> {
     served_by(&Client::new(), &proxy.url("/"), n).await
@@ -25,7 +18,7 @@ async fn round_robin_takes_turns_in_config_order() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
     let c = MockUpstream::named("c").start().await;
-    let proxy = Proxy::start(&config(&[&a, &b, &c]).toml()).await;
+    let proxy = Proxy::start(&Config::web(&[&a, &b, &c]).toml()).await;
 
     assert_eq!(served(&proxy, 6).await, ["a", "b", "c", "a", "b", "c"]);
 }
@@ -132,8 +125,8 @@ async fn worker_threads_sizes_the_runtime() {
             .map(|d| d.count())
             .unwrap_or(0)
     };
-    let few = Proxy::start(&config(&[&a]).global("worker_threads", 1).toml()).await;
-    let many = Proxy::start(&config(&[&a]).global("worker_threads", 7).toml()).await;
+    let few = Proxy::start(&Config::web(&[&a]).global("worker_threads", 1).toml()).await;
+    let many = Proxy::start(&Config::web(&[&a]).global("worker_threads", 7).toml()).await;
     // Serve something so the runtime is fully up, then count OS threads.
     assert_eq!(get(&few.url("/")).await.status, 200);
     assert_eq!(get(&many.url("/")).await.status, 200);
@@ -154,7 +147,7 @@ async fn worker_threads_sizes_the_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_stream_through_intact() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&[&a]).toml()).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     // Larger than any single read: many frames with a Content-Length.
     let big: String = (0..200_000)
@@ -185,7 +178,7 @@ async fn bodies_stream_through_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_malformed_midway_is_400_not_502() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&[&a]).toml()).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     let response = raw_request(
         proxy.addr(),
@@ -206,7 +199,7 @@ async fn body_malformed_midway_is_400_not_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_access_log_line_per_request() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&[&a]).set("log", "format", "json").toml()).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).set("log", "format", "json").toml()).await;
     let client = Client::new();
     assert_eq!(client.get(&proxy.url("/logged?x=1")).await.status, 200);
     assert_eq!(

@@ -38,13 +38,6 @@ const CANCEL: u32 = 0x8;
 const REFUSED_STREAM: u32 = 0x7;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
-fn config(upstream: &MockUpstream) -> String {
-    Config::new()
-        .listener("web")
-        .upstream("web", |u| u.server(upstream))
-        .toml()
-}
-
 #[derive(Debug)]
 struct Frame {
     kind: u8,
@@ -252,7 +245,7 @@ fn stream_id(n: u32) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_100_concurrent_streams_are_advertised_and_served() {
     let upstream = MockUpstream::named("a").hang().start().await;
-    let proxy = Proxy::start(&config(&upstream)).await;
+    let proxy = Proxy::start(&Config::web(&[&upstream]).toml()).await;
 
     let (mut conn, settings) = RawH2::connect(proxy.addr()).await;
     let advertised = settings
@@ -319,7 +312,7 @@ async fn rapid_reset_gets_goaway() {
         .delay(Duration::from_secs(5))
         .start()
         .await;
-    let proxy = Proxy::start(&config(&upstream)).await;
+    let proxy = Proxy::start(&Config::web(&[&upstream]).toml()).await;
     let (mut conn, _) = RawH2::connect(proxy.addr()).await;
 
     // Open and cancel streams, pipelined in batches, as an attacker would.
@@ -365,7 +358,7 @@ async fn rapid_reset_gets_goaway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuation_flood_gets_goaway_and_never_reaches_the_upstream() {
     let upstream = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&upstream)).await;
+    let proxy = Proxy::start(&Config::web(&[&upstream]).toml()).await;
     let (mut conn, _) = RawH2::connect(proxy.addr()).await;
 
     // HEADERS without END_HEADERS, then small CONTINUATION frames that never
@@ -414,7 +407,7 @@ async fn made_you_reset_gets_goaway() {
         .delay(Duration::from_secs(5))
         .start()
         .await;
-    let proxy = Proxy::start(&config(&upstream)).await;
+    let proxy = Proxy::start(&Config::web(&[&upstream]).toml()).await;
     let (mut conn, _) = RawH2::connect(proxy.addr()).await;
 
     // Each stream is valid until the client sends a WINDOW_UPDATE that

@@ -6,14 +6,6 @@ mod support;
 
 use support::{client::*, config::*, proxy::*, upstream::*};
 
-/// A listener in front of `upstream`.
-fn config(upstream: &MockUpstream) -> String {
-    Config::new()
-        .listener("web")
-        .upstream("web", |u| u.server(upstream))
-        .toml()
-}
-
 /// The same, trusting what loopback peers say about the client.
 fn trusting_loopback(upstream: &MockUpstream) -> String {
     Config::new()
@@ -47,7 +39,7 @@ fn seen(upstream: &MockUpstream, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_is_preserved_and_forwarded_headers_are_set() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     let resp = get_with(&proxy.url("/p?q=1"), &[("host", "app.example.com:8443")]).await;
     assert_eq!(resp.status, 200);
@@ -66,7 +58,7 @@ async fn host_is_preserved_and_forwarded_headers_are_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_client_cannot_spoof_forwarded_headers() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     get_with(
         &proxy.url("/"),
@@ -141,7 +133,7 @@ async fn trusted_proxy_keeps_its_forwarded_proto_and_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_request_headers_are_removed() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     let response = raw_request(
         proxy.addr(),
@@ -192,7 +184,7 @@ async fn hop_by_hop_request_headers_are_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_upgrade_is_never_forwarded() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     let response = raw_request(
         proxy.addr(),
@@ -225,7 +217,7 @@ async fn hop_by_hop_response_headers_are_removed() {
     )
     .start()
     .await;
-    let proxy = Proxy::start(&config(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     let resp = get(&proxy.url("/")).await;
     assert_eq!(resp.status, 200);
@@ -252,7 +244,7 @@ async fn hop_by_hop_response_headers_are_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_authority_is_the_host_not_the_host_field() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     // HTTP/2 by prior knowledge, as a cleartext listener speaks it.
     let tcp = tokio::net::TcpStream::connect(proxy.addr())

@@ -10,13 +10,6 @@ use tokio::net::TcpStream;
 
 use support::{client::*, config::*, proxy::*, upstream::*};
 
-fn config(upstream: &MockUpstream) -> String {
-    Config::new()
-        .listener_with(|l| l.set("upstream", "web"))
-        .upstream("web", |u| u.server(upstream))
-        .toml()
-}
-
 /// Writes `bytes` and reads until the proxy closes the connection, which it
 /// must do within 10 s.
 async fn until_close(proxy: &Proxy, bytes: &[u8]) -> String {
@@ -32,7 +25,7 @@ async fn until_close(proxy: &Proxy, bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order() {
     let a = MockUpstream::named("a").echo().start().await;
-    let proxy = Proxy::start(&config(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     let response = until_close(
         &proxy,
@@ -57,7 +50,7 @@ async fn pipelined_requests_are_answered_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_clients_keep_the_connection_only_when_they_ask() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     let response = until_close(&proxy, b"GET / HTTP/1.0\r\nHost: a.test\r\n\r\n").await;
     assert_eq!(raw_status(response.as_bytes()), Some(200), "{response}");
@@ -81,7 +74,7 @@ async fn chunked_responses_reach_http11_clients_chunked_and_http10_clients_until
     )
     .start()
     .await;
-    let proxy = Proxy::start(&config(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     let response = until_close(
         &proxy,
@@ -105,7 +98,7 @@ async fn chunked_responses_reach_http11_clients_chunked_and_http10_clients_until
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_request_bodies_reach_the_upstream_whole() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     let response = until_close(
         &proxy,

@@ -7,7 +7,7 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use support::{client::*, nginx::*, proxy::*, upstream::*};
+use support::{client::*, config::*, nginx::*, proxy::*, upstream::*};
 
 /// Four servers with uneven weights and one down, the same for both proxies.
 struct Servers {
@@ -39,21 +39,13 @@ impl Servers {
         format!("upstream {name} {{\n{method};\n{servers}}}\n")
     }
 
-    fn sluice_upstream(&self, name: &str, keys: &str) -> String {
-        let servers: String = self
-            .mocks
-            .iter()
-            .enumerate()
-            .map(|(k, m)| {
-                format!(
-                    "[[upstream.{name}.server]]\naddress = \"{}\"\nweight = {}\ndown = {}\n",
-                    m.address(),
-                    WEIGHTS[k],
-                    k == DOWN
-                )
+    /// The same servers as sluice's upstream `u`, with the keys `keys` sets.
+    fn sluice_config(&self, keys: impl FnOnce(Upstream) -> Upstream) -> Config {
+        Config::new().listener("u").upstream("u", |u| {
+            self.mocks.iter().enumerate().fold(keys(u), |u, (k, m)| {
+                u.server_with(m, |s| s.set("weight", WEIGHTS[k]).set("down", k == DOWN))
             })
-            .collect();
-        format!("[upstream.{name}]\n{keys}\n{servers}\n")
+        })
     }
 }
 
@@ -62,7 +54,7 @@ impl Servers {
 async fn side_by_side(
     servers: &Servers,
     nginx_method: &str,
-    sluice_keys: &str,
+    sluice_keys: impl FnOnce(Upstream) -> Upstream,
 ) -> Option<(Nginx, Proxy, String, String)> {
     let Some(binary) = nginx_binary() else {
         println!(
@@ -70,22 +62,19 @@ async fn side_by_side(
         );
         return None;
     };
-    let (nginx_port, sluice_port) = (free_port(), free_port());
+    let nginx_port = free_port();
     let http = format!(
         "{}server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://u; }} }}\n",
         servers.nginx_upstream("u", nginx_method)
     );
     let nginx = start_nginx(&binary, &http, &[nginx_port]).await;
-    let toml = format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{sluice_port}\"\nupstream = \"u\"\n\n{}",
-        servers.sluice_upstream("u", sluice_keys)
-    );
-    let sluice = Proxy::start(&toml).await;
+    let sluice = Proxy::start(&servers.sluice_config(sluice_keys).toml()).await;
+    let sluice_url = format!("http://{}", sluice.addr());
     Some((
         nginx,
         sluice,
         format!("http://127.0.0.1:{nginx_port}"),
-        format!("http://127.0.0.1:{sluice_port}"),
+        sluice_url,
     ))
 }
 
@@ -93,7 +82,7 @@ async fn side_by_side(
 async fn ip_hash_picks_what_nginx_picks() {
     let servers = Servers::start().await;
     let Some((_nginx, _sluice, nginx, sluice)) =
-        side_by_side(&servers, "ip_hash", "balance = \"ip_hash\"").await
+        side_by_side(&servers, "ip_hash", |u| u.set("balance", "ip_hash")).await
     else {
         return;
     };
@@ -124,8 +113,12 @@ async fn ip_hash_picks_what_nginx_picks() {
 /// with `consistent`, and asserts each lands on the same server.
 async fn same_choices_for_query_keys(directive: &str, consistent: bool) {
     let servers = Servers::start().await;
-    let keys = format!("balance = \"hash\"\nhash_key = \"query:key\"\nconsistent = {consistent}");
-    let Some((_nginx, _sluice, nginx, sluice)) = side_by_side(&servers, directive, &keys).await
+    let keys = |u: Upstream| {
+        u.set("balance", "hash")
+            .set("hash_key", "query:key")
+            .set("consistent", consistent)
+    };
+    let Some((_nginx, _sluice, nginx, sluice)) = side_by_side(&servers, directive, keys).await
     else {
         return;
     };
@@ -159,7 +152,11 @@ async fn consistent_hash_picks_what_nginx_picks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_on_client_ip_picks_what_nginx_remote_addr_picks() {
     let servers = Servers::start().await;
-    let keys = "balance = \"hash\"\nhash_key = \"client_ip\"\nconsistent = true";
+    let keys = |u: Upstream| {
+        u.set("balance", "hash")
+            .set("hash_key", "client_ip")
+            .set("consistent", true)
+    };
     let Some((_nginx, _sluice, nginx, sluice)) =
         side_by_side(&servers, "hash $remote_addr consistent", keys).await
     else {

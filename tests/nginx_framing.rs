@@ -10,7 +10,7 @@ mod support;
 
 use std::net::SocketAddr;
 
-use support::{client::*, nginx::*, proxy::*, upstream::*};
+use support::{client::*, config::*, nginx::*, proxy::*, upstream::*};
 
 /// The head limit both proxies are given: nginx's is per header line, so a
 /// head nginx takes may be too large for sluice, never the other way round.
@@ -232,19 +232,21 @@ async fn sluice_never_forwards_what_nginx_refuses() {
     };
     let behind_nginx = MockUpstream::named("behind-nginx").start().await;
     let behind_sluice = MockUpstream::named("behind-sluice").start().await;
-    let (nginx_port, sluice_port) = (free_port(), free_port());
+    let nginx_port = free_port();
     let http = format!(
         "large_client_header_buffers 4 {HEAD_LIMIT_KIB}k;\n\
          server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://{}; }} }}\n",
         behind_nginx.address()
     );
     let _nginx = start_nginx(&binary, &http, &[nginx_port]).await;
-    let sluice = Proxy::start(&format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{sluice_port}\"\nupstream = \"u\"\n\
-         max_header_size = \"{HEAD_LIMIT_KIB}KiB\"\n\n{}",
-        server_entries("u", &[&behind_sluice])
-    ))
-    .await;
+    let toml = Config::new()
+        .listener_with(|l| {
+            l.set("upstream", "u")
+                .set("max_header_size", format!("{HEAD_LIMIT_KIB}KiB"))
+        })
+        .upstream("u", |u| u.server(&behind_sluice))
+        .toml();
+    let sluice = Proxy::start(&toml).await;
     let nginx_addr = SocketAddr::from(([127, 0, 0, 1], nginx_port));
     let sluice_addr = sluice.addr();
 

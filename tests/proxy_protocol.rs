@@ -17,14 +17,6 @@ use support::{client::*, config::*, proxy::*, upstream::*};
 const GET: &[u8] = b"GET /pp HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n";
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
-/// A listener in front of `upstream`.
-fn config(upstream: &MockUpstream) -> String {
-    Config::new()
-        .listener("web")
-        .upstream("web", |u| u.server(upstream))
-        .toml()
-}
-
 /// The same, trusting what loopback peers say about the client.
 fn trusting_loopback(upstream: &MockUpstream) -> String {
     Config::new()
@@ -180,7 +172,7 @@ async fn v2_local_keeps_the_real_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_peer_header_is_bad_http() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&config(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
     let v1 = with_get(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n");
     let v2 = with_get(&v2_proxy(

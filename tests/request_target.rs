@@ -6,18 +6,18 @@ mod support;
 
 use std::time::Duration;
 
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
 /// Listener on a fresh port; `a.test` routes to upstream `a`, anything else
 /// to the default upstream `b`.
-fn two_hosts(a: &MockUpstream, b: &MockUpstream, extra: &str) -> String {
-    format!(
-        "{extra}\n[[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"b\"\n\
-         [[listener.route]]\nhost = \"a.test\"\nupstream = \"a\"\n\n{}{}",
-        free_port(),
-        server_entries("a", &[a]),
-        server_entries("b", &[b]),
-    )
+fn two_hosts(a: &MockUpstream, b: &MockUpstream) -> Config {
+    Config::new()
+        .listener_with(|l| {
+            l.set("upstream", "b")
+                .route(|r| r.set("host", "a.test").set("upstream", "a"))
+        })
+        .upstream("a", |u| u.server(a))
+        .upstream("b", |u| u.server(b))
 }
 
 async fn raw_text(proxy: &Proxy, bytes: &[u8]) -> String {
@@ -37,7 +37,7 @@ fn statuses(response: &str) -> Vec<u16> {
 async fn absolute_form_is_routed_and_forwarded_by_its_authority() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&two_hosts(&a, &b, "")).await;
+    let proxy = Proxy::start(&two_hosts(&a, &b).toml()).await;
     let response = raw_text(
         &proxy,
         b"GET http://a.test/x?q=1 HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
@@ -58,7 +58,7 @@ async fn absolute_form_is_routed_and_forwarded_by_its_authority() {
 async fn options_for_the_whole_server_reaches_it_as_asterisk() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&two_hosts(&a, &b, "")).await;
+    let proxy = Proxy::start(&two_hosts(&a, &b).toml()).await;
     let response = raw_text(
         &proxy,
         b"OPTIONS http://a.test HTTP/1.1\r\nHost: a.test\r\n\r\n\
@@ -74,7 +74,7 @@ async fn options_for_the_whole_server_reaches_it_as_asterisk() {
 async fn authority_form_without_connect_is_400_and_closes() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&two_hosts(&a, &b, "")).await;
+    let proxy = Proxy::start(&two_hosts(&a, &b).toml()).await;
     // The pipelined request must not be answered: the connection closes.
     let response = raw_text(
         &proxy,
@@ -90,7 +90,7 @@ async fn authority_form_without_connect_is_400_and_closes() {
 async fn connect_is_501_logged_and_never_reaches_a_server() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&two_hosts(&a, &b, "[log]\nformat = \"json\"\n")).await;
+    let proxy = Proxy::start(&two_hosts(&a, &b).set("log", "format", "json").toml()).await;
     let response = raw_text(
         &proxy,
         b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n",
@@ -123,7 +123,7 @@ async fn connect_is_501_logged_and_never_reaches_a_server() {
 async fn a_bare_lf_after_the_last_chunk_ends_the_request() {
     let a = MockUpstream::named("a").echo().start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&two_hosts(&a, &b, "")).await;
+    let proxy = Proxy::start(&two_hosts(&a, &b).toml()).await;
     let response = raw_text(
         &proxy,
         b"POST /one HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
@@ -138,7 +138,7 @@ async fn a_bare_lf_after_the_last_chunk_ends_the_request() {
 async fn a_request_pipelined_after_a_bare_lf_trailer_end_is_answered_too() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let proxy = Proxy::start(&two_hosts(&a, &b, "")).await;
+    let proxy = Proxy::start(&two_hosts(&a, &b).toml()).await;
     let response = raw_text(
         &proxy,
         b"POST /one HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n\

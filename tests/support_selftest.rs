@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use http::Method;
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_answers_with_its_name() {
@@ -183,10 +183,12 @@ fn free_port_is_free() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_entries_name_each_mock() {
+async fn config_builder_names_each_mock() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;
-    let toml = server_entries("web", &[&a, &b]);
+    let toml = Config::new()
+        .upstream("web", |u| u.servers(&[&a, &b]))
+        .toml();
     let parsed: toml::Table = toml.parse().unwrap();
     let servers = parsed["upstream"]["web"]["server"].as_array().unwrap();
     assert_eq!(servers[0]["address"].as_str(), Some(a.address().as_str()));
@@ -196,18 +198,13 @@ async fn server_entries_name_each_mock() {
 #[test]
 fn proxy_listeners_come_from_the_config() {
     let (public, internal, admin) = (free_port(), free_port(), free_port());
-    let proxy = Proxy::spawn(&format!(
-        r#"
-        [admin]
-        listen = "127.0.0.1:{admin}"
-
-        [[listener]]
-        listen = "0.0.0.0:{public}"
-
-        [[listener]]
-        listen = "127.0.0.1:{internal}"
-        "#
-    ));
+    let proxy = Proxy::spawn(
+        &Config::new()
+            .set("admin", "listen", format!("127.0.0.1:{admin}"))
+            .listener_with(|l| l.set("listen", format!("0.0.0.0:{public}")))
+            .listener_with(|l| l.set("listen", format!("127.0.0.1:{internal}")))
+            .toml(),
+    );
     assert_eq!(proxy.addr().to_string(), format!("127.0.0.1:{public}"));
     assert_eq!(proxy.listeners().len(), 2);
     assert_eq!(proxy.url("/p"), format!("http://127.0.0.1:{public}/p"));
@@ -221,11 +218,10 @@ fn proxy_listeners_come_from_the_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[should_panic(expected = "sluice exited")]
 async fn proxy_start_reports_an_early_exit() {
-    let port = free_port();
-    Proxy::start(&format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{port}\"\nno_such_key = true\n"
-    ))
-    .await;
+    let toml = Config::new()
+        .listener_with(|l| l.set("no_such_key", true))
+        .toml();
+    Proxy::start(&toml).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! errors and swaps, h2load through the proxy, and TLS to upstreams.
 
 mod support;
-use support::{client::*, proxy::*, upstream::*};
+use support::{client::*, config::*, proxy::*, upstream::*};
 
 use std::convert::Infallible;
 use std::io;
@@ -162,28 +162,28 @@ async fn h1_get(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The upstream config part for a list of mocks, after a listener block.
-fn proxy_config(port: u16, tls: &str, upstream: &MockUpstream) -> String {
-    format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"web\"\n{tls}\n[upstream.web]\n{}",
-        server_entries("web", &[upstream])
-    )
+/// A listener in front of upstream `web`, which holds `upstream`, with the
+/// keys `listener` sets.
+fn proxy_config(upstream: &MockUpstream, listener: impl FnOnce(Listener) -> Listener) -> Config {
+    Config::new()
+        .listener_with(|l| listener(l.set("upstream", "web")))
+        .upstream("web", |u| u.server(upstream))
 }
 
-fn tls_block(default: &Issued, extra: &str) -> String {
-    format!(
-        "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n{extra}",
-        default.cert.display(),
-        default.key.display()
-    )
+/// `[listener.tls]` serving `default` to every name no `sni` entry lists.
+fn tls(listener: Listener, default: &Issued) -> Listener {
+    listener
+        .table("tls", "cert", &default.cert)
+        .table("tls", "key", &default.key)
 }
 
-fn sni_entry(names: &str, issued: &Issued) -> String {
-    format!(
-        "[[listener.tls.sni]]\nnames = {names}\ncert = \"{}\"\nkey = \"{}\"\n",
-        issued.cert.display(),
-        issued.key.display()
-    )
+/// A `[[listener.tls.sni]]` entry serving `issued` for `names`.
+fn sni<const N: usize>(listener: Listener, names: [&str; N], issued: &Issued) -> Listener {
+    listener.entry("tls.sni", |e| {
+        e.set("names", names)
+            .set("cert", &issued.cert)
+            .set("key", &issued.key)
+    })
 }
 
 #[tokio::test]
@@ -194,9 +194,10 @@ async fn default_certificate_and_sni_entries_are_served_by_name() {
     let default = pki.issue("default", &["default.test", "other.test"]);
     let api = pki.issue("api", &["api.test", "*.wild.test"]);
     let upstream = MockUpstream::named("a").start().await;
-    let port = free_port();
-    let tls = tls_block(&default, &sni_entry(r#"["api.test", "*.wild.test"]"#, &api));
-    let proxy = Proxy::start(&proxy_config(port, &tls, &upstream)).await;
+    let config = proxy_config(&upstream, |l| {
+        sni(tls(l, &default), ["api.test", "*.wild.test"], &api)
+    });
+    let proxy = Proxy::start(&config.toml()).await;
     let client = pki.client(&[b"http/1.1"]);
 
     for (sni, expected) in [
@@ -229,8 +230,7 @@ async fn h2_by_alpn_reaches_an_http1_upstream_with_authority_as_host() {
     let pki = Pki::new("sluice test CA");
     let default = pki.issue("default", &["site.test"]);
     let upstream = MockUpstream::named("a").start().await;
-    let port = free_port();
-    let proxy = Proxy::start(&proxy_config(port, &tls_block(&default, ""), &upstream)).await;
+    let proxy = Proxy::start(&proxy_config(&upstream, |l| tls(l, &default)).toml()).await;
 
     let stream = handshake(proxy.addr(), "site.test", pki.client(&[b"h2", b"http/1.1"]))
         .await
@@ -266,8 +266,7 @@ async fn only_tls_12_and_13_are_spoken() {
     let pki = Pki::new("sluice test CA");
     let default = pki.issue("default", &["site.test"]);
     let upstream = MockUpstream::named("a").start().await;
-    let port = free_port();
-    let proxy = Proxy::start(&proxy_config(port, &tls_block(&default, ""), &upstream)).await;
+    let proxy = Proxy::start(&proxy_config(&upstream, |l| tls(l, &default)).toml()).await;
 
     let tls12 = pki.client_with(&[b"http/1.1"], &[&rustls::version::TLS12]);
     let stream = handshake(proxy.addr(), "site.test", tls12).await.unwrap();
@@ -327,8 +326,7 @@ async fn host_not_matching_sni_is_misdirected() {
     let pki = Pki::new("sluice test CA");
     let default = pki.issue("default", &["site.test", "other.test"]);
     let upstream = MockUpstream::named("a").start().await;
-    let port = free_port();
-    let proxy = Proxy::start(&proxy_config(port, &tls_block(&default, ""), &upstream)).await;
+    let proxy = Proxy::start(&proxy_config(&upstream, |l| tls(l, &default)).toml()).await;
 
     let stream = handshake(proxy.addr(), "site.test", pki.client(&[b"http/1.1"]))
         .await
@@ -368,12 +366,11 @@ async fn unknown_sni_is_refused_when_configured() {
     let default = pki.issue("default", &["site.test"]);
     let api = pki.issue("api", &["api.test"]);
     let upstream = MockUpstream::named("a").start().await;
-    let port = free_port();
-    let extra = format!(
-        "unknown_sni = \"refuse\"\n{}",
-        sni_entry(r#"["api.test"]"#, &api)
-    );
-    let proxy = Proxy::start(&proxy_config(port, &tls_block(&default, &extra), &upstream)).await;
+    let config = proxy_config(&upstream, |l| {
+        let refusing = tls(l, &default).table("tls", "unknown_sni", "refuse");
+        sni(refusing, ["api.test"], &api)
+    });
+    let proxy = Proxy::start(&config.toml()).await;
     let client = pki.client(&[b"http/1.1"]);
 
     assert!(
@@ -404,21 +401,15 @@ async fn unusable_certificate_files_fail_check_and_startup_naming_the_file() {
     let upstream = MockUpstream::named("a").start().await;
     let missing = pki.path("missing.pem");
 
+    let files = |cert: &Path, key: &Path| {
+        proxy_config(&upstream, |l| {
+            l.table("tls", "cert", cert).table("tls", "key", key)
+        })
+    };
     let cases = [
+        (files(&broken, &good.key), broken.display().to_string()),
         (
-            format!(
-                "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-                broken.display(),
-                good.key.display()
-            ),
-            broken.display().to_string(),
-        ),
-        (
-            format!(
-                "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-                good.cert.display(),
-                other.key.display()
-            ),
+            files(&good.cert, &other.key),
             format!(
                 "{} does not match certificate file {}",
                 other.key.display(),
@@ -426,19 +417,18 @@ async fn unusable_certificate_files_fail_check_and_startup_naming_the_file() {
             ),
         ),
         (
-            tls_block(
-                &good,
-                &format!(
-                    "[[listener.tls.sni]]\nnames = [\"x.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
-                    missing.display(),
-                    good.key.display()
-                ),
-            ),
+            proxy_config(&upstream, |l| {
+                tls(l, &good).entry("tls.sni", |e| {
+                    e.set("names", ["x.test"])
+                        .set("cert", &missing)
+                        .set("key", &good.key)
+                })
+            }),
             missing.display().to_string(),
         ),
     ];
-    for (tls, named) in cases {
-        let config = proxy_config(free_port(), &tls, &upstream);
+    for (config, named) in cases {
+        let config = config.toml();
         let (ok, _, stderr) = Proxy::check(&config);
         assert!(!ok, "check accepted:\n{config}");
         assert!(
@@ -459,8 +449,7 @@ async fn unusable_certificate_files_fail_check_and_startup_naming_the_file() {
         );
     }
 
-    let (ok, stdout, _) =
-        Proxy::check(&proxy_config(free_port(), &tls_block(&good, ""), &upstream));
+    let (ok, stdout, _) = Proxy::check(&proxy_config(&upstream, |l| tls(l, &good)).toml());
     assert!(ok);
     assert!(!stdout.contains("no effect yet"), "{stdout}");
 }
@@ -470,8 +459,7 @@ async fn updated_certificates_serve_new_handshakes_while_old_connections_go_on()
     let pki = Pki::new("sluice test CA");
     let first = pki.issue("site", &["site.test"]);
     let upstream = MockUpstream::named("a").start().await;
-    let port = free_port();
-    let toml = proxy_config(port, &tls_block(&first, ""), &upstream);
+    let toml = proxy_config(&upstream, |l| tls(l, &first)).toml();
     let config = sluice::config::parse(&toml, &pki.path("sluice.toml")).unwrap();
     let server = sluice::server::Server::start(config.clone()).await.unwrap();
     let addr: SocketAddr = config.listeners[0].listen;
@@ -518,9 +506,8 @@ async fn idle_connections_are_closed_after_idle_timeout_but_busy_ones_are_not() 
         .delay(Duration::from_secs(3))
         .start()
         .await;
-    let port = free_port();
-    let tls = "idle_timeout = \"1s\"\n";
-    let proxy = Proxy::start(&proxy_config(port, tls, &upstream)).await;
+    let config = proxy_config(&upstream, |l| l.set("idle_timeout", "1s"));
+    let proxy = Proxy::start(&config.toml()).await;
 
     // h2c, prior knowledge.
     let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
@@ -572,17 +559,13 @@ async fn h2load_over_tls_and_h2c_all_succeed() {
     let pki = Pki::new("sluice test CA");
     let default = pki.issue("default", &["site.test"]);
     let upstream = MockUpstream::named("a").start().await;
-    let (tls_port, plain_port) = (free_port(), free_port());
-    let config = format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{tls_port}\"\nupstream = \"web\"\n{}\n\
-         [[listener]]\nlisten = \"127.0.0.1:{plain_port}\"\nupstream = \"web\"\n\
-         [upstream.web]\n{}",
-        tls_block(&default, ""),
-        server_entries("web", &[&upstream])
-    );
-    let _proxy = Proxy::start(&config).await;
+    let config = proxy_config(&upstream, |l| tls(l, &default)).listener("web");
+    let proxy = Proxy::start(&config.toml()).await;
+    let [tls_addr, plain_addr] = proxy.listeners() else {
+        panic!("two listeners: {:?}", proxy.listeners());
+    };
 
-    let Some(tls) = h2load(&format!("https://127.0.0.1:{tls_port}/")).await else {
+    let Some(tls) = h2load(&format!("https://{tls_addr}/")).await else {
         eprintln!("h2load not on PATH (Debian: nghttp2-client): skipping");
         return;
     };
@@ -590,9 +573,7 @@ async fn h2load_over_tls_and_h2c_all_succeed() {
     assert!(tls.contains("400 succeeded, 0 failed"), "{tls}");
     assert!(tls.contains("400 2xx"), "{tls}");
 
-    let h2c = h2load(&format!("http://127.0.0.1:{plain_port}/"))
-        .await
-        .unwrap();
+    let h2c = h2load(&format!("http://{plain_addr}/")).await.unwrap();
     assert!(h2c.contains("400 succeeded, 0 failed"), "{h2c}");
     assert!(h2c.contains("400 2xx"), "{h2c}");
 }
@@ -642,12 +623,13 @@ async fn tls_upstream(issued: &Issued) -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>
     (addr, seen)
 }
 
-fn tls_upstream_config(port: u16, backend: SocketAddr, options: &str) -> String {
-    format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"secure\"\n\n\
-         [upstream.secure]\ntls = true\n{options}\n\
-         [[upstream.secure.server]]\naddress = \"{backend}\"\n"
-    )
+/// A listener in front of upstream `secure`, which speaks TLS to `backend`,
+/// with the keys `upstream` sets.
+fn tls_upstream_config(backend: SocketAddr, upstream: impl FnOnce(Upstream) -> Upstream) -> String {
+    Config::new()
+        .listener("secure")
+        .upstream("secure", |u| upstream(u.set("tls", true)).server(backend))
+        .toml()
 }
 
 #[tokio::test]
@@ -658,9 +640,9 @@ async fn upstream_tls_verifies_the_server_against_ca() {
     let by_name = pki.issue("by-name", &["backend.test"]);
     let (ip_backend, seen) = tls_upstream(&by_ip).await;
     let (name_backend, _) = tls_upstream(&by_name).await;
-    let ca = format!("ca = \"{}\"\n", pki.ca_path().display());
+    let ca = pki.ca_path();
 
-    let proxy = Proxy::start(&tls_upstream_config(free_port(), ip_backend, &ca)).await;
+    let proxy = Proxy::start(&tls_upstream_config(ip_backend, |u| u.set("ca", &ca))).await;
     let response = get(&proxy.url("/tls")).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.body, "secure");
@@ -671,8 +653,8 @@ async fn upstream_tls_verifies_the_server_against_ca() {
     // Pooled: a second request reuses the TLS connection or opens another; both work.
     assert_eq!(get(&proxy.url("/tls")).await.status, 200);
 
-    let named = format!("{ca}server_name = \"backend.test\"\n");
-    let proxy = Proxy::start(&tls_upstream_config(free_port(), name_backend, &named)).await;
+    let named = |u: Upstream| u.set("ca", &ca).set("server_name", "backend.test");
+    let proxy = Proxy::start(&tls_upstream_config(name_backend, named)).await;
     assert_eq!(get(&proxy.url("/")).await.status, 200);
 }
 
@@ -682,19 +664,19 @@ async fn upstream_tls_with_an_untrusted_certificate_is_502() {
     let stranger = Pki::new("some other CA");
     let issued = pki.issue("backend", &["127.0.0.1"]);
     let (backend, seen) = tls_upstream(&issued).await;
-    let wrong_ca = format!("ca = \"{}\"\n", stranger.ca_path().display());
+    let wrong_ca = |u: Upstream| u.set("ca", &stranger.ca_path());
 
-    let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, &wrong_ca)).await;
+    let proxy = Proxy::start(&tls_upstream_config(backend, wrong_ca)).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
     // The system roots do not know the test CA either.
-    let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, "")).await;
+    let proxy = Proxy::start(&tls_upstream_config(backend, |u| u)).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
     // A name the certificate does not carry.
-    let ca = format!(
-        "ca = \"{}\"\nserver_name = \"elsewhere.test\"\n",
-        pki.ca_path().display()
-    );
-    let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, &ca)).await;
+    let ca = |u: Upstream| {
+        u.set("ca", &pki.ca_path())
+            .set("server_name", "elsewhere.test")
+    };
+    let proxy = Proxy::start(&tls_upstream_config(backend, ca)).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
     assert!(
         seen.lock().unwrap().is_empty(),
@@ -705,11 +687,7 @@ async fn upstream_tls_with_an_untrusted_certificate_is_502() {
 #[test]
 fn missing_ca_bundle_fails_check_naming_the_file() {
     let missing = Path::new("/nonexistent/ca.pem");
-    let config = tls_upstream_config(
-        free_port(),
-        "127.0.0.1:9".parse().unwrap(),
-        &format!("ca = \"{}\"\n", missing.display()),
-    );
+    let config = tls_upstream_config("127.0.0.1:9".parse().unwrap(), |u| u.set("ca", missing));
     let (ok, _, stderr) = Proxy::check(&config);
     assert!(!ok);
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
@@ -720,11 +698,12 @@ async fn health_checks_speak_tls_to_a_tls_upstream() {
     let pki = Pki::new("backend CA");
     let issued = pki.issue("backend", &["127.0.0.1"]);
     let (backend, seen) = tls_upstream(&issued).await;
-    let options = format!(
-        "ca = \"{}\"\n[upstream.secure.health_check]\npath = \"/healthz\"\ninterval = \"100ms\"\n",
-        pki.ca_path().display()
-    );
-    let proxy = Proxy::start(&tls_upstream_config(free_port(), backend, &options)).await;
+    let options = |u: Upstream| {
+        u.set("ca", &pki.ca_path()).table_with("health_check", |h| {
+            h.set("path", "/healthz").set("interval", "100ms")
+        })
+    };
+    let proxy = Proxy::start(&tls_upstream_config(backend, options)).await;
     poll_until(WAIT, "a health check arrives over TLS", async || {
         seen.lock()
             .unwrap()
@@ -767,11 +746,8 @@ async fn certificate_files_renewed_on_disk_are_reloaded_by_the_watcher() {
     let pki = Pki::new("sluice test CA");
     let first = pki.issue("site", &["site.test"]);
     let upstream = MockUpstream::named("a").start().await;
-    let config = format!(
-        "[global]\nwatch = true\n\n{}",
-        proxy_config(free_port(), &tls_block(&first, ""), &upstream)
-    );
-    let mut proxy = Proxy::start(&config).await;
+    let config = proxy_config(&upstream, |l| tls(l, &first)).global("watch", true);
+    let mut proxy = Proxy::start(&config.toml()).await;
     let pid = proxy.pid();
     assert!(fresh_cert(&pki, proxy.addr(), "site.test").await == first.der);
     let old = handshake(proxy.addr(), "site.test", pki.client(&[b"http/1.1"]))
@@ -851,12 +827,23 @@ async fn certificate_files_renewed_on_disk_are_reloaded_by_the_watcher() {
 async fn api_reload_applies_renewed_certificates_and_is_422_for_a_missing_one() {
     let pki = Pki::new("sluice test CA");
     let upstream = MockUpstream::named("a").start().await;
-    let (port, admin) = (free_port(), free_port());
-    let head = format!("[global]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n");
+    let (listen, admin) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    // The same listener and admin API each time, serving `cert` and `key`.
+    let config = |cert: &Path, key: &Path| {
+        proxy_config(&upstream, |l| {
+            l.set("listen", &listen)
+                .table("tls", "cert", cert)
+                .table("tls", "key", key)
+        })
+        .global("watch", false)
+        .set("admin", "listen", &admin)
+        .toml()
+    };
     let first = pki.issue("site", &["site.test"]);
-    let proxy =
-        Proxy::start(&(head.clone() + &proxy_config(port, &tls_block(&first, ""), &upstream)))
-            .await;
+    let proxy = Proxy::start(&config(&first.cert, &first.key)).await;
     assert!(fresh_cert(&pki, proxy.addr(), "site.test").await == first.der);
 
     // Renewed files, same config text: a reload still applies them.
@@ -869,12 +856,7 @@ async fn api_reload_applies_renewed_certificates_and_is_422_for_a_missing_one() 
     );
 
     let missing = pki.path("missing.pem");
-    let broken = format!(
-        "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-        missing.display(),
-        good.key.display()
-    );
-    proxy.write_config(&(head + &proxy_config(port, &broken, &upstream)));
+    proxy.write_config(&config(&missing, &good.key));
     let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
     assert_eq!(resp.status, 422, "{}", resp.body);
     let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
@@ -908,15 +890,18 @@ async fn a_tls_listener_added_by_a_reload_speaks_tls_from_its_first_connection()
     let pki = Pki::new("sluice test CA");
     let site = pki.issue("site", &["site.test"]);
     let upstream = MockUpstream::named("a").start().await;
-    let (plain, secure, admin) = (free_port(), free_port(), free_port());
-    let head = format!("[global]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n");
-    let proxy = Proxy::start(&(head.clone() + &proxy_config(plain, "", &upstream))).await;
+    let secure = free_port();
+    // The plaintext listener and the admin API stay on their ports.
+    let plain = proxy_config(&upstream, |l| l)
+        .global("watch", false)
+        .admin();
+    let proxy = Proxy::start(&plain.toml()).await;
 
-    let added = format!(
-        "[[listener]]\nlisten = \"127.0.0.1:{secure}\"\nupstream = \"web\"\n{}\n",
-        tls_block(&site, "")
-    );
-    proxy.write_config(&(head.clone() + &added + &proxy_config(plain, "", &upstream)));
+    let added = plain.clone().listener_with(|l| {
+        let l = l.set("listen", format!("127.0.0.1:{secure}"));
+        tls(l.set("upstream", "web"), &site)
+    });
+    proxy.write_config(&added.toml());
     let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
@@ -938,7 +923,7 @@ async fn a_tls_listener_added_by_a_reload_speaks_tls_from_its_first_connection()
     assert_eq!(get(&proxy.url("/")).await.status, 200);
 
     // Removed again: the port closes.
-    proxy.write_config(&(head + &proxy_config(plain, "", &upstream)));
+    proxy.write_config(&plain.toml());
     let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     poll_until(
@@ -954,11 +939,12 @@ async fn a_tls_listener_added_by_a_reload_speaks_tls_from_its_first_connection()
 async fn a_reload_that_only_renews_certificates_says_so() {
     let pki = Pki::new("sluice test CA");
     let upstream = MockUpstream::named("a").start().await;
-    let (port, admin) = (free_port(), free_port());
-    let head = format!("[global]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n");
+    let port = free_port();
     let first = pki.issue("site", &["site.test"]);
-    let proxy =
-        Proxy::start(&(head + &proxy_config(port, &tls_block(&first, ""), &upstream))).await;
+    let config = proxy_config(&upstream, |l| {
+        tls(l.set("listen", format!("127.0.0.1:{port}")), &first)
+    });
+    let proxy = Proxy::start(&config.global("watch", false).admin().toml()).await;
     let reload = async || {
         let resp = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
         assert_eq!(resp.status, 200, "{}", resp.body);

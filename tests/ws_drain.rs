@@ -15,25 +15,24 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use support::{client::*, proxy::*, upstream::*, websocket::*};
+use support::{client::*, config::*, proxy::*, upstream::*, websocket::*};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// On a loaded machine a close may come this long after it is due.
 const MARGIN: Duration = Duration::from_secs(5);
 
-/// An upstream `web` of `servers` behind a listener and the admin API.
-fn config(servers: &[String], websocket: &str) -> String {
-    let entries: String = servers
-        .iter()
-        .map(|address| format!("[[upstream.web.server]]\naddress = \"{address}\"\n"))
-        .collect();
-    format!(
-        "[admin]\nlisten = \"127.0.0.1:{}\"\n\n\
-         [[listener]]\nlisten = \"127.0.0.1:{}\"\nupstream = \"web\"\n\n\
-         [upstream.web]\n\n[upstream.web.websocket]\n{websocket}\n\n{entries}",
-        free_port(),
-        free_port(),
-    )
+/// An upstream `web` of `servers` behind a listener and the admin API, with
+/// the `[upstream.web.websocket]` keys `websocket` sets.
+fn config(servers: &[String], websocket: impl FnOnce(Keys) -> Keys) -> Config {
+    Config::new().admin().listener("web").upstream("web", |u| {
+        let u = u.table_with("websocket", websocket);
+        servers.iter().fold(u, |u, address| u.server(address))
+    })
+}
+
+/// Drain closes due at the deadline, none spread after it.
+fn no_spread(keys: Keys) -> Keys {
+    keys.set("close_spread", "0s")
 }
 
 async fn drain(proxy: &Proxy, address: &str, query: &str) {
@@ -73,11 +72,7 @@ async fn drained(proxy: &Proxy, address: &str, wait: &str) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_websocket_gets_1012_and_reconnects_to_another_server() {
     let (a, b) = (WebSocketEcho::start().await, WebSocketEcho::start().await);
-    let proxy = Proxy::start(&config(
-        &[a.address(), b.address()],
-        "close_spread = \"0s\"",
-    ))
-    .await;
+    let proxy = Proxy::start(&config(&[a.address(), b.address()], no_spread).toml()).await;
     let url = format!("ws://{}/chat", proxy.addr());
     let mut ws = ws_connect(&url).await.expect("websocket through the proxy");
     assert_eq!(ws_echo(&mut ws, "hello").await.as_deref(), Ok("hello"));
@@ -193,11 +188,7 @@ async fn a_frame_in_flight_at_the_deadline_arrives_whole() {
     let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let (code_tx, code_rx) = oneshot::channel();
     let server = tokio::spawn(half_a_frame_server(listener, payload.clone(), code_tx));
-    let proxy = Proxy::start(&config(
-        std::slice::from_ref(&address),
-        "close_spread = \"0s\"",
-    ))
-    .await;
+    let proxy = Proxy::start(&config(std::slice::from_ref(&address), no_spread).toml()).await;
     let mut ws = ws_connect(&format!("ws://{}/", proxy.addr()))
         .await
         .expect("websocket through the proxy");
@@ -226,7 +217,8 @@ async fn a_frame_in_flight_at_the_deadline_arrives_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_tunnels_close_over_close_spread_not_at_once() {
     let echo = WebSocketEcho::start().await;
-    let proxy = Proxy::start(&config(&[echo.address()], "close_spread = \"2s\"")).await;
+    let proxy =
+        Proxy::start(&config(&[echo.address()], |w| w.set("close_spread", "2s")).toml()).await;
     let url = format!("ws://{}/chat", proxy.addr());
     let mut sessions = Vec::new();
     for _ in 0..50 {
@@ -298,11 +290,7 @@ async fn a_non_websocket_upgrade_is_closed_at_the_deadline() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("addr").to_string();
     let server = tokio::spawn(foo_upgrade_server(listener));
-    let proxy = Proxy::start(&config(
-        std::slice::from_ref(&address),
-        "close_spread = \"0s\"",
-    ))
-    .await;
+    let proxy = Proxy::start(&config(std::slice::from_ref(&address), no_spread).toml()).await;
     let mut conn = TcpStream::connect(proxy.addr()).await.expect("connect");
     conn.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
         .await
@@ -339,11 +327,9 @@ async fn a_non_websocket_upgrade_is_closed_at_the_deadline() {
 async fn sigterm_sends_1001_both_ways_before_shutdown_timeout() {
     let echo = WebSocketEcho::start().await;
     // The close is due 2 s before shutdown_timeout: 3 s after the signal.
-    let toml = config(&[echo.address()], "close_spread = \"0s\"").replacen(
-        "[admin]",
-        "[global]\nshutdown_timeout = \"5s\"\n\n[admin]",
-        1,
-    );
+    let toml = config(&[echo.address()], no_spread)
+        .global("shutdown_timeout", "5s")
+        .toml();
     let mut proxy = Proxy::start(&toml).await;
     let mut ws = ws_connect(&format!("ws://{}/chat", proxy.addr()))
         .await
@@ -375,7 +361,7 @@ async fn sigterm_sends_1001_both_ways_before_shutdown_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_wait_answers_when_the_last_request_ends() {
     let slow = MockUpstream::named("slow").hang().start().await;
-    let proxy = Proxy::start(&config(&[slow.address()], "")).await;
+    let proxy = Proxy::start(&config(&[slow.address()], |w| w).toml()).await;
     let url = proxy.url("/slow");
     let in_flight = tokio::spawn(async move { try_get(&url).await });
     poll_until(WAIT, "the request reaches the upstream", async || {
@@ -417,7 +403,7 @@ async fn drained_wait_answers_when_the_last_request_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_wait_gives_409_with_the_counts_when_the_wait_passes() {
     let slow = MockUpstream::named("slow").hang().start().await;
-    let proxy = Proxy::start(&config(&[slow.address()], "")).await;
+    let proxy = Proxy::start(&config(&[slow.address()], |w| w).toml()).await;
     let url = proxy.url("/slow");
     let in_flight = tokio::spawn(async move { try_get(&url).await });
     poll_until(WAIT, "the request reaches the upstream", async || {
@@ -452,7 +438,7 @@ async fn drained_wait_gives_409_with_the_counts_when_the_wait_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_wait_answers_when_the_last_tunnel_closes() {
     let echo = WebSocketEcho::start().await;
-    let proxy = Proxy::start(&config(&[echo.address()], "")).await;
+    let proxy = Proxy::start(&config(&[echo.address()], |w| w).toml()).await;
     let mut ws = ws_connect(&format!("ws://{}/chat", proxy.addr()))
         .await
         .expect("websocket through the proxy");

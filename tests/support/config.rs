@@ -11,6 +11,7 @@
 
 use std::fmt::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use super::proxy::free_port;
 use super::upstream::MockUpstream;
@@ -35,6 +36,19 @@ impl Value for String {
 impl Value for &String {
     fn toml(&self) -> String {
         self.as_str().toml()
+    }
+}
+
+/// A file path, e.g. a certificate's.
+impl Value for &Path {
+    fn toml(&self) -> String {
+        self.display().to_string().toml()
+    }
+}
+
+impl Value for &PathBuf {
+    fn toml(&self) -> String {
+        self.as_path().toml()
     }
 }
 
@@ -116,11 +130,12 @@ impl Keys {
     }
 }
 
-/// One `[[listener]]` with its sub-tables and routes.
+/// One `[[listener]]` with its sub-tables, their entries and routes.
 #[derive(Debug, Clone)]
 pub struct Listener {
     keys: Keys,
     tables: Vec<(String, Keys)>,
+    entries: Vec<(String, Keys)>,
     routes: Vec<Keys>,
 }
 
@@ -133,6 +148,13 @@ impl Listener {
     /// A key of the sub-table `[listener.TABLE]`, e.g. `tls`.
     pub fn table(mut self, table: &str, key: &str, value: impl Value) -> Self {
         set_in(&mut self.tables, table, key, value);
+        self
+    }
+
+    /// An entry of the array `[[listener.ARRAY]]` under a sub-table, e.g.
+    /// `tls.sni`; rendered after the sub-tables.
+    pub fn entry(mut self, array: &str, keys: impl FnOnce(Keys) -> Keys) -> Self {
+        self.entries.push((array.to_owned(), keys(Keys::default())));
         self
     }
 
@@ -200,6 +222,14 @@ impl Config {
         Self::default()
     }
 
+    /// A listener in front of upstream `web`, which holds `servers`: the
+    /// config of every test that needs no more.
+    pub fn web(servers: &[&MockUpstream]) -> Self {
+        Self::new()
+            .listener("web")
+            .upstream("web", |u| u.servers(servers))
+    }
+
     /// A key of a top-level table: `global`, `log`, `admin`, ...
     pub fn set(mut self, table: &str, key: &str, value: impl Value) -> Self {
         set_in(&mut self.tables, table, key, value);
@@ -225,6 +255,7 @@ impl Config {
         let mut listener = keys(Listener {
             keys: Keys::default(),
             tables: Vec::new(),
+            entries: Vec::new(),
             routes: Vec::new(),
         });
         // Fixed here, not at rendering, so every rendering listens alike.
@@ -262,6 +293,9 @@ impl Config {
             listener.keys.render("[[listener]]", &mut out);
             for (table, keys) in &listener.tables {
                 keys.render(&format!("[listener.{table}]"), &mut out);
+            }
+            for (array, keys) in &listener.entries {
+                keys.render(&format!("[[listener.{array}]]"), &mut out);
             }
             for route in &listener.routes {
                 route.render("[[listener.route]]", &mut out);

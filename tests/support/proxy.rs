@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::upstream::MockUpstream;
-
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 const READY_DEADLINE: Duration = Duration::from_secs(10);
 const POLL_EVERY: Duration = Duration::from_millis(20);
@@ -311,18 +309,4 @@ fn connectable(listen: &str) -> Option<SocketAddr> {
         });
     }
     Some(addr)
-}
-
-/// `[[upstream.NAME.server]]` blocks, one per mock: the tedious part of a
-/// test config.
-pub fn server_entries(upstream: &str, servers: &[&MockUpstream]) -> String {
-    servers
-        .iter()
-        .map(|s| {
-            format!(
-                "[[upstream.{upstream}.server]]\naddress = \"{}\"\n",
-                s.address()
-            )
-        })
-        .collect()
 }
