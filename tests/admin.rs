@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
-use support::{client::*, config::*, proxy::*, upstream::*};
+use support::{admin::*, client::*, config::*, proxy::*, upstream::*};
 
 const TOKEN: &str = "let-me-in";
 
@@ -32,11 +32,6 @@ fn json(resp: &Resp) -> Value {
 
 async fn post(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> Resp {
     request(Method::POST, &proxy.admin_url(path), headers, "").await
-}
-
-fn scrape(text: &str) -> prometheus_parse::Scrape {
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 /// The value of the sample `metric` whose labels include `labels`.

@@ -8,10 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use http::Method;
 use serde_json::Value;
 use support::redis::Redis;
-use support::{client::*, config::*, proxy::*, upstream::*};
+use support::{admin::*, client::*, config::*, proxy::*, upstream::*};
 
 /// Generous: a loaded two-core machine runs these next to other builds.
 const WAIT: Duration = Duration::from_secs(15);
@@ -88,8 +87,9 @@ async fn json(url: &str) -> Value {
     serde_json::from_str(&resp.body).unwrap_or_else(|e| panic!("{url}: {e}: {}", resp.body))
 }
 
-async fn admin_post(proxy: &Proxy, path: &str) -> Resp {
-    let resp = request(Method::POST, &proxy.admin_url(path), &[], "").await;
+/// POSTs an admin action that must succeed.
+async fn admin_ok(proxy: &Proxy, path: &str) -> Resp {
+    let resp = admin_post(proxy, path).await;
     assert_eq!(resp.status, 200, "POST {path}: {}", resp.body);
     resp
 }
@@ -153,7 +153,7 @@ async fn a_drain_made_on_one_instance_stops_new_clients_on_the_other_within_a_se
     joined(&a, &b).await;
     let bound = cookie_for(&b, &s1).await;
 
-    admin_post(&a, &path(&s1.address(), "drain")).await;
+    admin_ok(&a, &path(&s1.address(), "drain")).await;
     let took = eventually("B applies A's drain", || async {
         state(&b, &s1.address()).await != "up"
     })
@@ -202,7 +202,7 @@ async fn drained_is_cluster_wide_and_drained_wait_answers_when_it_happens() {
     let in_flight =
         tokio::spawn(async move { get_with(&url, &[("cookie", cookie.as_str())]).await });
     eventually("the request reaches s1", || async { s1.in_flight() == 1 }).await;
-    admin_post(&a, &path(&s1.address(), "drain")).await;
+    admin_ok(&a, &path(&s1.address(), "drain")).await;
 
     // A sees B's request through B's heartbeat: not drained, cluster-wide.
     eventually("A counts B's request", || async {
@@ -270,7 +270,7 @@ async fn with_redis_down_both_serve_and_a_disable_reaches_the_other_once_it_is_b
         }
     }
 
-    admin_post(&a, &path(&s1.address(), "disable")).await;
+    admin_ok(&a, &path(&s1.address(), "disable")).await;
     assert_eq!(state(&a, &s1.address()).await, "down");
     for _ in 0..10 {
         assert_eq!(client.get(&a.url("/")).await.upstream(), Some("s2"));
@@ -306,7 +306,7 @@ async fn with_redis_down_the_others_last_counts_still_hold_a_drain() {
     let url = b.url("/slow");
     let in_flight =
         tokio::spawn(async move { get_with(&url, &[("cookie", bound.as_str())]).await });
-    admin_post(&a, &path(&s1.address(), "drain")).await;
+    admin_ok(&a, &path(&s1.address(), "drain")).await;
     eventually("A counts B's request", || async {
         server(&a, "web", &s1.address()).await["cluster"]["in_flight"] == 1
     })
@@ -338,8 +338,8 @@ async fn an_instance_restarted_learns_the_changes_made_while_it_was_down() {
     joined(&a, &b).await;
 
     drop(b);
-    admin_post(&a, &path(&s1.address(), "disable")).await;
-    admin_post(&a, &format!("{}?value=3", path(&s2.address(), "weight"))).await;
+    admin_ok(&a, &path(&s1.address(), "disable")).await;
+    admin_ok(&a, &format!("{}?value=3", path(&s2.address(), "weight"))).await;
     eventually("the changes are in Redis", || async {
         let hash = redis.command(&["HGETALL", "sluice:state"]);
         hash.contains("disable") && hash.contains("weight")

@@ -6,36 +6,6 @@ mod support;
 
 use support::{client::*, config::*, proxy::*, upstream::*};
 
-/// The same, trusting what loopback peers say about the client.
-fn trusting_loopback(upstream: &MockUpstream) -> String {
-    Config::new()
-        .global("trusted_proxies", ["127.0.0.1/32"])
-        .listener("web")
-        .upstream("web", |u| u.server(upstream))
-        .toml()
-}
-
-/// Every value of header `name` the upstream saw on its last request.
-fn seen_all(upstream: &MockUpstream, name: &str) -> Vec<String> {
-    let request = upstream.last_request().expect("the upstream saw a request");
-    request
-        .headers
-        .get_all(name)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect()
-}
-
-fn seen(upstream: &MockUpstream, name: &str) -> Option<String> {
-    let mut values = seen_all(upstream, name);
-    assert!(
-        values.len() <= 1,
-        "{name} sent upstream {} times: {values:?}",
-        values.len()
-    );
-    values.pop()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_is_preserved_and_forwarded_headers_are_set() {
     let a = MockUpstream::named("a").start().await;
@@ -45,14 +15,14 @@ async fn host_is_preserved_and_forwarded_headers_are_set() {
     assert_eq!(resp.status, 200);
     let request = a.last_request().expect("forwarded");
     assert_eq!(request.uri, "/p?q=1");
-    assert_eq!(seen(&a, "host").as_deref(), Some("app.example.com:8443"));
-    assert_eq!(seen(&a, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
-    assert_eq!(seen(&a, "x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(a.seen("host").as_deref(), Some("app.example.com:8443"));
+    assert_eq!(a.seen("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(a.seen("x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(
-        seen(&a, "x-forwarded-host").as_deref(),
+        a.seen("x-forwarded-host").as_deref(),
         Some("app.example.com:8443")
     );
-    assert_eq!(seen(&a, "x-real-ip").as_deref(), Some("127.0.0.1"));
+    assert_eq!(a.seen("x-real-ip").as_deref(), Some("127.0.0.1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,19 +45,19 @@ async fn untrusted_client_cannot_spoof_forwarded_headers() {
         ],
     )
     .await;
-    assert_eq!(seen(&a, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
-    assert_eq!(seen(&a, "x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(seen(&a, "x-forwarded-host").as_deref(), Some("real.test"));
-    assert_eq!(seen(&a, "x-real-ip").as_deref(), Some("127.0.0.1"));
-    assert_eq!(seen(&a, "forwarded"), None);
-    assert_eq!(seen(&a, "x-forwarded-port"), None);
-    assert_eq!(seen(&a, "x-forwarded-prefix"), None);
+    assert_eq!(a.seen("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(a.seen("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(a.seen("x-forwarded-host").as_deref(), Some("real.test"));
+    assert_eq!(a.seen("x-real-ip").as_deref(), Some("127.0.0.1"));
+    assert_eq!(a.seen("forwarded"), None);
+    assert_eq!(a.seen("x-forwarded-port"), None);
+    assert_eq!(a.seen("x-forwarded-prefix"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxy_chain_is_joined_in_order_and_extended() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&trusting_loopback(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).trusting_loopback().toml()).await;
 
     get_with(
         &proxy.url("/"),
@@ -98,23 +68,23 @@ async fn trusted_proxy_chain_is_joined_in_order_and_extended() {
     )
     .await;
     assert_eq!(
-        seen_all(&a, "x-forwarded-for"),
+        a.seen_all("x-forwarded-for"),
         ["1.1.1.1, 2.2.2.2, 3.3.3.3, 127.0.0.1"],
         "one joined line, in order, with the peer appended"
     );
     // The client is the right-most address that is not a trusted proxy.
-    assert_eq!(seen(&a, "x-real-ip").as_deref(), Some("3.3.3.3"));
+    assert_eq!(a.seen("x-real-ip").as_deref(), Some("3.3.3.3"));
 
     // Without an incoming chain, the trusted peer is the client.
     get(&proxy.url("/")).await;
-    assert_eq!(seen(&a, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
-    assert_eq!(seen(&a, "x-real-ip").as_deref(), Some("127.0.0.1"));
+    assert_eq!(a.seen("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(a.seen("x-real-ip").as_deref(), Some("127.0.0.1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxy_keeps_its_forwarded_proto_and_host() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&trusting_loopback(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).trusting_loopback().toml()).await;
 
     get_with(
         &proxy.url("/"),
@@ -125,9 +95,9 @@ async fn trusted_proxy_keeps_its_forwarded_proto_and_host() {
         ],
     )
     .await;
-    assert_eq!(seen(&a, "x-forwarded-proto").as_deref(), Some("https"));
-    assert_eq!(seen(&a, "x-forwarded-host").as_deref(), Some("outer.test"));
-    assert_eq!(seen(&a, "host").as_deref(), Some("inner.test"));
+    assert_eq!(a.seen("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(a.seen("x-forwarded-host").as_deref(), Some("outer.test"));
+    assert_eq!(a.seen("host").as_deref(), Some("inner.test"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +141,7 @@ async fn hop_by_hop_request_headers_are_removed() {
     }
     // The proxy's own connection to the upstream may say keep-alive, but
     // nothing the client listed.
-    for value in seen_all(&a, "connection") {
+    for value in a.seen_all("connection") {
         let value = value.to_ascii_lowercase();
         assert!(
             !value.contains("x-secret") && !value.contains("x-other"),
@@ -263,10 +233,7 @@ async fn http2_authority_is_the_host_not_the_host_field() {
         .expect("request");
     let response = sender.send_request(request).await.expect("h2 response");
     assert_eq!(response.status(), 200);
-    assert_eq!(seen(&a, "host").as_deref(), Some("app.test:8443"));
-    assert_eq!(
-        seen(&a, "x-forwarded-host").as_deref(),
-        Some("app.test:8443")
-    );
+    assert_eq!(a.seen("host").as_deref(), Some("app.test:8443"));
+    assert_eq!(a.seen("x-forwarded-host").as_deref(), Some("app.test:8443"));
     assert_eq!(a.last_request().expect("forwarded").uri, "/h2");
 }

@@ -17,15 +17,6 @@ use support::{client::*, config::*, proxy::*, upstream::*};
 const GET: &[u8] = b"GET /pp HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n";
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
-/// The same, trusting what loopback peers say about the client.
-fn trusting_loopback(upstream: &MockUpstream) -> String {
-    Config::new()
-        .global("trusted_proxies", ["127.0.0.1/32"])
-        .listener("web")
-        .upstream("web", |u| u.server(upstream))
-        .toml()
-}
-
 /// A v2 PROXY header (command PROXY, transport STREAM) from `source` to
 /// `destination`.
 fn v2_proxy(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
@@ -60,25 +51,15 @@ fn with_get(header: &[u8]) -> Vec<u8> {
     [header, GET].concat()
 }
 
-/// The single value of header `name` on the upstream's last request.
-fn seen(upstream: &MockUpstream, name: &str) -> Option<String> {
-    let request = upstream.last_request().expect("the upstream saw a request");
-    let values: Vec<_> = request.headers.get_all(name).iter().collect();
-    assert!(values.len() <= 1, "{name} sent upstream {values:?}");
-    values
-        .first()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-}
-
 fn assert_client(upstream: &MockUpstream, client: &str) {
-    assert_eq!(seen(upstream, "x-forwarded-for").as_deref(), Some(client));
-    assert_eq!(seen(upstream, "x-real-ip").as_deref(), Some(client));
+    assert_eq!(upstream.seen("x-forwarded-for").as_deref(), Some(client));
+    assert_eq!(upstream.seen("x-real-ip").as_deref(), Some(client));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_header_from_trusted_peer_names_the_client() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&trusting_loopback(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).trusting_loopback().toml()).await;
 
     let response = raw_request(
         proxy.addr(),
@@ -106,7 +87,7 @@ GET / HTTP/1.1\r\nhost: app.test\r\nx-forwarded-for: 6.6.6.6\r\nx-real-ip: 6.6.6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_header_split_across_writes_is_read_whole() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&trusting_loopback(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).trusting_loopback().toml()).await;
 
     // Cut inside the signature and inside the line: sluice must wait for the
     // rest without taking any byte of the request.
@@ -131,7 +112,7 @@ async fn v1_header_split_across_writes_is_read_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_header_from_trusted_peer_names_the_client() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&trusting_loopback(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).trusting_loopback().toml()).await;
 
     let v4 = v2_proxy(
         "203.0.113.7:5555".parse().unwrap(),
@@ -161,7 +142,7 @@ async fn v2_header_from_trusted_peer_names_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_local_keeps_the_real_peer() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&trusting_loopback(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).trusting_loopback().toml()).await;
 
     let local = v2(0x20, 0x00, &[]);
     let response = raw_request(proxy.addr(), &with_get(&local)).await;
@@ -197,7 +178,7 @@ async fn untrusted_peer_header_is_bad_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_header_from_trusted_peer_closes_the_connection() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&trusting_loopback(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).trusting_loopback().toml()).await;
 
     let too_long = {
         let mut line = b"PROXY UNKNOWN ".to_vec();
@@ -282,7 +263,7 @@ async fn header_comes_before_the_tls_handshake() {
         String::from_utf8_lossy(&response)
     );
     assert_client(&a, "203.0.113.7");
-    assert_eq!(seen(&a, "x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(a.seen("x-forwarded-proto").as_deref(), Some("https"));
 }
 
 async fn read_to_end(mut stream: TcpStream) -> Vec<u8> {
@@ -349,7 +330,7 @@ backend b\n  server s {sluice} {server_options}\n"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_send_proxy_relays_the_real_client() {
     let a = MockUpstream::named("a").start().await;
-    let proxy = Proxy::start(&trusting_loopback(&a)).await;
+    let proxy = Proxy::start(&Config::web(&[&a]).trusting_loopback().toml()).await;
     // The client connects from 127.0.0.2; HAProxy reaches sluice from
     // 127.0.0.1, the trusted peer.
     let client: IpAddr = "127.0.0.2".parse().unwrap();

@@ -30,24 +30,6 @@ fn weight(weight: u32) -> impl FnOnce(Keys) -> Keys {
     move |s| s.set("weight", weight)
 }
 
-fn count(proxy: &Proxy, needle: &str) -> usize {
-    proxy.stderr().matches(needle).count()
-}
-
-/// Writes `toml`, sends SIGHUP, and waits until the proxy logged the outcome.
-async fn hup_reload(proxy: &Proxy, toml: &str) {
-    let (ok, rejected) = (
-        count(proxy, "config reloaded"),
-        count(proxy, "reload rejected"),
-    );
-    proxy.write_config(toml);
-    proxy.signal(Signal::Hup);
-    poll_until(RELOAD, "the reload is logged", async || {
-        count(proxy, "config reloaded") > ok || count(proxy, "reload rejected") > rejected
-    })
-    .await;
-}
-
 fn tally(names: &[String], name: &str) -> usize {
     names.iter().filter(|n| *n == name).count()
 }
@@ -100,7 +82,9 @@ async fn sighup_reloads_when_watch_is_off() {
     let client = Client::new();
     let url = proxy.url("/");
 
-    hup_reload(&proxy, &web_config(&listen, false, |u| u.server(&b)).toml()).await;
+    proxy
+        .hup_reload(&web_config(&listen, false, |u| u.server(&b)).toml())
+        .await;
     assert_eq!(tally(&served_by(&client, &url, 4).await, "b"), 4);
     assert!(proxy.stderr().contains("SIGHUP"));
     assert!(!proxy.stderr().contains("config file changed on disk"));
@@ -140,10 +124,10 @@ async fn invalid_config_is_rejected_with_its_line_and_the_old_one_keeps_serving(
         (&unknown, "upstream = \"nope\""),
         (&in_use, &*format!("listen = \"{taken}\"")),
     ] {
-        let before = count(&proxy, "reload rejected");
-        hup_reload(&proxy, bad).await;
+        let before = proxy.logged("reload rejected");
+        proxy.hup_reload(bad).await;
         assert_eq!(
-            count(&proxy, "reload rejected"),
+            proxy.logged("reload rejected"),
             before + 1,
             "not rejected:\n{bad}"
         );
@@ -216,7 +200,9 @@ async fn twenty_reloads_under_load_fail_no_request() {
     }
     for i in 0..20 {
         let before = ok.load(Ordering::Relaxed);
-        hup_reload(&proxy, if i % 2 == 0 { &second } else { &first }).await;
+        proxy
+            .hup_reload(if i % 2 == 0 { &second } else { &first })
+            .await;
         poll_until(RELOAD, "requests flow after the reload", async || {
             ok.load(Ordering::Relaxed) > before + 4
         })
@@ -230,8 +216,8 @@ async fn twenty_reloads_under_load_fail_no_request() {
             "requests failed during reloads: {failures:?}"
         );
     }
-    assert_eq!(count(&proxy, "config reloaded"), 20);
-    assert_eq!(count(&proxy, "reload rejected"), 0);
+    assert_eq!(proxy.logged("config reloaded"), 20);
+    assert_eq!(proxy.logged("reload rejected"), 0);
     let slow_resp = in_flight
         .await
         .expect("slow task")
@@ -264,8 +250,8 @@ async fn a_failed_server_stays_failed_across_a_reload_that_keeps_it() {
     a.restart().await;
     assert_eq!(tally(&served_by(&client, &url, 4).await, "b"), 4);
 
-    hup_reload(&proxy, &config(2)).await;
-    assert_eq!(count(&proxy, "config reloaded"), 1);
+    proxy.hup_reload(&config(2)).await;
+    assert_eq!(proxy.logged("config reloaded"), 1);
     assert_eq!(tally(&served_by(&client, &url, 6).await, "b"), 6);
     assert_eq!(a.count(), 0, "the reload forgot that a failed");
 }
@@ -291,7 +277,7 @@ async fn in_flight_counts_survive_a_reload() {
     })
     .await;
 
-    hup_reload(&proxy, &config(2)).await;
+    proxy.hup_reload(&config(2)).await;
     let client = Client::new();
     assert_eq!(
         tally(&served_by(&client, &proxy.url("/"), 6).await, "b"),
@@ -320,12 +306,12 @@ async fn websocket_stays_open_across_reloads_and_after_its_server_is_removed() {
     assert_eq!(ws_echo(&mut ws, "hello").await.as_deref(), Ok("hello"));
 
     for weight in 2..7 {
-        hup_reload(&proxy, &config(&echo.address(), weight)).await;
+        proxy.hup_reload(&config(&echo.address(), weight)).await;
         let text = format!("after reload {weight}");
         assert_eq!(ws_echo(&mut ws, &text).await, Ok(text));
     }
-    hup_reload(&proxy, &config(&other.address(), 1)).await;
-    assert_eq!(count(&proxy, "config reloaded"), 6);
+    proxy.hup_reload(&config(&other.address(), 1)).await;
+    assert_eq!(proxy.logged("config reloaded"), 6);
     assert_eq!(
         ws_echo(&mut ws, "still here").await.as_deref(),
         Ok("still here")
@@ -376,8 +362,8 @@ async fn a_drain_deadline_cuts_the_tunnels_of_a_removed_server() {
         ws_echo(&mut ws, "draining").await.as_deref(),
         Ok("draining")
     );
-    hup_reload(&proxy, &config(&other.address())).await;
-    assert_eq!(count(&proxy, "config reloaded"), 1);
+    proxy.hup_reload(&config(&other.address())).await;
+    assert_eq!(proxy.logged("config reloaded"), 1);
 
     poll_until(RELOAD, "the removed server's tunnel is cut", async || {
         echo.open() == 0
@@ -419,14 +405,14 @@ async fn listeners_are_added_and_removed_while_the_others_keep_accepting() {
         })
     };
 
-    hup_reload(&proxy, &config(&[&kept, &removed, &added])).await;
+    proxy.hup_reload(&config(&[&kept, &removed, &added])).await;
     let added_url = format!("http://{added}/");
     poll_until(RELOAD, "the added listener serves", async || {
         try_get(&added_url).await.is_ok_and(|r| r.status == 200)
     })
     .await;
 
-    hup_reload(&proxy, &config(&[&kept, &added])).await;
+    proxy.hup_reload(&config(&[&kept, &added])).await;
     poll_until(
         RELOAD,
         "the removed listener refuses connections",
@@ -442,7 +428,7 @@ async fn listeners_are_added_and_removed_while_the_others_keep_accepting() {
         "the kept listener failed during reloads: {failures:?}"
     );
     assert!(ok > 0);
-    assert_eq!(count(&proxy, "config reloaded"), 2);
+    assert_eq!(proxy.logged("config reloaded"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,10 +461,10 @@ async fn saves_by_rename_and_kubernetes_symlink_swaps_are_seen() {
     }
     std::os::unix::fs::symlink("v1", dir.join("..data")).expect("..data link");
     std::os::unix::fs::symlink("..data/sluice.toml", dir.join("link")).expect("config link");
-    let reloads = count(&proxy, "config reloaded");
+    let reloads = proxy.logged("config reloaded");
     std::fs::rename(dir.join("link"), &path).expect("config becomes a link");
     poll_until(RELOAD, "the link is reloaded", async || {
-        count(&proxy, "config reloaded") > reloads
+        proxy.logged("config reloaded") > reloads
     })
     .await;
     // The swap kubelet does: a new link, renamed over `..data`.
@@ -488,7 +474,7 @@ async fn saves_by_rename_and_kubernetes_symlink_swaps_are_seen() {
         client.get(&url).await.upstream() == Some("c")
     })
     .await;
-    assert_eq!(count(&proxy, "reload rejected"), 0);
+    assert_eq!(proxy.logged("reload rejected"), 0);
 }
 
 async fn api_reload(proxy: &Proxy) -> (http::StatusCode, serde_json::Value) {
@@ -584,7 +570,7 @@ async fn api_reload_reports_changes_and_rejects_an_invalid_file_with_its_line() 
     assert_eq!(status["reloads"], serde_json::json!({"ok": 1, "failed": 1}));
     // The log is read by another thread: it may lag the responses.
     poll_until(RELOAD, "both reloads are logged", async || {
-        count(&proxy, "config reloaded") == 1 && count(&proxy, "reload rejected") == 1
+        proxy.logged("config reloaded") == 1 && proxy.logged("reload rejected") == 1
     })
     .await;
 }

@@ -20,10 +20,6 @@ fn two_hosts(a: &MockUpstream, b: &MockUpstream) -> Config {
         .upstream("b", |u| u.server(b))
 }
 
-async fn raw_text(proxy: &Proxy, bytes: &[u8]) -> String {
-    String::from_utf8_lossy(&raw_request(proxy.addr(), bytes).await).into_owned()
-}
-
 /// The status of every response in `response`: bodies are not followed by
 /// a newline, so a status line may start in the middle of a line.
 fn statuses(response: &str) -> Vec<u16> {
@@ -39,7 +35,7 @@ async fn absolute_form_is_routed_and_forwarded_by_its_authority() {
     let b = MockUpstream::named("b").start().await;
     let proxy = Proxy::start(&two_hosts(&a, &b).toml()).await;
     let response = raw_text(
-        &proxy,
+        proxy.addr(),
         b"GET http://a.test/x?q=1 HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -60,7 +56,7 @@ async fn options_for_the_whole_server_reaches_it_as_asterisk() {
     let b = MockUpstream::named("b").start().await;
     let proxy = Proxy::start(&two_hosts(&a, &b).toml()).await;
     let response = raw_text(
-        &proxy,
+        proxy.addr(),
         b"OPTIONS http://a.test HTTP/1.1\r\nHost: a.test\r\n\r\n\
           OPTIONS http://a.test/ HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
     )
@@ -77,7 +73,7 @@ async fn authority_form_without_connect_is_400_and_closes() {
     let proxy = Proxy::start(&two_hosts(&a, &b).toml()).await;
     // The pipelined request must not be answered: the connection closes.
     let response = raw_text(
-        &proxy,
+        proxy.addr(),
         b"GET a.test:80 HTTP/1.1\r\nHost: a.test\r\n\r\n\
           GET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
     )
@@ -92,7 +88,7 @@ async fn connect_is_501_logged_and_never_reaches_a_server() {
     let b = MockUpstream::named("b").start().await;
     let proxy = Proxy::start(&two_hosts(&a, &b).set("log", "format", "json").toml()).await;
     let response = raw_text(
-        &proxy,
+        proxy.addr(),
         b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n",
     )
     .await;
@@ -124,9 +120,7 @@ async fn a_bare_lf_after_the_last_chunk_ends_the_request() {
     let a = MockUpstream::named("a").echo().start().await;
     let b = MockUpstream::named("b").start().await;
     let proxy = Proxy::start(&two_hosts(&a, &b).toml()).await;
-    let response = raw_text(
-        &proxy,
-        b"POST /one HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+    let response = raw_text(proxy.addr(), b"POST /one HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
           5\r\nhello\r\n0\r\n\n",
     )
     .await;
@@ -140,7 +134,7 @@ async fn a_request_pipelined_after_a_bare_lf_trailer_end_is_answered_too() {
     let b = MockUpstream::named("b").start().await;
     let proxy = Proxy::start(&two_hosts(&a, &b).toml()).await;
     let response = raw_text(
-        &proxy,
+        proxy.addr(),
         b"POST /one HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n\
           5\r\nhello\r\n0\r\nX-Sum: 1\n\n\
           GET /two HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",

@@ -18,10 +18,6 @@ fn config(
         .toml()
 }
 
-async fn raw_text(proxy: &Proxy, bytes: &[u8]) -> String {
-    String::from_utf8_lossy(&raw_request(proxy.addr(), bytes).await).into_owned()
-}
-
 fn status_of(response: &str) -> Option<u16> {
     raw_status(response.as_bytes())
 }
@@ -94,7 +90,7 @@ async fn malformed_requests_are_400_and_never_forwarded() {
         ),
     ];
     for (what, bytes) in cases {
-        let response = raw_text(&proxy, bytes).await;
+        let response = raw_text(proxy.addr(), bytes).await;
         assert_eq!(status_of(&response), Some(400), "{what}: {response}");
         assert_eq!(a.count(), 0, "{what}: the backend saw the request");
     }
@@ -112,7 +108,7 @@ async fn transfer_codings_other_than_chunked_are_refused() {
             "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: {coding}\r\n\r\n\
              5\r\nhello\r\n0\r\n\r\n"
         );
-        let response = raw_text(&proxy, request.as_bytes()).await;
+        let response = raw_text(proxy.addr(), request.as_bytes()).await;
         let status = status_of(&response);
         assert!(
             matches!(status, Some(400 | 501)),
@@ -134,7 +130,7 @@ async fn request_head_over_max_header_size_is_431() {
         .await;
         let big = "x".repeat(size);
         let response = raw_text(
-            &proxy,
+            proxy.addr(),
             format!("GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: {big}\r\n\r\n").as_bytes(),
         )
         .await;
@@ -157,7 +153,7 @@ async fn more_than_max_headers_is_431() {
         head.push_str(&format!("X-H{i}: {i}\r\n"));
     }
     head.push_str("\r\n");
-    let response = raw_text(&proxy, head.as_bytes()).await;
+    let response = raw_text(proxy.addr(), head.as_bytes()).await;
     assert_eq!(status_of(&response), Some(431), "{response}");
     assert_eq!(a.count(), 0);
     let few: Vec<(String, String)> = (0..5).map(|i| (format!("x-h{i}"), i.to_string())).collect();
@@ -175,7 +171,7 @@ async fn content_length_over_max_body_size_is_413_without_100_continue() {
     .await;
 
     let response = raw_text(
-        &proxy,
+        proxy.addr(),
         b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4096\r\n\r\n",
     )
     .await;
@@ -184,7 +180,7 @@ async fn content_length_over_max_body_size_is_413_without_100_continue() {
     // The client waits for 100 Continue before sending: it must get the 413
     // instead, and never a 100.
     let response = raw_text(
-        &proxy,
+        proxy.addr(),
         b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4096\r\nExpect: 100-continue\r\n\r\n",
     )
     .await;
@@ -215,7 +211,7 @@ async fn chunked_body_over_max_body_size_is_413() {
         "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
         chunk.len()
     );
-    let response = raw_text(&proxy, request.as_bytes()).await;
+    let response = raw_text(proxy.addr(), request.as_bytes()).await;
     assert_eq!(status_of(&response), Some(413), "{response}");
 }
 
@@ -229,7 +225,7 @@ async fn incomplete_head_after_header_timeout_is_408() {
     .await;
 
     // raw_request reads until the proxy closes (or 5 s pass).
-    let response = raw_text(&proxy, b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: ").await;
+    let response = raw_text(proxy.addr(), b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: ").await;
     assert_eq!(status_of(&response), Some(408), "{response:?}");
     assert_eq!(a.count(), 0);
 }
@@ -243,7 +239,7 @@ async fn silent_connection_gets_408_after_header_timeout() {
     ))
     .await;
 
-    let response = raw_text(&proxy, b"").await;
+    let response = raw_text(proxy.addr(), b"").await;
     assert_eq!(status_of(&response), Some(408), "{response:?}");
 }
 
@@ -258,7 +254,7 @@ async fn idle_keep_alive_connection_closes_without_a_response() {
 
     // One complete exchange, then silence: the timeout closes the
     // connection quietly, with nothing after the first response.
-    let response = raw_text(&proxy, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    let response = raw_text(proxy.addr(), b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
     assert_eq!(status_of(&response), Some(200), "{response}");
     assert_eq!(response.matches("HTTP/1.1").count(), 1, "{response}");
 }
@@ -274,7 +270,7 @@ async fn request_target_too_long_is_414_or_431() {
 
     let path = format!("/{}", "p".repeat(20 * 1024));
     let response = raw_text(
-        &proxy,
+        proxy.addr(),
         format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n").as_bytes(),
     )
     .await;
@@ -385,7 +381,7 @@ async fn ambiguous_second_request_on_a_keep_alive_connection_is_400() {
 
     // Pipelined: a clean request, then one with both framing headers.
     let response = raw_text(
-        &proxy,
+        proxy.addr(),
         b"POST /first HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello\
           POST /second HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\
           Transfer-Encoding: chunked\r\n\r\n5\r\nworld\r\n0\r\n\r\n",

@@ -6,9 +6,8 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use http::Method;
 use serde_json::Value;
-use support::{client::*, config::*, proxy::*, upstream::*};
+use support::{admin::*, client::*, config::*, proxy::*, upstream::*};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -76,23 +75,6 @@ async fn cookies_by_server(proxy: &Proxy, name: &str, servers: usize) -> HashMap
         "round-robin reached every server: {found:?}"
     );
     found
-}
-
-async fn admin_post(proxy: &Proxy, path: &str) -> Resp {
-    request(Method::POST, &proxy.admin_url(path), &[], "").await
-}
-
-async fn server_status(proxy: &Proxy, address: &str) -> Value {
-    let resp = get(&proxy.admin_url("/api/status")).await;
-    assert_eq!(resp.status, 200, "{}", resp.body);
-    let status: Value = serde_json::from_str(&resp.body).unwrap();
-    status["upstreams"]["web"]["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["address"] == address)
-        .unwrap_or_else(|| panic!("no {address} in {status}"))
-        .clone()
 }
 
 #[tokio::test]

@@ -714,10 +714,6 @@ async fn health_checks_speak_tls_to_a_tls_upstream() {
     assert_eq!(get(&proxy.url("/")).await.status, 200);
 }
 
-fn count(proxy: &Proxy, needle: &str) -> usize {
-    proxy.stderr().matches(needle).count()
-}
-
 /// The certificate a brand-new client (no session to resume) is served.
 async fn fresh_cert(pki: &Pki, addr: SocketAddr, sni: &str) -> CertificateDer<'static> {
     let stream = handshake(addr, sni, pki.client(&[b"http/1.1"]))
@@ -731,12 +727,12 @@ async fn fresh_cert(pki: &Pki, addr: SocketAddr, sni: &str) -> CertificateDer<'s
 /// renewal earlier on could otherwise be taken for this one).
 async fn write_rejected(proxy: &Proxy, path: &Path, contents: &str, reason: &str) {
     let rejection = format!("reload rejected, still serving the previous config: {reason}");
-    let before = count(proxy, &rejection);
+    let before = proxy.logged(&rejection);
     std::fs::write(path, contents).unwrap();
     poll_until(
         WAIT,
         &format!("the reload is rejected: {reason}"),
-        async || count(proxy, &rejection) > before,
+        async || proxy.logged(&rejection) > before,
     )
     .await;
 }

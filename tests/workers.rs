@@ -13,17 +13,12 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use support::{client::*, config::*, proxy::*, upstream::*};
+use support::{admin::*, client::*, config::*, proxy::*, upstream::*};
 
 const WAIT: Duration = Duration::from_secs(10);
 const WORKERS: usize = 2;
 /// Fresh connections opened where both workers must take some.
 const SPREAD: usize = 32;
-
-fn scrape(text: &str) -> prometheus_parse::Scrape {
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .unwrap_or_else(|e| panic!("{e}\n{text}"))
-}
 
 /// `sluice_worker_connections_total`, by worker.
 async fn accepted(proxy: &Proxy) -> Vec<u64> {
@@ -64,22 +59,6 @@ async fn spread_gets(url: &str) -> Vec<Resp> {
     futures_util::future::join_all((0..SPREAD).map(|_| get(url))).await
 }
 
-/// Writes `toml`, sends SIGHUP, and waits until the proxy logged the reload.
-async fn hup_reload(proxy: &Proxy, toml: &str) {
-    let reloaded = proxy.stderr().matches("config reloaded").count();
-    proxy.write_config(toml);
-    proxy.signal(Signal::Hup);
-    poll_until(WAIT, "the reload is logged", async || {
-        proxy.stderr().matches("config reloaded").count() > reloaded
-    })
-    .await;
-    assert!(
-        !proxy.stderr().contains("reload rejected"),
-        "{}",
-        proxy.stderr()
-    );
-}
-
 #[tokio::test]
 async fn both_workers_accept_and_serve() {
     let a = MockUpstream::named("a").start().await;
@@ -117,7 +96,8 @@ async fn a_reload_adds_and_removes_a_listener_in_every_worker() {
             .toml()
     };
     let proxy = Proxy::start(&with_listener(old)).await;
-    hup_reload(&proxy, &with_listener(new)).await;
+    let toml = with_listener(new);
+    assert!(proxy.hup_reload(&toml).await, "{}", proxy.stderr());
 
     let (old_addr, new_addr) = (format!("127.0.0.1:{old}"), format!("127.0.0.1:{new}"));
     poll_until(WAIT, "the new listener accepts connections", async || {

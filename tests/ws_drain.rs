@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use support::{client::*, config::*, proxy::*, upstream::*, websocket::*};
+use support::{admin::*, client::*, config::*, proxy::*, upstream::*, websocket::*};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// On a loaded machine a close may come this long after it is due.
@@ -46,18 +46,6 @@ async fn drain(proxy: &Proxy, address: &str, query: &str) {
     )
     .await;
     assert_eq!(resp.status, 200, "{}", resp.body);
-}
-
-async fn server_status(proxy: &Proxy, address: &str) -> Value {
-    let status: Value =
-        serde_json::from_str(&get(&proxy.admin_url("/api/status")).await.body).expect("JSON");
-    status["upstreams"]["web"]["servers"]
-        .as_array()
-        .expect("servers")
-        .iter()
-        .find(|s| s["address"] == address)
-        .cloned()
-        .expect("the server is listed")
 }
 
 async fn drained(proxy: &Proxy, address: &str, wait: &str) -> (u16, Value) {

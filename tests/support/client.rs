@@ -227,6 +227,11 @@ pub async fn raw_request(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     }
 }
 
+/// [`raw_request`], its answer as text.
+pub async fn raw_text(addr: SocketAddr, bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&raw_request(addr, bytes).await).into_owned()
+}
+
 /// The status code of the first response in raw bytes, if there is one.
 pub fn raw_status(response: &[u8]) -> Option<u16> {
     let line = response.split(|&b| b == b'\n').next()?;

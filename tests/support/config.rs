@@ -240,6 +240,12 @@ impl Config {
         self.set("global", key, value)
     }
 
+    /// Loopback peers trusted to say who the client is (X-Forwarded-For,
+    /// the PROXY protocol).
+    pub fn trusting_loopback(self) -> Self {
+        self.global("trusted_proxies", ["127.0.0.1/32"])
+    }
+
     /// The admin API on a free loopback port.
     pub fn admin(self) -> Self {
         self.set("admin", "listen", format!("127.0.0.1:{}", free_port()))

@@ -4,6 +4,7 @@
 //! `use support::{client::*, config::*, proxy::*, upstream::*};`.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod cdp;
 pub mod client;
 pub mod config;

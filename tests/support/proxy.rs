@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::client::poll_until;
+
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 const READY_DEADLINE: Duration = Duration::from_secs(10);
 const POLL_EVERY: Duration = Duration::from_millis(20);
+const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A port that was free a moment ago, for configs that need fixed ports.
 pub fn free_port() -> u16 {
@@ -209,6 +212,27 @@ impl Proxy {
     /// Rewrites the config file in place (the watcher or a SIGHUP picks it up).
     pub fn write_config(&self, toml: &str) {
         std::fs::write(&self.config_path, toml).expect("rewrite the proxy config");
+    }
+
+    /// How many times the proxy has logged `needle` so far.
+    pub fn logged(&self, needle: &str) -> usize {
+        self.stderr().matches(needle).count()
+    }
+
+    /// Writes `toml`, sends SIGHUP, and waits (10 s at most) until the proxy
+    /// logs the reload's outcome: true when it applied, false when rejected.
+    pub async fn hup_reload(&self, toml: &str) -> bool {
+        let (applied, rejected) = (
+            self.logged("config reloaded"),
+            self.logged("reload rejected"),
+        );
+        self.write_config(toml);
+        self.signal(Signal::Hup);
+        poll_until(RELOAD_DEADLINE, "the reload is logged", async || {
+            self.logged("config reloaded") > applied || self.logged("reload rejected") > rejected
+        })
+        .await;
+        self.logged("config reloaded") > applied
     }
 
     pub fn signal(&self, signal: Signal) {

@@ -241,6 +241,29 @@ impl MockUpstream {
         self.shared.requests.lock().unwrap().last().cloned()
     }
 
+    /// Every value of header `name` on the last request.
+    pub fn seen_all(&self, name: &str) -> Vec<String> {
+        let request = self.last_request().expect("the upstream saw a request");
+        request
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    /// The value of header `name` on the last request; panics if it was
+    /// sent more than once.
+    pub fn seen(&self, name: &str) -> Option<String> {
+        let mut values = self.seen_all(name);
+        assert!(
+            values.len() <= 1,
+            "{name} sent upstream {} times: {values:?}",
+            values.len()
+        );
+        values.pop()
+    }
+
     /// Forget the requests recorded so far.
     pub fn clear(&self) {
         self.shared.requests.lock().unwrap().clear();
