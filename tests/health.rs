@@ -295,27 +295,6 @@ async fn with_every_server_down_clients_get_a_fast_503_then_recovery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_upstream_framing_is_a_502() {
-    let both = MockUpstream::raw(
-        "both",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    )
-    .start()
-    .await;
-    let proxy = Proxy::start(&config(&[&both], |u| u)).await;
-    assert_eq!(get(&proxy.url("/")).await.status, 502);
-
-    let twice = MockUpstream::raw(
-        "twice",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-    )
-    .start()
-    .await;
-    let proxy = Proxy::start(&config(&[&twice], |u| u)).await;
-    assert_eq!(get(&proxy.url("/")).await.status, 502);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_body_aborts_the_client_transfer_and_is_not_retried() {
     let cut = MockUpstream::named("cut").truncate_body().start().await;
     let b = MockUpstream::named("b").start().await;

@@ -439,12 +439,21 @@ async fn expect_100_continue_within_the_limit_gets_100_then_the_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_response_with_bad_framing_is_502() {
-    let a = MockUpstream::raw(
-        "a",
+    let both = MockUpstream::raw(
+        "both",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .start()
+    .await;
+    let proxy = Proxy::start(&config(|l| l, |u| u.server(&both))).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 502);
+
+    let twice = MockUpstream::raw(
+        "twice",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     )
     .start()
     .await;
-    let proxy = Proxy::start(&config(|l| l, |u| u.server(&a))).await;
+    let proxy = Proxy::start(&config(|l| l, |u| u.server(&twice))).await;
     assert_eq!(get(&proxy.url("/")).await.status, 502);
 }
