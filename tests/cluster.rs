@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::future::Future;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,20 +62,6 @@ fn tier(redis: &Redis, servers: &[&MockUpstream]) -> Tier {
     }
 }
 
-/// Polls `check` until it holds, failing with `what` after [`WAIT`].
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < WAIT, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
-}
-
 async fn json(url: &str) -> Value {
     let resp = get(url).await;
     assert!(
@@ -115,7 +100,7 @@ async fn state(proxy: &Proxy, address: &str) -> String {
 /// Both instances reach Redis and see each other's heartbeats.
 async fn joined(a: &Proxy, b: &Proxy) {
     for proxy in [a, b] {
-        eventually("both instances in /api/cluster", || async {
+        poll_until(WAIT, "both instances in /api/cluster", async || {
             let cluster = json(&proxy.admin_url("/api/cluster")).await;
             cluster["connected"] == true && cluster["instances"].as_array().unwrap().len() == 2
         })
@@ -154,7 +139,7 @@ async fn a_drain_made_on_one_instance_stops_new_clients_on_the_other_within_a_se
     let bound = cookie_for(&b, &s1).await;
 
     admin_ok(&a, &path(&s1.address(), "drain")).await;
-    let took = eventually("B applies A's drain", || async {
+    let took = poll_until(WAIT, "B applies A's drain", async || {
         state(&b, &s1.address()).await != "up"
     })
     .await;
@@ -201,11 +186,11 @@ async fn drained_is_cluster_wide_and_drained_wait_answers_when_it_happens() {
     let cookie = bound.clone();
     let in_flight =
         tokio::spawn(async move { get_with(&url, &[("cookie", cookie.as_str())]).await });
-    eventually("the request reaches s1", || async { s1.in_flight() == 1 }).await;
+    poll_until(WAIT, "the request reaches s1", async || s1.in_flight() == 1).await;
     admin_ok(&a, &path(&s1.address(), "drain")).await;
 
     // A sees B's request through B's heartbeat: not drained, cluster-wide.
-    eventually("A counts B's request", || async {
+    poll_until(WAIT, "A counts B's request", async || {
         server(&a, "web", &s1.address()).await["cluster"]["in_flight"] == 1
     })
     .await;
@@ -254,7 +239,7 @@ async fn with_redis_down_both_serve_and_a_disable_reaches_the_other_once_it_is_b
 
     redis.stop();
     for proxy in [&a, &b] {
-        eventually("connected: false", || async {
+        poll_until(WAIT, "connected: false", async || {
             json(&proxy.admin_url("/api/cluster")).await["connected"] == false
         })
         .await;
@@ -279,9 +264,11 @@ async fn with_redis_down_both_serve_and_a_disable_reaches_the_other_once_it_is_b
 
     // Back, and empty: A writes its change back and B applies it.
     redis.restart().await;
-    eventually("B applies the disable made during the outage", || async {
-        state(&b, &s1.address()).await == "down"
-    })
+    poll_until(
+        WAIT,
+        "B applies the disable made during the outage",
+        async || state(&b, &s1.address()).await == "down",
+    )
     .await;
     joined(&a, &b).await;
     let metrics = get(&a.admin_url("/metrics")).await.body;
@@ -307,13 +294,13 @@ async fn with_redis_down_the_others_last_counts_still_hold_a_drain() {
     let in_flight =
         tokio::spawn(async move { get_with(&url, &[("cookie", bound.as_str())]).await });
     admin_ok(&a, &path(&s1.address(), "drain")).await;
-    eventually("A counts B's request", || async {
+    poll_until(WAIT, "A counts B's request", async || {
         server(&a, "web", &s1.address()).await["cluster"]["in_flight"] == 1
     })
     .await;
 
     redis.stop();
-    eventually("A notices", || async {
+    poll_until(WAIT, "A notices", async || {
         json(&a.admin_url("/api/cluster")).await["connected"] == false
     })
     .await;
@@ -340,16 +327,18 @@ async fn an_instance_restarted_learns_the_changes_made_while_it_was_down() {
     drop(b);
     admin_ok(&a, &path(&s1.address(), "disable")).await;
     admin_ok(&a, &format!("{}?value=3", path(&s2.address(), "weight"))).await;
-    eventually("the changes are in Redis", || async {
+    poll_until(WAIT, "the changes are in Redis", async || {
         let hash = redis.command(&["HGETALL", "sluice:state"]);
         hash.contains("disable") && hash.contains("weight")
     })
     .await;
 
     let b = Proxy::start(&tier.b).await;
-    eventually("the restarted instance applies the disable", || async {
-        state(&b, &s1.address()).await == "down"
-    })
+    poll_until(
+        WAIT,
+        "the restarted instance applies the disable",
+        async || state(&b, &s1.address()).await == "down",
+    )
     .await;
     assert_eq!(server(&b, "web", &s2.address()).await["weight"], 3);
 }

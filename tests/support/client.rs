@@ -241,13 +241,19 @@ pub fn raw_status(response: &[u8]) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-/// Polls `condition` every 20 ms until it holds; panics naming `what` once
-/// `timeout` has passed. Use instead of sleeping.
-pub async fn poll_until(timeout: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
+/// Polls `condition` every 20 ms until it holds and returns how long that
+/// took; panics naming `what` once `timeout` has passed. Use instead of
+/// sleeping.
+pub async fn poll_until(
+    timeout: Duration,
+    what: &str,
+    mut condition: impl AsyncFnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    let deadline = start + timeout;
     loop {
         if condition().await {
-            return;
+            return start.elapsed();
         }
         if Instant::now() > deadline {
             panic!("timed out after {timeout:?} waiting until {what}");
