@@ -1,5 +1,5 @@
 //! The end-to-end test harness: mock upstreams, a config builder, the real
-//! proxy binary, and clients. Each test file includes it with `mod support;`,
+//! proxy binary, clients, and the admin API's calls. Each test file includes it with `mod support;`,
 //! uses a subset, and imports what it needs with
 //! `use support::{client::*, config::*, proxy::*, upstream::*};`.
 #![allow(dead_code)]
