@@ -13,10 +13,9 @@ use serde_json::{Value, json};
 use super::{Reply, json_error, reload_error};
 use crate::cluster::Change;
 use crate::config::units::parse_duration;
-use crate::reload;
+use crate::reload::{self, Reloader};
 use crate::runtime::stats::{LATENCY_BUCKETS, LatencyHistogram};
 use crate::runtime::{ClosedTunnels, ServerRt, Shared, Snapshot, UpstreamRt, clock};
-use crate::server::Server;
 
 /// An operator's action on one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,8 +362,8 @@ pub fn set_weight(shared: &Shared, upstream: &str, address: &str, query: Option<
 
 /// `POST /api/reload`: 200 with what changed, or the rejection's status
 /// (422 for a file that cannot be applied) with every problem.
-pub async fn reload_handler(server: &Arc<Server>) -> Reply {
-    match reload::reload(server).await {
+pub async fn reload_handler(reloader: &Arc<Reloader>) -> Reply {
+    match reload::reload(reloader).await {
         Ok(report) => (
             StatusCode::OK,
             serde_json::to_value(report).unwrap_or_else(|_| json!({})),

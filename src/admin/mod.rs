@@ -26,8 +26,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::reload::Reloader;
 use crate::runtime::Shared;
-use crate::server::Server;
 
 /// How long a client may take to send a request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,8 +56,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
         .map_err(|source| AdminError::Bind { addr, source })
 }
 
-/// Serves the admin API on `listener` until the process ends.
-pub fn spawn(listener: TcpListener, server: Arc<Server>) {
+/// Serves the admin API on `listener` until the process ends; its reloads
+/// go through `reloader`, as `SIGHUP`'s do.
+pub fn spawn(listener: TcpListener, reloader: Arc<Reloader>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin API listening");
     }
@@ -71,11 +72,11 @@ pub fn spawn(listener: TcpListener, server: Arc<Server>) {
                     continue;
                 }
             };
-            let server = server.clone();
+            let reloader = reloader.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let server = server.clone();
-                    async move { Ok::<_, Infallible>(handle(&server, req).await) }
+                    let reloader = reloader.clone();
+                    async move { Ok::<_, Infallible>(handle(&reloader, req).await) }
                 });
                 let result = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -149,7 +150,8 @@ fn route(path: &str) -> Option<Route<'_>> {
     })
 }
 
-async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(reloader: &Arc<Reloader>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let server = &reloader.server;
     let shared: &Shared = &server.shared;
     let path = req.uri().path();
     let protected = path != "/";
@@ -197,7 +199,7 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Full<B
         }
         Route::Status => reply((StatusCode::OK, api::status(shared))),
         Route::Cluster => reply(api::cluster(shared)),
-        Route::Reload => reply(api::reload_handler(server).await),
+        Route::Reload => reply(api::reload_handler(reloader).await),
         Route::Server {
             upstream,
             address,

@@ -7,7 +7,6 @@ mod connection;
 mod h2;
 mod idle;
 mod listeners;
-mod signals;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,16 +16,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::admin::{self, AdminError};
 use crate::config::Config;
 use crate::lifecycle::Tracker;
-use crate::reload::ReloadState;
 use crate::runtime::Shared;
 use crate::tls::{self, TlsError, TlsListener};
 use crate::workers::Workers;
 pub use bind::bind;
 use listeners::RunningListener;
-pub use signals::{run, wait_for_stop};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -38,10 +34,6 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error(transparent)]
-    Admin(#[from] AdminError),
-    #[error("cluster: {0}")]
-    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// The proxy while it runs.
@@ -55,48 +47,58 @@ pub struct Server {
     tls: ArcSwap<HashMap<SocketAddr, Arc<TlsListener>>>,
     /// Flipped once to ask every connection to finish gracefully.
     shutdown: watch::Sender<bool>,
-    pub reload: ReloadState,
     /// Each listening address has a socket and an accept loop in every
     /// worker.
     pub workers: Workers,
+}
+
+/// A server whose certificates are loaded and whose listeners are bound,
+/// not yet accepting: what runs beside it (the admin API, the cluster) is
+/// started in between, so that a failure there serves nothing.
+pub struct Bound {
+    server: Arc<Server>,
+    sockets: Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
+}
+
+impl Bound {
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// Starts accepting on every listener.
+    pub fn serve(self) -> Arc<Server> {
+        for (addr, sockets) in self.sockets {
+            self.server.serve(addr, sockets);
+        }
+        self.server
+    }
 }
 
 impl Server {
     /// Loads every certificate of `config`, binds every listener and starts
     /// serving, all on the runtime this is called on.
     pub async fn start(config: Config) -> Result<Arc<Server>, ServerError> {
-        Server::start_on(config, Workers::current()).await
+        Ok(Server::prepare(config, Workers::current()).await?.serve())
     }
 
-    /// [`Server::start`] with a listening socket in every one of `workers`.
-    pub async fn start_on(config: Config, workers: Workers) -> Result<Arc<Server>, ServerError> {
+    /// Loads every certificate of `config` and binds every listener, with a
+    /// socket in every one of `workers`.
+    pub async fn prepare(config: Config, workers: Workers) -> Result<Bound, ServerError> {
         let certs = tls::load(&config)?;
-        let mut bound = Vec::new();
+        let mut sockets = Vec::new();
         for l in &config.listeners {
-            bound.push((l.listen, bind(l.listen, workers.count()).await?));
+            sockets.push((l.listen, bind(l.listen, workers.count()).await?));
         }
-        let admin_listener = match &config.admin {
-            Some(a) => Some(admin::bind(a.listen).await?),
-            None => None,
-        };
         let server = Arc::new(Server {
             shared: Shared::new(config),
             tracker: Tracker::default(),
             listeners: Mutex::new(HashMap::new()),
             tls: ArcSwap::default(),
             shutdown: watch::channel(false).0,
-            reload: ReloadState::default(),
             workers,
         });
         server.apply_tls(certs)?;
-        crate::cluster::start(&server.shared)?;
-        for (addr, listener) in bound {
-            server.serve(addr, listener);
-        }
-        if let Some(listener) = admin_listener {
-            admin::spawn(listener, server.clone());
-        }
-        Ok(server)
+        Ok(Bound { server, sockets })
     }
 
     /// Whether [`Server::shutdown`] has begun.
