@@ -3,6 +3,8 @@
 //! live per-server state that outlives snapshots.
 
 pub mod clock;
+pub mod pool;
+pub mod retry_budget;
 pub mod state;
 pub mod stats;
 
@@ -154,7 +156,7 @@ pub struct UpstreamState {
     pub in_flight: AtomicU32,
     /// Kept across reloads, so a reload does not hand a failing upstream a
     /// fresh budget.
-    pub retry_budget: crate::proxy::retry_budget::RetryBudget,
+    pub retry_budget: retry_budget::RetryBudget,
     /// Requests waiting in the `queue` for a server under `max_conns`.
     pub queued: AtomicU32,
     /// Those requests, in arrival order.
