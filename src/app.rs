@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::admin::{self, AdminError};
-use crate::cluster::{self, ClusterError};
+use crate::cluster::{self, Cluster, ClusterError};
 use crate::config::Config;
 use crate::health;
 use crate::reload::{self, Reloader};
@@ -61,18 +61,21 @@ async fn start(
     hangups: Signal,
 ) -> Result<Arc<Reloader>, AppError> {
     let admin_addr = config.admin.as_ref().map(|a| a.listen);
+    let cluster = Cluster::new(&config).map(Arc::new);
     let bound = Server::prepare(config, workers).await?;
     let admin_listener = match admin_addr {
         Some(addr) => Some(admin::bind(addr).await?),
         None => None,
     };
     let shared = &bound.server().shared;
-    cluster::start(shared)?;
+    if let Some(cluster) = &cluster {
+        cluster::start(shared, cluster)?;
+    }
     health::start(shared);
     let reloader = Reloader::new(bound.serve());
     reload::start(&reloader, hangups);
     if let Some(listener) = admin_listener {
-        admin::spawn(listener, reloader.clone());
+        admin::spawn(listener, reloader.clone(), cluster);
     }
     Ok(reloader)
 }

@@ -28,8 +28,6 @@ pub struct Shared {
     /// for a runtime weight never store over each other's work.
     swap_lock: Mutex<()>,
     pub registry: Registry,
-    /// With `[cluster]`: the state shared with the other instances.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub reloads_ok: stats::Counter,
     pub reloads_failed: stats::Counter,
 }
@@ -40,13 +38,11 @@ impl Shared {
     /// runs beside the proxy).
     pub fn new(config: Config) -> Arc<Self> {
         let registry = Registry::default();
-        let cluster = crate::cluster::Cluster::new(&config).map(Arc::new);
         let snapshot = Snapshot::build(Arc::new(config), &registry, None);
         Arc::new(Shared {
             current: ArcSwap::from_pointee(snapshot),
             swap_lock: Mutex::new(()),
             registry,
-            cluster,
             reloads_ok: stats::Counter::default(),
             reloads_failed: stats::Counter::default(),
         })
