@@ -27,13 +27,9 @@ use probe::{CheckFailure, Probe};
 
 /// Starts a checker for every server of a checked upstream that has none,
 /// and marks the servers of unchecked upstreams healthy (a removed
-/// `health_check` table must not leave a server out). Called after every
-/// swap of a new config. Outside a Tokio runtime (unit tests building snapshots) no
-/// checker starts.
+/// `health_check` table must not leave a server out). Whoever swaps a
+/// config in calls it after the swap.
 pub fn start(shared: &Arc<Shared>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
     let snapshot = shared.load();
     for up in &snapshot.upstreams {
         for server in &up.servers {
@@ -42,7 +38,7 @@ pub fn start(shared: &Arc<Shared>) {
                     tracing::info!(upstream = %up.name, server = %server.cfg.address, "health checks removed: unhealthy -> healthy");
                 }
             } else if server.state.claim_checker() {
-                runtime.spawn(run(
+                tokio::spawn(run(
                     Arc::downgrade(shared),
                     up.name.clone(),
                     Arc::downgrade(&server.state),
