@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+pub mod app;
 mod balance;
 mod cluster;
 pub mod config;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sluice::{config, demo, logging, probe, server, tls, workers};
+use sluice::{app, config, demo, logging, probe, tls, workers};
 
 /// How long `sluice probe` waits for the answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -138,9 +138,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match demo {
             Some(demo) => demo.run(workers).await.map_err(|e| e.to_string()),
-            None => server::run(config, workers)
-                .await
-                .map_err(|e| e.to_string()),
+            None => app::run(config, workers).await.map_err(|e| e.to_string()),
         }
     });
     // Connections still open after shutdown_timeout are cut here.

@@ -11,12 +11,11 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{Reply, json_error, reload_error};
-use crate::cluster::Change;
+use crate::cluster::{Change, Cluster};
 use crate::config::units::parse_duration;
-use crate::reload;
+use crate::reload::{self, Reloader};
 use crate::runtime::stats::{LATENCY_BUCKETS, LatencyHistogram};
 use crate::runtime::{ClosedTunnels, ServerRt, Shared, Snapshot, UpstreamRt, clock};
-use crate::server::Server;
 
 /// An operator's action on one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +37,7 @@ impl Action {
 }
 
 /// `GET /api/status`.
-pub fn status(shared: &Shared) -> Value {
+pub fn status(shared: &Shared, cluster: Option<&Cluster>) -> Value {
     let snapshot = shared.load();
     let now = Now::read();
     let upstreams: serde_json::Map<String, Value> = snapshot
@@ -52,7 +51,7 @@ pub fn status(shared: &Shared) -> Value {
         "reloads": {"ok": shared.reloads_ok.get(), "failed": shared.reloads_failed.get()},
         "latency_buckets_s": LATENCY_BUCKETS,
     });
-    if let Some(cluster) = &shared.cluster {
+    if let Some(cluster) = cluster {
         status["cluster"] = json!({
             "instance": cluster.settings.instance,
             "connected": cluster.is_connected(),
@@ -62,8 +61,8 @@ pub fn status(shared: &Shared) -> Value {
 }
 
 /// `GET /api/cluster`: 404 without a `[cluster]` table.
-pub fn cluster(shared: &Shared) -> Reply {
-    match &shared.cluster {
+pub fn cluster(cluster: Option<&Cluster>) -> Reply {
+    match cluster {
         Some(cluster) => (StatusCode::OK, cluster.status()),
         None => json_error(StatusCode::NOT_FOUND, "no [cluster] is configured"),
     }
@@ -265,6 +264,7 @@ fn latency_json(histogram: &LatencyHistogram) -> Value {
 /// is already percent-decoded; `query` is the raw query string.
 pub fn server_action(
     shared: &Shared,
+    cluster: Option<&Cluster>,
     upstream: &str,
     address: &str,
     action: Action,
@@ -305,7 +305,7 @@ pub fn server_action(
             Change::Disable
         }
     };
-    if let Some(cluster) = &shared.cluster {
+    if let Some(cluster) = cluster {
         cluster.local_change(upstream, &server.cfg.address, change);
     }
     tracing::info!(
@@ -323,7 +323,13 @@ pub fn server_action(
 /// `POST /api/upstreams/{upstream}/servers/{address}/weight?value=N`: the
 /// weight from now on, as if the file said so, until the file changes that
 /// server's weight.
-pub fn set_weight(shared: &Shared, upstream: &str, address: &str, query: Option<&str>) -> Reply {
+pub fn set_weight(
+    shared: &Shared,
+    cluster: Option<&Cluster>,
+    upstream: &str,
+    address: &str,
+    query: Option<&str>,
+) -> Reply {
     let value = match query_param(query, "value") {
         None => return json_error(StatusCode::BAD_REQUEST, "weight needs ?value=N"),
         Some(text) => match text.parse::<NonZeroU32>() {
@@ -345,7 +351,7 @@ pub fn set_weight(shared: &Shared, upstream: &str, address: &str, query: Option<
     if server.state.set_weight(Some(value)) {
         shared.rebuild();
     }
-    if let Some(cluster) = &shared.cluster {
+    if let Some(cluster) = cluster {
         cluster.local_change(upstream, &address, Change::Weight { value });
     }
     tracing::info!(upstream, server = %address, weight = value, "admin API changed a weight");
@@ -363,8 +369,8 @@ pub fn set_weight(shared: &Shared, upstream: &str, address: &str, query: Option<
 
 /// `POST /api/reload`: 200 with what changed, or the rejection's status
 /// (422 for a file that cannot be applied) with every problem.
-pub async fn reload_handler(server: &Arc<Server>) -> Reply {
-    match reload::reload(server).await {
+pub async fn reload_handler(reloader: &Arc<Reloader>) -> Reply {
+    match reload::reload(reloader).await {
         Ok(report) => (
             StatusCode::OK,
             serde_json::to_value(report).unwrap_or_else(|_| json!({})),
@@ -463,10 +469,18 @@ mod tests {
     #[test]
     fn api_changes_survive_reloads_until_the_file_changes_that_server() {
         let shared = Shared::new(config(false));
-        let (status, _) = server_action(&shared, "web", "127.0.0.1:19001", Action::Disable, None);
+        let (status, _) = server_action(
+            &shared,
+            None,
+            "web",
+            "127.0.0.1:19001",
+            Action::Disable,
+            None,
+        );
         assert_eq!(status, StatusCode::OK);
         server_action(
             &shared,
+            None,
             "web",
             "127.0.0.1:19002",
             Action::Drain,
@@ -501,7 +515,7 @@ mod tests {
     #[test]
     fn a_runtime_weight_lasts_until_the_file_changes_that_weight() {
         let shared = Shared::new(config(false));
-        let (status, body) = set_weight(&shared, "web", "127.0.0.1:19001", Some("value=5"));
+        let (status, body) = set_weight(&shared, None, "web", "127.0.0.1:19001", Some("value=5"));
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["weight"], 5);
         assert_eq!(weight_of(&shared, "127.0.0.1:19001"), 5);
@@ -524,7 +538,7 @@ mod tests {
 
         for bad in [None, Some("value=0"), Some("value=x")] {
             assert_eq!(
-                set_weight(&shared, "web", "127.0.0.1:19001", bad).0,
+                set_weight(&shared, None, "web", "127.0.0.1:19001", bad).0,
                 StatusCode::BAD_REQUEST
             );
         }
@@ -533,11 +547,12 @@ mod tests {
     #[test]
     fn unknown_targets_and_bad_deadlines_are_refused() {
         let shared = Shared::new(config(false));
-        let not_found = |u, a| server_action(&shared, u, a, Action::Drain, None).0;
+        let not_found = |u, a| server_action(&shared, None, u, a, Action::Drain, None).0;
         assert_eq!(not_found("api", "127.0.0.1:19001"), StatusCode::NOT_FOUND);
         assert_eq!(not_found("web", "127.0.0.1:1"), StatusCode::NOT_FOUND);
         let bad = server_action(
             &shared,
+            None,
             "web",
             "127.0.0.1:19001",
             Action::Drain,

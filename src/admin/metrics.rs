@@ -10,6 +10,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncod
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::cluster::Cluster;
 use crate::runtime::stats::LATENCY_BUCKETS;
 use crate::runtime::{ServerStatus, Shared, Snapshot, clock};
 
@@ -30,12 +31,12 @@ const SERVER_STATES: [ServerStatus; 7] = [
 
 /// Every `sluice_*` metric, as of now, with `accepted` the connections
 /// each worker has accepted.
-pub fn render(shared: &Shared, accepted: Vec<u64>) -> String {
+pub fn render(shared: &Shared, cluster: Option<&Cluster>, accepted: Vec<u64>) -> String {
     let mut registry = Registry::with_prefix("sluice");
     registry.register_collector(Box::new(Scrape {
         snapshot: shared.load(),
         reloads: (shared.reloads_ok.get(), shared.reloads_failed.get()),
-        cluster_connected: shared.cluster.as_ref().map(|c| c.is_connected()),
+        cluster_connected: cluster.map(Cluster::is_connected),
         accepted,
     }));
     let mut text = String::new();

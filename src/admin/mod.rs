@@ -26,8 +26,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::cluster::Cluster;
+use crate::reload::Reloader;
 use crate::runtime::Shared;
-use crate::server::Server;
 
 /// How long a client may take to send a request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,8 +57,16 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
         .map_err(|source| AdminError::Bind { addr, source })
 }
 
+/// What the admin API acts on: the server through its reloader (reloads
+/// go through it, as `SIGHUP`'s do), and the cluster with `[cluster]`.
+struct Admin {
+    reloader: Arc<Reloader>,
+    cluster: Option<Arc<Cluster>>,
+}
+
 /// Serves the admin API on `listener` until the process ends.
-pub fn spawn(listener: TcpListener, server: Arc<Server>) {
+pub fn spawn(listener: TcpListener, reloader: Arc<Reloader>, cluster: Option<Arc<Cluster>>) {
+    let admin = Arc::new(Admin { reloader, cluster });
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin API listening");
     }
@@ -71,11 +80,11 @@ pub fn spawn(listener: TcpListener, server: Arc<Server>) {
                     continue;
                 }
             };
-            let server = server.clone();
+            let admin = admin.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let server = server.clone();
-                    async move { Ok::<_, Infallible>(handle(&server, req).await) }
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(handle(&admin, req).await) }
                 });
                 let result = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -149,8 +158,10 @@ fn route(path: &str) -> Option<Route<'_>> {
     })
 }
 
-async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let server = &admin.reloader.server;
     let shared: &Shared = &server.shared;
+    let cluster = admin.cluster.as_deref();
     let path = req.uri().path();
     let protected = path != "/";
     if protected && !authorized(shared, &req) {
@@ -187,6 +198,7 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Full<B
         Route::Metrics => {
             let mut response = Response::new(Full::new(Bytes::from(metrics::render(
                 shared,
+                cluster,
                 server.workers.accepted_counts(),
             ))));
             response.headers_mut().insert(
@@ -195,19 +207,19 @@ async fn handle(server: &Arc<Server>, req: Request<Incoming>) -> Response<Full<B
             );
             response
         }
-        Route::Status => reply((StatusCode::OK, api::status(shared))),
-        Route::Cluster => reply(api::cluster(shared)),
-        Route::Reload => reply(api::reload_handler(server).await),
+        Route::Status => reply((StatusCode::OK, api::status(shared, cluster))),
+        Route::Cluster => reply(api::cluster(cluster)),
+        Route::Reload => reply(api::reload_handler(&admin.reloader).await),
         Route::Server {
             upstream,
             address,
             action,
         } => reply(match decoded(upstream, address) {
-            Ok((u, a)) => api::server_action(shared, &u, &a, action, req.uri().query()),
+            Ok((u, a)) => api::server_action(shared, cluster, &u, &a, action, req.uri().query()),
             Err(bad) => bad,
         }),
         Route::Weight { upstream, address } => reply(match decoded(upstream, address) {
-            Ok((u, a)) => api::set_weight(shared, &u, &a, req.uri().query()),
+            Ok((u, a)) => api::set_weight(shared, cluster, &u, &a, req.uri().query()),
             Err(bad) => bad,
         }),
         Route::Drained { upstream, address } => reply(match decoded(upstream, address) {

@@ -120,13 +120,11 @@ impl Cluster {
     }
 }
 
-/// Starts the cluster tasks of `shared`, if it has a `[cluster]`: the sync
-/// task (operator state) and the heartbeat task (load). Neither blocks
-/// start-up: with Redis down, the proxy starts and serves its file's state.
-pub fn start(shared: &Arc<Shared>) -> Result<(), ClusterError> {
-    let Some(cluster) = shared.cluster.clone() else {
-        return Ok(());
-    };
+/// Starts the cluster tasks of `shared`: the sync task (operator state)
+/// and the heartbeat task (load). Neither blocks start-up: with Redis down,
+/// the proxy starts and serves its file's state.
+pub fn start(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
+    let cluster = cluster.clone();
     let client = redis::Client::open(cluster.settings.redis.clone())?;
     let manager = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(sync::CONNECT_TIMEOUT))

@@ -13,8 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU16;
 use std::path::Path;
 
+use crate::app::{self, AppError};
 use crate::config::{self, Admin, Config, ConfigError};
-use crate::server::{self, ServerError};
 
 /// The embedded config; also `config/demo.toml`, checked by the tests.
 pub const CONFIG: &str = include_str!("../../config/demo.toml");
@@ -32,7 +32,7 @@ pub enum DemoError {
     #[error("{count} backends from port {first} run past port 65535")]
     Ports { first: u16, count: u16 },
     #[error(transparent)]
-    Server(#[from] ServerError),
+    App(#[from] AppError),
 }
 
 /// What the command line may change in the embedded config.
@@ -171,11 +171,11 @@ impl Demo {
         };
         if self.backends_only {
             print!("{}", story.backends_only());
-            server::wait_for_stop().await;
+            app::wait_for_stop().await;
             return Ok(());
         }
         print!("{story}");
-        server::run(self.config, workers).await?;
+        app::run(self.config, workers).await?;
         Ok(())
     }
 }

@@ -10,9 +10,9 @@
 //! references, looks its server up in the current snapshot every round (so a
 //! reload that changes `interval`, `path` or the address applies at the next
 //! round), and exits once the server or its upstream's `health_check` table is
-//! gone. [`start`] runs after every snapshot swap and starts the checkers
-//! that are missing; the `ServerState` claim makes sure there is never a
-//! second one.
+//! gone. Whoever swaps a snapshot in (start-up, a reload) calls [`start`]
+//! after it, which starts the checkers that are missing; the `ServerState`
+//! claim makes sure there is never a second one.
 
 mod probe;
 
@@ -27,13 +27,9 @@ use probe::{CheckFailure, Probe};
 
 /// Starts a checker for every server of a checked upstream that has none,
 /// and marks the servers of unchecked upstreams healthy (a removed
-/// `health_check` table must not leave a server out). Called with every new
-/// snapshot. Outside a Tokio runtime (unit tests building snapshots) no
-/// checker starts.
+/// `health_check` table must not leave a server out). Whoever swaps a
+/// config in calls it after the swap.
 pub fn start(shared: &Arc<Shared>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
     let snapshot = shared.load();
     for up in &snapshot.upstreams {
         for server in &up.servers {
@@ -42,7 +38,7 @@ pub fn start(shared: &Arc<Shared>) {
                     tracing::info!(upstream = %up.name, server = %server.cfg.address, "health checks removed: unhealthy -> healthy");
                 }
             } else if server.state.claim_checker() {
-                runtime.spawn(run(
+                tokio::spawn(run(
                     Arc::downgrade(shared),
                     up.name.clone(),
                     Arc::downgrade(&server.state),
@@ -245,6 +241,7 @@ mod tests {
         let a = responder(sick.clone()).await;
         let b = responder(Arc::new(AtomicU16::new(200))).await;
         let shared = Shared::new(config(&[a, b], Some(2)));
+        start(&shared);
         let state = server_state(&shared, 0);
         wait_until("a failing check takes a out", || !state.is_healthy()).await;
         assert!(!state.claim_checker(), "a checker runs");
@@ -252,6 +249,7 @@ mod tests {
         // Removing the table brings the server back at once, and the checker
         // goes away.
         shared.swap(config(&[a, b], None));
+        start(&shared);
         assert!(state.is_healthy());
         wait_until("the checker exits", || state.claim_checker()).await;
         state.release_checker();
@@ -259,6 +257,7 @@ mod tests {
 
         // Adding it back starts one checker again.
         shared.swap(config(&[a, b], Some(2)));
+        start(&shared);
         wait_until("checks resume", || state.checks_failed.get() > checks).await;
         wait_until("a is out again", || !state.is_healthy()).await;
         sick.store(200, Ordering::Relaxed);
@@ -271,12 +270,14 @@ mod tests {
         let status = Arc::new(AtomicU16::new(503));
         let c = responder(status.clone()).await;
         let shared = Shared::new(config(&[a], Some(1000)));
+        start(&shared);
         assert!(
             server_state(&shared, 0).is_healthy(),
             "at start-up every server is up"
         );
 
         shared.swap(config(&[a, c], Some(1000)));
+        start(&shared);
         let added = server_state(&shared, 1);
         assert!(!added.is_healthy());
         wait_until("c is checked", || added.checks_failed.get() > 0).await;

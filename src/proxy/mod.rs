@@ -13,7 +13,6 @@ pub mod h1;
 pub mod headers;
 pub mod pool;
 pub mod prefixed;
-pub mod retry_budget;
 pub mod service;
 pub mod tunnel;
 pub mod upgrade;

@@ -44,13 +44,24 @@ use crate::server::{Server, ServerError};
 use crate::tls::TlsError;
 pub use diff::ReloadReport;
 
-/// Reload bookkeeping that lives as long as the [`Server`].
-#[derive(Default)]
-pub struct ReloadState {
+/// What reloads a running [`Server`]: every trigger (`SIGHUP`, the file
+/// watcher, the admin API) goes through the one reloader the server has.
+pub struct Reloader {
+    pub server: Arc<Server>,
     /// One reload at a time, whatever triggered it.
     serial: tokio::sync::Mutex<()>,
     /// The file watcher while `[global] watch` is on.
     watcher: Mutex<Option<watch::Watching>>,
+}
+
+impl Reloader {
+    pub fn new(server: Arc<Server>) -> Arc<Reloader> {
+        Arc::new(Reloader {
+            server,
+            serial: tokio::sync::Mutex::new(()),
+            watcher: Mutex::new(None),
+        })
+    }
 }
 
 /// Why a reload was rejected. The running config is untouched.
@@ -99,8 +110,9 @@ impl fmt::Display for Position<'_> {
 /// Reloads the config file the server was started with. Serialized: a
 /// reload that arrives while another runs waits for it, then reads the file
 /// again. Logs the outcome and counts it in the reload metrics.
-pub async fn reload(server: &Arc<Server>) -> Result<ReloadReport, ReloadError> {
-    let _one_at_a_time = server.reload.serial.lock().await;
+pub async fn reload(reloader: &Arc<Reloader>) -> Result<ReloadReport, ReloadError> {
+    let _one_at_a_time = reloader.serial.lock().await;
+    let server = &reloader.server;
     let result = swap::apply(server).await;
     match &result {
         Ok(report) => {
@@ -109,7 +121,7 @@ pub async fn reload(server: &Arc<Server>) -> Result<ReloadReport, ReloadError> {
             for key in &report.restart_required {
                 tracing::warn!(key, "this setting changed but takes effect only at restart");
             }
-            watch::sync_watch(server);
+            watch::sync_watch(reloader);
         }
         Err(err) => {
             server.shared.reloads_failed.inc();
@@ -122,17 +134,17 @@ pub async fn reload(server: &Arc<Server>) -> Result<ReloadReport, ReloadError> {
 /// Starts the reload triggers of a running server: `SIGHUP` (its handler,
 /// `hangups`, installed by the caller before the listeners bound) and the
 /// file watcher when `[global] watch` is on.
-pub fn start(server: &Arc<Server>, mut hangups: Signal) {
-    let weak = Arc::downgrade(server);
+pub fn start(reloader: &Arc<Reloader>, mut hangups: Signal) {
+    let weak = Arc::downgrade(reloader);
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            let Some(server) = weak.upgrade() else {
+            let Some(reloader) = weak.upgrade() else {
                 return;
             };
             tracing::info!("SIGHUP: reloading the config");
             // The outcome is logged and counted by `reload`.
-            let _ = reload(&server).await;
+            let _ = reload(&reloader).await;
         }
     });
-    watch::sync_watch(server);
+    watch::sync_watch(reloader);
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::{ReloadError, ReloadReport};
 use crate::config::{self, Config, ConfigError};
+use crate::health;
 use crate::server::{self, Server, ServerError};
 use crate::tls::{self, Certs};
 
@@ -60,6 +61,9 @@ pub(super) async fn apply(server: &Arc<Server>) -> Result<ReloadReport, ReloadEr
         .map(SocketAddr::to_string)
         .collect();
     server.shared.swap(config);
+    // Building and swapping a snapshot start nothing: the checks its new
+    // servers need are started here, by the one who swapped.
+    health::start(&server.shared);
     for (addr, socket) in bound {
         server.serve(addr, socket);
     }

@@ -10,9 +10,8 @@ use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::reload;
+use super::{Reloader, reload};
 use crate::config::{self, Config};
-use crate::server::Server;
 
 /// Editors and `kubectl` write a file in several steps (truncate, write,
 /// rename, symlink swap): wait for this much quiet before reading it.
@@ -52,13 +51,9 @@ fn watched_files(config: &Config) -> Vec<PathBuf> {
 /// watching the directory of every file in [`watched_files`]. Directories,
 /// not files: editors save by renaming a new file over the old one, which a
 /// watch on the old file never sees.
-pub(super) fn sync_watch(server: &Arc<Server>) {
-    let config = server.shared.load().config.clone();
-    let mut slot = server
-        .reload
-        .watcher
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+pub(super) fn sync_watch(reloader: &Arc<Reloader>) {
+    let config = reloader.server.shared.load().config.clone();
+    let mut slot = reloader.watcher.lock().unwrap_or_else(|e| e.into_inner());
     if !config.global.watch {
         if slot.take().is_some() {
             tracing::info!("watch is off: no longer watching the config file");
@@ -67,7 +62,7 @@ pub(super) fn sync_watch(server: &Arc<Server>) {
     }
     let started = slot.is_none();
     if started {
-        match start_watcher(server) {
+        match start_watcher(reloader) {
             Ok(watcher) => {
                 *slot = Some(Watching {
                     watcher,
@@ -109,7 +104,7 @@ pub(super) fn sync_watch(server: &Arc<Server>) {
     }
     watching.dirs = watched;
     if started {
-        catch_up(server);
+        catch_up(reloader);
     }
 }
 
@@ -117,13 +112,13 @@ pub(super) fn sync_watch(server: &Arc<Server>) {
 /// no event (the listeners already answer then, so a client may well have
 /// made one): reread the config once the watcher runs, and reload if it
 /// differs from the running one.
-fn catch_up(server: &Arc<Server>) {
-    let weak = Arc::downgrade(server);
+fn catch_up(reloader: &Arc<Reloader>) {
+    let weak = Arc::downgrade(reloader);
     tokio::spawn(async move {
-        let Some(server) = weak.upgrade() else {
+        let Some(reloader) = weak.upgrade() else {
             return;
         };
-        let running = server.shared.load().config.clone();
+        let running = reloader.server.shared.load().config.clone();
         let path = running.path.clone();
         let on_disk = tokio::task::spawn_blocking(move || config::load(&path)).await;
         if matches!(&on_disk, Ok(Ok(config)) if *config == *running) {
@@ -131,17 +126,17 @@ fn catch_up(server: &Arc<Server>) {
         }
         tracing::info!("config file changed on disk: reloading");
         // The outcome is logged and counted by `reload`.
-        let _ = reload(&server).await;
+        let _ = reload(&reloader).await;
     });
 }
 
-fn start_watcher(server: &Arc<Server>) -> notify::Result<RecommendedWatcher> {
+fn start_watcher(reloader: &Arc<Reloader>) -> notify::Result<RecommendedWatcher> {
     let (tx, rx) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
         // The receiver is gone only when the watcher is being dropped.
         let _ = tx.send(event);
     })?;
-    tokio::spawn(watch_loop(Arc::downgrade(server), rx));
+    tokio::spawn(watch_loop(Arc::downgrade(reloader), rx));
     Ok(watcher)
 }
 
@@ -153,15 +148,15 @@ fn start_watcher(server: &Arc<Server>) -> notify::Result<RecommendedWatcher> {
 /// a file that never stops changing (a log written next to the config under
 /// traffic), and its events must not postpone a reload forever.
 async fn watch_loop(
-    server: Weak<Server>,
+    reloader: Weak<Reloader>,
     mut events: mpsc::UnboundedReceiver<notify::Result<Event>>,
 ) {
-    let mut config_target = server
+    let mut config_target = reloader
         .upgrade()
-        .and_then(|s| std::fs::canonicalize(&s.shared.load().config.path).ok());
-    let mut touches_config = |server: &Server, event: notify::Result<Event>| match event {
+        .and_then(|r| std::fs::canonicalize(&r.server.shared.load().config.path).ok());
+    let mut touches_config = |reloader: &Reloader, event: notify::Result<Event>| match event {
         Ok(event) => {
-            let config = server.shared.load().config.clone();
+            let config = reloader.server.shared.load().config.clone();
             relevant(
                 &event,
                 &watched_files(&config),
@@ -175,17 +170,17 @@ async fn watch_loop(
         }
     };
     while let Some(event) = events.recv().await {
-        let Some(server) = server.upgrade() else {
+        let Some(reloader) = reloader.upgrade() else {
             return;
         };
-        if !touches_config(&server, event) {
+        if !touches_config(&reloader, event) {
             continue;
         }
         let mut quiet_at = tokio::time::Instant::now() + DEBOUNCE;
         loop {
             match tokio::time::timeout_at(quiet_at, events.recv()).await {
                 Ok(Some(event)) => {
-                    if touches_config(&server, event) {
+                    if touches_config(&reloader, event) {
                         quiet_at = tokio::time::Instant::now() + DEBOUNCE;
                     }
                 }
@@ -195,7 +190,7 @@ async fn watch_loop(
         }
         tracing::info!("config file changed on disk: reloading");
         // The outcome is logged and counted by `reload`.
-        let _ = reload(&server).await;
+        let _ = reload(&reloader).await;
     }
 }
 

@@ -3,13 +3,15 @@
 //! live per-server state that outlives snapshots.
 
 pub mod clock;
+pub mod pool;
+pub mod retry_budget;
 pub mod state;
 pub mod stats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -21,36 +23,29 @@ pub use state::{AdminState, Availability, CloseCause, ClosedTunnels, Counts, Ser
 
 /// The live config: one `ArcSwap` load per request.
 pub struct Shared {
-    /// Itself, for the health checkers [`swap`](Self::swap) starts.
-    me: Weak<Shared>,
     current: ArcSwap<Snapshot>,
     /// Held while a snapshot is built and stored, so a reload and a rebuild
     /// for a runtime weight never store over each other's work.
     swap_lock: Mutex<()>,
     pub registry: Registry,
-    /// With `[cluster]`: the state shared with the other instances.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub reloads_ok: stats::Counter,
     pub reloads_failed: stats::Counter,
 }
 
 impl Shared {
-    /// Builds the first snapshot: every server starts up.
+    /// Builds the first snapshot: every server starts up. Nothing is
+    /// started: the caller starts the health checks (and whatever else
+    /// runs beside the proxy).
     pub fn new(config: Config) -> Arc<Self> {
         let registry = Registry::default();
-        let cluster = crate::cluster::Cluster::new(&config).map(Arc::new);
         let snapshot = Snapshot::build(Arc::new(config), &registry, None);
-        let shared = Arc::new_cyclic(|me| Shared {
-            me: me.clone(),
+        Arc::new(Shared {
             current: ArcSwap::from_pointee(snapshot),
             swap_lock: Mutex::new(()),
             registry,
-            cluster,
             reloads_ok: stats::Counter::default(),
             reloads_failed: stats::Counter::default(),
-        });
-        crate::health::start(&shared);
-        shared
+        })
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
@@ -58,7 +53,8 @@ impl Shared {
     }
 
     /// Swaps in a new config, carrying the state of every surviving server.
-    /// Returns the new snapshot.
+    /// Returns the new snapshot. The caller starts the health checks its
+    /// new servers need.
     pub fn swap(&self, config: Config) -> Arc<Snapshot> {
         let _swapping = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.store(Arc::new(config))
@@ -81,9 +77,6 @@ impl Shared {
         // A changed `drain` in the file may make a server drained.
         for server in new.upstreams.iter().flat_map(|u| &u.servers) {
             server.state.open_changed();
-        }
-        if let Some(me) = self.me.upgrade() {
-            crate::health::start(&me);
         }
         new
     }
@@ -159,7 +152,7 @@ pub struct UpstreamState {
     pub in_flight: AtomicU32,
     /// Kept across reloads, so a reload does not hand a failing upstream a
     /// fresh budget.
-    pub retry_budget: crate::proxy::retry_budget::RetryBudget,
+    pub retry_budget: retry_budget::RetryBudget,
     /// Requests waiting in the `queue` for a server under `max_conns`.
     pub queued: AtomicU32,
     /// Those requests, in arrival order.

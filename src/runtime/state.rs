@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::clock;
+use super::pool::Pool;
 use super::stats::{Counter, LatencyHistogram, StatusClasses};
-use crate::proxy::pool::Pool;
 
 /// What an operator set at runtime through the admin API. It overrides the
 /// config's `down`/`drain` until the config changes that value.

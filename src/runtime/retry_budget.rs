@@ -33,7 +33,10 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    /// A request arrived: deposit `share` of a token.
+    /// A request arrived: deposit `share` of a token. Inline: every request
+    /// calls it from the proxy, which the compiler builds apart from this
+    /// module and (callgrind shows) then no longer inlines it.
+    #[inline]
     pub fn deposit(&self, share: f64) {
         self.deposit_at(share, crate::runtime::clock::now_ms());
     }

@@ -1,0 +1,102 @@
+//! Idle keep-alive HTTP/1.1 connections to one server.
+//!
+//! Each worker keeps its own idle connections to each server, like nginx's
+//! worker processes: a connection is only ever reused by the worker whose
+//! runtime it is registered with, and the mutex of a worker's slot is only
+//! ever taken by that worker, so it is never contended (it is there because
+//! the server's state is shared). Connections are reused last-in, first-out
+//! so the warmest ones stay in use and the rest expire. An idle connection
+//! is only its stream: no task, no buffer.
+//!
+//! An idle connection is kept for the upstream's `keepalive_timeout`, which
+//! should stay below the servers' own (Node.js and Apache close after 5 s,
+//! hence the 4 s default), so sluice rarely sends a request on a connection
+//! the server is closing. `keepalive` idle connections are kept per worker.
+//!
+//! The pool lives with the server's state, which outlives snapshots, but the
+//! connection type is the request path's, which sits above this module: a
+//! slot holds whatever [`Idle`] type it is given, checked by its `TypeId`
+//! when it is taken (a compare, no allocation per request).
+
+use std::any::Any;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::workers;
+
+/// A connection that can wait in a [`Pool`].
+pub trait Idle: Send + 'static {
+    /// Whether the server has neither closed the connection nor written to
+    /// it since its last response.
+    fn is_reusable(&self) -> bool;
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    slots: Box<[Slot]>,
+}
+
+/// One worker's idle connections (a `Vec<(C, Instant)>` once first used), on a cache line of its own so that two workers using
+/// neighbouring slots do not bounce it between cores.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Slot(Mutex<Option<Box<dyn Any + Send>>>);
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            slots: (0..workers::count()).map(|_| Slot::default()).collect(),
+        }
+    }
+}
+
+/// The connections in a locked slot, made on first use.
+fn idle<C: Idle>(slot: &mut Option<Box<dyn Any + Send>>) -> &mut Vec<(C, Instant)> {
+    slot.get_or_insert_with(|| Box::new(Vec::<(C, Instant)>::new()))
+        .downcast_mut()
+        .expect("the request path pools one connection type")
+}
+
+impl Pool {
+    /// This worker's idle connections.
+    fn slot(&self) -> MutexGuard<'_, Option<Box<dyn Any + Send>>> {
+        // Only a thread that is not a worker could be out of range.
+        self.slots[workers::index() % self.slots.len()]
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An idle connection, idle for less than `keepalive_timeout`, that the
+    /// server has neither closed nor written to.
+    pub fn take<C: Idle>(&self, keepalive_timeout: Duration) -> Option<C> {
+        loop {
+            let (conn, since) = idle::<C>(&mut self.slot()).pop()?;
+            // Checked outside the lock; a dead one is dropped and the next
+            // one looked at.
+            if since.elapsed() < keepalive_timeout && conn.is_reusable() {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// Returns a connection whose last response ended cleanly, closing the
+    /// oldest ones that have been idle for `keepalive_timeout` already.
+    pub fn put<C: Idle>(&self, conn: C, max_idle: usize, keepalive_timeout: Duration) {
+        if max_idle == 0 {
+            return;
+        }
+        let mut slot = self.slot();
+        let idle = idle::<C>(&mut slot);
+        let expired = idle
+            .iter()
+            .take_while(|(_, since)| since.elapsed() >= keepalive_timeout)
+            .count();
+        idle.drain(..expired);
+        if idle.len() >= max_idle {
+            // Drop the oldest: the front of the stack.
+            idle.remove(0);
+        }
+        idle.push((conn, Instant::now()));
+    }
+}
