@@ -8,6 +8,7 @@
 
 mod hash;
 mod ip_hash;
+mod lease;
 mod least_conn;
 pub mod queue;
 mod random;
@@ -22,6 +23,7 @@ use crate::config;
 use crate::runtime::{Availability, UpstreamRt};
 pub use hash::Hash;
 pub use ip_hash::IpHash;
+pub use lease::Lease;
 pub use least_conn::LeastConn;
 pub use random::Random;
 pub use round_robin::RoundRobin;

@@ -65,7 +65,7 @@ mod tests {
     use http::{HeaderMap, Uri};
 
     use super::super::testing::{ctx, picks, upstream};
-    use crate::proxy::body::Lease;
+    use crate::balance::Lease;
 
     #[test]
     fn the_less_loaded_of_two_wins() {

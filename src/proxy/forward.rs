@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, Response, Uri};
 
-use super::body::{Lease, RequestBody};
+use super::body::RequestBody;
 use super::client::{self, UpstreamBody};
 use super::connect::connect_server;
 use super::error::ProxyError;
-use crate::balance::{self, PickCtx, queue};
+use crate::balance::{self, Lease, PickCtx, queue};
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
 
 /// A request ready to go upstream: headers already rewritten.
