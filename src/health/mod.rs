@@ -16,13 +16,12 @@
 
 mod probe;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::config::HealthCheck;
 use crate::runtime::{ServerState, Shared};
-use crate::tls::UpstreamTls;
+use crate::upstream::Endpoint;
 use probe::{CheckFailure, Probe};
 
 /// Starts a checker for every server of a checked upstream that has none,
@@ -56,12 +55,11 @@ pub fn start(shared: &Arc<Shared>) {
 struct Target {
     state: Arc<ServerState>,
     check: HealthCheck,
-    addr: SocketAddr,
+    /// Checks speak TLS to a TLS upstream, as its requests do.
+    endpoint: Endpoint,
     /// As written in the config: the `Host` of the check request.
     address: String,
     connect_timeout: Duration,
-    /// Checks speak TLS to a TLS upstream, as its requests do.
-    tls: Option<UpstreamTls>,
 }
 
 /// The server behind `state` in the current snapshot, if it is still there
@@ -75,10 +73,9 @@ fn find(shared: &Weak<Shared>, upstream: &str, state: &Weak<ServerState>) -> Opt
     let server = up.servers.iter().find(|s| Arc::ptr_eq(&s.state, &state))?;
     Some(Target {
         check,
-        addr: server.cfg.addr,
+        endpoint: server.endpoint.clone(),
         address: server.cfg.address.clone(),
         connect_timeout: up.cfg.connect_timeout,
-        tls: up.tls.clone(),
         state,
     })
 }

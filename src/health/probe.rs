@@ -7,9 +7,7 @@ use http_body_util::BodyExt as _;
 use super::Target;
 use crate::proxy::body::RequestBody;
 use crate::proxy::client::{self, SendError, UpstreamError};
-use crate::proxy::conn::Conn;
-use crate::proxy::connect::connect_to;
-use crate::proxy::error::ProxyError;
+use crate::upstream::{self, Conn, ConnectError};
 
 /// Health responses are read to their end so the connection can be reused;
 /// one larger than this is not worth keeping the connection for.
@@ -25,7 +23,7 @@ pub enum CheckFailure {
     #[error("connection refused")]
     Refused,
     #[error("{0}")]
-    Connect(#[source] ProxyError),
+    Connect(#[source] ConnectError),
     #[error("{0}")]
     Send(#[source] SendError),
     #[error("{0}")]
@@ -102,22 +100,13 @@ impl Probe {
 }
 
 async fn open(target: &Target) -> Result<Conn, CheckFailure> {
-    connect_to(
-        target.addr,
-        &target.address,
-        target.connect_timeout,
-        target.tls.as_ref(),
-    )
-    .await
-    .map_err(|e| match e {
-        ProxyError::Connect { source, .. }
-            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
-        {
-            CheckFailure::Refused
-        }
-        ProxyError::ConnectTimeout(_) => CheckFailure::Timeout,
-        other => CheckFailure::Connect(other),
-    })
+    upstream::connect(&target.endpoint, target.connect_timeout)
+        .await
+        .map_err(|e| match e {
+            e if e.is_refused() => CheckFailure::Refused,
+            ConnectError::Timeout(_) => CheckFailure::Timeout,
+            other => CheckFailure::Connect(other),
+        })
 }
 
 fn request_headers(target: &Target) -> Result<HeaderMap, CheckFailure> {

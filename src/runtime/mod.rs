@@ -17,6 +17,7 @@ use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
 use crate::sticky::Sticky;
 use crate::tls::UpstreamTls;
+use crate::upstream::Endpoint;
 pub use state::{AdminState, Availability, CloseCause, ClosedTunnels, Counts, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
@@ -282,13 +283,13 @@ pub struct UpstreamRt {
     pub state: Arc<UpstreamState>,
     /// Cookie stickiness, with every server's cookie value precomputed.
     pub sticky: Option<Sticky>,
-    /// The TLS client side when `tls = true`, built once per snapshot.
-    pub tls: Option<UpstreamTls>,
 }
 
 impl UpstreamRt {
     fn build(cfg: &config::Upstream, registry: &Registry, old: Option<&Snapshot>) -> UpstreamRt {
         let old_upstream = old.and_then(|o| o.upstream(&cfg.name));
+        // The TLS client side when `tls = true`, built once per snapshot.
+        let tls = cfg.tls.then(|| UpstreamTls::new(cfg));
         let servers: Vec<ServerRt> = cfg
             .servers
             .iter()
@@ -323,7 +324,15 @@ impl UpstreamRt {
                 }
                 let mut server = s.clone();
                 server.weight = state.weight().unwrap_or(s.weight);
-                ServerRt { cfg: server, state }
+                let endpoint = Endpoint {
+                    addr: s.addr,
+                    tls: tls.as_ref().map(|tls| tls.server(&cfg.name, s)),
+                };
+                ServerRt {
+                    cfg: server,
+                    state,
+                    endpoint,
+                }
             })
             .collect();
         // What the balancers see: the file's upstream with runtime weights.
@@ -346,7 +355,6 @@ impl UpstreamRt {
                 .as_ref()
                 .map(|sticky| Sticky::build(&cfg.name, sticky, &cfg.servers)),
             state: registry.upstream(&cfg.name),
-            tls: cfg.tls.then(|| UpstreamTls::new(cfg)),
             cfg: cfg.clone(),
             servers,
             primary,
@@ -367,6 +375,8 @@ impl UpstreamRt {
 pub struct ServerRt {
     pub cfg: config::Server,
     pub state: Arc<ServerState>,
+    /// How to connect to it, TLS name included.
+    pub endpoint: Endpoint,
 }
 
 /// The state a server shows to operators (`/api/status`, metrics).

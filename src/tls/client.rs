@@ -68,24 +68,42 @@ impl UpstreamTls {
         Ok(())
     }
 
-    /// Runs the client handshake with a connected server. `address` is the
-    /// server's `host:port` as configured: its host is the name verified
-    /// when the upstream has no `server_name`.
-    pub async fn connect(
-        &self,
-        stream: TcpStream,
-        address: &str,
-    ) -> io::Result<TlsStream<TcpStream>> {
-        let connector = self
-            .connector
+    /// The client side for one of the upstream's servers, with the name its
+    /// certificate must carry made once, not per connection.
+    pub fn server(&self, upstream: &str, server: &config::Server) -> ServerTls {
+        let name = match &self.server_name {
+            Some(name) => Ok(name.clone()),
+            None => server_name(upstream, server.tls_name()).map_err(Arc::new),
+        };
+        ServerTls {
+            handshake: self.connector.clone().and_then(|c| name.map(|n| (c, n))),
+        }
+    }
+}
+
+/// How sluice speaks TLS to one server.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// An error when the upstream's TLS was unusable when the snapshot was
+    /// built: connections then fail rather than fall back to cleartext.
+    handshake: Result<(TlsConnector, ServerName<'static>), Arc<TlsError>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.handshake.as_ref().ok().map(|(_, name)| name);
+        f.debug_struct("ServerTls").field("name", &name).finish()
+    }
+}
+
+impl ServerTls {
+    /// Runs the client handshake with a connected server.
+    pub async fn connect(&self, stream: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+        let (connector, name) = self
+            .handshake
             .as_ref()
             .map_err(|e| io::Error::other(e.clone()))?;
-        let name = match &self.server_name {
-            Some(name) => name.clone(),
-            None => ServerName::try_from(host(address).to_owned())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-        };
-        connector.connect(name, stream).await
+        connector.connect(name.clone(), stream).await
     }
 }
 
@@ -146,24 +164,4 @@ fn server_name(upstream: &str, name: &str) -> Result<ServerName<'static>, TlsErr
         upstream: upstream.to_owned(),
         name: name.to_owned(),
     })
-}
-
-/// The host of `host:port` or `[v6]:port`.
-fn host(address: &str) -> &str {
-    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host;
-
-    #[test]
-    fn host_drops_port_and_brackets() {
-        assert_eq!(host("backend.internal:443"), "backend.internal");
-        assert_eq!(host("127.0.0.1:9001"), "127.0.0.1");
-        assert_eq!(host("[::1]:8443"), "::1");
-    }
 }

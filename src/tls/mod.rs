@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::{self, Config, UnknownSni};
-pub use client::UpstreamTls;
+pub use client::{ServerTls, UpstreamTls};
 use resolver::Resolver;
 
 /// ALPN identifiers offered to clients, preferred first.
