@@ -96,7 +96,8 @@ impl Server {
 
     /// [`Server::start`] with a listening socket in every one of `workers`.
     pub async fn start_on(config: Config, workers: Workers) -> Result<Arc<Server>, ServerError> {
-        let certs = tls::load(&config)?;
+        let mut certs = tls::load(&config)?;
+        let upstream_tls = std::mem::take(&mut certs.upstreams);
         let mut bound = Vec::new();
         for l in &config.listeners {
             bound.push((l.listen, bind(l.listen, workers.count()).await?));
@@ -106,7 +107,7 @@ impl Server {
             None => None,
         };
         let server = Arc::new(Server {
-            shared: Shared::new(config),
+            shared: Shared::new(config, upstream_tls),
             tracker: Tracker::default(),
             listeners: Mutex::new(HashMap::new()),
             tls: ArcSwap::default(),

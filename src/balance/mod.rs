@@ -160,7 +160,7 @@ pub(crate) mod testing {
         }
         let config = crate::config::parse(&text, Path::new("test.toml"))
             .unwrap_or_else(|e| panic!("test config:\n{text}\n{e}"));
-        let shared = Shared::new(config);
+        let shared = Shared::new(config, Default::default());
         shared.load().upstreams[0].clone()
     }
 

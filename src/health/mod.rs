@@ -241,21 +241,21 @@ mod tests {
         let sick = Arc::new(AtomicU16::new(503));
         let a = responder(sick.clone()).await;
         let b = responder(Arc::new(AtomicU16::new(200))).await;
-        let shared = Shared::new(config(&[a, b], Some(2)));
+        let shared = Shared::new(config(&[a, b], Some(2)), Default::default());
         let state = server_state(&shared, 0);
         wait_until("a failing check takes a out", || !state.is_healthy()).await;
         assert!(!state.claim_checker(), "a checker runs");
 
         // Removing the table brings the server back at once, and the checker
         // goes away.
-        shared.swap(config(&[a, b], None));
+        shared.swap(config(&[a, b], None), Default::default());
         assert!(state.is_healthy());
         wait_until("the checker exits", || state.claim_checker()).await;
         state.release_checker();
         let checks = state.checks_failed.get();
 
         // Adding it back starts one checker again.
-        shared.swap(config(&[a, b], Some(2)));
+        shared.swap(config(&[a, b], Some(2)), Default::default());
         wait_until("checks resume", || state.checks_failed.get() > checks).await;
         wait_until("a is out again", || !state.is_healthy()).await;
         sick.store(200, Ordering::Relaxed);
@@ -267,13 +267,13 @@ mod tests {
         let a = responder(Arc::new(AtomicU16::new(200))).await;
         let status = Arc::new(AtomicU16::new(503));
         let c = responder(status.clone()).await;
-        let shared = Shared::new(config(&[a], Some(1000)));
+        let shared = Shared::new(config(&[a], Some(1000)), Default::default());
         assert!(
             server_state(&shared, 0).is_healthy(),
             "at start-up every server is up"
         );
 
-        shared.swap(config(&[a, c], Some(1000)));
+        shared.swap(config(&[a, c], Some(1000)), Default::default());
         let added = server_state(&shared, 1);
         assert!(!added.is_healthy());
         wait_until("c is checked", || added.checks_failed.get() > 0).await;

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
 use crate::sticky::Sticky;
-use crate::tls::UpstreamTls;
+use crate::tls::{UpstreamClients, UpstreamTls};
 use crate::upstream::Endpoint;
 pub use state::{AdminState, Availability, CloseCause, ClosedTunnels, Counts, ServerState};
 
@@ -36,11 +36,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Builds the first snapshot: every server starts up.
-    pub fn new(config: Config) -> Arc<Self> {
+    /// Builds the first snapshot: every server starts up. `tls` is the
+    /// client side [`crate::tls::load`] built for `config`'s TLS upstreams.
+    pub fn new(config: Config, tls: UpstreamClients) -> Arc<Self> {
         let registry = Registry::default();
         let cluster = crate::cluster::Cluster::new(&config).map(Arc::new);
-        let snapshot = Snapshot::build(Arc::new(config), &registry, None);
+        let snapshot = Snapshot::build(Arc::new(config), tls, &registry, None);
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             current: ArcSwap::from_pointee(snapshot),
@@ -58,25 +59,26 @@ impl Shared {
         self.current.load_full()
     }
 
-    /// Swaps in a new config, carrying the state of every surviving server.
-    /// Returns the new snapshot.
-    pub fn swap(&self, config: Config) -> Arc<Snapshot> {
+    /// Swaps in a new config, with the client side of its TLS upstreams,
+    /// carrying the state of every surviving server. Returns the new
+    /// snapshot.
+    pub fn swap(&self, config: Config, tls: UpstreamClients) -> Arc<Snapshot> {
         let _swapping = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.store(Arc::new(config))
+        self.store(Arc::new(config), tls)
     }
 
     /// Builds the running config again, for a runtime weight: the balancers
     /// precompute their order from the weights, as they do on a reload.
     pub fn rebuild(&self) -> Arc<Snapshot> {
         let _swapping = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let config = self.current.load().config.clone();
-        self.store(config)
+        let current = self.current.load();
+        self.store(current.config.clone(), current.upstream_tls.clone())
     }
 
     /// Builds and stores a snapshot; the caller holds `swap_lock`.
-    fn store(&self, config: Arc<Config>) -> Arc<Snapshot> {
+    fn store(&self, config: Arc<Config>, tls: UpstreamClients) -> Arc<Snapshot> {
         let old = self.current.load_full();
-        let new = Arc::new(Snapshot::build(config, &self.registry, Some(&old)));
+        let new = Arc::new(Snapshot::build(config, tls, &self.registry, Some(&old)));
         self.current.store(new.clone());
         self.registry.retain(&new);
         // A changed `drain` in the file may make a server drained.
@@ -183,16 +185,24 @@ impl UpstreamState {
 /// One immutable, fully resolved configuration.
 pub struct Snapshot {
     pub config: Arc<Config>,
+    /// Kept for rebuilding this config (a runtime weight) without reading
+    /// its CA bundles again.
+    pub upstream_tls: UpstreamClients,
     pub listeners: Vec<Arc<ListenerRt>>,
     pub upstreams: Vec<Arc<UpstreamRt>>,
 }
 
 impl Snapshot {
-    pub fn build(config: Arc<Config>, registry: &Registry, old: Option<&Snapshot>) -> Snapshot {
+    pub fn build(
+        config: Arc<Config>,
+        upstream_tls: UpstreamClients,
+        registry: &Registry,
+        old: Option<&Snapshot>,
+    ) -> Snapshot {
         let upstreams: Vec<Arc<UpstreamRt>> = config
             .upstreams
             .iter()
-            .map(|u| Arc::new(UpstreamRt::build(u, registry, old)))
+            .map(|u| Arc::new(UpstreamRt::build(u, upstream_tls.get(u), registry, old)))
             .collect();
         let find = |name: &str| {
             upstreams
@@ -224,6 +234,7 @@ impl Snapshot {
             .collect();
         Snapshot {
             config,
+            upstream_tls,
             listeners,
             upstreams,
         }
@@ -286,10 +297,13 @@ pub struct UpstreamRt {
 }
 
 impl UpstreamRt {
-    fn build(cfg: &config::Upstream, registry: &Registry, old: Option<&Snapshot>) -> UpstreamRt {
+    fn build(
+        cfg: &config::Upstream,
+        tls: Option<UpstreamTls>,
+        registry: &Registry,
+        old: Option<&Snapshot>,
+    ) -> UpstreamRt {
         let old_upstream = old.and_then(|o| o.upstream(&cfg.name));
-        // The TLS client side when `tls = true`, built once per snapshot.
-        let tls = cfg.tls.then(|| UpstreamTls::new(cfg));
         let servers: Vec<ServerRt> = cfg
             .servers
             .iter()
