@@ -42,7 +42,7 @@ impl UpstreamTls {
     /// Builds the client side of `upstream`, checking that every server has
     /// a valid name to verify. Blocking: it reads `ca`, or the system roots
     /// the first time.
-    pub fn new(upstream: &config::Upstream) -> Result<UpstreamTls, TlsError> {
+    fn new(upstream: &config::Upstream) -> Result<UpstreamTls, TlsError> {
         let connector = connector(upstream)?;
         let server_name = match &upstream.server_name {
             Some(name) => Some(server_name(&upstream.name, name)?),
