@@ -30,4 +30,5 @@ mod runtime;
 pub mod server;
 mod sticky;
 pub mod tls;
+mod upstream;
 pub mod workers;

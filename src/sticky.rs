@@ -38,6 +38,10 @@ pub struct Sticky {
     cfg: config::Sticky,
     /// The cookie value of each server, by index into `UpstreamRt::servers`.
     values: Vec<String>,
+    /// The `Set-Cookie` of each server, by index: for cleartext clients,
+    /// then for TLS ones. `None` when the config's attributes make no valid
+    /// field value.
+    set_cookies: Vec<[Option<HeaderValue>; 2]>,
 }
 
 /// What a request's cookies say about its binding.
@@ -59,13 +63,18 @@ impl Sticky {
         } else {
             hmac::Key::new(hmac::HMAC_SHA256, cfg.secret.as_bytes())
         };
-        let values = servers
+        let values: Vec<String> = servers
             .iter()
             .map(|s| cookie_value(&key, upstream, &s.address))
+            .collect();
+        let set_cookies = values
+            .iter()
+            .map(|value| [false, true].map(|tls| set_cookie(cfg, value, tls)))
             .collect();
         Sticky {
             cfg: cfg.clone(),
             values,
+            set_cookies,
         }
     }
 
@@ -100,26 +109,29 @@ impl Sticky {
     /// The `Set-Cookie` binding a client to server `i`. `tls` is whether the
     /// client connection is TLS: such cookies are always `Secure`.
     pub fn set_cookie(&self, i: usize, tls: bool) -> Option<HeaderValue> {
-        let value = self.values.get(i)?;
-        let cfg = &self.cfg;
-        let mut cookie = format!("{}={value}; Path={}", cfg.cookie, cfg.path);
-        if let Some(age) = cfg.max_age {
-            cookie.push_str(&format!("; Max-Age={}", age.as_secs()));
-        }
-        if cfg.http_only {
-            cookie.push_str("; HttpOnly");
-        }
-        // Browsers drop `SameSite=None` cookies that are not `Secure`.
-        if cfg.secure || tls || cfg.same_site == SameSite::None {
-            cookie.push_str("; Secure");
-        }
-        cookie.push_str(match cfg.same_site {
-            SameSite::Strict => "; SameSite=Strict",
-            SameSite::Lax => "; SameSite=Lax",
-            SameSite::None => "; SameSite=None",
-        });
-        HeaderValue::from_str(&cookie).ok()
+        self.set_cookies.get(i)?[usize::from(tls)].clone()
     }
+}
+
+/// Written once per server when the snapshot is built, not per response.
+fn set_cookie(cfg: &config::Sticky, value: &str, tls: bool) -> Option<HeaderValue> {
+    let mut cookie = format!("{}={value}; Path={}", cfg.cookie, cfg.path);
+    if let Some(age) = cfg.max_age {
+        cookie.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    if cfg.http_only {
+        cookie.push_str("; HttpOnly");
+    }
+    // Browsers drop `SameSite=None` cookies that are not `Secure`.
+    if cfg.secure || tls || cfg.same_site == SameSite::None {
+        cookie.push_str("; Secure");
+    }
+    cookie.push_str(match cfg.same_site {
+        SameSite::Strict => "; SameSite=Strict",
+        SameSite::Lax => "; SameSite=Lax",
+        SameSite::None => "; SameSite=None",
+    });
+    HeaderValue::from_str(&cookie).ok()
 }
 
 fn cookie_value(key: &hmac::Key, upstream: &str, address: &str) -> String {

@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn api_changes_survive_reloads_until_the_file_changes_that_server() {
-        let shared = Shared::new(config(false));
+        let shared = Shared::new(config(false), Default::default());
         let (status, _) = server_action(
             &shared,
             None,
@@ -490,15 +490,15 @@ mod tests {
         assert_eq!(state_of(&shared, "127.0.0.1:19002"), "drained");
 
         // The same file again: the operator's changes stay.
-        shared.swap(config(false));
+        shared.swap(config(false), Default::default());
         assert_eq!(state_of(&shared, "127.0.0.1:19001"), "down");
         assert_eq!(state_of(&shared, "127.0.0.1:19002"), "drained");
 
         // The file now sets server 2's drain itself (to true, then false):
         // from there on the file decides it; server 1 keeps its override.
-        shared.swap(config(true));
+        shared.swap(config(true), Default::default());
         assert_eq!(state_of(&shared, "127.0.0.1:19002"), "drained");
-        shared.swap(config(false));
+        shared.swap(config(false), Default::default());
         assert_eq!(state_of(&shared, "127.0.0.1:19002"), "up");
         assert_eq!(state_of(&shared, "127.0.0.1:19001"), "down");
     }
@@ -514,7 +514,7 @@ mod tests {
 
     #[test]
     fn a_runtime_weight_lasts_until_the_file_changes_that_weight() {
-        let shared = Shared::new(config(false));
+        let shared = Shared::new(config(false), Default::default());
         let (status, body) = set_weight(&shared, None, "web", "127.0.0.1:19001", Some("value=5"));
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["weight"], 5);
@@ -522,7 +522,7 @@ mod tests {
         let balancers_see_it = shared.load().upstream("web").unwrap().cfg.servers[0].weight;
         assert_eq!(balancers_see_it.get(), 5);
 
-        shared.swap(config(false));
+        shared.swap(config(false), Default::default());
         assert_eq!(
             weight_of(&shared, "127.0.0.1:19001"),
             5,
@@ -531,9 +531,9 @@ mod tests {
 
         let mut reweighted = config(false);
         reweighted.upstreams[0].servers[0].weight = NonZeroU32::new(2).unwrap();
-        shared.swap(reweighted.clone());
+        shared.swap(reweighted.clone(), Default::default());
         assert_eq!(weight_of(&shared, "127.0.0.1:19001"), 2, "the file wins");
-        shared.swap(reweighted);
+        shared.swap(reweighted, Default::default());
         assert_eq!(weight_of(&shared, "127.0.0.1:19001"), 2);
 
         for bad in [None, Some("value=0"), Some("value=x")] {
@@ -546,7 +546,7 @@ mod tests {
 
     #[test]
     fn unknown_targets_and_bad_deadlines_are_refused() {
-        let shared = Shared::new(config(false));
+        let shared = Shared::new(config(false), Default::default());
         let not_found = |u, a| server_action(&shared, None, u, a, Action::Drain, None).0;
         assert_eq!(not_found("api", "127.0.0.1:19001"), StatusCode::NOT_FOUND);
         assert_eq!(not_found("web", "127.0.0.1:1"), StatusCode::NOT_FOUND);

@@ -107,7 +107,7 @@ mod tests {
     use http::{HeaderMap, Uri};
 
     use super::super::testing::{ctx, picks, upstream};
-    use crate::proxy::body::Lease;
+    use crate::balance::Lease;
 
     fn hold(up: &crate::runtime::UpstreamRt, i: usize, n: usize) -> Vec<Lease> {
         let s = &up.servers[i];

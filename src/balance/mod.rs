@@ -8,6 +8,7 @@
 
 mod hash;
 mod ip_hash;
+mod lease;
 mod least_conn;
 pub mod queue;
 mod random;
@@ -22,6 +23,7 @@ use crate::config;
 use crate::runtime::{Availability, UpstreamRt};
 pub use hash::Hash;
 pub use ip_hash::IpHash;
+pub use lease::Lease;
 pub use least_conn::LeastConn;
 pub use random::Random;
 pub use round_robin::RoundRobin;
@@ -43,39 +45,42 @@ pub enum Tier {
     Backup,
 }
 
-/// The method and whatever it precomputes from the server list.
-#[derive(Debug)]
-pub enum Balancer {
-    RoundRobin(RoundRobin),
-    LeastConn(LeastConn),
-    IpHash(IpHash),
-    Hash(Hash),
-    Random(Random),
+/// Declares [`Balancer`] from the config's list of methods: one variant per
+/// [`config::Balance`] variant, holding the method type of the same name,
+/// which has `new(&config::Upstream)` and `pick(&UpstreamRt, Tier, &PickCtx)`.
+macro_rules! balancer {
+    ($($variant:ident = $name:literal),* $(,)?) => {
+        /// The method and whatever it precomputes from the server list.
+        #[derive(Debug)]
+        pub enum Balancer {
+            $($variant($variant)),*
+        }
+
+        impl Balancer {
+            pub fn build(cfg: &config::Upstream) -> Self {
+                match cfg.balance {
+                    $(config::Balance::$variant => Balancer::$variant($variant::new(cfg))),*
+                }
+            }
+
+            fn pick_in(&self, up: &UpstreamRt, tier: Tier, ctx: &PickCtx<'_>) -> Option<usize> {
+                match self {
+                    $(Balancer::$variant(m) => m.pick(up, tier, ctx)),*
+                }
+            }
+        }
+    };
 }
 
-impl Balancer {
-    pub fn build(cfg: &config::Upstream) -> Self {
-        match cfg.balance {
-            config::Balance::RoundRobin => Balancer::RoundRobin(RoundRobin::new(cfg)),
-            config::Balance::LeastConn => Balancer::LeastConn(LeastConn::new(cfg)),
-            config::Balance::IpHash => Balancer::IpHash(IpHash::new(cfg)),
-            config::Balance::Hash => Balancer::Hash(Hash::new(cfg)),
-            config::Balance::Random => Balancer::Random(Random),
-        }
-    }
+config::balance_methods!(balancer);
 
+impl Balancer {
     /// A server for a request with no sticky binding, or `None` when no server
     /// of either tier is available.
     pub fn pick(&self, up: &UpstreamRt, ctx: &PickCtx<'_>) -> Option<usize> {
         [Tier::Primary, Tier::Backup]
             .into_iter()
-            .find_map(|tier| match self {
-                Balancer::RoundRobin(m) => m.pick(up, tier, ctx),
-                Balancer::LeastConn(m) => m.pick(up, tier, ctx),
-                Balancer::IpHash(m) => m.pick(up, tier, ctx),
-                Balancer::Hash(m) => m.pick(up, tier, ctx),
-                Balancer::Random(m) => m.pick(up, tier, ctx),
-            })
+            .find_map(|tier| self.pick_in(up, tier, ctx))
     }
 }
 
@@ -155,7 +160,7 @@ pub(crate) mod testing {
         }
         let config = crate::config::parse(&text, Path::new("test.toml"))
             .unwrap_or_else(|e| panic!("test config:\n{text}\n{e}"));
-        let shared = Shared::new(config);
+        let shared = Shared::new(config, Default::default());
         shared.load().upstreams[0].clone()
     }
 

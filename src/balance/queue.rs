@@ -149,8 +149,8 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::wait;
+    use crate::balance::Lease;
     use crate::balance::testing::upstream;
-    use crate::proxy::body::Lease;
 
     #[tokio::test]
     async fn waiters_are_served_in_arrival_order_and_a_full_line_refuses() {

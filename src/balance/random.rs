@@ -9,12 +9,18 @@
 use rand::Rng;
 
 use super::{PickCtx, Tier, effective_weight, eligible, lighter, tier};
+use crate::config;
 use crate::runtime::UpstreamRt;
 
 #[derive(Debug)]
 pub struct Random;
 
 impl Random {
+    /// Nothing to precompute: every pick draws afresh.
+    pub fn new(_: &config::Upstream) -> Self {
+        Random
+    }
+
     pub fn pick(&self, up: &UpstreamRt, which: Tier, ctx: &PickCtx<'_>) -> Option<usize> {
         let servers = tier(up, which);
         let weight = |i: usize| effective_weight(up, i, ctx.now_ms);
@@ -65,7 +71,7 @@ mod tests {
     use http::{HeaderMap, Uri};
 
     use super::super::testing::{ctx, picks, upstream};
-    use crate::proxy::body::Lease;
+    use crate::balance::Lease;
 
     #[test]
     fn the_less_loaded_of_two_wins() {

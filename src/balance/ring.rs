@@ -129,7 +129,7 @@ mod tests {
     use http::{HeaderMap, Uri};
 
     use super::super::testing::{ctx, upstream};
-    use crate::proxy::body::Lease;
+    use crate::balance::Lease;
     use crate::runtime::UpstreamRt;
 
     fn consistent(servers: &[&str], extra: &str) -> std::sync::Arc<UpstreamRt> {

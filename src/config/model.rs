@@ -134,9 +134,26 @@ pub struct Route {
     pub upstream: String,
 }
 
-/// Declares the balancing methods once: the enum, its config names (which
-/// validation accepts) and the name each variant prints as.
+/// The balancing methods, listed once as `Variant = "config name"` and
+/// handed to the macro named `$then`: this file declares [`Balance`] from the
+/// list and `balance/` its `Balancer`, whose variant holds the method type
+/// of the same name. Adding a method is a line here and the method's file.
 macro_rules! balance_methods {
+    ($then:ident) => {
+        $then! {
+            RoundRobin = "round_robin",
+            LeastConn = "least_conn",
+            IpHash = "ip_hash",
+            Hash = "hash",
+            Random = "random",
+        }
+    };
+}
+pub(crate) use balance_methods;
+
+/// Declares [`Balance`]: the enum, its config names (which validation
+/// accepts) and the name each variant prints as.
+macro_rules! balance_enum {
     ($($variant:ident = $name:literal),* $(,)?) => {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Balance {
@@ -156,13 +173,7 @@ macro_rules! balance_methods {
     };
 }
 
-balance_methods! {
-    RoundRobin = "round_robin",
-    LeastConn = "least_conn",
-    IpHash = "ip_hash",
-    Hash = "hash",
-    Random = "random",
-}
+balance_methods!(balance_enum);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {

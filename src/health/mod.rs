@@ -16,13 +16,12 @@
 
 mod probe;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::config::HealthCheck;
 use crate::runtime::{ServerState, Shared};
-use crate::tls::UpstreamTls;
+use crate::upstream::Endpoint;
 use probe::{CheckFailure, Probe};
 
 /// Starts a checker for every server of a checked upstream that has none,
@@ -52,12 +51,11 @@ pub fn start(shared: &Arc<Shared>) {
 struct Target {
     state: Arc<ServerState>,
     check: HealthCheck,
-    addr: SocketAddr,
+    /// Checks speak TLS to a TLS upstream, as its requests do.
+    endpoint: Endpoint,
     /// As written in the config: the `Host` of the check request.
     address: String,
     connect_timeout: Duration,
-    /// Checks speak TLS to a TLS upstream, as its requests do.
-    tls: Option<UpstreamTls>,
 }
 
 /// The server behind `state` in the current snapshot, if it is still there
@@ -71,10 +69,9 @@ fn find(shared: &Weak<Shared>, upstream: &str, state: &Weak<ServerState>) -> Opt
     let server = up.servers.iter().find(|s| Arc::ptr_eq(&s.state, &state))?;
     Some(Target {
         check,
-        addr: server.cfg.addr,
+        endpoint: server.endpoint.clone(),
         address: server.cfg.address.clone(),
         connect_timeout: up.cfg.connect_timeout,
-        tls: up.tls.clone(),
         state,
     })
 }
@@ -240,7 +237,7 @@ mod tests {
         let sick = Arc::new(AtomicU16::new(503));
         let a = responder(sick.clone()).await;
         let b = responder(Arc::new(AtomicU16::new(200))).await;
-        let shared = Shared::new(config(&[a, b], Some(2)));
+        let shared = Shared::new(config(&[a, b], Some(2)), Default::default());
         start(&shared);
         let state = server_state(&shared, 0);
         wait_until("a failing check takes a out", || !state.is_healthy()).await;
@@ -248,7 +245,7 @@ mod tests {
 
         // Removing the table brings the server back at once, and the checker
         // goes away.
-        shared.swap(config(&[a, b], None));
+        shared.swap(config(&[a, b], None), Default::default());
         start(&shared);
         assert!(state.is_healthy());
         wait_until("the checker exits", || state.claim_checker()).await;
@@ -256,7 +253,7 @@ mod tests {
         let checks = state.checks_failed.get();
 
         // Adding it back starts one checker again.
-        shared.swap(config(&[a, b], Some(2)));
+        shared.swap(config(&[a, b], Some(2)), Default::default());
         start(&shared);
         wait_until("checks resume", || state.checks_failed.get() > checks).await;
         wait_until("a is out again", || !state.is_healthy()).await;
@@ -269,14 +266,14 @@ mod tests {
         let a = responder(Arc::new(AtomicU16::new(200))).await;
         let status = Arc::new(AtomicU16::new(503));
         let c = responder(status.clone()).await;
-        let shared = Shared::new(config(&[a], Some(1000)));
+        let shared = Shared::new(config(&[a], Some(1000)), Default::default());
         start(&shared);
         assert!(
             server_state(&shared, 0).is_healthy(),
             "at start-up every server is up"
         );
 
-        shared.swap(config(&[a, c], Some(1000)));
+        shared.swap(config(&[a, c], Some(1000)), Default::default());
         start(&shared);
         let added = server_state(&shared, 1);
         assert!(!added.is_healthy());

@@ -1,19 +1,31 @@
-//! One health check request over the checker's own keep-alive connection.
+//! One health check request over the checker's own keep-alive connection,
+//! written and read with the HTTP/1.1 codec.
 
-use http::Method;
-use http::header::{HOST, HeaderMap, HeaderValue, USER_AGENT};
-use http_body_util::BodyExt as _;
+use std::io;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::HeaderValue;
+use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Target;
-use crate::proxy::body::RequestBody;
-use crate::proxy::client::{self, SendError, UpstreamError};
-use crate::proxy::conn::Conn;
-use crate::proxy::connect::connect_to;
-use crate::proxy::error::ProxyError;
+use crate::http1::{
+    BodyDecoder, ChunkError, FramingError, HeadError, Limits, ResponseHead, Step, framing, write,
+};
+use crate::upstream::{self, Conn, ConnectError};
 
 /// Health responses are read to their end so the connection can be reused;
 /// one larger than this is not worth keeping the connection for.
 const MAX_BODY: usize = 64 * 1024;
+
+/// A health response's head may be as large as a proxied response's.
+const RESPONSE_LIMITS: Limits = Limits {
+    max_head: 64 * 1024,
+    max_fields: 256,
+};
+
+/// How much is read from the server at once.
+const READ_SIZE: usize = 8 * 1024;
 
 /// Why a check failed, as the state-change log line says it.
 #[derive(Debug, thiserror::Error)]
@@ -25,21 +37,40 @@ pub enum CheckFailure {
     #[error("connection refused")]
     Refused,
     #[error("{0}")]
-    Connect(#[source] ProxyError),
-    #[error("{0}")]
-    Send(#[source] SendError),
-    #[error("{0}")]
-    Http(#[source] UpstreamError),
+    Connect(#[source] ConnectError),
+    #[error("sending the request: {0}")]
+    Write(#[source] io::Error),
+    #[error("reading the response: {0}")]
+    Read(#[source] io::Error),
+    #[error("connection closed before the response head")]
+    ClosedBeforeHead,
+    #[error("invalid response head: {0}")]
+    Head(#[source] HeadError),
+    #[error("invalid response framing: {0}")]
+    Framing(#[source] FramingError),
+    #[error("invalid chunked response body: {0}")]
+    Chunked(#[source] ChunkError),
+    #[error("connection closed before the response body ended")]
+    Truncated,
     #[error("path {0:?} is not a valid request target")]
     InvalidPath(String),
     #[error("address {0:?} is not a valid Host")]
     InvalidHost(String),
 }
 
-/// The checker's connection, kept open between rounds.
+/// The checker's connection, kept open between rounds, and its request.
 #[derive(Default)]
 pub struct Probe {
     conn: Option<Conn>,
+    request: Option<Request>,
+}
+
+/// The check's request head as written from a `path` and an `address`:
+/// checked and written once, again only when a reload changes the path.
+struct Request {
+    path: String,
+    address: String,
+    head: Bytes,
 }
 
 impl Probe {
@@ -56,75 +87,122 @@ impl Probe {
     }
 
     async fn exchange(&mut self, target: &Target) -> Result<(), CheckFailure> {
-        let headers = request_headers(target)?;
-        let path = &target.check.path;
-        if path.parse::<http::Uri>().is_err() {
-            return Err(CheckFailure::InvalidPath(path.clone()));
-        }
+        let head = self.request_head(target)?;
         let mut conn = match self.conn.take().filter(Conn::is_reusable) {
             Some(conn) => conn,
             None => open(target).await?,
         };
-        let sent = client::send_request(
-            &mut conn,
-            &Method::GET,
-            path,
-            headers,
-            &mut RequestBody::empty(),
-        )
-        .await
-        .map_err(CheckFailure::Send)?;
-        let response = client::read_response(conn, &Method::GET, sent)
-            .await
-            .map_err(CheckFailure::Http)?;
-        let status = response.status().as_u16();
-        let mut body = response.into_body();
-        let mut read = 0;
-        let mut complete = true;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(CheckFailure::Http)?;
-            read += frame.data_ref().map_or(0, |d| d.len());
-            if read > MAX_BODY {
-                complete = false;
-                break;
-            }
-        }
-        if complete {
-            self.conn = body.take_reusable();
+        conn.write_all(&head).await.map_err(CheckFailure::Write)?;
+        conn.flush().await.map_err(CheckFailure::Write)?;
+        let (status, reusable) = read_response(&mut conn).await?;
+        if reusable {
+            self.conn = Some(conn);
         }
         let (lo, hi) = target.check.status;
-        if (lo..=hi).contains(&status) {
+        if (lo..=hi).contains(&status.as_u16()) {
             Ok(())
         } else {
-            Err(CheckFailure::Status(status))
+            Err(CheckFailure::Status(status.as_u16()))
         }
+    }
+
+    fn request_head(&mut self, target: &Target) -> Result<Bytes, CheckFailure> {
+        let (path, address) = (&target.check.path, &target.address);
+        if let Some(request) = &self.request
+            && request.path == *path
+            && request.address == *address
+        {
+            return Ok(request.head.clone());
+        }
+        let host = HeaderValue::from_str(address)
+            .map_err(|_| CheckFailure::InvalidHost(address.clone()))?;
+        if path.parse::<http::Uri>().is_err() {
+            return Err(CheckFailure::InvalidPath(path.clone()));
+        }
+        let mut head = BytesMut::new();
+        write::request_head(
+            &mut head,
+            Method::GET.as_str(),
+            path,
+            [
+                (&b"host"[..], host.as_bytes()),
+                (&b"user-agent"[..], &b"sluice-health"[..]),
+            ],
+        );
+        let head = head.freeze();
+        self.request = Some(Request {
+            path: path.clone(),
+            address: address.clone(),
+            head: head.clone(),
+        });
+        Ok(head)
     }
 }
 
 async fn open(target: &Target) -> Result<Conn, CheckFailure> {
-    connect_to(
-        target.addr,
-        &target.address,
-        target.connect_timeout,
-        target.tls.as_ref(),
-    )
-    .await
-    .map_err(|e| match e {
-        ProxyError::Connect { source, .. }
-            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
-        {
-            CheckFailure::Refused
-        }
-        ProxyError::ConnectTimeout(_) => CheckFailure::Timeout,
-        other => CheckFailure::Connect(other),
-    })
+    upstream::connect(&target.endpoint, target.connect_timeout)
+        .await
+        .map_err(|e| match e {
+            e if e.is_refused() => CheckFailure::Refused,
+            ConnectError::Timeout(_) => CheckFailure::Timeout,
+            other => CheckFailure::Connect(other),
+        })
 }
 
-fn request_headers(target: &Target) -> Result<HeaderMap, CheckFailure> {
-    let host = HeaderValue::from_str(&target.address)
-        .map_err(|_| CheckFailure::InvalidHost(target.address.clone()))?;
-    let mut headers = HeaderMap::with_capacity(2);
-    headers.insert(HOST, host);
-    headers.insert(USER_AGENT, HeaderValue::from_static("sluice-health"));
-    Ok(headers)
+/// Reads the response to the check's `GET`, interim responses skipped and
+/// the body read to its end (or past [`MAX_BODY`]). Gives its status and
+/// whether the connection can carry the next check.
+async fn read_response(conn: &mut Conn) -> Result<(StatusCode, bool), CheckFailure> {
+    let mut buf = BytesMut::new();
+    let head = loop {
+        match ResponseHead::parse(&mut buf, RESPONSE_LIMITS).map_err(CheckFailure::Head)? {
+            Some(head)
+                if head.status.is_informational()
+                    && head.status != StatusCode::SWITCHING_PROTOCOLS => {}
+            Some(head) => break head,
+            None => {
+                if read_more(conn, &mut buf).await? == 0 {
+                    return Err(CheckFailure::ClosedBeforeHead);
+                }
+            }
+        }
+    };
+    let kind = framing::response_body(&Method::GET, &head).map_err(CheckFailure::Framing)?;
+    let mut body = BodyDecoder::new(kind);
+    let mut read = 0;
+    let ended = loop {
+        match body.step(&buf).map_err(CheckFailure::Chunked)? {
+            Step::NeedMore => {
+                if read_more(conn, &mut buf).await? == 0 {
+                    body.at_eof().map_err(|_| CheckFailure::Truncated)?;
+                    // Ended by the close: nothing left to reuse.
+                    return Ok((head.status, false));
+                }
+            }
+            Step::Data(n) => {
+                buf.advance(n);
+                read += n;
+                if read > MAX_BODY {
+                    break false;
+                }
+            }
+            Step::Framing(n) | Step::Trailer { consumed: n, .. } => buf.advance(n),
+            Step::End(n) => {
+                buf.advance(n);
+                break true;
+            }
+        }
+    };
+    let reusable = ended
+        && head.status != StatusCode::SWITCHING_PROTOCOLS
+        && head.keeps_alive()
+        && body.keeps_connection()
+        && buf.is_empty();
+    Ok((head.status, reusable))
+}
+
+/// Reads what the server sent next into `buf`; 0 at the end of the stream.
+async fn read_more(conn: &mut Conn, buf: &mut BytesMut) -> Result<usize, CheckFailure> {
+    buf.reserve(READ_SIZE);
+    conn.read_buf(buf).await.map_err(CheckFailure::Read)
 }

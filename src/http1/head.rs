@@ -305,6 +305,24 @@ impl ResponseHead {
             fields: Fields { bytes, spans },
         }))
     }
+
+    /// Whether the server lets the connection carry another request: an
+    /// HTTP/1.1 server unless it says `close`, an HTTP/1.0 one only if it
+    /// says `keep-alive`.
+    pub fn keeps_alive(&self) -> bool {
+        let mut close = false;
+        let mut keep_alive = false;
+        for value in self.fields.get_all("connection") {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        match self.version {
+            Version::Http11 => !close,
+            Version::Http10 => keep_alive && !close,
+        }
+    }
 }
 
 /// A version error only for a request line whose third part is an HTTP
@@ -622,5 +640,20 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_tokens() {
+        let keeps = |head: &str| {
+            let mut buf = BytesMut::from(head.as_bytes());
+            let head = ResponseHead::parse(&mut buf, LIMITS).unwrap().unwrap();
+            head.keeps_alive()
+        };
+        assert!(keeps("HTTP/1.1 200 OK\r\n\r\n"));
+        assert!(!keeps(
+            "HTTP/1.1 200 OK\r\nConnection: upgrade, Close\r\n\r\n"
+        ));
+        assert!(!keeps("HTTP/1.0 200 OK\r\n\r\n"));
+        assert!(keeps("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n\r\n"));
     }
 }

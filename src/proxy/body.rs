@@ -9,8 +9,6 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -23,8 +21,8 @@ use super::access::AccessEntry;
 use super::client::{UpstreamBody, UpstreamError};
 use super::conn::Conn;
 use super::h1::H1Body;
+use crate::balance::Lease;
 use crate::http1::ChunkError;
-use crate::runtime::{ServerState, UpstreamState};
 
 /// Request bodies up to this size are held in memory, so a request whose
 /// attempt fails can be sent again to another server. A larger body (or one of
@@ -227,40 +225,6 @@ impl Body for RequestBody<'_> {
                 hint
             }
         }
-    }
-}
-
-/// One request's claim on a server: counted in the server's and upstream's
-/// in-flight numbers until dropped.
-#[derive(Debug)]
-pub struct Lease {
-    pub server: Arc<ServerState>,
-    upstream: Arc<UpstreamState>,
-}
-
-impl Lease {
-    /// Takes a slot on `server`, or `None` when it is at `max_conns`.
-    pub fn acquire(
-        server: &Arc<ServerState>,
-        upstream: &Arc<UpstreamState>,
-        max_conns: Option<u32>,
-    ) -> Option<Lease> {
-        if !server.try_acquire(max_conns) {
-            return None;
-        }
-        upstream.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(Lease {
-            server: server.clone(),
-            upstream: upstream.clone(),
-        })
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.server.release();
-        self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
-        crate::balance::queue::slot_freed(&self.upstream);
     }
 }
 

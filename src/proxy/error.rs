@@ -4,6 +4,7 @@ use http::StatusCode;
 
 use super::body::RequestBodyError;
 use super::client::{SendError, UpstreamError};
+use crate::upstream::ConnectError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -11,20 +12,8 @@ pub enum ProxyError {
     NoRoute,
     #[error("no available server")]
     NoServer,
-    #[error("connect to {addr}: {source}")]
-    Connect {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("TLS to {addr}: {source}")]
-    Tls {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("connect to {0}: timed out")]
-    ConnectTimeout(std::net::SocketAddr),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("upstream: {0}")]
     Upstream(#[source] UpstreamError),
     #[error("upstream response head not received within response_timeout")]
@@ -38,10 +27,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. }
-            | ProxyError::Tls { .. }
-            | ProxyError::ConnectTimeout(_)
-            | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RequestBody(RequestBodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
@@ -58,10 +44,7 @@ impl ProxyError {
 
     /// Whether the request can have reached the server's application.
     pub fn nothing_sent(&self) -> bool {
-        matches!(
-            self,
-            ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::ConnectTimeout(_)
-        )
+        matches!(self, ProxyError::Connect(_))
     }
 }
 

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, Response, Uri};
 
-use super::body::{Lease, RequestBody};
+use super::body::RequestBody;
 use super::client::{self, UpstreamBody};
-use super::connect::connect_server;
 use super::error::ProxyError;
-use crate::balance::{self, PickCtx, queue};
+use crate::balance::{self, Lease, PickCtx, queue};
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
+use crate::upstream;
 
 /// A request ready to go upstream: headers already rewritten.
 pub struct Outbound<'a> {
@@ -264,7 +264,7 @@ async fn attempt(
     // be moved around on each await even when a pooled connection is reused.
     let mut conn = match server.state.pool.take(up.cfg.keepalive_timeout) {
         Some(conn) => conn,
-        None => Box::pin(connect_server(up, server)).await?,
+        None => Box::pin(upstream::connect(&server.endpoint, up.cfg.connect_timeout)).await?,
     };
     let mut req_body = match body {
         Some(RequestBody::Full(bytes)) => RequestBody::Full(bytes.clone()),

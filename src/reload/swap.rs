@@ -20,7 +20,7 @@ pub(super) async fn apply(server: &Arc<Server>) -> Result<ReloadReport, ReloadEr
     }
     let old = server.shared.load();
     let path = old.config.path.clone();
-    let (text, config, certs) = tokio::task::spawn_blocking(move || read(&path))
+    let (text, config, mut certs) = tokio::task::spawn_blocking(move || read(&path))
         .await
         .map_err(ReloadError::Load)??;
 
@@ -55,12 +55,13 @@ pub(super) async fn apply(server: &Arc<Server>) -> Result<ReloadReport, ReloadEr
     }
     // Certificates first: a new TLS listener must never answer in plaintext,
     // and renewed certificates apply even when the config text is unchanged.
+    let upstream_tls = std::mem::take(&mut certs.upstreams);
     report.certificates_renewed = server
         .apply_tls(certs)?
         .iter()
         .map(SocketAddr::to_string)
         .collect();
-    server.shared.swap(config);
+    server.shared.swap(config, upstream_tls);
     // Building and swapping a snapshot start nothing: the checks its new
     // servers need are started here, by the one who swapped.
     health::start(&server.shared);

@@ -18,7 +18,8 @@ use arc_swap::ArcSwap;
 use crate::balance::Balancer;
 use crate::config::{self, Config, HostMatch};
 use crate::sticky::Sticky;
-use crate::tls::UpstreamTls;
+use crate::tls::{UpstreamClients, UpstreamTls};
+use crate::upstream::Endpoint;
 pub use state::{AdminState, Availability, CloseCause, ClosedTunnels, Counts, ServerState};
 
 /// The live config: one `ArcSwap` load per request.
@@ -33,12 +34,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Builds the first snapshot: every server starts up. Nothing is
+    /// Builds the first snapshot: every server starts up. `tls` is the
+    /// client side [`crate::tls::load`] built for `config`'s TLS upstreams.
+    /// Nothing is
     /// started: the caller starts the health checks (and whatever else
     /// runs beside the proxy).
-    pub fn new(config: Config) -> Arc<Self> {
+    pub fn new(config: Config, tls: UpstreamClients) -> Arc<Self> {
         let registry = Registry::default();
-        let snapshot = Snapshot::build(Arc::new(config), &registry, None);
+        let snapshot = Snapshot::build(Arc::new(config), tls, &registry, None);
         Arc::new(Shared {
             current: ArcSwap::from_pointee(snapshot),
             swap_lock: Mutex::new(()),
@@ -52,26 +55,27 @@ impl Shared {
         self.current.load_full()
     }
 
-    /// Swaps in a new config, carrying the state of every surviving server.
+    /// Swaps in a new config, with the client side of its TLS upstreams,
+    /// carrying the state of every surviving server.
     /// Returns the new snapshot. The caller starts the health checks its
     /// new servers need.
-    pub fn swap(&self, config: Config) -> Arc<Snapshot> {
+    pub fn swap(&self, config: Config, tls: UpstreamClients) -> Arc<Snapshot> {
         let _swapping = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.store(Arc::new(config))
+        self.store(Arc::new(config), tls)
     }
 
     /// Builds the running config again, for a runtime weight: the balancers
     /// precompute their order from the weights, as they do on a reload.
     pub fn rebuild(&self) -> Arc<Snapshot> {
         let _swapping = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let config = self.current.load().config.clone();
-        self.store(config)
+        let current = self.current.load();
+        self.store(current.config.clone(), current.upstream_tls.clone())
     }
 
     /// Builds and stores a snapshot; the caller holds `swap_lock`.
-    fn store(&self, config: Arc<Config>) -> Arc<Snapshot> {
+    fn store(&self, config: Arc<Config>, tls: UpstreamClients) -> Arc<Snapshot> {
         let old = self.current.load_full();
-        let new = Arc::new(Snapshot::build(config, &self.registry, Some(&old)));
+        let new = Arc::new(Snapshot::build(config, tls, &self.registry, Some(&old)));
         self.current.store(new.clone());
         self.registry.retain(&new);
         // A changed `drain` in the file may make a server drained.
@@ -175,16 +179,24 @@ impl UpstreamState {
 /// One immutable, fully resolved configuration.
 pub struct Snapshot {
     pub config: Arc<Config>,
+    /// Kept for rebuilding this config (a runtime weight) without reading
+    /// its CA bundles again.
+    pub upstream_tls: UpstreamClients,
     pub listeners: Vec<Arc<ListenerRt>>,
     pub upstreams: Vec<Arc<UpstreamRt>>,
 }
 
 impl Snapshot {
-    pub fn build(config: Arc<Config>, registry: &Registry, old: Option<&Snapshot>) -> Snapshot {
+    pub fn build(
+        config: Arc<Config>,
+        upstream_tls: UpstreamClients,
+        registry: &Registry,
+        old: Option<&Snapshot>,
+    ) -> Snapshot {
         let upstreams: Vec<Arc<UpstreamRt>> = config
             .upstreams
             .iter()
-            .map(|u| Arc::new(UpstreamRt::build(u, registry, old)))
+            .map(|u| Arc::new(UpstreamRt::build(u, upstream_tls.get(u), registry, old)))
             .collect();
         let find = |name: &str| {
             upstreams
@@ -216,6 +228,7 @@ impl Snapshot {
             .collect();
         Snapshot {
             config,
+            upstream_tls,
             listeners,
             upstreams,
         }
@@ -275,12 +288,15 @@ pub struct UpstreamRt {
     pub state: Arc<UpstreamState>,
     /// Cookie stickiness, with every server's cookie value precomputed.
     pub sticky: Option<Sticky>,
-    /// The TLS client side when `tls = true`, built once per snapshot.
-    pub tls: Option<UpstreamTls>,
 }
 
 impl UpstreamRt {
-    fn build(cfg: &config::Upstream, registry: &Registry, old: Option<&Snapshot>) -> UpstreamRt {
+    fn build(
+        cfg: &config::Upstream,
+        tls: Option<UpstreamTls>,
+        registry: &Registry,
+        old: Option<&Snapshot>,
+    ) -> UpstreamRt {
         let old_upstream = old.and_then(|o| o.upstream(&cfg.name));
         let servers: Vec<ServerRt> = cfg
             .servers
@@ -316,7 +332,15 @@ impl UpstreamRt {
                 }
                 let mut server = s.clone();
                 server.weight = state.weight().unwrap_or(s.weight);
-                ServerRt { cfg: server, state }
+                let endpoint = Endpoint {
+                    addr: s.addr,
+                    tls: tls.as_ref().map(|tls| tls.server(&cfg.name, s)),
+                };
+                ServerRt {
+                    cfg: server,
+                    state,
+                    endpoint,
+                }
             })
             .collect();
         // What the balancers see: the file's upstream with runtime weights.
@@ -339,7 +363,6 @@ impl UpstreamRt {
                 .as_ref()
                 .map(|sticky| Sticky::build(&cfg.name, sticky, &cfg.servers)),
             state: registry.upstream(&cfg.name),
-            tls: cfg.tls.then(|| UpstreamTls::new(cfg)),
             cfg: cfg.clone(),
             servers,
             primary,
@@ -360,6 +383,8 @@ impl UpstreamRt {
 pub struct ServerRt {
     pub cfg: config::Server,
     pub state: Arc<ServerState>,
+    /// How to connect to it, TLS name included.
+    pub endpoint: Endpoint,
 }
 
 /// The state a server shows to operators (`/api/status`, metrics).

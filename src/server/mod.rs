@@ -84,13 +84,14 @@ impl Server {
     /// Loads every certificate of `config` and binds every listener, with a
     /// socket in every one of `workers`.
     pub async fn prepare(config: Config, workers: Workers) -> Result<Bound, ServerError> {
-        let certs = tls::load(&config)?;
+        let mut certs = tls::load(&config)?;
+        let upstream_tls = std::mem::take(&mut certs.upstreams);
         let mut sockets = Vec::new();
         for l in &config.listeners {
             sockets.push((l.listen, bind(l.listen, workers.count()).await?));
         }
         let server = Arc::new(Server {
-            shared: Shared::new(config),
+            shared: Shared::new(config, upstream_tls),
             tracker: Tracker::default(),
             listeners: Mutex::new(HashMap::new()),
             tls: ArcSwap::default(),

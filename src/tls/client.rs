@@ -1,6 +1,8 @@
-//! TLS to upstream servers: one client config per upstream, built with its
-//! snapshot, so connections only run the handshake.
+//! TLS to upstream servers: one client config per upstream, built when the
+//! config is loaded, and each server's name made with the snapshot, so
+//! connections only run the handshake.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, OnceLock};
 
@@ -14,12 +16,14 @@ use tokio_rustls::client::TlsStream;
 use super::{ALPN_HTTP11, TlsError, provider};
 use crate::config;
 
-/// How an upstream with `tls = true` speaks TLS to its servers.
+/// How an upstream with `tls = true` speaks TLS to its servers: built when
+/// the config is loaded (its CA bundle read once, there) and shared by every
+/// snapshot of that config.
 #[derive(Clone)]
 pub struct UpstreamTls {
-    /// An error when the files that checked fine at load became unusable
-    /// before the snapshot was built: every connection then fails (502)
-    /// rather than falling back to cleartext.
+    /// An error only for an upstream the config's load did not build:
+    /// every connection then fails (502) rather than falling back to
+    /// cleartext.
     connector: Result<TlsConnector, Arc<TlsError>>,
     /// `server_name`, else each server's host.
     server_name: Option<ServerName<'static>>,
@@ -35,57 +39,95 @@ impl std::fmt::Debug for UpstreamTls {
 }
 
 impl UpstreamTls {
-    /// Builds the client side of `upstream`. Blocking: it reads `ca`, or the
-    /// system roots the first time.
-    pub fn new(upstream: &config::Upstream) -> UpstreamTls {
-        let connector = connector(upstream).map_err(|e| {
-            tracing::error!(upstream = %upstream.name, error = %e, "upstream TLS is unusable; its requests will fail");
-            Arc::new(e)
-        });
-        UpstreamTls {
-            connector,
-            server_name: upstream
-                .server_name
-                .as_ref()
-                .and_then(|name| ServerName::try_from(name.clone()).ok()),
-        }
-    }
-
-    /// Checks what [`UpstreamTls::new`] will need: the CA bundle or system
-    /// roots, and a valid name to verify every server against.
-    pub fn check(upstream: &config::Upstream) -> Result<(), TlsError> {
-        connector(upstream)?;
-        match &upstream.server_name {
-            Some(name) => {
-                server_name(&upstream.name, name)?;
-            }
+    /// Builds the client side of `upstream`, checking that every server has
+    /// a valid name to verify. Blocking: it reads `ca`, or the system roots
+    /// the first time.
+    fn new(upstream: &config::Upstream) -> Result<UpstreamTls, TlsError> {
+        let connector = connector(upstream)?;
+        let server_name = match &upstream.server_name {
+            Some(name) => Some(server_name(&upstream.name, name)?),
             None => {
                 for server in &upstream.servers {
                     server_name(&upstream.name, server.tls_name())?;
                 }
+                None
             }
-        }
-        Ok(())
+        };
+        Ok(UpstreamTls {
+            connector: Ok(connector),
+            server_name,
+        })
     }
 
-    /// Runs the client handshake with a connected server. `address` is the
-    /// server's `host:port` as configured: its host is the name verified
-    /// when the upstream has no `server_name`.
-    pub async fn connect(
-        &self,
-        stream: TcpStream,
-        address: &str,
-    ) -> io::Result<TlsStream<TcpStream>> {
-        let connector = self
-            .connector
+    /// The client side for one of the upstream's servers, with the name its
+    /// certificate must carry made once, not per connection.
+    pub fn server(&self, upstream: &str, server: &config::Server) -> ServerTls {
+        let name = match &self.server_name {
+            Some(name) => Ok(name.clone()),
+            None => server_name(upstream, server.tls_name()).map_err(Arc::new),
+        };
+        ServerTls {
+            handshake: self.connector.clone().and_then(|c| name.map(|n| (c, n))),
+        }
+    }
+}
+
+/// The client side of every TLS upstream of one config, by upstream name.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamClients(HashMap<String, UpstreamTls>);
+
+impl UpstreamClients {
+    /// Builds the client side of every upstream of `config` with `tls = true`.
+    pub fn load(config: &config::Config) -> Result<UpstreamClients, TlsError> {
+        let mut clients = HashMap::new();
+        for upstream in config.upstreams.iter().filter(|u| u.tls) {
+            clients.insert(upstream.name.clone(), UpstreamTls::new(upstream)?);
+        }
+        Ok(UpstreamClients(clients))
+    }
+
+    /// The client side of `upstream` when it has `tls = true`. One that was
+    /// not loaded with its config fails every connection.
+    pub fn get(&self, upstream: &config::Upstream) -> Option<UpstreamTls> {
+        if !upstream.tls {
+            return None;
+        }
+        Some(self.0.get(&upstream.name).cloned().unwrap_or_else(|| {
+            let error = TlsError::NotLoaded {
+                upstream: upstream.name.clone(),
+            };
+            tracing::error!(%error, "upstream TLS is unusable; its requests will fail");
+            UpstreamTls {
+                connector: Err(Arc::new(error)),
+                server_name: None,
+            }
+        }))
+    }
+}
+
+/// How sluice speaks TLS to one server.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// An error when the upstream's TLS was unusable when the snapshot was
+    /// built: connections then fail rather than fall back to cleartext.
+    handshake: Result<(TlsConnector, ServerName<'static>), Arc<TlsError>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.handshake.as_ref().ok().map(|(_, name)| name);
+        f.debug_struct("ServerTls").field("name", &name).finish()
+    }
+}
+
+impl ServerTls {
+    /// Runs the client handshake with a connected server.
+    pub async fn connect(&self, stream: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+        let (connector, name) = self
+            .handshake
             .as_ref()
             .map_err(|e| io::Error::other(e.clone()))?;
-        let name = match &self.server_name {
-            Some(name) => name.clone(),
-            None => ServerName::try_from(host(address).to_owned())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-        };
-        connector.connect(name, stream).await
+        connector.connect(name.clone(), stream).await
     }
 }
 
@@ -146,24 +188,4 @@ fn server_name(upstream: &str, name: &str) -> Result<ServerName<'static>, TlsErr
         upstream: upstream.to_owned(),
         name: name.to_owned(),
     })
-}
-
-/// The host of `host:port` or `[v6]:port`.
-fn host(address: &str) -> &str {
-    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host;
-
-    #[test]
-    fn host_drops_port_and_brackets() {
-        assert_eq!(host("backend.internal:443"), "backend.internal");
-        assert_eq!(host("127.0.0.1:9001"), "127.0.0.1");
-        assert_eq!(host("[::1]:8443"), "::1");
-    }
 }

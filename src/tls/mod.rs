@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::{self, Config, UnknownSni};
-pub use client::UpstreamTls;
+pub use client::{ServerTls, UpstreamClients, UpstreamTls};
 use resolver::Resolver;
 
 /// ALPN identifiers offered to clients, preferred first.
@@ -88,6 +88,8 @@ pub enum TlsError {
     NoSystemRoots { upstream: String },
     #[error("upstream {upstream}: {name:?} is not a valid TLS server name")]
     ServerName { upstream: String, name: String },
+    #[error("upstream {upstream}: its TLS client was not built with its config")]
+    NotLoaded { upstream: String },
     #[error("cannot set up TLS: {0}")]
     Setup(#[source] rustls::Error),
 }
@@ -104,9 +106,10 @@ impl TlsError {
             | TlsError::ReadCa { path, .. }
             | TlsError::EmptyCa { path, .. } => Some(path),
             TlsError::KeyMismatch { key, .. } => Some(key),
-            TlsError::NoSystemRoots { .. } | TlsError::ServerName { .. } | TlsError::Setup(_) => {
-                None
-            }
+            TlsError::NoSystemRoots { .. }
+            | TlsError::ServerName { .. }
+            | TlsError::NotLoaded { .. }
+            | TlsError::Setup(_) => None,
         }
     }
 }
@@ -178,10 +181,14 @@ impl ListenerCerts {
     }
 }
 
-/// Every TLS listener's certificates of a config, keyed by listen address.
+/// Every TLS listener's certificates of a config, keyed by listen address,
+/// and the client side of its TLS upstreams.
 #[derive(Debug, Default)]
 pub struct Certs {
     pub listeners: HashMap<SocketAddr, ListenerCerts>,
+    /// The client side of every TLS upstream, for the snapshots of this
+    /// config: its CA bundle is read here and nowhere else.
+    pub upstreams: UpstreamClients,
 }
 
 impl Certs {
@@ -200,9 +207,7 @@ pub fn load(config: &Config) -> Result<Certs, TlsError> {
             certs.listeners.insert(listener.listen, loaded);
         }
     }
-    for upstream in config.upstreams.iter().filter(|u| u.tls) {
-        UpstreamTls::check(upstream)?;
-    }
+    certs.upstreams = UpstreamClients::load(config)?;
     Ok(certs)
 }
 

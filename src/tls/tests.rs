@@ -238,3 +238,34 @@ fn listeners_offer_h2_then_http11() {
         [b"h2".to_vec(), b"http/1.1".to_vec()]
     );
 }
+
+#[test]
+fn upstream_clients_read_the_ca_at_load_and_never_fall_back_to_cleartext() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let (ca, _) = write_cert(dir.path(), "ca", &["backend.test"], &key, |_| {});
+    let text = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"web\"\n[upstream.web]\ntls = true\nca = \"{}\"\n[[upstream.web.server]]\naddress = \"127.0.0.1:2\"\n",
+        ca.display()
+    );
+    let config = config::parse(&text, Path::new("test.toml")).unwrap();
+    let upstream = &config.upstreams[0];
+    let clients = UpstreamClients::load(&config).unwrap();
+
+    // What was loaded no longer needs the file: a snapshot built later
+    // (a runtime weight) does not read it again.
+    std::fs::remove_file(&ca).unwrap();
+    let loaded = clients.get(upstream).expect("a TLS upstream");
+    assert!(format!("{loaded:?}").contains("ready: true"), "{loaded:?}");
+    assert!(matches!(
+        UpstreamClients::load(&config),
+        Err(TlsError::ReadCa { .. })
+    ));
+
+    // Not built with its config: still TLS, failing every connection.
+    let missing = UpstreamClients::default().get(upstream).expect("still TLS");
+    assert!(
+        format!("{missing:?}").contains("ready: false"),
+        "{missing:?}"
+    );
+}

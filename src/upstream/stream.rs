@@ -1,5 +1,6 @@
 //! A socket in clear or under TLS, for both ends of the proxy: [`Conn`] to a
-//! server, used directly by the task that sends a request on it (no
+//! server, used directly by the task that sends a request or a health check
+//! on it (no
 //! connection task, no channel: a pooled connection is just the stream, and
 //! holds no buffers while idle), and the client's stream the HTTP/1.1
 //! engine serves (`proxy::h1::ClientStream`).

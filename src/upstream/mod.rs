@@ -1,0 +1,9 @@
+//! Connections to servers, for the proxy and the health checker alike: the
+//! stream type, and opening one over TCP or TLS to a server whose address
+//! and TLS name were settled when the snapshot was built.
+
+pub mod connect;
+pub mod stream;
+
+pub use connect::{ConnectError, Endpoint, connect};
+pub use stream::Conn;
