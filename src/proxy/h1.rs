@@ -27,7 +27,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
 use super::body::{ClientBody, RequestBodyError, ResponseBody};
@@ -353,12 +353,27 @@ pub fn serve(
     async move {
         let ctx = &ctx;
         let mut answered = false;
+        // One timer for every wait of the connection, moved only when a
+        // wait must end sooner than it fires: a new timer per request, or
+        // a reset to a later deadline, costs a timer-wheel update, and one
+        // earlier than the driver's next wake-up a write to its eventfd.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(
+            Instant::now() + settings.header_timeout
+        ));
         loop {
             let deadline = Instant::now() + settings.header_timeout;
             // The exchange's future is made in the match and awaited after
             // it: a head bound across the await would take room in every
             // connection's state.
-            let busy = match read_head(&mut reader, &settings, deadline, answered, &mut stop).await
+            let busy = match read_head(
+                &mut reader,
+                &settings,
+                deadline,
+                answered,
+                &mut stop,
+                timer.as_mut(),
+            )
+            .await
             {
                 Ok(head) => Box::pin(exchange(ctx, &mut reader, head, &stop, &settings)),
                 Err(NoHead::Close) => return Served::Done,
@@ -503,6 +518,7 @@ async fn read_head(
     deadline: Instant,
     answered: bool,
     stop: &mut Stop,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<RequestHead, NoHead> {
     let idle_deadline = if answered {
         deadline.min(Instant::now() + settings.idle_timeout)
@@ -540,17 +556,23 @@ async fn read_head(
             }
         };
         // Polled by hand rather than by select!, and in a block of its own
-        // so its timer and waiter are gone before the read's: this is what
+        // so its waiter is gone before the read's timeout: this is what
         // every idle connection holds, and readiness needs no future.
         {
-            let mut sleep = std::pin::pin!(tokio::time::sleep_until(idle_deadline));
+            if timer.deadline() > idle_deadline {
+                timer.as_mut().reset(idle_deadline);
+            }
             let mut stopped = std::pin::pin!(stop.wait());
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
                     return Poll::Ready(ready.map_err(|_| NoHead::Close));
                 }
-                if sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(silent()));
+                // Set for an earlier wait: fired early, it is moved on.
+                while timer.as_mut().poll(cx).is_ready() {
+                    if Instant::now() >= idle_deadline {
+                        return Poll::Ready(Err(silent()));
+                    }
+                    timer.as_mut().reset(idle_deadline);
                 }
                 // Nothing was asked: nothing to finish.
                 ready!(stopped.as_mut().poll(cx));
