@@ -4,7 +4,9 @@
 #
 # Environment: WORKERS (1) workers/threads per proxy, SLUICE (a prebuilt
 # binary; default: cargo build --release), SLUICE_BEFORE (an older sluice
-# binary measured beside it as "before"), B1..B3 and P_* ports.
+# binary measured beside it as "before"), ONLY (a space-separated subset of
+# nginx haproxy sluice, e.g. ONLY=sluice while iterating), B1..B3 and P_*
+# ports.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,7 +17,7 @@ SLUICE=${SLUICE:-$ROOT/target/release/sluice}
 B1=${B1:-19101} B2=${B2:-19102} B3=${B3:-19103}
 P_SLUICE=${P_SLUICE:-18081} P_NGINX=${P_NGINX:-18082} P_HAPROXY=${P_HAPROXY:-18083}
 P_BEFORE=${P_BEFORE:-18084}
-PROXIES=(nginx haproxy sluice)
+read -ra PROXIES <<< "${ONLY:-nginx haproxy sluice}"
 if [ -n "${SLUICE_BEFORE:-}" ]; then PROXIES+=(before); fi
 HZ=$(getconf CLK_TCK)
 # Thousands of connections (bench/idle.sh) and HAProxy's maxconn need fds.

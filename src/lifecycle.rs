@@ -72,7 +72,7 @@ impl Tracker {
 impl Token {
     /// Resolves with the `shutdown_timeout` once graceful shutdown begins.
     /// Owns what it needs, so a task of its own can wait on it.
-    pub fn shutdown(&self) -> impl Future<Output = Duration> + Send + 'static {
+    pub fn shutdown(&self) -> impl Future<Output = Duration> + Send + use<> {
         let mut begun = self.inner.shutdown.subscribe();
         async move {
             let timeout = begun

@@ -27,7 +27,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
 use super::body::{ClientBody, RequestBodyError, ResponseBody};
@@ -62,21 +62,22 @@ const COALESCE_MAX: usize = 4096;
 pub type ClientStream = Stream<TlsStream<TcpStream>>;
 
 impl ClientStream {
-    /// Resolves once the client has sent something, without taking a
-    /// buffer to read it into. A TLS session may hold decrypted bytes
-    /// already; then there is nothing to wait for.
-    async fn readable(&mut self) -> io::Result<()> {
+    /// Ready once the client has sent something, without taking a buffer
+    /// to read it into, and without a waiter of its own: the socket keeps
+    /// the task's waker. A TLS session may hold decrypted bytes already;
+    /// then there is nothing to wait for.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            ClientStream::Tcp(tcp) => tcp.readable().await,
+            ClientStream::Tcp(tcp) => tcp.poll_read_ready(cx),
             ClientStream::Tls(tls) => {
                 let (tcp, session) = tls.get_mut();
                 let state = session
                     .process_new_packets()
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
-                    return Ok(());
+                    return Poll::Ready(Ok(()));
                 }
-                tcp.readable().await
+                tcp.poll_read_ready(cx)
             }
         }
     }
@@ -104,7 +105,8 @@ pub struct Reader {
     body: BodyDecoder,
     body_done: bool,
     continue_: Continue,
-    trailers: Option<HeaderMap>,
+    /// Boxed: rare, and the reader lives as long as the connection.
+    trailers: Option<Box<HeaderMap>>,
 }
 
 impl Reader {
@@ -196,7 +198,7 @@ impl Reader {
                 Step::End(n) => {
                     self.buf.advance(n);
                     self.body_done = true;
-                    return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                    return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))));
                 }
                 Step::NeedMore => match ready!(self.poll_fill(cx)) {
                     Ok(0) => return Poll::Ready(Some(Err(RequestBodyError::Truncated))),
@@ -217,7 +219,7 @@ impl Reader {
         let value = HeaderValue::from_bytes(field[colon + 1..].trim_ascii())
             .map_err(|_| RequestBodyError::Trailer)?;
         self.trailers
-            .get_or_insert_with(HeaderMap::new)
+            .get_or_insert_with(Box::default)
             .append(name, value);
         Ok(())
     }
@@ -292,11 +294,11 @@ impl Stop {
         *self.shutdown.borrow() || *self.removed.borrow()
     }
 
+    /// Resolves once `removed` is set. Graceful shutdown stops every
+    /// listener before it sets `shutdown`, so this is enough, and an idle
+    /// connection holds one waiter instead of two.
     async fn wait(&mut self) {
-        tokio::select! {
-            _ = self.shutdown.wait_for(|s| *s) => {}
-            _ = self.removed.wait_for(|r| *r) => {}
-        }
+        let _ = self.removed.wait_for(|r| *r).await;
     }
 }
 
@@ -329,12 +331,17 @@ enum NoHead {
 /// time in arrival order (pipelined requests wait in the read buffer).
 /// Once `stop` is set an idle connection closes, a busy one after its
 /// response.
-pub async fn serve(
-    ctx: &ConnCtx,
+///
+/// The returned future is what an idle connection's task holds, so it is
+/// kept small: an async block rather than an async fn (whose future keeps
+/// each argument twice, as passed and as moved into the body), and every
+/// state that only lives while a request is in flight is boxed.
+pub fn serve(
+    ctx: ConnCtx,
     stream: ClientStream,
     settings: Settings,
     mut stop: Stop,
-) -> Served {
+) -> impl Future<Output = Served> {
     let mut reader = Reader {
         stream,
         buf: BytesMut::new(),
@@ -343,48 +350,71 @@ pub async fn serve(
         continue_: Continue::No,
         trailers: None,
     };
-    let mut answered = false;
-    loop {
-        let deadline = Instant::now() + settings.header_timeout;
-        let head = match read_head(&mut reader, &settings, deadline, answered, &mut stop).await {
-            Ok(head) => head,
-            Err(NoHead::Close) => return Served::Done,
-            Err(NoHead::H2) => {
-                let preface = std::mem::take(&mut reader.buf).freeze();
-                return Served::H2(Prefixed::new(preface, reader.stream));
-            }
-            Err(NoHead::Timeout) => {
-                let _ = reader.stream.write_all(REQUEST_TIMEOUT_408).await;
-                let _ = reader.stream.shutdown().await;
-                return Served::Done;
-            }
-            Err(NoHead::Refuse(status)) => {
-                // Boxed, as the exchange below: rare, and large.
-                let (method, version) = (&Method::GET, Version::Http11);
-                Box::pin(refuse(ctx, &mut reader.stream, status, method, version)).await;
-                let _ = reader.stream.shutdown().await;
-                return Served::Done;
-            }
-        };
-        answered = true;
-        // Boxed: an exchange's future is many times the size of the wait
-        // for a head, and held inline it would stay allocated with every
-        // idle connection's task.
-        match Box::pin(exchange(ctx, &mut reader, head, &stop, &settings)).await {
-            Next::Head => reader.release(),
-            Next::Close => {
-                let _ = reader.stream.shutdown().await;
-                return Served::Done;
-            }
-            Next::Tunnel(tunnel) => {
-                // What the client sent behind its upgrade request (usually
-                // nothing) is copied out, so the read buffer goes back to the
-                // free list: an idle tunnel holds no buffer.
-                let rest = Bytes::copy_from_slice(&reader.buf);
-                reader.buf.clear();
-                reader.release();
-                Box::pin(tunnel.run(Prefixed::new(rest, reader.stream))).await;
-                return Served::Done;
+    async move {
+        let ctx = &ctx;
+        let mut answered = false;
+        // One timer for every wait of the connection, moved only when a
+        // wait must end sooner than it fires: a new timer per request, or
+        // a reset to a later deadline, costs a timer-wheel update, and one
+        // earlier than the driver's next wake-up a write to its eventfd.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(
+            Instant::now() + settings.header_timeout
+        ));
+        loop {
+            let deadline = Instant::now() + settings.header_timeout;
+            // The exchange's future is made in the match and awaited after
+            // it: a head bound across the await would take room in every
+            // connection's state.
+            let busy = match read_head(
+                &mut reader,
+                &settings,
+                deadline,
+                answered,
+                &mut stop,
+                timer.as_mut(),
+            )
+            .await
+            {
+                Ok(head) => Box::pin(exchange(ctx, &mut reader, head, &stop, &settings)),
+                Err(NoHead::Close) => return Served::Done,
+                Err(NoHead::H2) => {
+                    let preface = std::mem::take(&mut reader.buf).freeze();
+                    return Served::H2(Prefixed::new(preface, reader.stream));
+                }
+                Err(NoHead::Timeout) => {
+                    let _ = reader.stream.write_all(REQUEST_TIMEOUT_408).await;
+                    let _ = reader.stream.shutdown().await;
+                    return Served::Done;
+                }
+                Err(NoHead::Refuse(status)) => {
+                    // Boxed, as the exchange: rare, and large.
+                    let (method, version) = (&Method::GET, Version::Http11);
+                    Box::pin(refuse(ctx, &mut reader.stream, status, method, version)).await;
+                    let _ = reader.stream.shutdown().await;
+                    return Served::Done;
+                }
+            };
+            answered = true;
+            match busy.await {
+                Next::Head => reader.release(),
+                Next::Close => {
+                    let _ = reader.stream.shutdown().await;
+                    return Served::Done;
+                }
+                Next::Tunnel(tunnel) => {
+                    // What the client sent behind its upgrade request
+                    // (usually nothing) is copied out, so the read buffer
+                    // goes back to the free list: an idle tunnel holds no
+                    // buffer.
+                    let rest = Bytes::copy_from_slice(&reader.buf);
+                    reader.buf.clear();
+                    reader.release();
+                    // A task of its own: this connection's task, sized for
+                    // HTTP, ends, and the tunnel holds only what it needs.
+                    // It holds its own shutdown token.
+                    tokio::spawn(tunnel.run(Prefixed::new(rest, reader.stream)));
+                    return Served::Done;
+                }
             }
         }
     }
@@ -488,6 +518,7 @@ async fn read_head(
     deadline: Instant,
     answered: bool,
     stop: &mut Stop,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<RequestHead, NoHead> {
     let idle_deadline = if answered {
         deadline.min(Instant::now() + settings.idle_timeout)
@@ -517,25 +548,42 @@ async fn read_head(
         }
         // Nothing of a request yet: wait holding no buffer.
         reader.release();
-        let silent = if answered {
-            NoHead::Close
-        } else {
-            NoHead::Timeout
-        };
-        tokio::select! {
-            ready = reader.stream.readable() => {
-                if ready.is_err() {
-                    return Err(NoHead::Close);
-                }
+        let silent = || {
+            if answered {
+                NoHead::Close
+            } else {
+                NoHead::Timeout
             }
-            () = tokio::time::sleep_until(idle_deadline) => return Err(silent),
-            // Nothing was asked: nothing to finish.
-            () = stop.wait() => return Err(NoHead::Close),
+        };
+        // Polled by hand rather than by select!, and in a block of its own
+        // so its waiter is gone before the read's timeout: this is what
+        // every idle connection holds, and readiness needs no future.
+        {
+            if timer.deadline() > idle_deadline {
+                timer.as_mut().reset(idle_deadline);
+            }
+            let mut stopped = std::pin::pin!(stop.wait());
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
+                    return Poll::Ready(ready.map_err(|_| NoHead::Close));
+                }
+                // Set for an earlier wait: fired early, it is moved on.
+                while timer.as_mut().poll(cx).is_ready() {
+                    if Instant::now() >= idle_deadline {
+                        return Poll::Ready(Err(silent()));
+                    }
+                    timer.as_mut().reset(idle_deadline);
+                }
+                // Nothing was asked: nothing to finish.
+                ready!(stopped.as_mut().poll(cx));
+                Poll::Ready(Err(NoHead::Close))
+            })
+            .await?;
         }
         match tokio::time::timeout_at(deadline, reader.fill()).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Close),
             Ok(Ok(_)) => {}
-            Err(_) => return Err(silent),
+            Err(_) => return Err(silent()),
         }
     }
 }

@@ -19,7 +19,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::buffers::Buffer;
@@ -62,86 +61,91 @@ pub struct TunnelEnd {
 }
 
 /// Copies between `client` and `upstream` until both directions have ended,
-/// nothing has moved either way for `idle_timeout`, or `stop` says so.
-pub async fn relay<C, U>(
+/// nothing has moved either way for `idle_timeout`, or `stop` resolves
+/// with an order. `stop` is polled in the relay's own task (a task of its
+/// own would cost an idle tunnel another task and a channel). Not an async
+/// fn: its future would hold the streams and `stop` twice.
+pub fn relay<C, U>(
     mut client: C,
     mut upstream: U,
     protocol: Protocol,
     idle_timeout: Duration,
-    mut stop: oneshot::Receiver<Stop>,
-) -> TunnelEnd
+    stop: impl Future<Output = Stop>,
+) -> impl Future<Output = TunnelEnd>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let websocket = protocol == Protocol::WebSocket;
-    let mut up = Direction::new(websocket);
-    let mut down = Direction::new(websocket);
-    let mut last = clock::now_ms();
-    let idle = tokio::time::sleep(idle_timeout);
-    tokio::pin!(idle);
-    let mut ordered = false;
-    let mut grace: Option<Pin<Box<Sleep>>> = None;
-    let clean = poll_fn(|cx| {
-        if !ordered && let Poll::Ready(order) = Pin::new(&mut stop).poll(cx) {
-            ordered = true;
-            match order {
-                // Nobody can give an order any more.
-                Err(_) => {}
-                Ok(Stop::Close { client, server }) if websocket => {
-                    up.close_with(CloseFrame::to_server(server));
-                    down.close_with(CloseFrame::to_client(client));
-                    grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+    // Pinned on the heap: pinning it inside the block would move it there
+    // and keep it twice.
+    let mut stop = Box::pin(stop);
+    async move {
+        let websocket = protocol == Protocol::WebSocket;
+        let mut up = Direction::new(websocket);
+        let mut down = Direction::new(websocket);
+        let mut last = clock::now_ms();
+        let mut idle = std::pin::pin!(tokio::time::sleep(idle_timeout));
+        let mut ordered = false;
+        let mut grace: Option<Pin<Box<Sleep>>> = None;
+        let clean = poll_fn(|cx| {
+            if !ordered && let Poll::Ready(order) = stop.as_mut().poll(cx) {
+                ordered = true;
+                match order {
+                    Stop::Close { client, server } if websocket => {
+                        up.close_with(CloseFrame::to_server(server));
+                        down.close_with(CloseFrame::to_client(client));
+                        grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                    }
+                    _ => return Poll::Ready(false),
                 }
-                Ok(_) => return Poll::Ready(false),
             }
-        }
-        let up_done = up.poll(cx, &mut client, &mut upstream, &mut last);
-        let down_done = down.poll(cx, &mut upstream, &mut client, &mut last);
-        match (up_done, down_done) {
-            (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => {
-                tracing::debug!(error = %e, "tunnel ended with an error");
+            let up_done = up.poll(cx, &mut client, &mut upstream, &mut last);
+            let down_done = down.poll(cx, &mut upstream, &mut client, &mut last);
+            match (up_done, down_done) {
+                (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => {
+                    tracing::debug!(error = %e, "tunnel ended with an error");
+                    return Poll::Ready(false);
+                }
+                (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(true),
+                _ => {}
+            }
+            if grace.is_some() && up.closed() && down.closed() {
+                // Both Close frames went out and both peers answered: the
+                // WebSocket is closed; TCP goes with it.
+                return Poll::Ready(true);
+            }
+            if let Some(grace) = grace.as_mut()
+                && grace.as_mut().poll(cx).is_ready()
+            {
+                tracing::debug!("tunnel close: the close handshake did not finish in time");
                 return Poll::Ready(false);
             }
-            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(true),
-            _ => {}
-        }
-        if grace.is_some() && up.closed() && down.closed() {
-            // Both Close frames went out and both peers answered: the
-            // WebSocket is closed; TCP goes with it.
-            return Poll::Ready(true);
-        }
-        if let Some(grace) = grace.as_mut()
-            && grace.as_mut().poll(cx).is_ready()
-        {
-            tracing::debug!("tunnel close: the close handshake did not finish in time");
-            return Poll::Ready(false);
-        }
-        while idle.as_mut().poll(cx).is_ready() {
-            let deadline = last + clock::ms(idle_timeout);
-            if clock::now_ms() >= deadline {
-                tracing::debug!(?idle_timeout, "tunnel idle: closing it");
-                return Poll::Ready(false);
+            while idle.as_mut().poll(cx).is_ready() {
+                let deadline = last + clock::ms(idle_timeout);
+                if clock::now_ms() >= deadline {
+                    tracing::debug!(?idle_timeout, "tunnel idle: closing it");
+                    return Poll::Ready(false);
+                }
+                idle.as_mut()
+                    .reset(Instant::from_std(clock::instant_of(deadline)));
             }
-            idle.as_mut()
-                .reset(Instant::from_std(clock::instant_of(deadline)));
-        }
-        Poll::Pending
-    })
-    .await;
-    if clean && grace.is_some() {
-        // Each peer has its Close answered; a FIN after it is what RFC 6455
-        // section 7.1.1 asks of the server side.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut upstream).await;
+            Poll::Pending
         })
         .await;
-    }
-    TunnelEnd {
-        down: down.bytes,
-        up: up.bytes,
-        clean,
+        if clean && grace.is_some() {
+            // Each peer has its Close answered; a FIN after it is what RFC 6455
+            // section 7.1.1 asks of the server side.
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut upstream).await;
+            })
+            .await;
+        }
+        TunnelEnd {
+            down: down.bytes,
+            up: up.bytes,
+            clean,
+        }
     }
 }
 
@@ -317,6 +321,15 @@ impl Direction {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+    use tokio::sync::oneshot;
+
+    /// The order sent on `orders`; none ever once its sender is gone.
+    async fn ordered(orders: oneshot::Receiver<Stop>) -> Stop {
+        match orders.await {
+            Ok(stop) => stop,
+            Err(_) => std::future::pending().await,
+        }
+    }
 
     #[tokio::test]
     async fn bytes_flow_both_ways_until_both_sides_close() {
@@ -328,7 +341,7 @@ mod tests {
             upstream,
             Protocol::Other,
             Duration::from_secs(60),
-            stop,
+            ordered(stop),
         ));
         let payload = vec![7u8; 100_000];
         let writer = {
@@ -362,7 +375,7 @@ mod tests {
             upstream,
             Protocol::WebSocket,
             Duration::from_secs(60),
-            stop,
+            ordered(stop),
         ));
         // A 10-byte binary frame, of which the server has sent 6 bytes.
         let frame = [0x82, 8, 1, 2, 3, 4, 5, 6, 7, 8];
@@ -421,7 +434,7 @@ mod tests {
             upstream,
             Protocol::WebSocket,
             Duration::from_secs(60),
-            stop,
+            ordered(stop),
         ));
         let client_close = CloseFrame::to_server(1000);
         client_peer
@@ -471,7 +484,7 @@ mod tests {
             upstream,
             Protocol::Other,
             Duration::from_secs(60),
-            stop,
+            ordered(stop),
         ));
         order.send(Stop::Cut).unwrap();
         let end = tokio::time::timeout(Duration::from_secs(10), relay)

@@ -5,8 +5,8 @@
 //! A tunnel counts in its server's `tunnels` (not `in_flight`: the request's
 //! lease ends at the 101), holds a shutdown [`Token`] so graceful shutdown
 //! waits for it as for a request, and is not cut by a reload.
-//! Two things end it from outside, watched by a task of its own so the copy
-//! loop only polls a channel:
+//! Two things end it from outside, watched in the tunnel's own task (one
+//! task per tunnel):
 //! - its server's drain deadline passing: a WebSocket gets Close frames
 //!   (`close_code` to the client, 1001 to the server), other tunnels are cut;
 //! - graceful shutdown: a WebSocket still open as `shutdown_timeout` nears
@@ -23,7 +23,6 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
 
 use super::access::AccessEntry;
 use super::conn::Conn;
@@ -122,7 +121,11 @@ impl Tunnel {
     /// Relays between `client` (the client's connection, with what it sent
     /// past its request put back in front) and the server until the tunnel
     /// ends.
-    pub async fn run<C>(self, client: C)
+    ///
+    /// The future is all an idle tunnel costs besides its sockets, so the
+    /// relay is built before it (an async fn would keep its arguments and
+    /// what it moves into the relay besides the relay).
+    pub fn run<C>(self, client: C) -> impl Future<Output = ()>
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
@@ -133,14 +136,17 @@ impl Tunnel {
             log,
             guard,
         } = self;
-        let end = supervise(client, upstream, &rules, &token).await;
-        if let Some(entry) = log {
-            entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
+        let relay = supervise(client, upstream, &rules, &token);
+        async move {
+            let end = relay.await;
+            if let Some(entry) = log {
+                entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
+            }
+            tracing::debug!(?end, "tunnel closed");
+            // Held until the line is logged, so shutdown waits for it.
+            drop(token);
+            drop(guard);
         }
-        tracing::debug!(?end, "tunnel closed");
-        // Held until the line is logged, so shutdown waits for it.
-        drop(token);
-        drop(guard);
     }
 }
 
@@ -148,84 +154,87 @@ impl Tunnel {
 /// when sluice must: at its server's drain deadline, or at the graceful
 /// shutdown `token` belongs to (a WebSocket). Whoever switched the
 /// protocols calls it with the two streams.
-pub async fn supervise<C, U>(client: C, upstream: U, rules: &Rules, token: &Token) -> TunnelEnd
+pub fn supervise<C, U>(
+    client: C,
+    upstream: U,
+    rules: &Rules,
+    token: &Token,
+) -> impl Future<Output = TunnelEnd> + use<C, U>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let (order, stop) = oneshot::channel();
-    let watcher = tokio::spawn(watch(
+    let orders = watch(
         rules.server.clone(),
         rules.protocol,
         rules.websocket,
         token.shutdown(),
-        order,
-    ));
-    let end = relay(client, upstream, rules.protocol, rules.idle_timeout, stop).await;
-    watcher.abort();
-    end
+    );
+    relay(client, upstream, rules.protocol, rules.idle_timeout, orders)
 }
 
 /// Waits for a reason to end the tunnel from outside, takes its place in
 /// its server's line of closes, and gives the order when its turn comes.
-async fn watch(
+fn watch(
     server: Arc<ServerState>,
     protocol: Protocol,
     websocket: config::WebSocket,
     shutdown: impl Future<Output = Duration>,
-    order: oneshot::Sender<Stop>,
-) {
-    let websocket_only = async {
+) -> impl Future<Output = Stop> {
+    // Pinned on the heap: pinning it inside the block would move it there
+    // and keep it twice.
+    let mut websocket_only = Box::pin(async move {
         match protocol {
             Protocol::WebSocket => shutdown.await,
             // Other tunnels run on until shutdown_timeout, as requests do.
             Protocol::Other => std::future::pending().await,
         }
-    };
-    tokio::pin!(websocket_only);
-    let cause = loop {
-        let (cause, spread) = tokio::select! {
-            _ = server.drain_deadline_passed() => (CloseCause::Drain, websocket.close_spread),
-            timeout = &mut websocket_only => {
-                // A tunnel gets until shutdown_timeout to end on its own, as
-                // a request does; a WebSocket still open then is closed just
-                // before, so its client sees a Close, not a reset. The
-                // closes end CLOSE_GRACE before the timeout, spread over at
-                // most half of what is left.
-                let window = timeout.saturating_sub(CLOSE_GRACE);
-                let spread = websocket.close_spread.min(window / 2);
-                tokio::time::sleep(window - spread).await;
-                (CloseCause::Shutdown, spread)
+    });
+    async move {
+        let cause = loop {
+            let (cause, spread) = tokio::select! {
+                _ = server.drain_deadline_passed() => (CloseCause::Drain, websocket.close_spread),
+                timeout = &mut websocket_only => {
+                    // A tunnel gets until shutdown_timeout to end on its
+                    // own, as a request does; a WebSocket still open then
+                    // is closed just before, so its client sees a Close,
+                    // not a reset. The closes end CLOSE_GRACE before the
+                    // timeout, spread over at most half of what is left.
+                    let window = timeout.saturating_sub(CLOSE_GRACE);
+                    let spread = websocket.close_spread.min(window / 2);
+                    tokio::time::sleep(window - spread).await;
+                    (CloseCause::Shutdown, spread)
+                }
+            };
+            let slot = server.close_slot(cause);
+            let tunnels = server.tunnels().max(slot + 1);
+            tokio::time::sleep(spread.mul_f64(f64::from(slot) / f64::from(tunnels))).await;
+            // An operator who ended the drain meanwhile keeps the tunnel open.
+            if cause == CloseCause::Shutdown || server.drain_deadline_ms().is_some() {
+                break cause;
             }
         };
-        let slot = server.close_slot(cause);
-        let tunnels = server.tunnels().max(slot + 1);
-        tokio::time::sleep(spread.mul_f64(f64::from(slot) / f64::from(tunnels))).await;
-        // An operator who ended the drain meanwhile keeps the tunnel open.
-        if cause == CloseCause::Shutdown || server.drain_deadline_ms().is_some() {
-            break cause;
-        }
-    };
-    let (stop, code) = match (protocol, cause) {
-        (Protocol::Other, _) => (Stop::Cut, None),
-        (Protocol::WebSocket, CloseCause::Drain) => (
-            Stop::Close {
-                client: websocket.close_code,
-                server: GOING_AWAY,
-            },
-            Some(websocket.close_code),
-        ),
-        (Protocol::WebSocket, CloseCause::Shutdown) => (
-            Stop::Close {
-                client: GOING_AWAY,
-                server: GOING_AWAY,
-            },
-            Some(GOING_AWAY),
-        ),
-    };
-    tracing::debug!(cause = cause.as_str(), ?code, "closing a tunnel");
-    if order.send(stop).is_ok() {
+        let (stop, code) = match (protocol, cause) {
+            (Protocol::Other, _) => (Stop::Cut, None),
+            (Protocol::WebSocket, CloseCause::Drain) => (
+                Stop::Close {
+                    client: websocket.close_code,
+                    server: GOING_AWAY,
+                },
+                Some(websocket.close_code),
+            ),
+            (Protocol::WebSocket, CloseCause::Shutdown) => (
+                Stop::Close {
+                    client: GOING_AWAY,
+                    server: GOING_AWAY,
+                },
+                Some(GOING_AWAY),
+            ),
+        };
+        tracing::debug!(cause = cause.as_str(), ?code, "closing a tunnel");
+        // Polled by the relay, which acts on it at once.
         server.note_closed_tunnel(cause, code);
+        stop
     }
 }
 

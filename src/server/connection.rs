@@ -56,16 +56,18 @@ impl Server {
         };
         let (stream, sni) = match tls {
             None => (ClientStream::Tcp(stream), None),
-            Some(tls) => match Box::pin(tls.accept(stream)).await {
+            // The session is boxed inside the handshake's own future: held
+            // in this one, it would stay allocated with every connection.
+            Some(tls) => match Box::pin(async { tls.accept(stream).await.map(Box::new) }).await {
                 Ok(stream) => {
                     let session = &stream.get_ref().1;
                     let sni = session.server_name().map(str::to_ascii_lowercase);
                     if session.alpn_protocol() == Some(b"h2") {
-                        let io = TokioIo::new(stream);
+                        let io = TokioIo::new(*stream);
                         Box::pin(self.serve_h2(listen, io, peer, Some(sni), removed)).await;
                         return;
                     }
-                    (ClientStream::Tls(Box::new(stream)), Some(sni))
+                    (ClientStream::Tls(stream), Some(sni))
                 }
                 Err(e) => {
                     tracing::debug!(%peer, %listen, error = %e, "TLS handshake failed");
@@ -73,24 +75,28 @@ impl Server {
                 }
             },
         };
-        let Some(ctx) = self.conn_ctx(listen, peer, sni.clone()) else {
-            return;
-        };
-        let cfg = &ctx.listener.cfg;
-        let settings = Settings {
-            limits: crate::http1::Limits {
-                max_head: cfg.max_header_size,
-                max_fields: cfg.max_headers,
-            },
-            header_timeout: cfg.header_timeout,
-            idle_timeout: cfg.idle_timeout,
-        };
-        let stop = Stop {
-            shutdown: self.shutdown.subscribe(),
-            removed: removed.clone(),
-        };
-        let served = h1::serve(&ctx, stream, settings, stop).await;
-        drop(ctx);
+        // Built in a block, so that only the serving future, not these
+        // values moved into it, stays in this task's state.
+        let served = {
+            let Some(ctx) = self.conn_ctx(listen, peer, sni.clone()) else {
+                return;
+            };
+            let cfg = &ctx.listener.cfg;
+            let settings = Settings {
+                limits: crate::http1::Limits {
+                    max_head: cfg.max_header_size,
+                    max_fields: cfg.max_headers,
+                },
+                header_timeout: cfg.header_timeout,
+                idle_timeout: cfg.idle_timeout,
+            };
+            let stop = Stop {
+                shutdown: self.shutdown.subscribe(),
+                removed: removed.clone(),
+            };
+            h1::serve(ctx, stream, settings, stop)
+        }
+        .await;
         if let Served::H2(stream) = served {
             Box::pin(self.serve_h2(listen, TokioIo::new(stream), peer, sni, removed)).await;
         }
