@@ -15,11 +15,13 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::body::{RequestBody, RequestBodyError};
+use super::buffers;
 use super::conn::Conn;
+use super::headers;
 use super::prefixed::Prefixed;
 use crate::http1::{
-    BodyDecoder, BodyKind, ChunkError, FramingError, HeadError, Limits, ResponseHead, Step,
-    Version, framing, write,
+    BodyDecoder, BodyKind, ChunkError, FramingError, HeadError, HeaderCase, Limits, ResponseHead,
+    Speller, Step, Version, framing, write,
 };
 
 /// A server's response head may be this large, with this many fields.
@@ -76,49 +78,81 @@ pub struct Sent {
     complete: bool,
 }
 
-/// Writes the request: head, then the body as it arrives. Framing follows
-/// what the client sent (a Content-Length is kept) or what is known of the
-/// body; a body of unknown length is sent chunked, except with methods that
-/// almost never carry one, as hyper's client does.
-///
-/// While a body goes up the server is listened to: interim responses
-/// (100 Continue) are read past, and a final response that comes before the
-/// body is all sent (a 413, a 401) stops the sending, so the server is never
-/// left waiting on a body it does not want while its answer waits on us.
+/// A request head on its way up: the headers as the proxy rewrote them,
+/// names spelled as `case` says (the client's spelling, kept).
+pub struct Head<'h> {
+    pub method: &'h Method,
+    /// Origin form.
+    pub target: &'h str,
+    pub headers: &'h HeaderMap,
+    pub case: Option<&'h HeaderCase>,
+}
+
+/// [`send`] for a request of sluice's own (a health check): names in lower
+/// case, no client to pass interim responses to.
 pub async fn send_request(
     conn: &mut Conn,
     method: &Method,
     target: &str,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     body: &mut RequestBody<'_>,
 ) -> Result<Sent, SendError> {
-    let outgoing = if body.is_end_stream() {
-        None
-    } else if let Some(len) = content_length(&headers) {
-        Some(Outgoing::Length(len))
-    } else if let Some(len) = body.size_hint().exact() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        Some(Outgoing::Length(len))
-    } else if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) {
-        None
-    } else {
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        Some(Outgoing::Chunked)
+    let head = Head {
+        method,
+        target,
+        headers: &headers,
+        case: None,
     };
-    let mut out = BytesMut::with_capacity(READ_SIZE);
+    send(conn, &head, body).await
+}
+
+/// Writes the request: head, then the body as it arrives. Framing follows
+/// what the client sent (a Content-Length is kept) or what is known of the
+/// body; a body of unknown length is sent chunked, except with methods that
+/// almost never carry one, as hyper's client does. The framing fields sluice
+/// adds are written behind the others, never put in the map.
+///
+/// While a body goes up the server is listened to: interim responses
+/// (100 Continue, 103 Early Hints) are passed to the client's side as they
+/// come, and a final response that comes before the body is all sent (a
+/// 413, a 401) stops the sending, so the server is never left waiting on a
+/// body it does not want while its answer waits on us.
+pub async fn send(
+    conn: &mut Conn,
+    head: &Head<'_>,
+    body: &mut RequestBody<'_>,
+) -> Result<Sent, SendError> {
+    let mut len_text = [0u8; 20];
+    let (outgoing, framing): (_, Option<(&[u8], &[u8])>) = if body.is_end_stream() {
+        (None, None)
+    } else if let Some(len) = content_length(head.headers) {
+        (Some(Outgoing::Length(len)), None)
+    } else if let Some(len) = body.size_hint().exact() {
+        let text = write::decimal(len, &mut len_text);
+        (Some(Outgoing::Length(len)), Some((b"content-length", text)))
+    } else if matches!(*head.method, Method::GET | Method::HEAD | Method::CONNECT) {
+        (None, None)
+    } else {
+        (
+            Some(Outgoing::Chunked),
+            Some((b"transfer-encoding", b"chunked")),
+        )
+    };
+    let mut out = buffers::take_read();
+    let mut speller = Speller::new(head.case);
     write::request_head(
         &mut out,
-        method.as_str(),
-        target,
-        headers
+        head.method.as_str(),
+        head.target,
+        head.headers
             .iter()
-            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+            .map(|(name, value)| (speller.spell(name), value.as_bytes()))
+            .chain(framing),
     );
     let Some(outgoing) = outgoing else {
-        conn.write_all(&out).await.map_err(UpstreamError::Write)?;
+        let written = conn.write_all(&out).await;
+        buffers::give_back(out);
+        written.map_err(UpstreamError::Write)?;
         conn.flush().await.map_err(UpstreamError::Write)?;
         return Ok(Sent {
             read: BytesMut::new(),
@@ -132,10 +166,11 @@ pub async fn send_request(
         body_done: false,
         read: BytesMut::new(),
     };
-    let complete = std::future::poll_fn(|cx| sending.poll(conn, body, cx)).await?;
+    let complete = std::future::poll_fn(|cx| sending.poll(conn, body, cx)).await;
+    buffers::give_back(std::mem::take(&mut sending.out));
     Ok(Sent {
         read: sending.read,
-        complete,
+        complete: complete?,
     })
 }
 
@@ -160,10 +195,15 @@ impl Sending {
         cx: &mut Context<'_>,
     ) -> Poll<Result<bool, SendError>> {
         loop {
+            // Interim responses already passed on go out to the client as
+            // it reads them; the body goes up meanwhile.
+            if let Poll::Ready(Err(e)) = body.poll_interim(cx) {
+                return Poll::Ready(Err(RequestBodyError::Read(e).into()));
+            }
             match poll_read_more(conn, &mut self.read, cx) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(false)),
                 Poll::Ready(Ok(_)) => {
-                    if final_response_began(&mut self.read)? {
+                    if final_response_began(&mut self.read, body)? {
                         return Poll::Ready(Ok(false));
                     }
                     continue;
@@ -236,19 +276,27 @@ impl Sending {
     }
 }
 
-/// Drops complete interim responses from the front of `read`; true once a
-/// final response has begun there (or bytes that are no interim response).
-fn final_response_began(read: &mut BytesMut) -> Result<bool, SendError> {
+/// Takes complete interim responses off the front of `read`, passing them
+/// to the client's side; true once a final response has begun there (or
+/// bytes that are no interim response).
+fn final_response_began(
+    read: &mut BytesMut,
+    body: &mut RequestBody<'_>,
+) -> Result<bool, SendError> {
     loop {
         let mut fields = [httparse::EMPTY_HEADER; 64];
         let mut head = httparse::Response::new(&mut fields);
         match head.parse(read) {
-            Ok(httparse::Status::Complete(len))
+            Ok(httparse::Status::Complete(_))
                 if head
                     .code
                     .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
             {
-                read.advance(len);
+                match ResponseHead::parse(read, RESPONSE_LIMITS) {
+                    Ok(Some(interim)) => pass_interim(&interim, body),
+                    // read_response refuses it in turn.
+                    _ => return Ok(true),
+                }
             }
             Ok(httparse::Status::Partial) if head.code.is_none_or(|c| (100..200).contains(&c)) => {
                 return Ok(false);
@@ -257,6 +305,27 @@ fn final_response_began(read: &mut BytesMut) -> Result<bool, SendError> {
             _ => return Ok(true),
         }
     }
+}
+
+/// Hands an interim response to the client's side, as received but for its
+/// hop-by-hop fields (RFC 9110 §15.2: a proxy forwards 1xx responses).
+/// The client's side decides whether its client gets it.
+fn pass_interim(head: &ResponseHead, body: &mut RequestBody<'_>) {
+    let listed: Vec<&[u8]> = head
+        .fields
+        .get_all("connection")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    let mut out = BytesMut::new();
+    write::response_head(
+        &mut out,
+        head.status,
+        head.fields.iter().filter(|(name, _)| {
+            !headers::is_hop_by_hop(name) && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+        }),
+    );
+    body.pass_interim(head.status, out.freeze());
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -269,16 +338,31 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Reads the response to a request sent with `method`. Interim responses
-/// (100 Continue, 103 Early Hints) are read past: the client's side cannot
-/// forward them yet. A 101 is returned as it is; its body's
-/// [`UpstreamBody::into_upgraded`] gives the connection for the tunnel.
+/// [`receive`] for a request of sluice's own: interim responses are read
+/// past.
 pub async fn read_response(
-    mut conn: Conn,
+    conn: Conn,
     method: &Method,
     sent: Sent,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    receive(conn, method, sent, &mut RequestBody::empty()).await
+}
+
+/// Reads the response to a request sent with `method`. Interim responses
+/// (100 Continue, 103 Early Hints) are passed to the client's side through
+/// `body` as they come, and written before the final head is read. A 101 is
+/// returned as it is; its body's [`UpstreamBody::into_upgraded`] gives the
+/// connection for the tunnel.
+pub async fn receive(
+    mut conn: Conn,
+    method: &Method,
+    sent: Sent,
+    body: &mut RequestBody<'_>,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
     let mut buf = sent.read;
+    if buf.capacity() == 0 {
+        buf = buffers::take_read();
+    }
     loop {
         let head = match ResponseHead::parse(&mut buf, RESPONSE_LIMITS) {
             Ok(Some(head)) => head,
@@ -292,22 +376,31 @@ pub async fn read_response(
         };
         let status = head.status;
         if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
+            pass_interim(&head, body);
+            // A client that does not read its interim responses fails when
+            // the final one is written; the exchange goes on meanwhile.
+            let _ = std::future::poll_fn(|cx| body.poll_interim(cx)).await;
             continue;
         }
         let kind = framing::response_body(method, &head).map_err(UpstreamError::Framing)?;
         let keep_alive =
             sent.complete && status != http::StatusCode::SWITCHING_PROTOCOLS && keeps_alive(&head);
-        let headers = head.fields.to_header_map().map_err(UpstreamError::Head)?;
+        // Room for the fields sluice adds (a sticky cookie).
+        let headers = head.fields.to_header_map(2).map_err(UpstreamError::Head)?;
         let mut response = Response::new(UpstreamBody {
             conn: Some(conn),
             buf,
             decoder: BodyDecoder::new(kind),
             ended: kind == BodyKind::Empty,
             keep_alive,
+            passthrough: false,
             trailers: None,
         });
         *response.status_mut() = status;
         *response.headers_mut() = headers;
+        response
+            .extensions_mut()
+            .insert(HeaderCase::new(head.fields));
         return Ok(response);
     }
 }
@@ -360,6 +453,9 @@ pub struct UpstreamBody {
     decoder: BodyDecoder,
     ended: bool,
     keep_alive: bool,
+    /// A chunked body given to an HTTP/1.1 client as it came: chunk framing
+    /// and trailers are data frames too, checked but not re-encoded.
+    passthrough: bool,
     /// Boxed: few bodies have trailers, and every body would carry the size
     /// of a map.
     trailers: Option<Box<HeaderMap>>,
@@ -370,6 +466,15 @@ impl UpstreamBody {
     /// was read.
     fn finished(&self) -> bool {
         self.ended || self.decoder == BodyDecoder::Length(0)
+    }
+
+    /// Makes a chunked body pass its chunk framing on as it came, for a
+    /// client that reads chunked (HTTP/1.1) itself. False for any other
+    /// body, or one already begun.
+    pub fn pass_chunked(&mut self) -> bool {
+        self.passthrough = matches!(&self.decoder, BodyDecoder::Chunked(c) if *c == Default::default())
+            && !self.ended;
+        self.passthrough
     }
 
     /// The connection, once the body ended cleanly, when the server keeps
@@ -392,6 +497,99 @@ impl UpstreamBody {
         self.conn.take().map(|conn| Prefixed::new(leftover, conn))
     }
 
+    /// Reads more of the body; at the end of the stream, the body ends
+    /// there or was truncated.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Err(UpstreamError::Truncated));
+        };
+        let n = match ready!(poll_read_more(conn, &mut self.buf, cx)) {
+            Ok(n) => n,
+            Err(e) => {
+                self.conn = None;
+                return Poll::Ready(Err(UpstreamError::Read(e)));
+            }
+        };
+        if n == 0 {
+            self.conn = None;
+            if self.decoder.at_eof().is_err() {
+                return Poll::Ready(Err(UpstreamError::Truncated));
+            }
+            self.ended = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The next run of the chunked body as it came: chunk-size lines, data
+    /// and trailers in one frame, as much as is buffered. The decoder
+    /// still checks every line, so a bad chunk ends the body as it would
+    /// decoded. A line break the decoder tolerates in the trailer section
+    /// (a bare LF) is passed on as CRLF, the only one a client must accept.
+    fn poll_passthrough(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        loop {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            // Bytes at the front of `buf` passed on as they are, behind what
+            // had to be rewritten (rarely anything).
+            let mut at = 0;
+            let mut rewritten: Option<BytesMut> = None;
+            loop {
+                let step = match self.decoder.step(&self.buf[at..]) {
+                    Ok(step) => step,
+                    Err(e) => {
+                        self.ended = true;
+                        self.conn = None;
+                        return Poll::Ready(Some(Err(UpstreamError::Chunked(e))));
+                    }
+                };
+                match step {
+                    Step::NeedMore => break,
+                    Step::Framing(n) | Step::Data(n) => at += n,
+                    Step::Trailer { line, consumed } if consumed == line + 2 => at += consumed,
+                    Step::End(n) if n != 1 => {
+                        at += n;
+                        self.ended = true;
+                        break;
+                    }
+                    Step::Trailer { line, consumed } => {
+                        let out = rewritten.get_or_insert_with(BytesMut::new);
+                        out.extend_from_slice(&self.buf[..at + line]);
+                        out.extend_from_slice(b"\r\n");
+                        self.buf.advance(at + consumed);
+                        at = 0;
+                    }
+                    Step::End(n) => {
+                        let out = rewritten.get_or_insert_with(BytesMut::new);
+                        out.extend_from_slice(&self.buf[..at]);
+                        out.extend_from_slice(b"\r\n");
+                        self.buf.advance(at + n);
+                        at = 0;
+                        self.ended = true;
+                        break;
+                    }
+                }
+            }
+            let passed = self.buf.split_to(at);
+            let data = match rewritten {
+                Some(mut out) => {
+                    out.extend_from_slice(&passed);
+                    out.freeze()
+                }
+                None => passed.freeze(),
+            };
+            if !data.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if let Err(e) = ready!(self.poll_fill(cx)) {
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
+    }
+
     fn take_trailer(&mut self, line: usize, consumed: usize) {
         let field = self.buf.split_to(consumed);
         let field = &field[..line];
@@ -410,6 +608,14 @@ impl UpstreamBody {
     }
 }
 
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // The read buffer goes back to the worker's free list for the next
+        // response, once the frames split off it are gone too.
+        buffers::give_back(std::mem::take(&mut self.buf));
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = UpstreamError;
@@ -419,6 +625,9 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = self.get_mut();
+        if this.passthrough {
+            return this.poll_passthrough(cx);
+        }
         loop {
             if this.ended {
                 return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(*t))));
@@ -433,22 +642,8 @@ impl Body for UpstreamBody {
             };
             match step {
                 Step::NeedMore => {
-                    let Some(conn) = this.conn.as_mut() else {
-                        return Poll::Ready(Some(Err(UpstreamError::Truncated)));
-                    };
-                    let n = match ready!(poll_read_more(conn, &mut this.buf, cx)) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(UpstreamError::Read(e))));
-                        }
-                    };
-                    if n == 0 {
-                        this.conn = None;
-                        if this.decoder.at_eof().is_err() {
-                            return Poll::Ready(Some(Err(UpstreamError::Truncated)));
-                        }
-                        this.ended = true;
+                    if let Err(e) = ready!(this.poll_fill(cx)) {
+                        return Poll::Ready(Some(Err(e)));
                     }
                 }
                 Step::Framing(n) => this.buf.advance(n),
@@ -624,7 +819,7 @@ mod tests {
     #[tokio::test]
     async fn request_bodies_are_framed_as_received_or_as_known() {
         let (mut conn, server) = server(b"HTTP/1.1 204 No Content\r\n\r\n").await;
-        let mut body = RequestBody::Full(Some(Bytes::from_static(b"hello")));
+        let mut body = RequestBody::full(Bytes::from_static(b"hello"));
         let sent = send_request(&mut conn, &Method::POST, "/p", HeaderMap::new(), &mut body)
             .await
             .unwrap();
@@ -674,7 +869,7 @@ mod tests {
         })
         .await;
         // Far more than the socket buffers hold: the server never reads it.
-        let mut body = RequestBody::Full(Some(Bytes::from(vec![b'x'; 64 << 20])));
+        let mut body = RequestBody::full(Bytes::from(vec![b'x'; 64 << 20]));
         let send = send_request(&mut conn, &Method::POST, "/", HeaderMap::new(), &mut body);
         let sent = tokio::time::timeout(std::time::Duration::from_secs(30), send)
             .await
@@ -711,7 +906,7 @@ mod tests {
         .await;
         let mut headers = HeaderMap::new();
         headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
-        let mut body = RequestBody::Full(Some(Bytes::from_static(b"hello")));
+        let mut body = RequestBody::full(Bytes::from_static(b"hello"));
         let sent = send_request(&mut conn, &Method::POST, "/", headers, &mut body)
             .await
             .unwrap();

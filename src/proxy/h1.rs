@@ -38,7 +38,8 @@ use super::prefixed::Prefixed;
 use super::service::{ConnCtx, ServerWideOptions};
 use super::upgrade::Tunnel;
 use crate::http1::{
-    BodyDecoder, BodyKind, Limits, RequestHead, Step, TargetForm, Version, framing,
+    BodyDecoder, BodyKind, HeaderCase, Limits, RequestHead, Speller, Step, TargetForm, Version,
+    framing, write,
 };
 
 /// What a client whose request head timed out is told before the close.
@@ -82,16 +83,15 @@ impl ClientStream {
     }
 }
 
-/// Where a `100 Continue` owed to the client is.
+/// Whether a `100 Continue` is owed to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Continue {
-    /// None asked for, or already sent.
+    /// None asked for, or already given.
     No,
-    /// Asked for; sent when the body is first read, so a request refused
-    /// before its body is needed gets no 100.
-    Owed(usize),
-    /// Written, not yet flushed.
-    Flush,
+    /// Asked for; given when the body is first read (so a request refused
+    /// before its body is needed gets no 100), or when the server sends its
+    /// own first.
+    Owed,
 }
 
 /// The connection's socket with what was read from it and not yet used,
@@ -104,6 +104,14 @@ pub struct Reader {
     body: BodyDecoder,
     body_done: bool,
     continue_: Continue,
+    /// The request's version: interim responses go to HTTP/1.1 clients only.
+    version: Version,
+    /// Interim responses (a 100 Continue, a server's 103) on their way to
+    /// the client ahead of the final response; empty, with no allocation,
+    /// nearly always.
+    interim: BytesMut,
+    /// Interim bytes were written and not yet flushed.
+    interim_unflushed: bool,
     trailers: Option<HeaderMap>,
 }
 
@@ -132,39 +140,51 @@ impl Reader {
         }
     }
 
-    fn start_body(&mut self, kind: BodyKind, expect_continue: bool) {
+    fn start_body(&mut self, kind: BodyKind, expect_continue: bool, version: Version) {
         self.body = BodyDecoder::new(kind);
         self.body_done = kind == BodyKind::Empty;
         self.continue_ = if expect_continue && !self.body_done {
-            Continue::Owed(0)
+            Continue::Owed
         } else {
             Continue::No
         };
+        self.version = version;
         self.trailers = None;
     }
 
-    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            match self.continue_ {
-                Continue::No => return Poll::Ready(Ok(())),
-                Continue::Owed(sent) => {
-                    let n =
-                        ready!(Pin::new(&mut self.stream).poll_write(cx, &CONTINUE_100[sent..]))?;
-                    if n == 0 {
-                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                    }
-                    self.continue_ = if sent + n == CONTINUE_100.len() {
-                        Continue::Flush
-                    } else {
-                        Continue::Owed(sent + n)
-                    };
-                }
-                Continue::Flush => {
-                    ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
-                    self.continue_ = Continue::No;
-                }
-            }
+    /// Queues an interim response from the server for the client, when it
+    /// may have it: never for an HTTP/1.0 client (RFC 9110 §15.2), and a
+    /// 100 only for a client that asked for one and has not had it yet.
+    fn pass_interim(&mut self, status: StatusCode, head: &[u8]) {
+        if self.version != Version::Http11 {
+            return;
         }
+        if status == StatusCode::CONTINUE {
+            if self.continue_ != Continue::Owed {
+                return;
+            }
+            self.continue_ = Continue::No;
+        }
+        self.interim.extend_from_slice(head);
+    }
+
+    /// Writes and flushes the interim responses queued.
+    fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.interim.is_empty() {
+            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.interim))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.interim.advance(n);
+            self.interim_unflushed = true;
+        }
+        if self.interim_unflushed {
+            ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+            self.interim_unflushed = false;
+            // Freed: a connection keeps no buffer it does not use.
+            self.interim = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_body(
@@ -174,7 +194,11 @@ impl Reader {
         if self.body_done {
             return Poll::Ready(None);
         }
-        if let Err(e) = ready!(self.poll_continue(cx)) {
+        if self.continue_ == Continue::Owed {
+            self.continue_ = Continue::No;
+            self.interim.extend_from_slice(CONTINUE_100);
+        }
+        if let Err(e) = ready!(self.poll_interim(cx)) {
             return Poll::Ready(Some(Err(RequestBodyError::Read(e))));
         }
         loop {
@@ -230,7 +254,7 @@ impl Reader {
         if self.body_done {
             return true;
         }
-        if matches!(self.continue_, Continue::Owed(_)) {
+        if self.continue_ == Continue::Owed {
             return false;
         }
         let mut drained = 0u64;
@@ -260,6 +284,22 @@ impl Reader {
 pub struct H1Body<'a>(&'a mut Reader);
 
 impl H1Body<'_> {
+    /// The same body, for a shorter while (one attempt upstream).
+    pub fn reborrow(&mut self) -> H1Body<'_> {
+        H1Body(self.0)
+    }
+
+    /// Queues an interim response (its whole head, hop-by-hop fields
+    /// removed) for the client, if the client may have it.
+    pub fn pass_interim(&mut self, status: StatusCode, head: Bytes) {
+        self.0.pass_interim(status, &head);
+    }
+
+    /// Writes the interim responses queued to the client.
+    pub fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_interim(cx)
+    }
+
     pub fn poll(
         &mut self,
         cx: &mut Context<'_>,
@@ -341,6 +381,9 @@ pub async fn serve(
         body: BodyDecoder::Length(0),
         body_done: true,
         continue_: Continue::No,
+        version: Version::Http11,
+        interim: BytesMut::new(),
+        interim_unflushed: false,
         trailers: None,
     };
     let mut answered = false;
@@ -409,16 +452,21 @@ async fn exchange(
     stop: &Stop,
     settings: &Settings,
 ) -> Next {
-    let Some(exchange) = Exchange::begin(&head) else {
+    // Framing is judged on the head as received, before the head becomes
+    // the request; a head that cannot be one is refused first.
+    let kind = framing::request_body(&head);
+    let method = head.method.clone();
+    let version = head.version;
+    let Some(exchange) = Exchange::begin(head) else {
         let status = StatusCode::BAD_REQUEST;
-        refuse(ctx, &mut reader.stream, status, &head.method, head.version).await;
+        refuse(ctx, &mut reader.stream, status, &method, version).await;
         return Next::Close;
     };
-    let kind = match framing::request_body(&head) {
+    let kind = match kind {
         Ok(kind) => kind,
         Err(e) => {
             let status = e.request_status();
-            refuse(ctx, &mut reader.stream, status, &head.method, head.version).await;
+            refuse(ctx, &mut reader.stream, status, &method, version).await;
             return Next::Close;
         }
     };
@@ -426,12 +474,16 @@ async fn exchange(
         request,
         keep_alive,
     } = exchange;
-    let method = request.method().clone();
-    let version = head.version;
-    drop(head);
-    reader.start_body(kind, expect_continue(&request));
+    reader.start_body(kind, expect_continue(&request), version);
     let request = request.map(|()| ClientBody::H1(H1Body(reader)));
     let handled = ctx.handle(request).await;
+    // Interim responses still on their way go out before the final one.
+    if std::future::poll_fn(|cx| reader.poll_interim(cx))
+        .await
+        .is_err()
+    {
+        return Next::Close;
+    }
     if let Some(tunnel) = handled.tunnel {
         let written = write_response(
             &mut reader.stream,
@@ -448,7 +500,7 @@ async fn exchange(
     }
     let close = !keep_alive
         || stop.is_set()
-        || !reader.body_done && matches!(reader.continue_, Continue::Owed(_))
+        || !reader.body_done && reader.continue_ == Continue::Owed
         || headers::connection_has(handled.response.headers(), "close");
     let written = write_response(
         &mut reader.stream,
@@ -559,7 +611,7 @@ struct Exchange {
 impl Exchange {
     /// `None` for a head that cannot be one (a target or field `http`
     /// refuses).
-    fn begin(head: &RequestHead) -> Option<Exchange> {
+    fn begin(head: RequestHead) -> Option<Exchange> {
         let server_wide = head.method == Method::OPTIONS
             && matches!(
                 head.target_form(),
@@ -569,7 +621,8 @@ impl Exchange {
                 }
             );
         let uri = Uri::from_maybe_shared(head.target_bytes()).ok()?;
-        let headers = head.fields.to_header_map().ok()?;
+        // Room for the fields the proxy adds: Host, the X-Forwarded family.
+        let headers = head.fields.to_header_map(6).ok()?;
         let keep_alive = match head.version {
             Version::Http11 => !headers::connection_has(&headers, "close"),
             Version::Http10 => headers::connection_has(&headers, "keep-alive"),
@@ -582,6 +635,9 @@ impl Exchange {
         if server_wide {
             request.extensions_mut().insert(ServerWideOptions);
         }
+        request
+            .extensions_mut()
+            .insert(HeaderCase::new(head.fields));
         Some(Exchange {
             request,
             keep_alive,
@@ -602,9 +658,11 @@ fn expect_continue(request: &Request<()>) -> bool {
 enum Framing {
     /// No body at all: HEAD, 1xx, 204, 304.
     None,
-    /// Its bytes as they come: a `Content-Length` body, or one an HTTP/1.0
-    /// client reads until the close.
+    /// Its bytes as they come: a `Content-Length` body, one an HTTP/1.0
+    /// client reads until the close, or a server's chunked body passed on
+    /// with its chunk framing as it came.
     Plain,
+    /// Chunked here: each data frame becomes a chunk.
     Chunked,
 }
 
@@ -612,6 +670,12 @@ enum Framing {
 /// is ready at once into one write. `close` adds `Connection: close`.
 /// Returns whether the connection must close: asked to, or the body's end
 /// is the close (an HTTP/1.0 client, a length unknown).
+///
+/// The fields the response came with are written as the server spelled
+/// them; those sluice adds for the framing and the connection
+/// (`Content-Length` it computed, `Transfer-Encoding`, `Date` when missing,
+/// `Connection`) go behind them, in sluice's own lower case, never through
+/// the map.
 async fn write_response(
     stream: &mut ClientStream,
     response: Response<ResponseBody>,
@@ -619,61 +683,63 @@ async fn write_response(
     mut close: bool,
     version: Version,
 ) -> io::Result<bool> {
-    let (mut parts, mut body) = response.into_parts();
+    let (parts, mut body) = response.into_parts();
     let status = parts.status;
     let no_body = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+    let mut len_text = [0u8; 20];
+    let mut added: [Option<(&[u8], &[u8])>; 3] = [None; 3];
     let framing = if no_body {
         Framing::None
     } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
         Framing::Plain
     } else if let Some(len) = exact_len(&body) {
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        added[0] = Some((b"content-length", write::decimal(len, &mut len_text)));
         Framing::Plain
     } else if version == Version::Http11 {
-        parts.headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        Framing::Chunked
+        added[0] = Some((b"transfer-encoding", b"chunked"));
+        // Between HTTP/1.1 peers a chunked body is passed on as it came.
+        if body.pass_chunked() {
+            Framing::Plain
+        } else {
+            Framing::Chunked
+        }
     } else {
         close = true;
         Framing::Plain
     };
-    if !parts.headers.contains_key(header::DATE) {
-        parts
-            .headers
-            .insert(header::DATE, crate::http1::date::now());
+    let date = (!parts.headers.contains_key(header::DATE)).then(crate::http1::date::now);
+    if let Some(date) = &date {
+        added[1] = Some((b"date", date.as_bytes()));
     }
-    if status != StatusCode::SWITCHING_PROTOCOLS {
+    // sluice's own answers may carry their `Connection: close` already.
+    if status != StatusCode::SWITCHING_PROTOCOLS && !parts.headers.contains_key(header::CONNECTION)
+    {
         if close {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            added[2] = Some((b"connection", b"close"));
         } else if version == Version::Http10 {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+            added[2] = Some((b"connection", b"keep-alive"));
         }
     }
     let mut out = buffers::take_read();
-    crate::http1::write::response_head(
+    let mut speller = Speller::new(parts.extensions.get::<HeaderCase>());
+    write::response_head(
         &mut out,
         status,
         parts
             .headers
             .iter()
-            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+            .map(|(name, value)| (speller.spell(name), value.as_bytes()))
+            .chain(added.into_iter().flatten()),
     );
     drop(parts);
     if framing == Framing::None {
         drop(body);
-        stream.write_all(&out).await?;
+        let written = stream.write_all(&out).await;
         buffers::give_back(out);
+        written?;
         stream.flush().await?;
         return Ok(close);
     }
