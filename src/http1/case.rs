@@ -53,11 +53,18 @@ impl<'c> Speller<'c> {
         let Some(case) = self.case else {
             return wanted;
         };
-        let len = case.0.len();
-        for i in 0..len {
-            let at = (self.next + i) % len;
-            let sent = case.0.name(at);
-            if sent.len() == wanted.len() && sent.eq_ignore_ascii_case(wanted) {
+        let fields = &case.0;
+        // From where the last name was found to the end, then the rest.
+        let order = (self.next..fields.len()).chain(0..self.next.min(fields.len()));
+        for at in order {
+            let sent = fields.name(at);
+            // `wanted` is lower case already: one side to fold, not two.
+            if sent.len() == wanted.len()
+                && sent
+                    .iter()
+                    .zip(wanted)
+                    .all(|(s, w)| s.to_ascii_lowercase() == *w)
+            {
                 self.next = at + 1;
                 return sent;
             }

@@ -23,7 +23,7 @@ use super::access::AccessEntry;
 use super::client::{UpstreamBody, UpstreamError};
 use super::conn::Conn;
 use super::h1::H1Body;
-use crate::http1::ChunkError;
+use crate::http1::{ChunkError, HeaderCase};
 use crate::runtime::{ServerState, UpstreamState};
 
 /// Request bodies up to this size are held in memory, so a request whose
@@ -405,6 +405,15 @@ impl ResponseBody {
         // Content-Length: 0): settle it now.
         body.end_if_complete();
         body
+    }
+
+    /// How the server spelled the response's field names; `None` for
+    /// sluice's own answers.
+    pub fn case(&self) -> Option<&HeaderCase> {
+        match self {
+            ResponseBody::Upstream { inner, .. } => Some(inner.case()),
+            ResponseBody::Full(_) => None,
+        }
     }
 
     /// Makes an upstream chunked body reach the client with its chunk

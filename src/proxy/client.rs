@@ -385,8 +385,8 @@ pub async fn receive(
         let kind = framing::response_body(method, &head).map_err(UpstreamError::Framing)?;
         let keep_alive =
             sent.complete && status != http::StatusCode::SWITCHING_PROTOCOLS && keeps_alive(&head);
-        // Room for the fields sluice adds (a sticky cookie).
-        let headers = head.fields.to_header_map(2).map_err(UpstreamError::Head)?;
+        // Room for the field sluice may add (a sticky cookie).
+        let headers = head.fields.to_header_map(1).map_err(UpstreamError::Head)?;
         let mut response = Response::new(UpstreamBody {
             conn: Some(conn),
             buf,
@@ -395,12 +395,10 @@ pub async fn receive(
             keep_alive,
             passthrough: false,
             trailers: None,
+            case: HeaderCase::new(head.fields),
         });
         *response.status_mut() = status;
         *response.headers_mut() = headers;
-        response
-            .extensions_mut()
-            .insert(HeaderCase::new(head.fields));
         return Ok(response);
     }
 }
@@ -459,6 +457,10 @@ pub struct UpstreamBody {
     /// Boxed: few bodies have trailers, and every body would carry the size
     /// of a map.
     trailers: Option<Box<HeaderMap>>,
+    /// How the server spelled the head's field names. Kept here rather than
+    /// in the response's extensions, which would cost two allocations per
+    /// response: the body goes wherever the head goes.
+    case: HeaderCase,
 }
 
 impl UpstreamBody {
@@ -466,6 +468,11 @@ impl UpstreamBody {
     /// was read.
     fn finished(&self) -> bool {
         self.ended || self.decoder == BodyDecoder::Length(0)
+    }
+
+    /// How the server spelled its field names.
+    pub fn case(&self) -> &HeaderCase {
+        &self.case
     }
 
     /// Makes a chunked body pass its chunk framing on as it came, for a

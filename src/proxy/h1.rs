@@ -621,8 +621,9 @@ impl Exchange {
                 }
             );
         let uri = Uri::from_maybe_shared(head.target_bytes()).ok()?;
-        // Room for the fields the proxy adds: Host, the X-Forwarded family.
-        let headers = head.fields.to_header_map(6).ok()?;
+        // Room for the fields the proxy adds (the X-Forwarded family), so
+        // they do not grow the map.
+        let headers = head.fields.to_header_map(4).ok()?;
         let keep_alive = match head.version {
             Version::Http11 => !headers::connection_has(&headers, "close"),
             Version::Http10 => headers::connection_has(&headers, "keep-alive"),
@@ -724,7 +725,7 @@ async fn write_response(
         }
     }
     let mut out = buffers::take_read();
-    let mut speller = Speller::new(parts.extensions.get::<HeaderCase>());
+    let mut speller = Speller::new(body.case());
     write::response_head(
         &mut out,
         status,
