@@ -411,7 +411,7 @@ impl ResponseBody {
     /// sluice's own answers.
     pub fn case(&self) -> Option<&HeaderCase> {
         match self {
-            ResponseBody::Upstream { inner, .. } => Some(inner.case()),
+            ResponseBody::Upstream { inner, .. } => inner.case(),
             ResponseBody::Full(_) => None,
         }
     }
