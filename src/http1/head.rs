@@ -342,9 +342,10 @@ fn version_or_malformed(err: HeadError, buf: &[u8]) -> HeadError {
     }
 }
 
-/// Fields the parser can hold on the stack; more (a `max_headers` above this)
-/// are given room on the heap.
-const STACK_FIELDS: usize = 128;
+/// Fields the parser can hold on the stack (8 KiB of it); more (a
+/// `max_headers` above this) are given room on the heap. As many as a
+/// response head may have, so reading one never allocates for it.
+const STACK_FIELDS: usize = 256;
 
 /// Runs `parse` with room for `max` fields: on the stack for the usual
 /// limits, so parsing a head allocates only the head's own field list.

@@ -88,6 +88,11 @@ pub async fn receive(
         buf = buffers::take_read();
     }
     loop {
+        // Nothing to parse yet (the usual case, right after the request
+        // went up): read first.
+        if buf.is_empty() && read_more(&mut conn, &mut buf).await? == 0 {
+            return Err(UpstreamError::ClosedBeforeHead);
+        }
         let head = match ResponseHead::parse(&mut buf, RESPONSE_LIMITS) {
             Ok(Some(head)) => head,
             Ok(None) => {
