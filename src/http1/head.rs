@@ -148,14 +148,26 @@ impl Fields {
         self.spans.len()
     }
 
+    /// The name of the `i`th field, as sent.
+    pub fn name(&self, i: usize) -> &[u8] {
+        self.spans[i].name.get(&self.bytes)
+    }
+
+    /// Keeps the fields whose name `keep` accepts.
+    pub fn retain_names(&mut self, keep: impl Fn(&[u8]) -> bool) {
+        let bytes = &self.bytes;
+        self.spans.retain(|f| keep(f.name.get(bytes)));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
 
     /// The fields as an `http` header map: names lower-cased (as `http`
-    /// requires), values shared with the head, not copied.
-    pub fn to_header_map(&self) -> Result<HeaderMap, HeadError> {
-        let mut map = HeaderMap::with_capacity(self.spans.len());
+    /// requires), values shared with the head, not copied. The map has room
+    /// for `extra` more fields, so the ones a proxy adds do not grow it.
+    pub fn to_header_map(&self, extra: usize) -> Result<HeaderMap, HeadError> {
+        let mut map = HeaderMap::with_capacity(self.spans.len() + extra);
         for f in &self.spans {
             let name = HeaderName::from_bytes(f.name.get(&self.bytes))
                 .map_err(|_| HeadError::Malformed(httparse::Error::HeaderName))?;
@@ -348,9 +360,10 @@ fn version_or_malformed(err: HeadError, buf: &[u8]) -> HeadError {
     }
 }
 
-/// Fields the parser can hold on the stack; more (a `max_headers` above this)
-/// are given room on the heap.
-const STACK_FIELDS: usize = 128;
+/// Fields the parser can hold on the stack (8 KiB of it); more (a
+/// `max_headers` above this) are given room on the heap. As many as a
+/// response head may have, so reading one never allocates for it.
+const STACK_FIELDS: usize = 256;
 
 /// Runs `parse` with room for `max` fields: on the stack for the usual
 /// limits, so parsing a head allocates only the head's own field list.
@@ -472,7 +485,7 @@ mod tests {
             [&b"One"[..], b"two"]
         );
         assert_eq!(&buf[..], b"body");
-        let map = head.fields.to_header_map().unwrap();
+        let map = head.fields.to_header_map(0).unwrap();
         assert_eq!(map.get_all("x-mixed-case").iter().count(), 2);
     }
 

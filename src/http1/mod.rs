@@ -10,6 +10,7 @@
 //! give it back between messages.
 
 pub mod body;
+pub mod case;
 pub mod chunked;
 pub mod date;
 pub mod framing;
@@ -18,6 +19,7 @@ pub mod head;
 pub mod write;
 
 pub use body::{BodyDecoder, Step};
+pub use case::{HeaderCase, Speller};
 pub use chunked::{ChunkError, ChunkedDecoder};
 pub use framing::{BodyKind, FramingError};
 pub use head::{HeadError, Limits, RequestHead, ResponseHead, TargetForm, Version};

@@ -34,6 +34,21 @@ pub fn response_head<'a>(
     write_fields(out, fields);
 }
 
+/// `n` in decimal, written into `buf`: a `Content-Length` value without an
+/// allocation.
+pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 /// A trailer line as the chunked decoder found it, with the CRLF it needs.
 pub fn trailer_line(out: &mut BytesMut, line: &[u8]) {
     out.reserve(line.len() + 2);
@@ -94,6 +109,14 @@ mod tests {
         let mut out = BytesMut::new();
         response_head(&mut out, StatusCode::from_u16(599).unwrap(), []);
         assert_eq!(&out[..], b"HTTP/1.1 599 \r\n\r\n");
+    }
+
+    #[test]
+    fn decimals() {
+        let mut buf = [0; 20];
+        for n in [0, 7, 10, 4096, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::client::{UpstreamBody, UpstreamError};
 use super::conn::Conn;
 use super::h1::H1Body;
 use crate::balance::Lease;
-use crate::http1::ChunkError;
+use crate::http1::{ChunkError, HeaderCase};
 
 /// Request bodies up to this size are held in memory, so a request whose
 /// attempt fails can be sent again to another server. A larger body (or one of
@@ -89,12 +89,45 @@ impl Body for ClientBody<'_> {
     }
 }
 
+impl ClientBody<'_> {
+    /// The same body, borrowed for one attempt: an HTTP/1.1 client's, to
+    /// pass it interim responses. An HTTP/2 client's is not lent (its
+    /// interim responses are not forwarded: hyper's server has no way to
+    /// send one).
+    pub fn reborrow(&mut self) -> Option<ClientBody<'_>> {
+        match self {
+            ClientBody::H1(body) => Some(ClientBody::H1(body.reborrow())),
+            ClientBody::H2(_) => None,
+        }
+    }
+
+    /// Hands an interim response (a whole head) to the client's side; see
+    /// [`H1Body::pass_interim`].
+    pub fn pass_interim(&mut self, status: StatusCode, head: Bytes) {
+        if let ClientBody::H1(body) = self {
+            body.pass_interim(status, head);
+        }
+    }
+
+    /// Writes the interim responses passed so far to the client.
+    pub fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self {
+            ClientBody::H1(body) => body.poll_interim(cx),
+            ClientBody::H2(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
 /// The body sent upstream.
 #[derive(Debug)]
 pub enum RequestBody<'a> {
     /// Buffered bytes (empty for bodiless requests), so the request can be
-    /// sent again on a retry.
-    Full(Option<Bytes>),
+    /// sent again on a retry. `client` is the client's body, read to its
+    /// end, kept to pass interim responses to its connection.
+    Full {
+        bytes: Option<Bytes>,
+        client: Option<ClientBody<'a>>,
+    },
     /// The client's body, streamed; `remaining` enforces `max_body_size` on
     /// bodies of unknown length. `prefix` holds frames already read from
     /// `inner` while trying to buffer it, sent first.
@@ -107,7 +140,53 @@ pub enum RequestBody<'a> {
 
 impl<'a> RequestBody<'a> {
     pub fn empty() -> Self {
-        RequestBody::Full(None)
+        RequestBody::Full {
+            bytes: None,
+            client: None,
+        }
+    }
+
+    pub fn full(bytes: Bytes) -> Self {
+        RequestBody::Full {
+            bytes: Some(bytes),
+            client: None,
+        }
+    }
+
+    /// This body for one attempt: buffered bytes are copied (a reference
+    /// count), a stream is taken, so a retry can only resend what is
+    /// buffered.
+    pub fn for_attempt<'s>(stored: &'s mut Option<RequestBody<'a>>) -> RequestBody<'s> {
+        match stored {
+            Some(RequestBody::Full { bytes, client }) => RequestBody::Full {
+                bytes: bytes.clone(),
+                client: client.as_mut().and_then(ClientBody::reborrow),
+            },
+            other => other.take().unwrap_or_else(RequestBody::empty),
+        }
+    }
+
+    fn client(&mut self) -> Option<&mut ClientBody<'a>> {
+        match self {
+            RequestBody::Full { client, .. } => client.as_mut(),
+            RequestBody::Stream { inner, .. } => Some(inner),
+        }
+    }
+
+    /// Passes an interim response on to the client, if there is one to
+    /// take it.
+    pub fn pass_interim(&mut self, status: StatusCode, head: Bytes) {
+        if let Some(client) = self.client() {
+            client.pass_interim(status, head);
+        }
+    }
+
+    /// Writes what was passed to the client.
+    pub fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.client() {
+            Some(client) => client.poll_interim(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     /// Reads the client's body into memory when it fits in [`RETRY_BUFFER`],
@@ -125,7 +204,10 @@ impl<'a> RequestBody<'a> {
             remaining: max_body_size.map(|max| max.saturating_sub(used)),
         };
         if inner.is_end_stream() {
-            return Ok(RequestBody::empty());
+            return Ok(RequestBody::Full {
+                bytes: None,
+                client: Some(inner),
+            });
         }
         if inner
             .size_hint()
@@ -157,9 +239,10 @@ impl<'a> RequestBody<'a> {
                 whole.extend_from_slice(&data);
             }
         }
-        Ok(RequestBody::Full(
-            (!whole.is_empty()).then(|| whole.freeze()),
-        ))
+        Ok(RequestBody::Full {
+            bytes: (!whole.is_empty()).then(|| whole.freeze()),
+            client: Some(inner),
+        })
     }
 }
 
@@ -172,7 +255,9 @@ impl Body for RequestBody<'_> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.get_mut() {
-            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Full { bytes, .. } => {
+                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            }
             RequestBody::Stream {
                 prefix,
                 inner,
@@ -201,15 +286,15 @@ impl Body for RequestBody<'_> {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Full(bytes) => bytes.is_none(),
+            RequestBody::Full { bytes, .. } => bytes.is_none(),
             RequestBody::Stream { prefix, inner, .. } => prefix.is_empty() && inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            RequestBody::Full(None) => SizeHint::with_exact(0),
+            RequestBody::Full { bytes: Some(b), .. } => SizeHint::with_exact(b.len() as u64),
+            RequestBody::Full { bytes: None, .. } => SizeHint::with_exact(0),
             RequestBody::Stream { prefix, inner, .. } => {
                 let read: u64 = prefix
                     .iter()
@@ -284,6 +369,24 @@ impl ResponseBody {
         // Content-Length: 0): settle it now.
         body.end_if_complete();
         body
+    }
+
+    /// How the server spelled the response's field names; `None` for
+    /// sluice's own answers.
+    pub fn case(&self) -> Option<&HeaderCase> {
+        match self {
+            ResponseBody::Upstream { inner, .. } => inner.case(),
+            ResponseBody::Full(_) => None,
+        }
+    }
+
+    /// Makes an upstream chunked body reach the client with its chunk
+    /// framing as it came; see [`UpstreamBody::pass_chunked`].
+    pub fn pass_chunked(&mut self) -> bool {
+        match self {
+            ResponseBody::Upstream { inner, .. } => inner.pass_chunked(),
+            ResponseBody::Full(_) => false,
+        }
     }
 
     fn end_if_complete(&mut self) {

@@ -5,22 +5,25 @@
 //! while a response is being read.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::BytesMut;
 use http::{Method, Response};
-use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::body::{RequestBody, RequestBodyError};
+use super::buffers;
 use super::conn::Conn;
-use super::prefixed::Prefixed;
 use crate::http1::{
-    BodyDecoder, BodyKind, ChunkError, FramingError, HeadError, Limits, ResponseHead, Step,
-    Version, framing, write,
+    ChunkError, FramingError, HeadError, HeaderCase, Limits, ResponseHead, Version, framing,
 };
+
+mod send;
+mod upstream_body;
+
+use send::pass_interim;
+pub use send::{Head, Sent, send, send_request};
+pub use upstream_body::UpstreamBody;
 
 /// A server's response head may be this large, with this many fields.
 const RESPONSE_LIMITS: Limits = Limits {
@@ -59,227 +62,37 @@ pub enum SendError {
     Body(#[from] RequestBodyError),
 }
 
-/// How the request's body is framed on the way up.
-#[derive(Clone, Copy)]
-enum Outgoing {
-    Length(u64),
-    Chunked,
-}
-
-/// A request on its way to the server, and what the server said meanwhile.
-#[derive(Debug)]
-pub struct Sent {
-    /// The start of the response, read while the body was still going up.
-    read: BytesMut,
-    /// The whole request went up; otherwise the server answered first, and
-    /// the connection cannot carry another request.
-    complete: bool,
-}
-
-/// Writes the request: head, then the body as it arrives. Framing follows
-/// what the client sent (a Content-Length is kept) or what is known of the
-/// body; a body of unknown length is sent chunked, except with methods that
-/// almost never carry one, as hyper's client does.
-///
-/// While a body goes up the server is listened to: interim responses
-/// (100 Continue) are read past, and a final response that comes before the
-/// body is all sent (a 413, a 401) stops the sending, so the server is never
-/// left waiting on a body it does not want while its answer waits on us.
-pub async fn send_request(
-    conn: &mut Conn,
-    method: &Method,
-    target: &str,
-    mut headers: HeaderMap,
-    body: &mut RequestBody<'_>,
-) -> Result<Sent, SendError> {
-    let outgoing = if body.is_end_stream() {
-        None
-    } else if let Some(len) = content_length(&headers) {
-        Some(Outgoing::Length(len))
-    } else if let Some(len) = body.size_hint().exact() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        Some(Outgoing::Length(len))
-    } else if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) {
-        None
-    } else {
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        Some(Outgoing::Chunked)
-    };
-    let mut out = BytesMut::with_capacity(READ_SIZE);
-    write::request_head(
-        &mut out,
-        method.as_str(),
-        target,
-        headers
-            .iter()
-            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
-    );
-    let Some(outgoing) = outgoing else {
-        conn.write_all(&out).await.map_err(UpstreamError::Write)?;
-        conn.flush().await.map_err(UpstreamError::Write)?;
-        return Ok(Sent {
-            read: BytesMut::new(),
-            complete: true,
-        });
-    };
-    let mut sending = Sending {
-        out,
-        outgoing,
-        sent: 0,
-        body_done: false,
-        read: BytesMut::new(),
-    };
-    let complete = std::future::poll_fn(|cx| sending.poll(conn, body, cx)).await?;
-    Ok(Sent {
-        read: sending.read,
-        complete,
-    })
-}
-
-/// The state of a request whose body is being sent.
-struct Sending {
-    /// Bytes ready to go up.
-    out: BytesMut,
-    outgoing: Outgoing,
-    sent: u64,
-    body_done: bool,
-    /// What the server sent meanwhile, interim responses removed.
-    read: BytesMut,
-}
-
-impl Sending {
-    /// Ready with `true` once everything went up and was flushed, with
-    /// `false` once the server's final response began first.
-    fn poll(
-        &mut self,
-        conn: &mut Conn,
-        body: &mut RequestBody<'_>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<bool, SendError>> {
-        loop {
-            match poll_read_more(conn, &mut self.read, cx) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(false)),
-                Poll::Ready(Ok(_)) => {
-                    if final_response_began(&mut self.read)? {
-                        return Poll::Ready(Ok(false));
-                    }
-                    continue;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(UpstreamError::Read(e).into())),
-                Poll::Pending => {}
-            }
-            if !self.out.is_empty() {
-                match Pin::new(&mut *conn).poll_write(cx, &self.out) {
-                    Poll::Ready(Ok(0)) => {
-                        let closed = io::Error::from(io::ErrorKind::WriteZero);
-                        return Poll::Ready(Err(UpstreamError::Write(closed).into()));
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.out.advance(n);
-                        continue;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(UpstreamError::Write(e).into())),
-                    // Backpressure: no more of the body is taken until the
-                    // server reads.
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-            if self.body_done {
-                return match Pin::new(&mut *conn).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => Poll::Ready(Ok(true)),
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(UpstreamError::Write(e).into())),
-                    Poll::Pending => Poll::Pending,
-                };
-            }
-            match ready!(Pin::new(&mut *body).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    // Trailers are not sent: `Trailer` is hop-by-hop, so the
-                    // server was never told to expect them.
-                    if let Ok(data) = frame.into_data() {
-                        self.encode(&data)?;
-                    }
-                }
-                Some(Err(e)) => return Poll::Ready(Err(e.into())),
-                None => {
-                    match self.outgoing {
-                        Outgoing::Length(len) if self.sent != len => {
-                            return Poll::Ready(Err(RequestBodyError::LengthMismatch.into()));
-                        }
-                        Outgoing::Length(_) => {}
-                        Outgoing::Chunked => self.out.extend_from_slice(b"0\r\n\r\n"),
-                    }
-                    self.body_done = true;
-                }
-            }
-        }
-    }
-
-    fn encode(&mut self, data: &[u8]) -> Result<(), SendError> {
-        self.sent += data.len() as u64;
-        match self.outgoing {
-            Outgoing::Length(len) if self.sent > len => {
-                return Err(RequestBodyError::LengthMismatch.into());
-            }
-            Outgoing::Length(_) => self.out.extend_from_slice(data),
-            Outgoing::Chunked if data.is_empty() => {}
-            Outgoing::Chunked => {
-                self.out
-                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                self.out.extend_from_slice(data);
-                self.out.extend_from_slice(b"\r\n");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Drops complete interim responses from the front of `read`; true once a
-/// final response has begun there (or bytes that are no interim response).
-fn final_response_began(read: &mut BytesMut) -> Result<bool, SendError> {
-    loop {
-        let mut fields = [httparse::EMPTY_HEADER; 64];
-        let mut head = httparse::Response::new(&mut fields);
-        match head.parse(read) {
-            Ok(httparse::Status::Complete(len))
-                if head
-                    .code
-                    .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
-            {
-                read.advance(len);
-            }
-            Ok(httparse::Status::Partial) if head.code.is_none_or(|c| (100..200).contains(&c)) => {
-                return Ok(false);
-            }
-            // A final response, or something read_response will refuse.
-            _ => return Ok(true),
-        }
-    }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// Reads the response to a request sent with `method`. Interim responses
-/// (100 Continue, 103 Early Hints) are read past: the client's side cannot
-/// forward them yet. A 101 is returned as it is; its body's
-/// [`UpstreamBody::into_upgraded`] gives the connection for the tunnel.
+/// [`receive`] for a request of sluice's own: interim responses are read
+/// past.
 pub async fn read_response(
-    mut conn: Conn,
+    conn: Conn,
     method: &Method,
     sent: Sent,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    receive(conn, method, sent, &mut RequestBody::empty()).await
+}
+
+/// Reads the response to a request sent with `method`. Interim responses
+/// (100 Continue, 103 Early Hints) are passed to the client's side through
+/// `body` as they come, and written before the final head is read. A 101 is
+/// returned as it is; its body's [`UpstreamBody::into_upgraded`] gives the
+/// connection for the tunnel.
+pub async fn receive(
+    mut conn: Conn,
+    method: &Method,
+    sent: Sent,
+    body: &mut RequestBody<'_>,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
     let mut buf = sent.read;
+    if buf.capacity() == 0 {
+        buf = buffers::take_read();
+    }
     loop {
+        // Nothing to parse yet (the usual case, right after the request
+        // went up): read first.
+        if buf.is_empty() && read_more(&mut conn, &mut buf).await? == 0 {
+            return Err(UpstreamError::ClosedBeforeHead);
+        }
         let head = match ResponseHead::parse(&mut buf, RESPONSE_LIMITS) {
             Ok(Some(head)) => head,
             Ok(None) => {
@@ -292,20 +105,19 @@ pub async fn read_response(
         };
         let status = head.status;
         if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
+            pass_interim(&head, body);
+            // A client that does not read its interim responses fails when
+            // the final one is written; the exchange goes on meanwhile.
+            let _ = std::future::poll_fn(|cx| body.poll_interim(cx)).await;
             continue;
         }
         let kind = framing::response_body(method, &head).map_err(UpstreamError::Framing)?;
         let keep_alive =
             sent.complete && status != http::StatusCode::SWITCHING_PROTOCOLS && keeps_alive(&head);
-        let headers = head.fields.to_header_map().map_err(UpstreamError::Head)?;
-        let mut response = Response::new(UpstreamBody {
-            conn: Some(conn),
-            buf,
-            decoder: BodyDecoder::new(kind),
-            ended: kind == BodyKind::Empty,
-            keep_alive,
-            trailers: None,
-        });
+        // Room for the field sluice may add (a sticky cookie).
+        let headers = head.fields.to_header_map(1).map_err(UpstreamError::Head)?;
+        let case = HeaderCase::new(head.fields);
+        let mut response = Response::new(UpstreamBody::new(conn, buf, kind, keep_alive, case));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         return Ok(response);
@@ -350,136 +162,13 @@ fn poll_read_more(
     std::pin::pin!(conn.read_buf(buf)).poll(cx)
 }
 
-/// A response body being read from its server. It owns the connection: a
-/// body that ends cleanly gives it back for reuse, one that does not drops
-/// it, since what is left on it can no longer be framed.
-#[derive(Debug)]
-pub struct UpstreamBody {
-    conn: Option<Conn>,
-    buf: BytesMut,
-    decoder: BodyDecoder,
-    ended: bool,
-    keep_alive: bool,
-    /// Boxed: few bodies have trailers, and every body would carry the size
-    /// of a map.
-    trailers: Option<Box<HeaderMap>>,
-}
-
-impl UpstreamBody {
-    /// Whether the body is over: ended, or a length body whose last byte
-    /// was read.
-    fn finished(&self) -> bool {
-        self.ended || self.decoder == BodyDecoder::Length(0)
-    }
-
-    /// The connection, once the body ended cleanly, when the server keeps
-    /// it open and sent nothing past the body.
-    pub fn take_reusable(&mut self) -> Option<Conn> {
-        let reusable = self.finished()
-            && self.keep_alive
-            && self.decoder.keeps_connection()
-            && self.buf.is_empty();
-        self.conn.take().filter(|_| reusable)
-    }
-
-    /// The connection after a 101, the bytes the server sent past its head
-    /// put back in front: the start of the tunnel.
-    pub fn into_upgraded(mut self) -> Option<Prefixed<Conn>> {
-        // Copied out (usually empty), so the tunnel does not keep the whole
-        // read buffer alive for its life.
-        let leftover = Bytes::copy_from_slice(&self.buf);
-        self.buf = BytesMut::new();
-        self.conn.take().map(|conn| Prefixed::new(leftover, conn))
-    }
-
-    fn take_trailer(&mut self, line: usize, consumed: usize) {
-        let field = self.buf.split_to(consumed);
-        let field = &field[..line];
-        let Some(colon) = field.iter().position(|&b| b == b':') else {
-            return;
-        };
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&field[..colon]),
-            HeaderValue::from_bytes(field[colon + 1..].trim_ascii()),
-        ) else {
-            return;
-        };
-        self.trailers
-            .get_or_insert_with(Box::default)
-            .append(name, value);
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = UpstreamError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
-        let this = self.get_mut();
-        loop {
-            if this.ended {
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(*t))));
-            }
-            let step = match this.decoder.step(&this.buf) {
-                Ok(step) => step,
-                Err(e) => {
-                    this.ended = true;
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(UpstreamError::Chunked(e))));
-                }
-            };
-            match step {
-                Step::NeedMore => {
-                    let Some(conn) = this.conn.as_mut() else {
-                        return Poll::Ready(Some(Err(UpstreamError::Truncated)));
-                    };
-                    let n = match ready!(poll_read_more(conn, &mut this.buf, cx)) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(UpstreamError::Read(e))));
-                        }
-                    };
-                    if n == 0 {
-                        this.conn = None;
-                        if this.decoder.at_eof().is_err() {
-                            return Poll::Ready(Some(Err(UpstreamError::Truncated)));
-                        }
-                        this.ended = true;
-                    }
-                }
-                Step::Framing(n) => this.buf.advance(n),
-                Step::Data(n) => {
-                    return Poll::Ready(Some(Ok(Frame::data(this.buf.split_to(n).freeze()))));
-                }
-                Step::Trailer { line, consumed } => this.take_trailer(line, consumed),
-                Step::End(n) => {
-                    this.buf.advance(n);
-                    this.ended = true;
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.finished() && self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.decoder {
-            BodyDecoder::Length(left) => SizeHint::with_exact(left),
-            _ => SizeHint::default(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use http::header::{self, HeaderMap, HeaderValue};
+    use http_body::Body as _;
     use http_body_util::BodyExt as _;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
@@ -624,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn request_bodies_are_framed_as_received_or_as_known() {
         let (mut conn, server) = server(b"HTTP/1.1 204 No Content\r\n\r\n").await;
-        let mut body = RequestBody::Full(Some(Bytes::from_static(b"hello")));
+        let mut body = RequestBody::full(Bytes::from_static(b"hello"));
         let sent = send_request(&mut conn, &Method::POST, "/p", HeaderMap::new(), &mut body)
             .await
             .unwrap();
@@ -674,7 +363,7 @@ mod tests {
         })
         .await;
         // Far more than the socket buffers hold: the server never reads it.
-        let mut body = RequestBody::Full(Some(Bytes::from(vec![b'x'; 64 << 20])));
+        let mut body = RequestBody::full(Bytes::from(vec![b'x'; 64 << 20]));
         let send = send_request(&mut conn, &Method::POST, "/", HeaderMap::new(), &mut body);
         let sent = tokio::time::timeout(std::time::Duration::from_secs(30), send)
             .await
@@ -711,7 +400,7 @@ mod tests {
         .await;
         let mut headers = HeaderMap::new();
         headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
-        let mut body = RequestBody::Full(Some(Bytes::from_static(b"hello")));
+        let mut body = RequestBody::full(Bytes::from_static(b"hello"));
         let sent = send_request(&mut conn, &Method::POST, "/", headers, &mut body)
             .await
             .unwrap();

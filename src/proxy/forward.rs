@@ -10,6 +10,7 @@ use super::body::RequestBody;
 use super::client::{self, UpstreamBody};
 use super::error::ProxyError;
 use crate::balance::{self, Lease, PickCtx, queue};
+use crate::http1::HeaderCase;
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
 use crate::upstream;
 
@@ -19,6 +20,8 @@ pub struct Outbound<'a> {
     /// Origin-form target.
     pub uri: Uri,
     pub headers: HeaderMap,
+    /// How the client spelled its field names (HTTP/1.1 clients).
+    pub case: Option<HeaderCase>,
     pub body: RequestBody<'a>,
     pub client_ip: std::net::IpAddr,
     /// The server a sticky cookie binds this request to: tried first, and
@@ -119,15 +122,7 @@ pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound<'_>) -> Result<Serv
         if bound {
             server.state.note_bound_request();
         }
-        // The headers are copied only for an attempt another may follow.
-        let retry_possible =
-            attempts < tries && body.is_some() && tried.as_slice().len() < up.servers.len();
-        let headers = if retry_possible {
-            out.headers.clone()
-        } else {
-            std::mem::take(&mut out.headers)
-        };
-        match attempt(up, server, &out, headers, &mut body).await {
+        match attempt(up, server, &out, &mut body).await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let served = Served {
@@ -256,7 +251,6 @@ async fn attempt(
     up: &UpstreamRt,
     server: &ServerRt,
     out: &Outbound<'_>,
-    headers: HeaderMap,
     body: &mut Option<RequestBody<'_>>,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     // Connecting is boxed: its future (a TLS handshake's included) is large,
@@ -266,15 +260,16 @@ async fn attempt(
         Some(conn) => conn,
         None => Box::pin(upstream::connect(&server.endpoint, up.cfg.connect_timeout)).await?,
     };
-    let mut req_body = match body {
-        Some(RequestBody::Full(bytes)) => RequestBody::Full(bytes.clone()),
-        other => other.take().unwrap_or_else(RequestBody::empty),
+    let mut req_body = RequestBody::for_attempt(body);
+    let head = client::Head {
+        method: &out.method,
+        target: out.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        headers: &out.headers,
+        case: out.case.as_ref(),
     };
-    let target = out.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let exchange = async {
-        let sent =
-            client::send_request(&mut conn, &out.method, target, headers, &mut req_body).await?;
-        client::read_response(conn, &out.method, sent)
+        let sent = client::send(&mut conn, &head, &mut req_body).await?;
+        client::receive(conn, &out.method, sent, &mut req_body)
             .await
             .map_err(ProxyError::Upstream)
     };

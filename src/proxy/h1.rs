@@ -20,43 +20,36 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
-use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use http::header;
+use http::{Method, Request, StatusCode, Uri};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
-use super::body::{ClientBody, RequestBodyError, ResponseBody};
-use super::buffers;
+use super::body::ClientBody;
 use super::conn::Stream;
 use super::headers;
 use super::prefixed::Prefixed;
 use super::service::{ConnCtx, ServerWideOptions};
 use super::upgrade::Tunnel;
-use crate::http1::{
-    BodyDecoder, BodyKind, Limits, RequestHead, Step, TargetForm, Version, framing,
-};
+use crate::http1::{HeaderCase, Limits, RequestHead, TargetForm, Version, framing};
+
+mod reader;
+mod response;
+
+pub use reader::H1Body;
+use reader::{Continue, Reader};
+use response::write_response;
 
 /// What a client whose request head timed out is told before the close.
 pub const REQUEST_TIMEOUT_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
-const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Unread request body bytes read past after a response, so the connection
-/// can carry the next request; a longer rest closes it instead.
-const DRAIN_MAX: u64 = 64 * 1024;
-
-/// Response body bytes copied behind the head (or behind other small
-/// frames) to leave in one write; larger frames are written on their own.
-const COALESCE_MAX: usize = 4096;
 
 /// The client's socket, in clear or decrypted.
 pub type ClientStream = Stream<TlsStream<TcpStream>>;
@@ -79,205 +72,6 @@ impl ClientStream {
                 }
                 tcp.poll_read_ready(cx)
             }
-        }
-    }
-}
-
-/// Where a `100 Continue` owed to the client is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Continue {
-    /// None asked for, or already sent.
-    No,
-    /// Asked for; sent when the body is first read, so a request refused
-    /// before its body is needed gets no 100.
-    Owed(usize),
-    /// Written, not yet flushed.
-    Flush,
-}
-
-/// The connection's socket with what was read from it and not yet used,
-/// and the state of the current request's body.
-#[derive(Debug)]
-pub struct Reader {
-    stream: ClientStream,
-    /// Empty and without an allocation while the connection is idle.
-    buf: BytesMut,
-    body: BodyDecoder,
-    body_done: bool,
-    continue_: Continue,
-    /// Boxed: rare, and the reader lives as long as the connection.
-    trailers: Option<Box<HeaderMap>>,
-}
-
-impl Reader {
-    /// Reads more into `buf`, taking a buffer first if it has none; 0 at
-    /// the end of the stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() == 0 {
-            self.buf = buffers::take_read();
-        } else if self.buf.capacity() - self.buf.len() < buffers::SIZE / 4 {
-            self.buf.reserve(buffers::SIZE);
-        }
-        // A fresh future at each poll is the stream's poll_read: read_buf
-        // keeps no state of its own.
-        std::pin::pin!(self.stream.read_buf(&mut self.buf)).poll(cx)
-    }
-
-    async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
-    }
-
-    /// Gives the read buffer back when nothing is left in it.
-    fn release(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
-            buffers::give_back(std::mem::take(&mut self.buf));
-        }
-    }
-
-    fn start_body(&mut self, kind: BodyKind, expect_continue: bool) {
-        self.body = BodyDecoder::new(kind);
-        self.body_done = kind == BodyKind::Empty;
-        self.continue_ = if expect_continue && !self.body_done {
-            Continue::Owed(0)
-        } else {
-            Continue::No
-        };
-        self.trailers = None;
-    }
-
-    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            match self.continue_ {
-                Continue::No => return Poll::Ready(Ok(())),
-                Continue::Owed(sent) => {
-                    let n =
-                        ready!(Pin::new(&mut self.stream).poll_write(cx, &CONTINUE_100[sent..]))?;
-                    if n == 0 {
-                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                    }
-                    self.continue_ = if sent + n == CONTINUE_100.len() {
-                        Continue::Flush
-                    } else {
-                        Continue::Owed(sent + n)
-                    };
-                }
-                Continue::Flush => {
-                    ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
-                    self.continue_ = Continue::No;
-                }
-            }
-        }
-    }
-
-    fn poll_body(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        if self.body_done {
-            return Poll::Ready(None);
-        }
-        if let Err(e) = ready!(self.poll_continue(cx)) {
-            return Poll::Ready(Some(Err(RequestBodyError::Read(e))));
-        }
-        loop {
-            let step = match self.body.step(&self.buf) {
-                Ok(step) => step,
-                Err(e) => return Poll::Ready(Some(Err(e.into()))),
-            };
-            match step {
-                Step::Data(n) => {
-                    return Poll::Ready(Some(Ok(Frame::data(self.buf.split_to(n).freeze()))));
-                }
-                Step::Framing(n) => self.buf.advance(n),
-                Step::Trailer { line, consumed } => {
-                    let field = self.buf.split_to(consumed);
-                    if let Err(e) = self.add_trailer(&field[..line]) {
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                }
-                Step::End(n) => {
-                    self.buf.advance(n);
-                    self.body_done = true;
-                    return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))));
-                }
-                Step::NeedMore => match ready!(self.poll_fill(cx)) {
-                    Ok(0) => return Poll::Ready(Some(Err(RequestBodyError::Truncated))),
-                    Ok(_) => {}
-                    Err(e) => return Poll::Ready(Some(Err(RequestBodyError::Read(e)))),
-                },
-            }
-        }
-    }
-
-    fn add_trailer(&mut self, field: &[u8]) -> Result<(), RequestBodyError> {
-        let colon = field
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(RequestBodyError::Trailer)?;
-        let name =
-            HeaderName::from_bytes(&field[..colon]).map_err(|_| RequestBodyError::Trailer)?;
-        let value = HeaderValue::from_bytes(field[colon + 1..].trim_ascii())
-            .map_err(|_| RequestBodyError::Trailer)?;
-        self.trailers
-            .get_or_insert_with(Box::default)
-            .append(name, value);
-        Ok(())
-    }
-
-    /// Reads past what the handler left of the request body, so the
-    /// connection can carry the next request. False when the connection
-    /// must close instead: the rest is long, broken, or never asked for
-    /// (a client still waiting for its 100 Continue may not send it).
-    async fn drain_body(&mut self, deadline: Instant) -> bool {
-        if self.body_done {
-            return true;
-        }
-        if matches!(self.continue_, Continue::Owed(_)) {
-            return false;
-        }
-        let mut drained = 0u64;
-        let drain = async {
-            loop {
-                let frame = std::future::poll_fn(|cx| self.poll_body(cx)).await;
-                match frame {
-                    None => return true,
-                    Some(Ok(frame)) => {
-                        drained += frame.data_ref().map_or(0, |d| d.len() as u64);
-                        if drained > DRAIN_MAX {
-                            return false;
-                        }
-                    }
-                    Some(Err(_)) => return false,
-                }
-            }
-        };
-        tokio::time::timeout_at(deadline, drain)
-            .await
-            .unwrap_or(false)
-    }
-}
-
-/// A request body read from its connection while the request is handled.
-#[derive(Debug)]
-pub struct H1Body<'a>(&'a mut Reader);
-
-impl H1Body<'_> {
-    pub fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        self.0.poll_body(cx)
-    }
-
-    pub fn is_end(&self) -> bool {
-        self.0.body_done
-    }
-
-    pub fn size_hint(&self) -> SizeHint {
-        match self.0.body {
-            _ if self.0.body_done => SizeHint::with_exact(0),
-            BodyDecoder::Length(left) => SizeHint::with_exact(left),
-            _ => SizeHint::new(),
         }
     }
 }
@@ -342,14 +136,7 @@ pub fn serve(
     settings: Settings,
     mut stop: Stop,
 ) -> impl Future<Output = Served> {
-    let mut reader = Reader {
-        stream,
-        buf: BytesMut::new(),
-        body: BodyDecoder::Length(0),
-        body_done: true,
-        continue_: Continue::No,
-        trailers: None,
-    };
+    let mut reader = Reader::new(stream);
     async move {
         let ctx = &ctx;
         let mut answered = false;
@@ -439,16 +226,21 @@ async fn exchange(
     stop: &Stop,
     settings: &Settings,
 ) -> Next {
-    let Some(exchange) = Exchange::begin(&head) else {
+    // Framing is judged on the head as received, before the head becomes
+    // the request; a head that cannot be one is refused first.
+    let kind = framing::request_body(&head);
+    let method = head.method.clone();
+    let version = head.version;
+    let Some(exchange) = Exchange::begin(head) else {
         let status = StatusCode::BAD_REQUEST;
-        refuse(ctx, &mut reader.stream, status, &head.method, head.version).await;
+        refuse(ctx, &mut reader.stream, status, &method, version).await;
         return Next::Close;
     };
-    let kind = match framing::request_body(&head) {
+    let kind = match kind {
         Ok(kind) => kind,
         Err(e) => {
             let status = e.request_status();
-            refuse(ctx, &mut reader.stream, status, &head.method, head.version).await;
+            refuse(ctx, &mut reader.stream, status, &method, version).await;
             return Next::Close;
         }
     };
@@ -456,12 +248,16 @@ async fn exchange(
         request,
         keep_alive,
     } = exchange;
-    let method = request.method().clone();
-    let version = head.version;
-    drop(head);
-    reader.start_body(kind, expect_continue(&request));
-    let request = request.map(|()| ClientBody::H1(H1Body(reader)));
+    reader.start_body(kind, expect_continue(&request), version);
+    let request = request.map(|()| ClientBody::H1(H1Body::new(reader)));
     let handled = ctx.handle(request).await;
+    // Interim responses still on their way go out before the final one.
+    if std::future::poll_fn(|cx| reader.poll_interim(cx))
+        .await
+        .is_err()
+    {
+        return Next::Close;
+    }
     if let Some(tunnel) = handled.tunnel {
         let written = write_response(
             &mut reader.stream,
@@ -478,7 +274,7 @@ async fn exchange(
     }
     let close = !keep_alive
         || stop.is_set()
-        || !reader.body_done && matches!(reader.continue_, Continue::Owed(_))
+        || !reader.body_done && reader.continue_ == Continue::Owed
         || headers::connection_has(handled.response.headers(), "close");
     let written = write_response(
         &mut reader.stream,
@@ -607,7 +403,7 @@ struct Exchange {
 impl Exchange {
     /// `None` for a head that cannot be one (a target or field `http`
     /// refuses).
-    fn begin(head: &RequestHead) -> Option<Exchange> {
+    fn begin(head: RequestHead) -> Option<Exchange> {
         let server_wide = head.method == Method::OPTIONS
             && matches!(
                 head.target_form(),
@@ -617,7 +413,9 @@ impl Exchange {
                 }
             );
         let uri = Uri::from_maybe_shared(head.target_bytes()).ok()?;
-        let headers = head.fields.to_header_map().ok()?;
+        // Room for the fields the proxy adds (the X-Forwarded family), so
+        // they do not grow the map.
+        let headers = head.fields.to_header_map(4).ok()?;
         let keep_alive = match head.version {
             Version::Http11 => !headers::connection_has(&headers, "close"),
             Version::Http10 => headers::connection_has(&headers, "keep-alive"),
@@ -630,6 +428,9 @@ impl Exchange {
         if server_wide {
             request.extensions_mut().insert(ServerWideOptions);
         }
+        request
+            .extensions_mut()
+            .insert(HeaderCase::new(head.fields));
         Some(Exchange {
             request,
             keep_alive,
@@ -643,187 +444,4 @@ fn expect_continue(request: &Request<()>) -> bool {
             .headers()
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
-/// How a response body goes on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// No body at all: HEAD, 1xx, 204, 304.
-    None,
-    /// Its bytes as they come: a `Content-Length` body, or one an HTTP/1.0
-    /// client reads until the close.
-    Plain,
-    Chunked,
-}
-
-/// Writes a response: the head, then its body as it comes, coalescing what
-/// is ready at once into one write. `close` adds `Connection: close`.
-/// Returns whether the connection must close: asked to, or the body's end
-/// is the close (an HTTP/1.0 client, a length unknown).
-async fn write_response(
-    stream: &mut ClientStream,
-    response: Response<ResponseBody>,
-    method: &Method,
-    mut close: bool,
-    version: Version,
-) -> io::Result<bool> {
-    let (mut parts, mut body) = response.into_parts();
-    let status = parts.status;
-    let no_body = *method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let framing = if no_body {
-        Framing::None
-    } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
-        Framing::Plain
-    } else if let Some(len) = exact_len(&body) {
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        Framing::Plain
-    } else if version == Version::Http11 {
-        parts.headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        Framing::Chunked
-    } else {
-        close = true;
-        Framing::Plain
-    };
-    if !parts.headers.contains_key(header::DATE) {
-        parts
-            .headers
-            .insert(header::DATE, crate::http1::date::now());
-    }
-    if status != StatusCode::SWITCHING_PROTOCOLS {
-        if close {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        } else if version == Version::Http10 {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        }
-    }
-    let mut out = buffers::take_read();
-    crate::http1::write::response_head(
-        &mut out,
-        status,
-        parts
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
-    );
-    drop(parts);
-    if framing == Framing::None {
-        drop(body);
-        stream.write_all(&out).await?;
-        buffers::give_back(out);
-        stream.flush().await?;
-        return Ok(close);
-    }
-    loop {
-        // What is ready now joins `out`; only a wait writes it first.
-        let polled =
-            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
-        let frame = match polled {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                if !out.is_empty() {
-                    stream.write_all(&out).await?;
-                    stream.flush().await?;
-                    out.clear();
-                }
-                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-            }
-        };
-        let frame = match frame {
-            None => {
-                if framing == Framing::Chunked {
-                    out.put_slice(b"0\r\n\r\n");
-                }
-                break;
-            }
-            Some(Err(e)) => return Err(io::Error::other(e)),
-            Some(Ok(frame)) => frame,
-        };
-        match frame.into_data() {
-            Ok(data) if data.is_empty() => {}
-            Ok(data) => {
-                if framing == Framing::Chunked {
-                    chunk_size_line(&mut out, data.len());
-                }
-                if data.len() <= COALESCE_MAX {
-                    out.put_slice(&data);
-                } else {
-                    stream.write_all(&out).await?;
-                    out.clear();
-                    stream.write_all(&data).await?;
-                }
-                if framing == Framing::Chunked {
-                    out.put_slice(b"\r\n");
-                }
-            }
-            Err(frame) => {
-                if let (Framing::Chunked, Ok(trailers)) = (framing, frame.into_trailers()) {
-                    out.put_slice(b"0\r\n");
-                    for (name, value) in &trailers {
-                        out.put_slice(name.as_str().as_bytes());
-                        out.put_slice(b": ");
-                        out.put_slice(value.as_bytes());
-                        out.put_slice(b"\r\n");
-                    }
-                    out.put_slice(b"\r\n");
-                    break;
-                }
-            }
-        }
-    }
-    drop(body);
-    stream.write_all(&out).await?;
-    buffers::give_back(out);
-    stream.flush().await?;
-    Ok(close)
-}
-
-/// A chunk-size line: the length in hex and CRLF.
-fn chunk_size_line(out: &mut BytesMut, len: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
-    for i in (0..digits).rev() {
-        out.put_u8(HEX[(len >> (i * 4)) & 0xf]);
-    }
-    out.put_slice(b"\r\n");
-}
-
-/// The length of a body known whole before it is sent: sluice's own
-/// answers, and bodies already over.
-fn exact_len(body: &ResponseBody) -> Option<u64> {
-    match body {
-        ResponseBody::Full(_) => body.size_hint().exact(),
-        ResponseBody::Upstream { .. } if body.is_end_stream() => Some(0),
-        ResponseBody::Upstream { .. } => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunk_sizes_are_lower_case_hex() {
-        for (len, line) in [
-            (0, "0\r\n"),
-            (9, "9\r\n"),
-            (255, "ff\r\n"),
-            (4096, "1000\r\n"),
-        ] {
-            let mut out = BytesMut::new();
-            chunk_size_line(&mut out, len);
-            assert_eq!(&out[..], line.as_bytes());
-        }
-    }
 }

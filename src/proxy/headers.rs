@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Cidr, canonical};
+use crate::http1::HeaderCase;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -79,6 +80,16 @@ fn hop_index(name: &str) -> Option<usize> {
 fn is_proxy_header(name: &str) -> bool {
     name.strip_prefix("proxy")
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+}
+
+/// Whether a field of this name (as sent, any case) is hop-by-hop by
+/// itself, `Upgrade` included; the names a `Connection` lists are too.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    let Ok(name) = std::str::from_utf8(name) else {
+        return false;
+    };
+    let name = name.to_ascii_lowercase();
+    hop_index(&name).is_some() || is_proxy_header(&name) || name == "upgrade"
 }
 
 /// Removes every header whose name `matches`, found by text.
@@ -200,7 +211,16 @@ pub struct Forwarded<'a> {
 /// other `X-Forwarded-*` it sent, such as `X-Forwarded-Port`, are dropped:
 /// sluice has nothing true to put there); from a trusted one the chain is
 /// kept (several lines joined in order) and extended.
-pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded) {
+///
+/// `case`, the client's spelling of its field names, forgets the names
+/// whose value sluice sets: those are written in sluice's own spelling.
+pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded, mut case: Option<&mut HeaderCase>) {
+    let mut set = |headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue| {
+        if let Some(case) = case.as_deref_mut() {
+            case.forget(name);
+        }
+        headers.insert(name.clone(), value);
+    };
     if !fwd.peer_trusted && headers.keys().any(|name| is_other_forwarded(name.as_str())) {
         remove_matching(headers, is_other_forwarded);
     }
@@ -224,19 +244,20 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded) {
     };
     // An insert replaces every line the client sent.
     match xff {
-        Some(xff) => headers.insert(X_FORWARDED_FOR.clone(), xff),
-        None => headers.remove(&X_FORWARDED_FOR),
+        Some(xff) => set(headers, &X_FORWARDED_FOR, xff),
+        None => drop(headers.remove(&X_FORWARDED_FOR)),
     };
     if !fwd.peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(
-            X_FORWARDED_PROTO.clone(),
+        set(
+            headers,
+            &X_FORWARDED_PROTO,
             HeaderValue::from_static(fwd.proto),
         );
     }
     if !fwd.peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
-        headers.insert(X_FORWARDED_HOST.clone(), fwd.host.clone());
+        set(headers, &X_FORWARDED_HOST, fwd.host.clone());
     }
-    headers.insert(X_REAL_IP.clone(), real_ip);
+    set(headers, &X_REAL_IP, real_ip);
     if !fwd.peer_trusted && headers.keys().any(|name| name == FORWARDED) {
         headers.remove(&FORWARDED);
     }
@@ -309,6 +330,22 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_names_are_known_in_any_case() {
+        for name in [
+            "Connection",
+            "TE",
+            "Upgrade",
+            "Proxy-Foo",
+            "transfer-encoding",
+        ] {
+            assert!(is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+        for name in ["Link", "X-Connection", "Proxyish"] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
     fn hop_index_follows_the_hop_by_hop_list() {
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
             assert_eq!(hop_index(name.as_str()), Some(i), "{name}");
@@ -352,6 +389,7 @@ mod tests {
                 proto: "http",
                 host: &host,
             },
+            None,
         );
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -386,6 +424,7 @@ mod tests {
                 proto: "http",
                 host: &host,
             },
+            None,
         );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.9, 2.2.2.2, 10.0.0.1");
     }

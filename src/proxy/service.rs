@@ -16,6 +16,7 @@ use super::error::ProxyError;
 use super::forward::{Outbound, Served, forward};
 use super::headers::{self, Forwarded};
 use super::upgrade::{self, Rules, Tunnel};
+use crate::http1::HeaderCase;
 use crate::lifecycle::Tracker;
 use crate::runtime::{ListenerRt, Shared, UpstreamRt};
 use crate::sticky::Binding;
@@ -135,7 +136,8 @@ impl ConnCtx {
             None
         };
         let server_wide = req.extensions().get::<ServerWideOptions>().is_some();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        let mut case = parts.extensions.remove::<HeaderCase>();
         let binding = upstream
             .sticky
             .as_ref()
@@ -155,6 +157,7 @@ impl ConnCtx {
                 proto: if self.tls { "https" } else { "http" },
                 host: &host,
             },
+            case.as_mut(),
         );
         // Buffered when small, so a failed attempt can be retried elsewhere.
         let result = match RequestBody::buffer(body, listener.cfg.max_body_size).await {
@@ -169,6 +172,7 @@ impl ConnCtx {
                     },
                     method: parts.method,
                     headers: out_headers,
+                    case,
                     body,
                     client_ip,
                     preferred: match binding {

@@ -1,0 +1,118 @@
+//! Field names as the peer spelled them. `http`'s header map lower-cases
+//! every name; a proxy that writes a message on should not change what it
+//! only passes through, since some peers (old clients, appliances, tests
+//! that compare bytes) depend on the case they sent. So a message read by
+//! the engine keeps its head's [`Fields`] beside the map, and the writer
+//! asks it how each name was spelled: one pass over a dozen names, no
+//! hashing and no copy.
+
+use http::header::HeaderName;
+
+use super::head::Fields;
+
+/// The original spelling of a message's field names, in the order
+/// received. Carried in the request's or response's extensions from the
+/// engine that read it to the one that writes it.
+#[derive(Debug, Clone)]
+pub struct HeaderCase(Fields);
+
+impl HeaderCase {
+    pub fn new(fields: Fields) -> HeaderCase {
+        HeaderCase(fields)
+    }
+
+    /// Forgets how `name` was spelled: the field is sluice's own now (an
+    /// `X-Forwarded-For` it replaced), written in sluice's spelling.
+    pub fn forget(&mut self, name: &HeaderName) {
+        self.0
+            .retain_names(|n| !n.eq_ignore_ascii_case(name.as_str().as_bytes()));
+    }
+}
+
+/// Spells the names of one message's fields as they are written, in turn.
+pub struct Speller<'c> {
+    case: Option<&'c HeaderCase>,
+    /// Where the previous name was found: fields are mostly written in the
+    /// order they came, so the next one is usually right there.
+    next: usize,
+}
+
+impl<'c> Speller<'c> {
+    pub fn new(case: Option<&'c HeaderCase>) -> Speller<'c> {
+        Speller { case, next: 0 }
+    }
+
+    /// `name` as the peer spelled it, or as `http` does (lower case) for a
+    /// field the peer did not send. A name sent several times is spelled as
+    /// each line was, in turn.
+    pub fn spell<'a>(&mut self, name: &'a HeaderName) -> &'a [u8]
+    where
+        'c: 'a,
+    {
+        let wanted = name.as_str().as_bytes();
+        let Some(case) = self.case else {
+            return wanted;
+        };
+        let fields = &case.0;
+        // From where the last name was found to the end, then the rest.
+        let order = (self.next..fields.len()).chain(0..self.next.min(fields.len()));
+        for at in order {
+            let sent = fields.name(at);
+            // `wanted` is lower case already: one side to fold, not two.
+            if sent.len() == wanted.len()
+                && sent
+                    .iter()
+                    .zip(wanted)
+                    .all(|(s, w)| s.to_ascii_lowercase() == *w)
+            {
+                self.next = at + 1;
+                return sent;
+            }
+        }
+        wanted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::http1::head::{Limits, ResponseHead};
+
+    fn case(head: &[u8]) -> HeaderCase {
+        let limits = Limits {
+            max_head: 4096,
+            max_fields: 16,
+        };
+        let head = ResponseHead::parse(&mut BytesMut::from(head), limits)
+            .unwrap()
+            .unwrap();
+        HeaderCase::new(head.fields)
+    }
+
+    #[test]
+    fn names_are_spelled_as_sent_line_by_line() {
+        let case = case(b"HTTP/1.1 200 OK\r\nX-Case: 1\r\nETag: a\r\nx-CASE: 2\r\n\r\n");
+        let mut speller = Speller::new(Some(&case));
+        let x_case = HeaderName::from_static("x-case");
+        let etag = HeaderName::from_static("etag");
+        // The map's order: both x-case lines, then etag.
+        assert_eq!(speller.spell(&x_case), b"X-Case");
+        assert_eq!(speller.spell(&x_case), b"x-CASE");
+        assert_eq!(speller.spell(&etag), b"ETag");
+        let date = HeaderName::from_static("date");
+        assert_eq!(speller.spell(&date), b"date");
+        assert_eq!(Speller::new(None).spell(&etag), b"etag");
+    }
+
+    #[test]
+    fn a_forgotten_name_is_spelled_as_sluice_spells_it() {
+        let mut case = case(b"HTTP/1.1 200 OK\r\nX-Forwarded-For: 1.2.3.4\r\nHost: a\r\n\r\n");
+        let xff = HeaderName::from_static("x-forwarded-for");
+        case.forget(&xff);
+        let mut speller = Speller::new(Some(&case));
+        assert_eq!(speller.spell(&xff), b"x-forwarded-for");
+        assert_eq!(speller.spell(&http::header::HOST), b"Host");
+    }
+}
