@@ -18,12 +18,7 @@ pub mod http1;
 mod lifecycle;
 pub mod logging;
 pub mod probe;
-// Public, and lint-exempt, only until the HTTP/1.1 engine reshapes this
-// module: private, it would show a dead variant (`ProxyError::NoRoute`) and
-// a field never read (`upgrade::TunnelEnd::up`), and one of its signatures
-// elides a lifetime that the crate's `rust_2018_idioms` wants spelled.
-#[allow(elided_lifetimes_in_paths)]
-pub mod proxy;
+mod proxy;
 mod proxy_protocol;
 mod reload;
 mod runtime;

@@ -146,6 +146,7 @@ impl<'a> RequestBody<'a> {
         }
     }
 
+    #[cfg(test)]
     pub fn full(bytes: Bytes) -> Self {
         RequestBody::Full {
             bytes: Some(bytes),

@@ -22,7 +22,9 @@ mod send;
 mod upstream_body;
 
 use send::pass_interim;
-pub use send::{Head, Sent, send, send_request};
+#[cfg(test)]
+use send::send_request;
+pub use send::{Head, Sent, send};
 pub use upstream_body::UpstreamBody;
 
 /// A server's response head may be this large, with this many fields.
@@ -62,9 +64,10 @@ pub enum SendError {
     Body(#[from] RequestBodyError),
 }
 
-/// [`receive`] for a request of sluice's own: interim responses are read
+/// [`receive`] for the tests' own requests: interim responses are read
 /// past.
-pub async fn read_response(
+#[cfg(test)]
+async fn read_response(
     conn: Conn,
     method: &Method,
     sent: Sent,

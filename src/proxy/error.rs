@@ -8,8 +8,6 @@ use crate::upstream::ConnectError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("no route and no default upstream")]
-    NoRoute,
     #[error("no available server")]
     NoServer,
     #[error(transparent)]
@@ -25,7 +23,6 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -36,10 +33,7 @@ impl ProxyError {
 
     /// Whether the failure is the server's, for passive health.
     pub fn counts_against_server(&self) -> bool {
-        !matches!(
-            self,
-            ProxyError::NoRoute | ProxyError::NoServer | ProxyError::RequestBody(_)
-        )
+        !matches!(self, ProxyError::NoServer | ProxyError::RequestBody(_))
     }
 
     /// Whether the request can have reached the server's application.

@@ -214,7 +214,11 @@ pub struct Forwarded<'a> {
 ///
 /// `case`, the client's spelling of its field names, forgets the names
 /// whose value sluice sets: those are written in sluice's own spelling.
-pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded, mut case: Option<&mut HeaderCase>) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    fwd: &Forwarded<'_>,
+    mut case: Option<&mut HeaderCase>,
+) {
     let mut set = |headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue| {
         if let Some(case) = case.as_deref_mut() {
             case.forget(name);

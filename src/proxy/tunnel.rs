@@ -227,7 +227,7 @@ impl Direction {
                     // A frame being copied is finished before the Close.
                     (Some(frames), Some(_)) => {
                         let mut probe = *frames;
-                        probe.to_boundary(pending)
+                        probe.track_to_boundary(pending)
                     }
                     _ => pending.len(),
                 };

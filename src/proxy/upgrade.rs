@@ -142,7 +142,12 @@ impl Tunnel {
             if let Some(entry) = log {
                 entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
             }
-            tracing::debug!(?end, "tunnel closed");
+            tracing::debug!(
+                down = end.down,
+                up = end.up,
+                clean = end.clean,
+                "tunnel closed"
+            );
             // Held until the line is logged, so shutdown waits for it.
             drop(token);
             drop(guard);

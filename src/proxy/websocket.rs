@@ -57,7 +57,7 @@ impl FrameTracker {
     /// Follows `data` up to the next frame boundary and returns how many
     /// bytes that took: 0 when already at one, `data.len()` when the frame
     /// goes on past it.
-    pub fn to_boundary(&mut self, data: &[u8]) -> usize {
+    pub fn track_to_boundary(&mut self, data: &[u8]) -> usize {
         if self.at_boundary() {
             return 0;
         }
@@ -197,7 +197,7 @@ mod tests {
         for piece in stream.chunks(chunk) {
             let mut rest = piece;
             while !rest.is_empty() {
-                let n = tracker.to_boundary(rest);
+                let n = tracker.track_to_boundary(rest);
                 let n = if n == 0 {
                     // At a boundary already: step into the next frame.
                     tracker.track(&rest[..1]);
@@ -241,7 +241,7 @@ mod tests {
         let mut tracker = FrameTracker::default();
         tracker.track(&f[..3]);
         assert!(!tracker.at_boundary());
-        assert_eq!(tracker.to_boundary(&f[3..]), f.len() - 3);
+        assert_eq!(tracker.track_to_boundary(&f[3..]), f.len() - 3);
         assert!(tracker.at_boundary());
     }
 
@@ -252,9 +252,9 @@ mod tests {
         stream.extend(frame(0x1, true, b"second"));
         let mut tracker = FrameTracker::default();
         tracker.track(&stream[..2]);
-        assert_eq!(tracker.to_boundary(&stream[2..]), first - 2);
+        assert_eq!(tracker.track_to_boundary(&stream[2..]), first - 2);
         assert!(tracker.at_boundary());
-        assert_eq!(tracker.to_boundary(&stream[first..]), 0);
+        assert_eq!(tracker.track_to_boundary(&stream[first..]), 0);
     }
 
     #[test]

@@ -45,8 +45,10 @@ pub struct Head<'h> {
     pub case: Option<&'h HeaderCase>,
 }
 
-/// [`send`] for a request of sluice's own (a health check): names in lower
-/// case, no client to pass interim responses to.
+/// [`send`] for the tests' own requests: names in lower case, no client to
+/// pass interim responses to. (The health checker writes its fixed request
+/// itself.)
+#[cfg(test)]
 pub async fn send_request(
     conn: &mut Conn,
     method: &Method,
@@ -251,14 +253,14 @@ fn final_response_began(
             {
                 match ResponseHead::parse(read, RESPONSE_LIMITS) {
                     Ok(Some(interim)) => pass_interim(&interim, body),
-                    // read_response refuses it in turn.
+                    // `receive` refuses it in turn.
                     _ => return Ok(true),
                 }
             }
             Ok(httparse::Status::Partial) if head.code.is_none_or(|c| (100..200).contains(&c)) => {
                 return Ok(false);
             }
-            // A final response, or something read_response will refuse.
+            // A final response, or something `receive` will refuse.
             _ => return Ok(true),
         }
     }
