@@ -8,13 +8,18 @@
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
-use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::clock;
 use super::pool::Pool;
 use super::stats::{Counter, LatencyHistogram, StatusClasses};
+
+mod closing;
+mod passive;
+
+pub use closing::{CloseCause, ClosedTunnels};
+use passive::Passive;
 
 /// What an operator set at runtime through the admin API. It overrides the
 /// config's `down`/`drain` until the config changes that value.
@@ -37,14 +42,6 @@ impl AdminState {
             _ => AdminState::None,
         }
     }
-}
-
-/// Passive failure window, nginx's `max_fails`/`fail_timeout`: written only
-/// when a request fails or a trial ends, so a mutex is fine here.
-#[derive(Debug, Default)]
-struct Passive {
-    /// When the current failure window started.
-    window_start_ms: u64,
 }
 
 /// How available a server is right now, before `max_conns` is considered.
@@ -96,28 +93,6 @@ impl RemoteCounts {
         }
     }
 }
-
-/// Why sluice closed a tunnel it did not have to carry any longer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum CloseCause {
-    /// Its server's drain deadline passed.
-    Drain,
-    /// Graceful shutdown.
-    Shutdown,
-}
-
-impl CloseCause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseCause::Drain => "drain",
-            CloseCause::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// Tunnels sluice closed, by cause and by the Close code sent to the
-/// client (`None`: not a WebSocket, closed without one).
-pub type ClosedTunnels = Vec<((CloseCause, Option<u16>), u64)>;
 
 #[derive(Debug)]
 pub struct ServerState {
@@ -298,61 +273,6 @@ impl ServerState {
         self.deadline_changed.notify_waiters();
     }
 
-    /// Resolves once a drain deadline is set and has passed: the operator's
-    /// word that the server's tunnels must close. Without a deadline it
-    /// waits for one.
-    pub async fn drain_deadline_passed(&self) {
-        loop {
-            let changed = self.deadline_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            match self.drain_deadline_ms() {
-                Some(deadline) => {
-                    if clock::now_ms() >= deadline {
-                        return;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(clock::instant_of(deadline).into()) => {}
-                        _ = changed => {}
-                    }
-                }
-                None => changed.await,
-            }
-        }
-    }
-
-    /// This tunnel's place among the server's tunnels closing for `cause`:
-    /// 0 for the first to ask, then 1, 2, ...
-    pub fn close_slot(&self, cause: CloseCause) -> u32 {
-        let slots = match cause {
-            CloseCause::Drain => &self.drain_slots,
-            CloseCause::Shutdown => &self.shutdown_slots,
-        };
-        slots.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Counts a tunnel sluice closed, with the code sent to the client.
-    pub fn note_closed_tunnel(&self, cause: CloseCause, code: Option<u16>) {
-        let mut closed = self
-            .closed_tunnels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match closed.iter_mut().find(|(key, _)| *key == (cause, code)) {
-            Some((_, n)) => *n += 1,
-            None => {
-                closed.push(((cause, code), 1));
-                closed.sort_unstable_by_key(|(key, _)| *key);
-            }
-        }
-    }
-
-    pub fn closed_tunnels(&self) -> ClosedTunnels {
-        self.closed_tunnels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
     /// Resolves once `done` says so, asking it now and again whenever the
     /// last request or tunnel ends or the server's drain changes (or
     /// [`open_changed`](Self::open_changed) is called).
@@ -464,35 +384,6 @@ impl ServerState {
         }
     }
 
-    /// Passive health at `now_ms`.
-    pub fn passive_availability(&self, now_ms: u64) -> Availability {
-        let until = self.failed_until_ms.load(Ordering::Relaxed);
-        if until == 0 {
-            Availability::Available
-        } else if now_ms < until || self.trial.load(Ordering::Relaxed) {
-            Availability::Unavailable
-        } else {
-            Availability::Trial
-        }
-    }
-
-    pub fn is_failed(&self, now_ms: u64) -> bool {
-        self.passive_availability(now_ms) == Availability::Unavailable
-    }
-
-    /// Claims the single trial request allowed after `fail_timeout`.
-    pub fn claim_trial(&self) -> bool {
-        self.trial
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-    }
-
-    /// Gives back a claimed trial whose request said nothing about the
-    /// server (the client's body failed), so another request can try.
-    pub fn abandon_trial(&self) {
-        self.trial.store(false, Ordering::Relaxed);
-    }
-
     /// Takes an in-flight slot, honouring `max_conns` exactly.
     pub fn try_acquire(&self, max_conns: Option<u32>) -> bool {
         let prev = self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -519,152 +410,7 @@ impl ServerState {
         let before = self.tunnels.fetch_sub(1, Ordering::SeqCst);
         self.ended(before - 1);
     }
-
-    /// A request to this server succeeded: ends a failure window or a trial.
-    /// Returns true when this ended an unavailable period (a recovery).
-    pub fn record_success(&self) -> bool {
-        if self.window_fails.load(Ordering::Relaxed) == 0
-            && self.failed_until_ms.load(Ordering::Relaxed) == 0
-        {
-            return false;
-        }
-        let _passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
-        self.window_fails.store(0, Ordering::Relaxed);
-        let was_failed = self.failed_until_ms.swap(0, Ordering::Relaxed) != 0;
-        self.trial.store(false, Ordering::Relaxed);
-        if was_failed {
-            self.mark_recovered();
-        }
-        was_failed
-    }
-
-    /// A request to this server failed. Returns true when this failure made
-    /// the server unavailable (so the caller can log it once, with context).
-    pub fn record_failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
-        self.record_failure_at(clock::now_ms(), max_fails, fail_timeout)
-    }
-
-    /// [`record_failure`](Self::record_failure) at clock time `now`.
-    fn record_failure_at(&self, now: u64, max_fails: u32, fail_timeout: Duration) -> bool {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        if max_fails == 0 {
-            return false;
-        }
-        let timeout = clock::ms(fail_timeout);
-        let mut passive = self.passive.lock().unwrap_or_else(|e| e.into_inner());
-        if self.trial.swap(false, Ordering::Relaxed) {
-            // The trial failed: re-open for another fail_timeout.
-            self.failed_until_ms.store(now + timeout, Ordering::Relaxed);
-            return false;
-        }
-        let mut fails = self.window_fails.load(Ordering::Relaxed);
-        if fails == 0 || now.saturating_sub(passive.window_start_ms) > timeout {
-            fails = 0;
-            passive.window_start_ms = now;
-        }
-        fails += 1;
-        self.window_fails.store(fails, Ordering::Relaxed);
-        if fails >= max_fails && self.failed_until_ms.load(Ordering::Relaxed) == 0 {
-            self.failed_until_ms.store(now + timeout, Ordering::Relaxed);
-            return true;
-        }
-        false
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
-
-    #[test]
-    fn max_fails_within_fail_timeout_make_a_server_unavailable_for_fail_timeout() {
-        let s = ServerState::new(true);
-        assert!(!s.record_failure_at(1_000, 2, FAIL_TIMEOUT));
-        assert_eq!(s.passive_availability(1_000), Availability::Available);
-        assert!(
-            s.record_failure_at(2_000, 2, FAIL_TIMEOUT),
-            "second failure marks it failed"
-        );
-        assert_eq!(s.passive_availability(2_001), Availability::Unavailable);
-        assert_eq!(s.passive_availability(11_999), Availability::Unavailable);
-        assert_eq!(s.passive_availability(12_000), Availability::Trial);
-    }
-
-    #[test]
-    fn failures_further_apart_than_fail_timeout_never_add_up() {
-        let s = ServerState::new(true);
-        assert!(!s.record_failure_at(1_000, 2, FAIL_TIMEOUT));
-        assert!(
-            !s.record_failure_at(11_001, 2, FAIL_TIMEOUT),
-            "the first window has passed"
-        );
-        assert_eq!(s.passive_availability(11_002), Availability::Available);
-        assert!(s.record_failure_at(12_000, 2, FAIL_TIMEOUT));
-    }
-
-    #[test]
-    fn a_success_forgets_the_failures_so_far() {
-        let s = ServerState::new(true);
-        s.record_failure_at(1_000, 2, FAIL_TIMEOUT);
-        assert!(!s.record_success(), "it was never unavailable");
-        assert!(!s.record_failure_at(1_500, 2, FAIL_TIMEOUT));
-        assert_eq!(s.passive_availability(1_500), Availability::Available);
-    }
-
-    #[test]
-    fn exactly_one_trial_after_fail_timeout_and_its_success_closes() {
-        let s = ServerState::new(true);
-        s.record_failure_at(1_000, 1, FAIL_TIMEOUT);
-        assert_eq!(s.passive_availability(11_000), Availability::Trial);
-        assert!(s.claim_trial());
-        assert!(!s.claim_trial(), "a second concurrent trial");
-        assert_eq!(s.passive_availability(11_000), Availability::Unavailable);
-        assert!(s.record_success(), "the trial's success is a recovery");
-        assert_eq!(s.passive_availability(11_001), Availability::Available);
-        assert!(s.recovered_ms().is_some(), "slow start begins");
-    }
-
-    #[test]
-    fn a_failed_trial_reopens_for_another_fail_timeout() {
-        let s = ServerState::new(true);
-        s.record_failure_at(1_000, 1, FAIL_TIMEOUT);
-        assert!(s.claim_trial());
-        assert!(
-            !s.record_failure_at(11_500, 1, FAIL_TIMEOUT),
-            "not a new transition"
-        );
-        assert_eq!(s.passive_availability(21_499), Availability::Unavailable);
-        assert_eq!(s.passive_availability(21_500), Availability::Trial);
-    }
-
-    #[test]
-    fn an_abandoned_trial_lets_the_next_request_try() {
-        let s = ServerState::new(true);
-        s.record_failure_at(1_000, 1, FAIL_TIMEOUT);
-        assert!(s.claim_trial());
-        s.abandon_trial();
-        assert_eq!(s.passive_availability(11_000), Availability::Trial);
-        assert!(s.claim_trial());
-    }
-
-    #[test]
-    fn max_fails_zero_never_fails_a_server() {
-        let s = ServerState::new(true);
-        for t in 0..10 {
-            assert!(!s.record_failure_at(1_000 + t, 0, FAIL_TIMEOUT));
-        }
-        assert_eq!(s.passive_availability(1_010), Availability::Available);
-        assert_eq!(s.failures(), 10, "failures are still counted");
-    }
-
-    #[test]
-    fn one_checker_per_server() {
-        let s = ServerState::new(true);
-        assert!(s.claim_checker());
-        assert!(!s.claim_checker());
-        s.release_checker();
-        assert!(s.claim_checker());
-    }
-}
+mod tests;

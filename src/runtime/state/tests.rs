@@ -1,0 +1,95 @@
+use std::time::Duration;
+
+use super::*;
+
+const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[test]
+fn max_fails_within_fail_timeout_make_a_server_unavailable_for_fail_timeout() {
+    let s = ServerState::new(true);
+    assert!(!s.record_failure_at(1_000, 2, FAIL_TIMEOUT));
+    assert_eq!(s.passive_availability(1_000), Availability::Available);
+    assert!(
+        s.record_failure_at(2_000, 2, FAIL_TIMEOUT),
+        "second failure marks it failed"
+    );
+    assert_eq!(s.passive_availability(2_001), Availability::Unavailable);
+    assert_eq!(s.passive_availability(11_999), Availability::Unavailable);
+    assert_eq!(s.passive_availability(12_000), Availability::Trial);
+}
+
+#[test]
+fn failures_further_apart_than_fail_timeout_never_add_up() {
+    let s = ServerState::new(true);
+    assert!(!s.record_failure_at(1_000, 2, FAIL_TIMEOUT));
+    assert!(
+        !s.record_failure_at(11_001, 2, FAIL_TIMEOUT),
+        "the first window has passed"
+    );
+    assert_eq!(s.passive_availability(11_002), Availability::Available);
+    assert!(s.record_failure_at(12_000, 2, FAIL_TIMEOUT));
+}
+
+#[test]
+fn a_success_forgets_the_failures_so_far() {
+    let s = ServerState::new(true);
+    s.record_failure_at(1_000, 2, FAIL_TIMEOUT);
+    assert!(!s.record_success(), "it was never unavailable");
+    assert!(!s.record_failure_at(1_500, 2, FAIL_TIMEOUT));
+    assert_eq!(s.passive_availability(1_500), Availability::Available);
+}
+
+#[test]
+fn exactly_one_trial_after_fail_timeout_and_its_success_closes() {
+    let s = ServerState::new(true);
+    s.record_failure_at(1_000, 1, FAIL_TIMEOUT);
+    assert_eq!(s.passive_availability(11_000), Availability::Trial);
+    assert!(s.claim_trial());
+    assert!(!s.claim_trial(), "a second concurrent trial");
+    assert_eq!(s.passive_availability(11_000), Availability::Unavailable);
+    assert!(s.record_success(), "the trial's success is a recovery");
+    assert_eq!(s.passive_availability(11_001), Availability::Available);
+    assert!(s.recovered_ms().is_some(), "slow start begins");
+}
+
+#[test]
+fn a_failed_trial_reopens_for_another_fail_timeout() {
+    let s = ServerState::new(true);
+    s.record_failure_at(1_000, 1, FAIL_TIMEOUT);
+    assert!(s.claim_trial());
+    assert!(
+        !s.record_failure_at(11_500, 1, FAIL_TIMEOUT),
+        "not a new transition"
+    );
+    assert_eq!(s.passive_availability(21_499), Availability::Unavailable);
+    assert_eq!(s.passive_availability(21_500), Availability::Trial);
+}
+
+#[test]
+fn an_abandoned_trial_lets_the_next_request_try() {
+    let s = ServerState::new(true);
+    s.record_failure_at(1_000, 1, FAIL_TIMEOUT);
+    assert!(s.claim_trial());
+    s.abandon_trial();
+    assert_eq!(s.passive_availability(11_000), Availability::Trial);
+    assert!(s.claim_trial());
+}
+
+#[test]
+fn max_fails_zero_never_fails_a_server() {
+    let s = ServerState::new(true);
+    for t in 0..10 {
+        assert!(!s.record_failure_at(1_000 + t, 0, FAIL_TIMEOUT));
+    }
+    assert_eq!(s.passive_availability(1_010), Availability::Available);
+    assert_eq!(s.failures(), 10, "failures are still counted");
+}
+
+#[test]
+fn one_checker_per_server() {
+    let s = ServerState::new(true);
+    assert!(s.claim_checker());
+    assert!(!s.claim_checker());
+    s.release_checker();
+    assert!(s.claim_checker());
+}
