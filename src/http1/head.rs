@@ -9,8 +9,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
+
+mod fields;
+
+pub use fields::Fields;
+use fields::Span;
 
 /// How large a head may be, and how many fields it may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,126 +73,6 @@ impl Version {
             Version::Http10 => http::Version::HTTP_10,
             Version::Http11 => http::Version::HTTP_11,
         }
-    }
-}
-
-/// Where something lies in a head's bytes. `u32` is plenty (heads are
-/// limited to far less) and keeps a field at eight bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    start: u32,
-    end: u32,
-}
-
-impl Span {
-    /// The span of `part`, a slice of `whole`.
-    fn of(whole: &[u8], part: &[u8]) -> Span {
-        let start = part.as_ptr() as usize - whole.as_ptr() as usize;
-        Span {
-            start: start as u32,
-            end: (start + part.len()) as u32,
-        }
-    }
-
-    fn get(self, bytes: &[u8]) -> &[u8] {
-        &bytes[self.start as usize..self.end as usize]
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct FieldSpan {
-    name: Span,
-    value: Span,
-}
-
-/// Header fields as received: in order, names in the case sent.
-#[derive(Debug, Clone)]
-pub struct Fields {
-    bytes: Bytes,
-    spans: Vec<FieldSpan>,
-}
-
-impl Fields {
-    /// Every `(name, value)` in the order received.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.spans
-            .iter()
-            .map(|f| (f.name.get(&self.bytes), f.value.get(&self.bytes)))
-    }
-
-    /// The values of every field named `name` (ASCII case-insensitive).
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
-    }
-
-    /// The values of every field named `name` as written between the colon
-    /// and the line end, with the whitespace around them httparse strips.
-    pub fn get_all_raw<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.spans
-            .iter()
-            .filter(move |f| {
-                f.name
-                    .get(&self.bytes)
-                    .eq_ignore_ascii_case(name.as_bytes())
-            })
-            .map(|f| {
-                let start = f.name.end as usize + 1;
-                let end = f.value.end as usize;
-                let trailing = self.bytes[end..]
-                    .iter()
-                    .take_while(|&&b| b == b' ' || b == b'\t')
-                    .count();
-                &self.bytes[start..end + trailing]
-            })
-    }
-
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    /// The name of the `i`th field, as sent.
-    pub fn name(&self, i: usize) -> &[u8] {
-        self.spans[i].name.get(&self.bytes)
-    }
-
-    /// Keeps the fields whose name `keep` accepts.
-    pub fn retain_names(&mut self, keep: impl Fn(&[u8]) -> bool) {
-        let bytes = &self.bytes;
-        self.spans.retain(|f| keep(f.name.get(bytes)));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    /// The fields as an `http` header map: names lower-cased (as `http`
-    /// requires), values shared with the head, not copied. The map has room
-    /// for `extra` more fields, so the ones a proxy adds do not grow it.
-    pub fn to_header_map(&self, extra: usize) -> Result<HeaderMap, HeadError> {
-        let mut map = HeaderMap::with_capacity(self.spans.len() + extra);
-        for f in &self.spans {
-            let name = HeaderName::from_bytes(f.name.get(&self.bytes))
-                .map_err(|_| HeadError::Malformed(httparse::Error::HeaderName))?;
-            let value = self
-                .bytes
-                .slice(f.value.start as usize..f.value.end as usize);
-            let value = HeaderValue::from_maybe_shared(value)
-                .map_err(|_| HeadError::Malformed(httparse::Error::HeaderValue))?;
-            map.append(name, value);
-        }
-        Ok(map)
-    }
-
-    fn collect(bytes: &[u8], headers: &[httparse::Header<'_>]) -> Vec<FieldSpan> {
-        headers
-            .iter()
-            .map(|h| FieldSpan {
-                name: Span::of(bytes, h.name.as_bytes()),
-                value: Span::of(bytes, h.value),
-            })
-            .collect()
     }
 }
 

@@ -1,0 +1,127 @@
+//! A head's header fields as spans of its bytes: names in the case sent,
+//! values as received, read in place.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::HeadError;
+
+/// Where something lies in a head's bytes. `u32` is plenty (heads are
+/// limited to far less) and keeps a field at eight bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    pub(super) start: u32,
+    pub(super) end: u32,
+}
+
+impl Span {
+    /// The span of `part`, a slice of `whole`.
+    pub(super) fn of(whole: &[u8], part: &[u8]) -> Span {
+        let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+        Span {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    pub(super) fn get(self, bytes: &[u8]) -> &[u8] {
+        &bytes[self.start as usize..self.end as usize]
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FieldSpan {
+    pub(super) name: Span,
+    pub(super) value: Span,
+}
+
+/// Header fields as received: in order, names in the case sent.
+#[derive(Debug, Clone)]
+pub struct Fields {
+    pub(super) bytes: Bytes,
+    pub(super) spans: Vec<FieldSpan>,
+}
+
+impl Fields {
+    /// Every `(name, value)` in the order received.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans
+            .iter()
+            .map(|f| (f.name.get(&self.bytes), f.value.get(&self.bytes)))
+    }
+
+    /// The values of every field named `name` (ASCII case-insensitive).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// The values of every field named `name` as written between the colon
+    /// and the line end, with the whitespace around them httparse strips.
+    pub fn get_all_raw<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.spans
+            .iter()
+            .filter(move |f| {
+                f.name
+                    .get(&self.bytes)
+                    .eq_ignore_ascii_case(name.as_bytes())
+            })
+            .map(|f| {
+                let start = f.name.end as usize + 1;
+                let end = f.value.end as usize;
+                let trailing = self.bytes[end..]
+                    .iter()
+                    .take_while(|&&b| b == b' ' || b == b'\t')
+                    .count();
+                &self.bytes[start..end + trailing]
+            })
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// The name of the `i`th field, as sent.
+    pub fn name(&self, i: usize) -> &[u8] {
+        self.spans[i].name.get(&self.bytes)
+    }
+
+    /// Keeps the fields whose name `keep` accepts.
+    pub fn retain_names(&mut self, keep: impl Fn(&[u8]) -> bool) {
+        let bytes = &self.bytes;
+        self.spans.retain(|f| keep(f.name.get(bytes)));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The fields as an `http` header map: names lower-cased (as `http`
+    /// requires), values shared with the head, not copied. The map has room
+    /// for `extra` more fields, so the ones a proxy adds do not grow it.
+    pub fn to_header_map(&self, extra: usize) -> Result<HeaderMap, HeadError> {
+        let mut map = HeaderMap::with_capacity(self.spans.len() + extra);
+        for f in &self.spans {
+            let name = HeaderName::from_bytes(f.name.get(&self.bytes))
+                .map_err(|_| HeadError::Malformed(httparse::Error::HeaderName))?;
+            let value = self
+                .bytes
+                .slice(f.value.start as usize..f.value.end as usize);
+            let value = HeaderValue::from_maybe_shared(value)
+                .map_err(|_| HeadError::Malformed(httparse::Error::HeaderValue))?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
+
+    pub(super) fn collect(bytes: &[u8], headers: &[httparse::Header<'_>]) -> Vec<FieldSpan> {
+        headers
+            .iter()
+            .map(|h| FieldSpan {
+                name: Span::of(bytes, h.name.as_bytes()),
+                value: Span::of(bytes, h.value),
+            })
+            .collect()
+    }
+}
