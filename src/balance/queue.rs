@@ -10,9 +10,8 @@
 //! ends on an upstream with waiters ever touch; without waiters a lease end
 //! costs one fence and one atomic load.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -23,33 +22,6 @@ use crate::runtime::{Availability, UpstreamRt, UpstreamState};
 /// How often the head re-tries without a wake-up: capacity also comes back
 /// without a lease ending (a server recovers, is enabled, or a reload adds one).
 const RECHECK: Duration = Duration::from_millis(100);
-
-/// The waiting line of one upstream; lives in its [`UpstreamState`], so it
-/// survives reloads with the leases that wake it.
-#[derive(Debug, Default)]
-pub struct Line {
-    inner: Mutex<Waiters>,
-}
-
-#[derive(Debug, Default)]
-struct Waiters {
-    next_id: u64,
-    line: VecDeque<(u64, Arc<Notify>)>,
-}
-
-impl Line {
-    fn lock(&self) -> MutexGuard<'_, Waiters> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Waiters {
-    fn wake_head(&self) {
-        if let Some((_, head)) = self.line.front() {
-            head.notify_one();
-        }
-    }
-}
 
 /// Whether newcomers must queue behind requests already waiting.
 pub fn has_waiters(state: &UpstreamState) -> bool {
@@ -62,7 +34,7 @@ pub fn slot_freed(state: &UpstreamState) {
     // or this sees the waiter.
     fence(Ordering::SeqCst);
     if has_waiters(state) {
-        state.line.lock().wake_head();
+        state.line.wake_head();
     }
 }
 
@@ -81,17 +53,8 @@ pub async fn wait<T>(
     }
     let deadline = Instant::now() + up.cfg.queue_timeout;
     let notify = Arc::new(Notify::new());
-    let id = {
-        let mut waiters = state.line.lock();
-        if waiters.line.len() >= up.cfg.queue {
-            return None;
-        }
-        let id = waiters.next_id;
-        waiters.next_id += 1;
-        waiters.line.push_back((id, notify.clone()));
-        state.queued.fetch_add(1, Ordering::Relaxed);
-        id
-    };
+    let id = state.line.join(up.cfg.queue, notify.clone())?;
+    state.queued.fetch_add(1, Ordering::Relaxed);
     let _place = Place { state, id };
     fence(Ordering::SeqCst);
     loop {
@@ -99,12 +62,7 @@ pub async fn wait<T>(
         tokio::pin!(woken);
         // Registered before the pick, so a wake-up in between is kept.
         woken.as_mut().enable();
-        let is_head = state
-            .line
-            .lock()
-            .line
-            .front()
-            .is_some_and(|&(head, _)| head == id);
+        let is_head = state.line.is_head(id);
         if is_head && let Some(taken) = take(crate::runtime::clock::now_ms()) {
             return Some(taken);
         }
@@ -133,13 +91,8 @@ struct Place<'a> {
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        let mut waiters = self.state.line.lock();
-        if let Some(at) = waiters.line.iter().position(|&(id, _)| id == self.id) {
-            waiters.line.remove(at);
+        if self.state.line.leave(self.id) {
             self.state.queued.fetch_sub(1, Ordering::Relaxed);
-            if at == 0 {
-                waiters.wake_head();
-            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! live per-server state that outlives snapshots.
 
 pub mod clock;
+mod line;
 pub mod pool;
 pub mod retry_budget;
 mod snapshot;
@@ -159,7 +160,7 @@ pub struct UpstreamState {
     /// Requests waiting in the `queue` for a server under `max_conns`.
     pub queued: AtomicU32,
     /// Those requests, in arrival order.
-    pub line: crate::balance::queue::Line,
+    pub line: line::Line,
     pub retries: stats::Counter,
     /// Retries the budget refused.
     pub retries_refused: stats::Counter,
