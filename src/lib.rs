@@ -4,7 +4,7 @@
 //! `ArcSwap`; per-server state lives in a `runtime::Registry` keyed by
 //! `(upstream, address)` so it survives reloads. A request loads the snapshot
 //! once, routes, asks its upstream's `balance::Balancer` for a server, and
-//! is forwarded by [`proxy`].
+//! is forwarded by `proxy`.
 #![forbid(unsafe_code)]
 
 mod admin;
