@@ -35,11 +35,30 @@ pub struct Speller<'c> {
     /// Where the previous name was found: fields are mostly written in the
     /// order they came, so the next one is usually right there.
     next: usize,
+    /// Bit `n % 64` is set when a name sent is `n` bytes long: the names
+    /// sluice sets itself (`X-Forwarded-For`, `X-Real-IP`) are mostly of
+    /// lengths no name sent has, and are known to be missing without a
+    /// look at every field.
+    lengths: u64,
+}
+
+/// The bit of [`Speller::lengths`] for a name of `len` bytes.
+fn length_bit(len: usize) -> u64 {
+    1 << (len % 64)
 }
 
 impl<'c> Speller<'c> {
     pub fn new(case: Option<&'c HeaderCase>) -> Speller<'c> {
-        Speller { case, next: 0 }
+        let lengths = case.map_or(0, |case| {
+            case.0
+                .iter()
+                .fold(0, |lengths, (name, _)| lengths | length_bit(name.len()))
+        });
+        Speller {
+            case,
+            next: 0,
+            lengths,
+        }
     }
 
     /// `name` as the peer spelled it, or as `http` does (lower case) for a
@@ -53,6 +72,9 @@ impl<'c> Speller<'c> {
         let Some(case) = self.case else {
             return wanted;
         };
+        if self.lengths & length_bit(wanted.len()) == 0 {
+            return wanted;
+        }
         let fields = &case.0;
         // From where the last name was found to the end, then the rest.
         let order = (self.next..fields.len()).chain(0..self.next.min(fields.len()));
@@ -104,6 +126,21 @@ mod tests {
         let date = HeaderName::from_static("date");
         assert_eq!(speller.spell(&date), b"date");
         assert_eq!(Speller::new(None).spell(&etag), b"etag");
+    }
+
+    #[test]
+    fn names_of_lengths_never_sent_or_64_apart_are_spelled() {
+        // 70 bytes: its length bit is that of a 6-byte name.
+        let long = format!("X-{}", "Long".repeat(17));
+        let case = case(format!("HTTP/1.1 200 OK\r\n{long}: 1\r\nHost: a\r\n\r\n").as_bytes());
+        let mut speller = Speller::new(Some(&case));
+        let x_real_ip = HeaderName::from_static("x-real-ip");
+        assert_eq!(speller.spell(&x_real_ip), b"x-real-ip");
+        let x_case = HeaderName::from_static("x-case");
+        assert_eq!(speller.spell(&x_case), b"x-case");
+        let long_name = HeaderName::from_bytes(long.as_bytes()).unwrap();
+        assert_eq!(speller.spell(&long_name), long.as_bytes());
+        assert_eq!(speller.spell(&http::header::HOST), b"Host");
     }
 
     #[test]

@@ -246,11 +246,12 @@ async fn exchange(
     };
     let Exchange {
         request,
+        case,
         keep_alive,
     } = exchange;
     reader.start_body(kind, expect_continue(&request), version);
     let request = request.map(|()| ClientBody::H1(H1Body::new(reader)));
-    let handled = ctx.handle(request).await;
+    let handled = ctx.handle_h1(request, Some(case)).await;
     // Interim responses still on their way go out before the final one.
     if std::future::poll_fn(|cx| reader.poll_interim(cx))
         .await
@@ -396,6 +397,9 @@ async fn fill_by(reader: &mut Reader, deadline: Instant) -> Result<(), NoHead> {
 /// A request head made into the request the handler sees.
 struct Exchange {
     request: Request<()>,
+    /// The field names as the client spelled them; beside the request, not
+    /// in its extensions, which would cost a map and a box per request.
+    case: HeaderCase,
     /// The client lets the connection carry another request.
     keep_alive: bool,
 }
@@ -428,11 +432,9 @@ impl Exchange {
         if server_wide {
             request.extensions_mut().insert(ServerWideOptions);
         }
-        request
-            .extensions_mut()
-            .insert(HeaderCase::new(head.fields));
         Some(Exchange {
             request,
+            case: HeaderCase::new(head.fields),
             keep_alive,
         })
     }

@@ -82,6 +82,16 @@ impl ConnCtx {
     }
 
     pub async fn handle(&self, req: Request<ClientBody<'_>>) -> Handled {
+        self.handle_h1(req, None).await
+    }
+
+    /// [`handle`](Self::handle) for a request read by the HTTP/1.1 engine,
+    /// with the spelling of its field names (`case`) to write them on with.
+    pub async fn handle_h1(
+        &self,
+        req: Request<ClientBody<'_>>,
+        mut case: Option<HeaderCase>,
+    ) -> Handled {
         let started = Instant::now();
         // The one snapshot load of this request.
         let snapshot = self.shared.load();
@@ -136,8 +146,7 @@ impl ConnCtx {
             None
         };
         let server_wide = req.extensions().get::<ServerWideOptions>().is_some();
-        let (mut parts, body) = req.into_parts();
-        let mut case = parts.extensions.remove::<HeaderCase>();
+        let (parts, body) = req.into_parts();
         let binding = upstream
             .sticky
             .as_ref()

@@ -1,0 +1,176 @@
+use super::*;
+
+fn cidr(s: &str) -> Cidr {
+    let (ip, prefix) = s.split_once('/').unwrap();
+    Cidr {
+        addr: ip.parse().unwrap(),
+        prefix: prefix.parse().unwrap(),
+    }
+}
+
+fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(*k, HeaderValue::from_static(v));
+    }
+    h
+}
+
+#[test]
+fn connection_named_headers_are_removed() {
+    let mut h = map(&[
+        ("connection", "keep-alive, x-secret"),
+        ("x-secret", "1"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+        ("proxy-authorization", "x"),
+        ("upgrade", "websocket"),
+        ("x-kept", "1"),
+    ]);
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(h.len(), 1);
+    assert!(h.contains_key("x-kept"));
+}
+
+#[test]
+fn every_proxy_header_is_hop_by_hop_but_lookalikes_stay() {
+    let mut h = map(&[
+        ("proxy", "http://evil.example:3128"),
+        ("proxy-foo", "1"),
+        ("proxy-authorization", "x"),
+        ("proxyish", "kept"),
+        ("x-proxy", "kept"),
+    ]);
+    strip_hop_by_hop(&mut h, false);
+    let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["proxyish", "x-proxy"]);
+}
+
+#[test]
+fn connection_names_match_without_case_across_lines() {
+    let mut h = map(&[
+        ("connection", "X-Secret, Upgrade"),
+        ("connection", "X-Other,,"),
+        ("x-secret", "1"),
+        ("x-other", "1"),
+        ("upgrade", "websocket"),
+        ("x-kept", "1"),
+    ]);
+    strip_hop_by_hop(&mut h, true);
+    let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["upgrade", "x-kept"]);
+}
+
+#[test]
+fn hop_by_hop_names_are_known_in_any_case() {
+    for name in [
+        "Connection",
+        "TE",
+        "Upgrade",
+        "Proxy-Foo",
+        "transfer-encoding",
+    ] {
+        assert!(is_hop_by_hop(name.as_bytes()), "{name}");
+    }
+    for name in ["Link", "X-Connection", "Proxyish"] {
+        assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+    }
+}
+
+#[test]
+fn hop_index_follows_the_hop_by_hop_list() {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        assert_eq!(hop_index(name.as_str()), Some(i), "{name}");
+    }
+    assert_eq!(hop_index("upgrade"), None);
+}
+
+#[test]
+fn a_lone_upgrade_or_te_is_removed_and_other_headers_kept() {
+    let mut h = map(&[("upgrade", "websocket"), ("x-kept", "1")]);
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(h.len(), 1);
+    let mut h = map(&[("te", "trailers"), ("host", "a")]);
+    strip_hop_by_hop(&mut h, false);
+    assert!(!h.contains_key("te"));
+    let untouched = map(&[("host", "a"), ("accept", "*/*")]);
+    let mut h = untouched.clone();
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(h, untouched);
+}
+
+#[test]
+fn untrusted_peer_forwarded_headers_are_replaced() {
+    let mut h = map(&[
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-real-ip", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-forwarded-port", "1"),
+        ("x-forwarded-prefix", "/admin"),
+        ("x-forwarded", "kept: not of the family"),
+    ]);
+    let host = HeaderValue::from_static("example.com");
+    let peer: IpAddr = "10.1.2.3".parse().unwrap();
+    set_forwarded(
+        &mut h,
+        &Forwarded {
+            peer: &ip_value(peer),
+            client: peer,
+            peer_trusted: false,
+            proto: "http",
+            host: &host,
+        },
+        None,
+    );
+    assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-real-ip"], "10.1.2.3");
+    assert_eq!(h["x-forwarded-host"], "example.com");
+    assert!(!h.contains_key("forwarded"));
+    assert!(!h.contains_key("x-forwarded-port"));
+    assert!(!h.contains_key("x-forwarded-prefix"));
+    assert!(h.contains_key("x-forwarded"));
+}
+
+#[test]
+fn trusted_peer_chain_is_joined_and_extended() {
+    let trusted = [cidr("10.0.0.0/8")];
+    let h0 = map(&[
+        ("x-forwarded-for", "1.1.1.1, 10.0.0.9"),
+        ("x-forwarded-for", "2.2.2.2"),
+    ]);
+    let peer: IpAddr = "10.0.0.1".parse().unwrap();
+    assert_eq!(
+        client_ip(peer, &h0, &trusted),
+        "2.2.2.2".parse::<IpAddr>().unwrap()
+    );
+    let mut h = h0.clone();
+    let host = HeaderValue::from_static("example.com");
+    set_forwarded(
+        &mut h,
+        &Forwarded {
+            peer: &ip_value(peer),
+            client: "2.2.2.2".parse().unwrap(),
+            peer_trusted: true,
+            proto: "http",
+            host: &host,
+        },
+        None,
+    );
+    assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.9, 2.2.2.2, 10.0.0.1");
+}
+
+#[test]
+fn upgrade_h2c_is_not_a_tunnel() {
+    assert!(wants_upgrade(&map(&[
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket")
+    ])));
+    assert!(!wants_upgrade(&map(&[
+        ("connection", "Upgrade"),
+        ("upgrade", "h2c")
+    ])));
+    assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
+}
