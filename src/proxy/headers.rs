@@ -169,6 +169,17 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     !h2c && connection_has(headers, "upgrade")
 }
 
+/// A request's or response's `Content-Length`, when it holds one number.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Whether `Connection` lists `token`.
 pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers

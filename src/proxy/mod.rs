@@ -17,6 +17,7 @@ pub mod prefixed;
 pub mod service;
 pub mod tunnel;
 pub mod upgrade;
+mod validate;
 pub mod websocket;
 
 pub use service::ConnCtx;

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
 use http::Method;
-use http::header::{self, HeaderMap};
+use http::header::HeaderMap;
 use http_body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -84,7 +84,7 @@ pub async fn send(
     let mut len_text = [0u8; 20];
     let (outgoing, framing): (_, Option<(&[u8], &[u8])>) = if body.is_end_stream() {
         (None, None)
-    } else if let Some(len) = content_length(head.headers) {
+    } else if let Some(len) = headers::content_length(head.headers) {
         (Some(Outgoing::Length(len)), None)
     } else if let Some(len) = body.size_hint().exact() {
         let text = write::decimal(len, &mut len_text);
@@ -285,14 +285,4 @@ pub(super) fn pass_interim(head: &ResponseHead, body: &mut RequestBody<'_>) {
         }),
     );
     body.pass_interim(head.status, out.freeze());
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
