@@ -1,18 +1,14 @@
 //! One health check request over the checker's own keep-alive connection,
 //! written and read with the HTTP/1.1 codec.
 
-use std::io;
-
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::HeaderValue;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Target;
-use crate::http1::{
-    BodyDecoder, ChunkError, FramingError, HeadError, Limits, ResponseHead, Step, framing, write,
-};
-use crate::upstream::{self, Conn, ConnectError};
+use crate::http1::{BodyDecoder, Limits, ResponseHead, Step, framing, write};
+use crate::upstream::{self, Conn, ConnectError, UpstreamError};
 
 /// Health responses are read to their end so the connection can be reused;
 /// one larger than this is not worth keeping the connection for.
@@ -38,20 +34,8 @@ pub enum CheckFailure {
     Refused,
     #[error("{0}")]
     Connect(#[source] ConnectError),
-    #[error("sending the request: {0}")]
-    Write(#[source] io::Error),
-    #[error("reading the response: {0}")]
-    Read(#[source] io::Error),
-    #[error("connection closed before the response head")]
-    ClosedBeforeHead,
-    #[error("invalid response head: {0}")]
-    Head(#[source] HeadError),
-    #[error("invalid response framing: {0}")]
-    Framing(#[source] FramingError),
-    #[error("invalid chunked response body: {0}")]
-    Chunked(#[source] ChunkError),
-    #[error("connection closed before the response body ended")]
-    Truncated,
+    #[error(transparent)]
+    Exchange(#[from] UpstreamError),
     #[error("path {0:?} is not a valid request target")]
     InvalidPath(String),
     #[error("address {0:?} is not a valid Host")]
@@ -92,8 +76,8 @@ impl Probe {
             Some(conn) => conn,
             None => open(target).await?,
         };
-        conn.write_all(&head).await.map_err(CheckFailure::Write)?;
-        conn.flush().await.map_err(CheckFailure::Write)?;
+        conn.write_all(&head).await.map_err(UpstreamError::Write)?;
+        conn.flush().await.map_err(UpstreamError::Write)?;
         let (status, reusable) = read_response(&mut conn).await?;
         if reusable {
             self.conn = Some(conn);
@@ -155,26 +139,26 @@ async fn open(target: &Target) -> Result<Conn, CheckFailure> {
 async fn read_response(conn: &mut Conn) -> Result<(StatusCode, bool), CheckFailure> {
     let mut buf = BytesMut::new();
     let head = loop {
-        match ResponseHead::parse(&mut buf, RESPONSE_LIMITS).map_err(CheckFailure::Head)? {
+        match ResponseHead::parse(&mut buf, RESPONSE_LIMITS).map_err(UpstreamError::Head)? {
             Some(head)
                 if head.status.is_informational()
                     && head.status != StatusCode::SWITCHING_PROTOCOLS => {}
             Some(head) => break head,
             None => {
                 if read_more(conn, &mut buf).await? == 0 {
-                    return Err(CheckFailure::ClosedBeforeHead);
+                    return Err(UpstreamError::ClosedBeforeHead.into());
                 }
             }
         }
     };
-    let kind = framing::response_body(&Method::GET, &head).map_err(CheckFailure::Framing)?;
+    let kind = framing::response_body(&Method::GET, &head).map_err(UpstreamError::Framing)?;
     let mut body = BodyDecoder::new(kind);
     let mut read = 0;
     let ended = loop {
-        match body.step(&buf).map_err(CheckFailure::Chunked)? {
+        match body.step(&buf).map_err(UpstreamError::Chunked)? {
             Step::NeedMore => {
                 if read_more(conn, &mut buf).await? == 0 {
-                    body.at_eof().map_err(|_| CheckFailure::Truncated)?;
+                    body.at_eof().map_err(|_| UpstreamError::Truncated)?;
                     // Ended by the close: nothing left to reuse.
                     return Ok((head.status, false));
                 }
@@ -204,5 +188,5 @@ async fn read_response(conn: &mut Conn) -> Result<(StatusCode, bool), CheckFailu
 /// Reads what the server sent next into `buf`; 0 at the end of the stream.
 async fn read_more(conn: &mut Conn, buf: &mut BytesMut) -> Result<usize, CheckFailure> {
     buf.reserve(READ_SIZE);
-    conn.read_buf(buf).await.map_err(CheckFailure::Read)
+    Ok(conn.read_buf(buf).await.map_err(UpstreamError::Read)?)
 }

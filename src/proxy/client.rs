@@ -14,9 +14,8 @@ use tokio::io::AsyncReadExt;
 use super::body::{RequestBody, RequestBodyError};
 use super::buffers;
 use super::conn::Conn;
-use crate::http1::{
-    ChunkError, FramingError, HeadError, HeaderCase, Limits, ResponseHead, Version, framing,
-};
+use crate::http1::{HeaderCase, Limits, ResponseHead, Version, framing};
+use crate::upstream::UpstreamError;
 
 mod send;
 mod upstream_body;
@@ -35,25 +34,6 @@ const RESPONSE_LIMITS: Limits = Limits {
 
 /// How much is read from a server at once.
 const READ_SIZE: usize = 8 * 1024;
-
-/// What went wrong talking to a server.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("sending the request: {0}")]
-    Write(#[source] io::Error),
-    #[error("reading the response: {0}")]
-    Read(#[source] io::Error),
-    #[error("connection closed before the response head")]
-    ClosedBeforeHead,
-    #[error("invalid response head: {0}")]
-    Head(#[source] HeadError),
-    #[error("invalid response framing: {0}")]
-    Framing(#[source] FramingError),
-    #[error("invalid chunked response body: {0}")]
-    Chunked(#[source] ChunkError),
-    #[error("connection closed before the response body ended")]
-    Truncated,
-}
 
 /// Why sending failed: the server, or the client's body.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +147,7 @@ fn poll_read_more(
 
 #[cfg(test)]
 mod tests {
+    use crate::http1::FramingError;
     use bytes::Bytes;
     use http::header::{self, HeaderMap, HeaderValue};
     use http_body::Body as _;

@@ -3,8 +3,9 @@
 use http::StatusCode;
 
 use super::body::RequestBodyError;
-use super::client::{SendError, UpstreamError};
+use super::client::SendError;
 use crate::upstream::ConnectError;
+use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {

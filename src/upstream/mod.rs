@@ -3,7 +3,9 @@
 //! and TLS name were settled when the snapshot was built.
 
 pub mod connect;
+mod error;
 pub mod stream;
 
 pub use connect::{ConnectError, Endpoint, connect};
+pub use error::UpstreamError;
 pub use stream::Conn;

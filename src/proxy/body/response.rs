@@ -10,10 +10,11 @@ use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 
 use super::super::access::AccessEntry;
-use super::super::client::{UpstreamBody, UpstreamError};
+use super::super::client::UpstreamBody;
 use super::super::conn::Conn;
 use crate::balance::Lease;
 use crate::http1::HeaderCase;
+use crate::upstream::UpstreamError;
 
 /// What a finished upstream response body hands back.
 pub struct Finish {

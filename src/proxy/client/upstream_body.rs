@@ -11,8 +11,9 @@ use http_body::{Body, Frame, SizeHint};
 use super::super::buffers;
 use super::super::conn::Conn;
 use super::super::prefixed::Prefixed;
-use super::{UpstreamError, poll_read_more};
+use super::poll_read_more;
 use crate::http1::{BodyDecoder, BodyKind, HeaderCase, Step};
+use crate::upstream::UpstreamError;
 
 /// A response body being read from its server. It owns the connection: a
 /// body that ends cleanly gives it back for reuse, one that does not drops
