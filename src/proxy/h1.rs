@@ -107,8 +107,11 @@ pub struct Settings {
 pub enum Served {
     Done,
     /// The client sent the HTTP/2 preface (prior knowledge): the stream,
-    /// with the bytes read from it put back in front, is HTTP/2's.
-    H2(Prefixed<ClientStream>),
+    /// with the bytes read from it put back in front, is HTTP/2's. The
+    /// connection's context and stop signal come back with it, boxed: this
+    /// is the output of the future an idle connection holds, and room for
+    /// it is kept beside that future.
+    H2(Box<(Prefixed<ClientStream>, ConnCtx, Stop)>),
 }
 
 /// Why a wait for the next head ended without one.
@@ -138,7 +141,6 @@ pub fn serve(
 ) -> impl Future<Output = Served> {
     let mut reader = Reader::new(stream);
     async move {
-        let ctx = &ctx;
         let mut answered = false;
         // One timer for every wait of the connection, moved only when a
         // wait must end sooner than it fires: a new timer per request, or
@@ -162,11 +164,12 @@ pub fn serve(
             )
             .await
             {
-                Ok(head) => Box::pin(exchange(ctx, &mut reader, head, &stop, &settings)),
+                Ok(head) => Box::pin(exchange(&ctx, &mut reader, head, &stop, &settings)),
                 Err(NoHead::Close) => return Served::Done,
                 Err(NoHead::H2) => {
                     let preface = std::mem::take(&mut reader.buf).freeze();
-                    return Served::H2(Prefixed::new(preface, reader.stream));
+                    let stream = Prefixed::new(preface, reader.stream);
+                    return Served::H2(Box::new((stream, ctx, stop)));
                 }
                 Err(NoHead::Timeout) => {
                     let _ = reader.stream.write_all(REQUEST_TIMEOUT_408).await;
@@ -176,7 +179,7 @@ pub fn serve(
                 Err(NoHead::Refuse(status)) => {
                     // Boxed, as the exchange: rare, and large.
                     let (method, version) = (&Method::GET, Version::Http11);
-                    Box::pin(refuse(ctx, &mut reader.stream, status, method, version)).await;
+                    Box::pin(refuse(&ctx, &mut reader.stream, status, method, version)).await;
                     let _ = reader.stream.shutdown().await;
                     return Served::Done;
                 }
