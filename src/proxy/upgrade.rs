@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -124,7 +125,9 @@ impl Tunnel {
     ///
     /// The future is all an idle tunnel costs besides its sockets, so the
     /// relay is built before it (an async fn would keep its arguments and
-    /// what it moves into the relay besides the relay).
+    /// what it moves into the relay besides the relay), and what follows
+    /// the relay is a `map` on it: an async block awaiting the relay would
+    /// hold it twice, as captured and as awaited.
     pub fn run<C>(self, client: C) -> impl Future<Output = ()>
     where
         C: AsyncRead + AsyncWrite + Unpin,
@@ -136,9 +139,7 @@ impl Tunnel {
             log,
             guard,
         } = self;
-        let relay = supervise(client, upstream, &rules, &token);
-        async move {
-            let end = relay.await;
+        supervise(client, upstream, &rules, &token).map(move |end| {
             if let Some(entry) = log {
                 entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
             }
@@ -146,7 +147,7 @@ impl Tunnel {
             // Held until the line is logged, so shutdown waits for it.
             drop(token);
             drop(guard);
-        }
+        })
     }
 }
 
@@ -164,78 +165,74 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let orders = watch(
-        rules.server.clone(),
-        rules.protocol,
-        rules.websocket,
-        token.shutdown(),
-    );
+    let (server, protocol, websocket) = (rules.server.clone(), rules.protocol, rules.websocket);
+    let shutdown = token.shutdown();
+    let orders = move || watch(server, protocol, websocket, shutdown);
     relay(client, upstream, rules.protocol, rules.idle_timeout, orders)
 }
 
 /// Waits for a reason to end the tunnel from outside, takes its place in
 /// its server's line of closes, and gives the order when its turn comes.
-fn watch(
+async fn watch(
     server: Arc<ServerState>,
     protocol: Protocol,
     websocket: config::WebSocket,
     shutdown: impl Future<Output = Duration>,
-) -> impl Future<Output = Stop> {
-    // Pinned on the heap: pinning it inside the block would move it there
-    // and keep it twice.
-    let mut websocket_only = Box::pin(async move {
+) -> Stop {
+    // Pinned in place: `shutdown` is moved in before it first runs, so
+    // what stays behind is only its unstarted state (a channel
+    // receiver), not a second copy of a running future.
+    let mut websocket_only = std::pin::pin!(async move {
         match protocol {
             Protocol::WebSocket => shutdown.await,
             // Other tunnels run on until shutdown_timeout, as requests do.
             Protocol::Other => std::future::pending().await,
         }
     });
-    async move {
-        let cause = loop {
-            let (cause, spread) = tokio::select! {
-                _ = server.drain_deadline_passed() => (CloseCause::Drain, websocket.close_spread),
-                timeout = &mut websocket_only => {
-                    // A tunnel gets until shutdown_timeout to end on its
-                    // own, as a request does; a WebSocket still open then
-                    // is closed just before, so its client sees a Close,
-                    // not a reset. The closes end CLOSE_GRACE before the
-                    // timeout, spread over at most half of what is left.
-                    let window = timeout.saturating_sub(CLOSE_GRACE);
-                    let spread = websocket.close_spread.min(window / 2);
-                    tokio::time::sleep(window - spread).await;
-                    (CloseCause::Shutdown, spread)
-                }
-            };
-            let slot = server.close_slot(cause);
-            let tunnels = server.tunnels().max(slot + 1);
-            tokio::time::sleep(spread.mul_f64(f64::from(slot) / f64::from(tunnels))).await;
-            // An operator who ended the drain meanwhile keeps the tunnel open.
-            if cause == CloseCause::Shutdown || server.drain_deadline_ms().is_some() {
-                break cause;
+    let cause = loop {
+        let (cause, spread) = tokio::select! {
+            _ = server.drain_deadline_passed() => (CloseCause::Drain, websocket.close_spread),
+            timeout = &mut websocket_only => {
+                // A tunnel gets until shutdown_timeout to end on its
+                // own, as a request does; a WebSocket still open then
+                // is closed just before, so its client sees a Close,
+                // not a reset. The closes end CLOSE_GRACE before the
+                // timeout, spread over at most half of what is left.
+                let window = timeout.saturating_sub(CLOSE_GRACE);
+                let spread = websocket.close_spread.min(window / 2);
+                tokio::time::sleep(window - spread).await;
+                (CloseCause::Shutdown, spread)
             }
         };
-        let (stop, code) = match (protocol, cause) {
-            (Protocol::Other, _) => (Stop::Cut, None),
-            (Protocol::WebSocket, CloseCause::Drain) => (
-                Stop::Close {
-                    client: websocket.close_code,
-                    server: GOING_AWAY,
-                },
-                Some(websocket.close_code),
-            ),
-            (Protocol::WebSocket, CloseCause::Shutdown) => (
-                Stop::Close {
-                    client: GOING_AWAY,
-                    server: GOING_AWAY,
-                },
-                Some(GOING_AWAY),
-            ),
-        };
-        tracing::debug!(cause = cause.as_str(), ?code, "closing a tunnel");
-        // Polled by the relay, which acts on it at once.
-        server.note_closed_tunnel(cause, code);
-        stop
-    }
+        let slot = server.close_slot(cause);
+        let tunnels = server.tunnels().max(slot + 1);
+        tokio::time::sleep(spread.mul_f64(f64::from(slot) / f64::from(tunnels))).await;
+        // An operator who ended the drain meanwhile keeps the tunnel open.
+        if cause == CloseCause::Shutdown || server.drain_deadline_ms().is_some() {
+            break cause;
+        }
+    };
+    let (stop, code) = match (protocol, cause) {
+        (Protocol::Other, _) => (Stop::Cut, None),
+        (Protocol::WebSocket, CloseCause::Drain) => (
+            Stop::Close {
+                client: websocket.close_code,
+                server: GOING_AWAY,
+            },
+            Some(websocket.close_code),
+        ),
+        (Protocol::WebSocket, CloseCause::Shutdown) => (
+            Stop::Close {
+                client: GOING_AWAY,
+                server: GOING_AWAY,
+            },
+            Some(GOING_AWAY),
+        ),
+    };
+    tracing::debug!(cause = cause.as_str(), ?code, "closing a tunnel");
+    // Polled by the relay, which acts on it at once.
+    server.note_closed_tunnel(cause, code);
+    stop
 }
 
 #[cfg(test)]
