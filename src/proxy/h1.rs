@@ -114,10 +114,13 @@ pub enum Served {
     H2(Box<(Prefixed<ClientStream>, ConnCtx, Stop)>),
 }
 
-/// Why a wait for the next head ended without one.
+/// Why a wait for the next head ended without one, or why the connection
+/// will not wait for another.
 enum NoHead {
     /// Close without a word.
     Close,
+    /// A response said the connection ends with it: shut the stream down.
+    Shut,
     /// Answer this, then close.
     Refuse(StatusCode),
     Timeout,
@@ -149,63 +152,74 @@ pub fn serve(
         let mut timer = std::pin::pin!(tokio::time::sleep_until(
             Instant::now() + settings.header_timeout
         ));
-        loop {
+        'requests: loop {
             let deadline = Instant::now() + settings.header_timeout;
             // The exchange's future is made in the match and awaited after
             // it: a head bound across the await would take room in every
             // connection's state.
-            let busy = match read_head(
-                &mut reader,
-                &settings,
-                deadline,
-                answered,
-                &mut stop,
-                timer.as_mut(),
-            )
-            .await
-            {
-                Ok(head) => Box::pin(exchange(&ctx, &mut reader, head, &stop, &settings)),
-                Err(NoHead::Close) => return Served::Done,
-                Err(NoHead::H2) => {
+            // Nothing is awaited while the outcome of an earlier await is
+            // still bound by a match: such a value (a request head, the
+            // exchange's outcome) would stay in the task's state beside the
+            // future it came from. Endings are awaited after the block.
+            let ending = 'ending: {
+                let busy = match read_head(
+                    &mut reader,
+                    &settings,
+                    deadline,
+                    answered,
+                    &mut stop,
+                    timer.as_mut(),
+                )
+                .await
+                {
+                    Ok(head) => Box::pin(exchange(&ctx, &mut reader, head, &stop, &settings)),
+                    Err(no_head) => break 'ending no_head,
+                };
+                answered = true;
+                match busy.await {
+                    Next::Head => {
+                        reader.release();
+                        continue 'requests;
+                    }
+                    Next::Close => NoHead::Shut,
+                    Next::Tunnel(tunnel) => {
+                        // What the client sent behind its upgrade request
+                        // (usually nothing) is copied out, so the read
+                        // buffer goes back to the free list: an idle tunnel
+                        // holds no buffer.
+                        let rest = Bytes::copy_from_slice(&reader.buf);
+                        reader.buf.clear();
+                        reader.release();
+                        // A task of its own: this connection's task, sized
+                        // for HTTP, ends, and the tunnel holds only what it
+                        // needs. It holds its own shutdown token.
+                        tokio::spawn(tunnel.run(Prefixed::new(rest, reader.stream)));
+                        return Served::Done;
+                    }
+                }
+            };
+            match ending {
+                NoHead::Close => {}
+                NoHead::Shut => {
+                    let _ = reader.stream.shutdown().await;
+                }
+                NoHead::H2 => {
                     let preface = std::mem::take(&mut reader.buf).freeze();
                     let stream = Prefixed::new(preface, reader.stream);
                     return Served::H2(Box::new((stream, ctx, stop)));
                 }
-                Err(NoHead::Timeout) => {
+                NoHead::Timeout => {
                     let _ = reader.stream.write_all(REQUEST_TIMEOUT_408).await;
                     let _ = reader.stream.shutdown().await;
-                    return Served::Done;
                 }
-                Err(NoHead::Refuse(status)) => {
+                NoHead::Refuse(status) => {
                     // Boxed, as the exchange: rare, and large.
                     let (method, version) = (&Method::GET, Version::Http11);
                     Box::pin(refuse(&ctx, &mut reader.stream, status, method, version)).await;
                     let _ = reader.stream.shutdown().await;
-                    return Served::Done;
-                }
-            };
-            answered = true;
-            match busy.await {
-                Next::Head => reader.release(),
-                Next::Close => {
-                    let _ = reader.stream.shutdown().await;
-                    return Served::Done;
-                }
-                Next::Tunnel(tunnel) => {
-                    // What the client sent behind its upgrade request
-                    // (usually nothing) is copied out, so the read buffer
-                    // goes back to the free list: an idle tunnel holds no
-                    // buffer.
-                    let rest = Bytes::copy_from_slice(&reader.buf);
-                    reader.buf.clear();
-                    reader.release();
-                    // A task of its own: this connection's task, sized for
-                    // HTTP, ends, and the tunnel holds only what it needs.
-                    // It holds its own shutdown token.
-                    tokio::spawn(tunnel.run(Prefixed::new(rest, reader.stream)));
-                    return Served::Done;
                 }
             }
+            return Served::Done;
         }
     }
 }
