@@ -61,28 +61,26 @@ pub struct TunnelEnd {
 }
 
 /// Copies between `client` and `upstream` until both directions have ended,
-/// nothing has moved either way for `idle_timeout`, or the future `stop`
-/// makes resolves with an order. That future is polled in the relay's own
-/// task (a task of its own would cost an idle tunnel another task and a
-/// channel). Not an async fn: its future would hold the streams twice.
-pub fn relay<C, U, S>(
+/// nothing has moved either way for `idle_timeout`, or `stop` resolves
+/// with an order. `stop` is polled in the relay's own task (a task of its
+/// own would cost an idle tunnel another task and a channel). Not an async
+/// fn: its future would hold the streams and `stop` twice.
+pub fn relay<C, U>(
     mut client: C,
     mut upstream: U,
     protocol: Protocol,
     idle_timeout: Duration,
-    stop: impl FnOnce() -> S,
+    stop: impl Future<Output = Stop>,
 ) -> impl Future<Output = TunnelEnd>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
-    S: Future<Output = Stop>,
 {
-    let websocket = protocol == Protocol::WebSocket;
+    // Pinned on the heap: pinning it inside the block would move it there
+    // and keep it twice.
+    let mut stop = Box::pin(stop);
     async move {
-        // Made here rather than passed in made: a future moved into this
-        // one and pinned in it would be kept twice, and one pinned on the
-        // heap would cost an allocation per tunnel.
-        let mut stop = std::pin::pin!(stop());
+        let websocket = protocol == Protocol::WebSocket;
         let mut up = Direction::new(websocket);
         let mut down = Direction::new(websocket);
         let mut last = clock::now_ms();
@@ -343,7 +341,7 @@ mod tests {
             upstream,
             Protocol::Other,
             Duration::from_secs(60),
-            || ordered(stop),
+            ordered(stop),
         ));
         let payload = vec![7u8; 100_000];
         let writer = {
@@ -377,7 +375,7 @@ mod tests {
             upstream,
             Protocol::WebSocket,
             Duration::from_secs(60),
-            || ordered(stop),
+            ordered(stop),
         ));
         // A 10-byte binary frame, of which the server has sent 6 bytes.
         let frame = [0x82, 8, 1, 2, 3, 4, 5, 6, 7, 8];
@@ -436,7 +434,7 @@ mod tests {
             upstream,
             Protocol::WebSocket,
             Duration::from_secs(60),
-            || ordered(stop),
+            ordered(stop),
         ));
         let client_close = CloseFrame::to_server(1000);
         client_peer
@@ -486,7 +484,7 @@ mod tests {
             upstream,
             Protocol::Other,
             Duration::from_secs(60),
-            || ordered(stop),
+            ordered(stop),
         ));
         order.send(Stop::Cut).unwrap();
         let end = tokio::time::timeout(Duration::from_secs(10), relay)

@@ -165,74 +165,78 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let (server, protocol, websocket) = (rules.server.clone(), rules.protocol, rules.websocket);
-    let shutdown = token.shutdown();
-    let orders = move || watch(server, protocol, websocket, shutdown);
+    let orders = watch(
+        rules.server.clone(),
+        rules.protocol,
+        rules.websocket,
+        token.shutdown(),
+    );
     relay(client, upstream, rules.protocol, rules.idle_timeout, orders)
 }
 
 /// Waits for a reason to end the tunnel from outside, takes its place in
 /// its server's line of closes, and gives the order when its turn comes.
-async fn watch(
+fn watch(
     server: Arc<ServerState>,
     protocol: Protocol,
     websocket: config::WebSocket,
     shutdown: impl Future<Output = Duration>,
-) -> Stop {
-    // Pinned in place: `shutdown` is moved in before it first runs, so
-    // what stays behind is only its unstarted state (a channel
-    // receiver), not a second copy of a running future.
-    let mut websocket_only = std::pin::pin!(async move {
+) -> impl Future<Output = Stop> {
+    // Pinned on the heap: pinning it inside the block would move it there
+    // and keep it twice.
+    let mut websocket_only = Box::pin(async move {
         match protocol {
             Protocol::WebSocket => shutdown.await,
             // Other tunnels run on until shutdown_timeout, as requests do.
             Protocol::Other => std::future::pending().await,
         }
     });
-    let cause = loop {
-        let (cause, spread) = tokio::select! {
-            _ = server.drain_deadline_passed() => (CloseCause::Drain, websocket.close_spread),
-            timeout = &mut websocket_only => {
-                // A tunnel gets until shutdown_timeout to end on its
-                // own, as a request does; a WebSocket still open then
-                // is closed just before, so its client sees a Close,
-                // not a reset. The closes end CLOSE_GRACE before the
-                // timeout, spread over at most half of what is left.
-                let window = timeout.saturating_sub(CLOSE_GRACE);
-                let spread = websocket.close_spread.min(window / 2);
-                tokio::time::sleep(window - spread).await;
-                (CloseCause::Shutdown, spread)
+    async move {
+        let cause = loop {
+            let (cause, spread) = tokio::select! {
+                _ = server.drain_deadline_passed() => (CloseCause::Drain, websocket.close_spread),
+                timeout = &mut websocket_only => {
+                    // A tunnel gets until shutdown_timeout to end on its
+                    // own, as a request does; a WebSocket still open then
+                    // is closed just before, so its client sees a Close,
+                    // not a reset. The closes end CLOSE_GRACE before the
+                    // timeout, spread over at most half of what is left.
+                    let window = timeout.saturating_sub(CLOSE_GRACE);
+                    let spread = websocket.close_spread.min(window / 2);
+                    tokio::time::sleep(window - spread).await;
+                    (CloseCause::Shutdown, spread)
+                }
+            };
+            let slot = server.close_slot(cause);
+            let tunnels = server.tunnels().max(slot + 1);
+            tokio::time::sleep(spread.mul_f64(f64::from(slot) / f64::from(tunnels))).await;
+            // An operator who ended the drain meanwhile keeps the tunnel open.
+            if cause == CloseCause::Shutdown || server.drain_deadline_ms().is_some() {
+                break cause;
             }
         };
-        let slot = server.close_slot(cause);
-        let tunnels = server.tunnels().max(slot + 1);
-        tokio::time::sleep(spread.mul_f64(f64::from(slot) / f64::from(tunnels))).await;
-        // An operator who ended the drain meanwhile keeps the tunnel open.
-        if cause == CloseCause::Shutdown || server.drain_deadline_ms().is_some() {
-            break cause;
-        }
-    };
-    let (stop, code) = match (protocol, cause) {
-        (Protocol::Other, _) => (Stop::Cut, None),
-        (Protocol::WebSocket, CloseCause::Drain) => (
-            Stop::Close {
-                client: websocket.close_code,
-                server: GOING_AWAY,
-            },
-            Some(websocket.close_code),
-        ),
-        (Protocol::WebSocket, CloseCause::Shutdown) => (
-            Stop::Close {
-                client: GOING_AWAY,
-                server: GOING_AWAY,
-            },
-            Some(GOING_AWAY),
-        ),
-    };
-    tracing::debug!(cause = cause.as_str(), ?code, "closing a tunnel");
-    // Polled by the relay, which acts on it at once.
-    server.note_closed_tunnel(cause, code);
-    stop
+        let (stop, code) = match (protocol, cause) {
+            (Protocol::Other, _) => (Stop::Cut, None),
+            (Protocol::WebSocket, CloseCause::Drain) => (
+                Stop::Close {
+                    client: websocket.close_code,
+                    server: GOING_AWAY,
+                },
+                Some(websocket.close_code),
+            ),
+            (Protocol::WebSocket, CloseCause::Shutdown) => (
+                Stop::Close {
+                    client: GOING_AWAY,
+                    server: GOING_AWAY,
+                },
+                Some(GOING_AWAY),
+            ),
+        };
+        tracing::debug!(cause = cause.as_str(), ?code, "closing a tunnel");
+        // Polled by the relay, which acts on it at once.
+        server.note_closed_tunnel(cause, code);
+        stop
+    }
 }
 
 #[cfg(test)]
