@@ -324,79 +324,83 @@ async fn refuse(
 
 /// Waits for and parses the next request head. `answered`: a response went
 /// out on this connection, so silence until `deadline` is an idle
-/// keep-alive connection, closed without a 408.
-async fn read_head(
+/// keep-alive connection, closed without a 408. Not an async fn, whose
+/// future would keep each argument twice: this one is in every idle
+/// connection's state.
+fn read_head(
     reader: &mut Reader,
     settings: &Settings,
     deadline: Instant,
     answered: bool,
     stop: &mut Stop,
     mut timer: Pin<&mut Sleep>,
-) -> Result<RequestHead, NoHead> {
+) -> impl Future<Output = Result<RequestHead, NoHead>> {
     let idle_deadline = if answered {
         deadline.min(Instant::now() + settings.idle_timeout)
     } else {
         deadline
     };
-    loop {
-        if !reader.buf.is_empty() {
-            if !answered && reader.buf[0] == b'P' {
-                let n = reader.buf.len().min(H2_PREFACE.len());
-                if reader.buf[..n] == H2_PREFACE[..n] {
-                    if n == H2_PREFACE.len() {
-                        return Err(NoHead::H2);
+    async move {
+        loop {
+            if !reader.buf.is_empty() {
+                if !answered && reader.buf[0] == b'P' {
+                    let n = reader.buf.len().min(H2_PREFACE.len());
+                    if reader.buf[..n] == H2_PREFACE[..n] {
+                        if n == H2_PREFACE.len() {
+                            return Err(NoHead::H2);
+                        }
+                        // Part of the preface: read on.
+                        fill_by(reader, deadline).await?;
+                        continue;
                     }
-                    // Part of the preface: read on.
-                    fill_by(reader, deadline).await?;
-                    continue;
                 }
-            }
-            match RequestHead::parse(&mut reader.buf, settings.limits) {
-                Ok(Some(head)) => return Ok(head),
-                Ok(None) => {}
-                Err(e) => return Err(NoHead::Refuse(e.status())),
-            }
-            fill_by(reader, deadline).await?;
-            continue;
-        }
-        // Nothing of a request yet: wait holding no buffer.
-        reader.release();
-        let silent = || {
-            if answered {
-                NoHead::Close
-            } else {
-                NoHead::Timeout
-            }
-        };
-        // Polled by hand rather than by select!, and in a block of its own
-        // so its waiter is gone before the read's timeout: this is what
-        // every idle connection holds, and readiness needs no future.
-        {
-            if timer.deadline() > idle_deadline {
-                timer.as_mut().reset(idle_deadline);
-            }
-            let mut stopped = std::pin::pin!(stop.wait());
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
-                    return Poll::Ready(ready.map_err(|_| NoHead::Close));
+                match RequestHead::parse(&mut reader.buf, settings.limits) {
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) => {}
+                    Err(e) => return Err(NoHead::Refuse(e.status())),
                 }
-                // Set for an earlier wait: fired early, it is moved on.
-                while timer.as_mut().poll(cx).is_ready() {
-                    if Instant::now() >= idle_deadline {
-                        return Poll::Ready(Err(silent()));
-                    }
+                fill_by(reader, deadline).await?;
+                continue;
+            }
+            // Nothing of a request yet: wait holding no buffer.
+            reader.release();
+            let silent = || {
+                if answered {
+                    NoHead::Close
+                } else {
+                    NoHead::Timeout
+                }
+            };
+            // Polled by hand rather than by select!, and in a block of its own
+            // so its waiter is gone before the read's timeout: this is what
+            // every idle connection holds, and readiness needs no future.
+            {
+                if timer.deadline() > idle_deadline {
                     timer.as_mut().reset(idle_deadline);
                 }
-                // Nothing was asked: nothing to finish.
-                ready!(stopped.as_mut().poll(cx));
-                Poll::Ready(Err(NoHead::Close))
-            })
-            .await?;
-        }
-        match tokio::time::timeout_at(deadline, reader.fill()).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Close),
-            Ok(Ok(_)) => {}
-            Err(_) => return Err(silent()),
+                let mut stopped = std::pin::pin!(stop.wait());
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
+                        return Poll::Ready(ready.map_err(|_| NoHead::Close));
+                    }
+                    // Set for an earlier wait: fired early, it is moved on.
+                    while timer.as_mut().poll(cx).is_ready() {
+                        if Instant::now() >= idle_deadline {
+                            return Poll::Ready(Err(silent()));
+                        }
+                        timer.as_mut().reset(idle_deadline);
+                    }
+                    // Nothing was asked: nothing to finish.
+                    ready!(stopped.as_mut().poll(cx));
+                    Poll::Ready(Err(NoHead::Close))
+                })
+                .await?;
+            }
+            match tokio::time::timeout_at(deadline, reader.fill()).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Close),
+                Ok(Ok(_)) => {}
+                Err(_) => return Err(silent()),
+            }
         }
     }
 }
