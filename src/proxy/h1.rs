@@ -107,14 +107,20 @@ pub struct Settings {
 pub enum Served {
     Done,
     /// The client sent the HTTP/2 preface (prior knowledge): the stream,
-    /// with the bytes read from it put back in front, is HTTP/2's.
-    H2(Prefixed<ClientStream>),
+    /// with the bytes read from it put back in front, is HTTP/2's. The
+    /// connection's context and stop signal come back with it, boxed: this
+    /// is the output of the future an idle connection holds, and room for
+    /// it is kept beside that future.
+    H2(Box<(Prefixed<ClientStream>, ConnCtx, Stop)>),
 }
 
-/// Why a wait for the next head ended without one.
+/// Why a wait for the next head ended without one, or why the connection
+/// will not wait for another.
 enum NoHead {
     /// Close without a word.
     Close,
+    /// A response said the connection ends with it: shut the stream down.
+    Shut,
     /// Answer this, then close.
     Refuse(StatusCode),
     Timeout,
@@ -138,7 +144,6 @@ pub fn serve(
 ) -> impl Future<Output = Served> {
     let mut reader = Reader::new(stream);
     async move {
-        let ctx = &ctx;
         let mut answered = false;
         // One timer for every wait of the connection, moved only when a
         // wait must end sooner than it fires: a new timer per request, or
@@ -147,62 +152,74 @@ pub fn serve(
         let mut timer = std::pin::pin!(tokio::time::sleep_until(
             Instant::now() + settings.header_timeout
         ));
-        loop {
+        'requests: loop {
             let deadline = Instant::now() + settings.header_timeout;
             // The exchange's future is made in the match and awaited after
             // it: a head bound across the await would take room in every
             // connection's state.
-            let busy = match read_head(
-                &mut reader,
-                &settings,
-                deadline,
-                answered,
-                &mut stop,
-                timer.as_mut(),
-            )
-            .await
-            {
-                Ok(head) => Box::pin(exchange(ctx, &mut reader, head, &stop, &settings)),
-                Err(NoHead::Close) => return Served::Done,
-                Err(NoHead::H2) => {
-                    let preface = std::mem::take(&mut reader.buf).freeze();
-                    return Served::H2(Prefixed::new(preface, reader.stream));
-                }
-                Err(NoHead::Timeout) => {
-                    let _ = reader.stream.write_all(REQUEST_TIMEOUT_408).await;
-                    let _ = reader.stream.shutdown().await;
-                    return Served::Done;
-                }
-                Err(NoHead::Refuse(status)) => {
-                    // Boxed, as the exchange: rare, and large.
-                    let (method, version) = (&Method::GET, Version::Http11);
-                    Box::pin(refuse(ctx, &mut reader.stream, status, method, version)).await;
-                    let _ = reader.stream.shutdown().await;
-                    return Served::Done;
+            // Nothing is awaited while the outcome of an earlier await is
+            // still bound by a match: such a value (a request head, the
+            // exchange's outcome) would stay in the task's state beside the
+            // future it came from. Endings are awaited after the block.
+            let ending = 'ending: {
+                let busy = match read_head(
+                    &mut reader,
+                    &settings,
+                    deadline,
+                    answered,
+                    &mut stop,
+                    timer.as_mut(),
+                )
+                .await
+                {
+                    Ok(head) => Box::pin(exchange(&ctx, &mut reader, head, &stop, &settings)),
+                    Err(no_head) => break 'ending no_head,
+                };
+                answered = true;
+                match busy.await {
+                    Next::Head => {
+                        reader.release();
+                        continue 'requests;
+                    }
+                    Next::Close => NoHead::Shut,
+                    Next::Tunnel(tunnel) => {
+                        // What the client sent behind its upgrade request
+                        // (usually nothing) is copied out, so the read
+                        // buffer goes back to the free list: an idle tunnel
+                        // holds no buffer.
+                        let rest = Bytes::copy_from_slice(&reader.buf);
+                        reader.buf.clear();
+                        reader.release();
+                        // A task of its own: this connection's task, sized
+                        // for HTTP, ends, and the tunnel holds only what it
+                        // needs. It holds its own shutdown token.
+                        tokio::spawn(tunnel.run(Prefixed::new(rest, reader.stream)));
+                        return Served::Done;
+                    }
                 }
             };
-            answered = true;
-            match busy.await {
-                Next::Head => reader.release(),
-                Next::Close => {
+            match ending {
+                NoHead::Close => {}
+                NoHead::Shut => {
                     let _ = reader.stream.shutdown().await;
-                    return Served::Done;
                 }
-                Next::Tunnel(tunnel) => {
-                    // What the client sent behind its upgrade request
-                    // (usually nothing) is copied out, so the read buffer
-                    // goes back to the free list: an idle tunnel holds no
-                    // buffer.
-                    let rest = Bytes::copy_from_slice(&reader.buf);
-                    reader.buf.clear();
-                    reader.release();
-                    // A task of its own: this connection's task, sized for
-                    // HTTP, ends, and the tunnel holds only what it needs.
-                    // It holds its own shutdown token.
-                    tokio::spawn(tunnel.run(Prefixed::new(rest, reader.stream)));
-                    return Served::Done;
+                NoHead::H2 => {
+                    let preface = std::mem::take(&mut reader.buf).freeze();
+                    let stream = Prefixed::new(preface, reader.stream);
+                    return Served::H2(Box::new((stream, ctx, stop)));
+                }
+                NoHead::Timeout => {
+                    let _ = reader.stream.write_all(REQUEST_TIMEOUT_408).await;
+                    let _ = reader.stream.shutdown().await;
+                }
+                NoHead::Refuse(status) => {
+                    // Boxed, as the exchange: rare, and large.
+                    let (method, version) = (&Method::GET, Version::Http11);
+                    Box::pin(refuse(&ctx, &mut reader.stream, status, method, version)).await;
+                    let _ = reader.stream.shutdown().await;
                 }
             }
+            return Served::Done;
         }
     }
 }
@@ -308,79 +325,83 @@ async fn refuse(
 
 /// Waits for and parses the next request head. `answered`: a response went
 /// out on this connection, so silence until `deadline` is an idle
-/// keep-alive connection, closed without a 408.
-async fn read_head(
+/// keep-alive connection, closed without a 408. Not an async fn, whose
+/// future would keep each argument twice: this one is in every idle
+/// connection's state.
+fn read_head(
     reader: &mut Reader,
     settings: &Settings,
     deadline: Instant,
     answered: bool,
     stop: &mut Stop,
     mut timer: Pin<&mut Sleep>,
-) -> Result<RequestHead, NoHead> {
+) -> impl Future<Output = Result<RequestHead, NoHead>> {
     let idle_deadline = if answered {
         deadline.min(Instant::now() + settings.idle_timeout)
     } else {
         deadline
     };
-    loop {
-        if !reader.buf.is_empty() {
-            if !answered && reader.buf[0] == b'P' {
-                let n = reader.buf.len().min(H2_PREFACE.len());
-                if reader.buf[..n] == H2_PREFACE[..n] {
-                    if n == H2_PREFACE.len() {
-                        return Err(NoHead::H2);
+    async move {
+        loop {
+            if !reader.buf.is_empty() {
+                if !answered && reader.buf[0] == b'P' {
+                    let n = reader.buf.len().min(H2_PREFACE.len());
+                    if reader.buf[..n] == H2_PREFACE[..n] {
+                        if n == H2_PREFACE.len() {
+                            return Err(NoHead::H2);
+                        }
+                        // Part of the preface: read on.
+                        fill_by(reader, deadline).await?;
+                        continue;
                     }
-                    // Part of the preface: read on.
-                    fill_by(reader, deadline).await?;
-                    continue;
                 }
-            }
-            match RequestHead::parse(&mut reader.buf, settings.limits) {
-                Ok(Some(head)) => return Ok(head),
-                Ok(None) => {}
-                Err(e) => return Err(NoHead::Refuse(e.status())),
-            }
-            fill_by(reader, deadline).await?;
-            continue;
-        }
-        // Nothing of a request yet: wait holding no buffer.
-        reader.release();
-        let silent = || {
-            if answered {
-                NoHead::Close
-            } else {
-                NoHead::Timeout
-            }
-        };
-        // Polled by hand rather than by select!, and in a block of its own
-        // so its waiter is gone before the read's timeout: this is what
-        // every idle connection holds, and readiness needs no future.
-        {
-            if timer.deadline() > idle_deadline {
-                timer.as_mut().reset(idle_deadline);
-            }
-            let mut stopped = std::pin::pin!(stop.wait());
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
-                    return Poll::Ready(ready.map_err(|_| NoHead::Close));
+                match RequestHead::parse(&mut reader.buf, settings.limits) {
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) => {}
+                    Err(e) => return Err(NoHead::Refuse(e.status())),
                 }
-                // Set for an earlier wait: fired early, it is moved on.
-                while timer.as_mut().poll(cx).is_ready() {
-                    if Instant::now() >= idle_deadline {
-                        return Poll::Ready(Err(silent()));
-                    }
+                fill_by(reader, deadline).await?;
+                continue;
+            }
+            // Nothing of a request yet: wait holding no buffer.
+            reader.release();
+            let silent = || {
+                if answered {
+                    NoHead::Close
+                } else {
+                    NoHead::Timeout
+                }
+            };
+            // Polled by hand rather than by select!, and in a block of its own
+            // so its waiter is gone before the read's timeout: this is what
+            // every idle connection holds, and readiness needs no future.
+            {
+                if timer.deadline() > idle_deadline {
                     timer.as_mut().reset(idle_deadline);
                 }
-                // Nothing was asked: nothing to finish.
-                ready!(stopped.as_mut().poll(cx));
-                Poll::Ready(Err(NoHead::Close))
-            })
-            .await?;
-        }
-        match tokio::time::timeout_at(deadline, reader.fill()).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Close),
-            Ok(Ok(_)) => {}
-            Err(_) => return Err(silent()),
+                let mut stopped = std::pin::pin!(stop.wait());
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
+                        return Poll::Ready(ready.map_err(|_| NoHead::Close));
+                    }
+                    // Set for an earlier wait: fired early, it is moved on.
+                    while timer.as_mut().poll(cx).is_ready() {
+                        if Instant::now() >= idle_deadline {
+                            return Poll::Ready(Err(silent()));
+                        }
+                        timer.as_mut().reset(idle_deadline);
+                    }
+                    // Nothing was asked: nothing to finish.
+                    ready!(stopped.as_mut().poll(cx));
+                    Poll::Ready(Err(NoHead::Close))
+                })
+                .await?;
+            }
+            match tokio::time::timeout_at(deadline, reader.fill()).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Close),
+                Ok(Ok(_)) => {}
+                Err(_) => return Err(silent()),
+            }
         }
     }
 }

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -124,7 +125,9 @@ impl Tunnel {
     ///
     /// The future is all an idle tunnel costs besides its sockets, so the
     /// relay is built before it (an async fn would keep its arguments and
-    /// what it moves into the relay besides the relay).
+    /// what it moves into the relay besides the relay), and what follows
+    /// the relay is a `map` on it: an async block awaiting the relay would
+    /// hold it twice, as captured and as awaited.
     pub fn run<C>(self, client: C) -> impl Future<Output = ()>
     where
         C: AsyncRead + AsyncWrite + Unpin,
@@ -136,9 +139,7 @@ impl Tunnel {
             log,
             guard,
         } = self;
-        let relay = supervise(client, upstream, &rules, &token);
-        async move {
-            let end = relay.await;
+        supervise(client, upstream, &rules, &token).map(move |end| {
             if let Some(entry) = log {
                 entry.log(StatusCode::SWITCHING_PROTOCOLS, end.down, end.clean);
             }
@@ -151,7 +152,7 @@ impl Tunnel {
             // Held until the line is logged, so shutdown waits for it.
             drop(token);
             drop(guard);
-        }
+        })
     }
 }
 

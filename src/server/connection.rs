@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::Server;
 use crate::config::canonical;
+use crate::lifecycle::Token;
 use crate::proxy::ConnCtx;
 use crate::proxy::h1::{self, ClientStream, REQUEST_TIMEOUT_408, Served, Settings, Stop};
 use crate::proxy::headers;
@@ -18,88 +19,112 @@ use crate::proxy_protocol;
 impl Server {
     /// Serves one client connection until it ends; shutdown, or a reload
     /// removing its listener (`removed`), ends it gracefully.
-    pub(super) async fn serve_connection(
+    ///
+    /// What a connection's task holds while idle is this future, so it is
+    /// built in two parts: the start (PROXY header, TLS handshake, and
+    /// HTTP/2 by ALPN) runs boxed and is freed once HTTP/1.1 begins, and the
+    /// future that remains holds the HTTP/1.1 loop and little else. Not an
+    /// async fn: its future would keep every argument for the connection's
+    /// whole life, moved or not.
+    pub(super) fn serve_connection(
+        self: Arc<Self>,
+        listen: SocketAddr,
+        stream: TcpStream,
+        peer: SocketAddr,
+        removed: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let start = Box::pin(self.start_connection(listen, stream, peer, removed));
+        async move {
+            // Bound by `let`, then moved into the await: a moved-from local
+            // takes no room in the task, a temporary held by `if let` would.
+            let Some((serving, server, token)) = start.await else {
+                return;
+            };
+            // Prior knowledge: the client sent HTTP/2's preface. The context
+            // and the stop signal come back with the stream, so that this
+            // future need not keep copies of them.
+            if let Served::H2(handoff) = serving.await {
+                // In a block: what is left of the context and the stop
+                // signal is dropped here, not kept while HTTP/2 runs.
+                let h2 = {
+                    let (stream, ctx, stop) = *handoff;
+                    let tls = ctx.tls.then_some(ctx.sni);
+                    let io = TokioIo::new(stream);
+                    Box::pin(server.serve_h2(ctx.listen, io, ctx.peer, tls, stop.removed))
+                };
+                h2.await;
+            }
+            drop(token);
+        }
+    }
+
+    /// Everything before HTTP/1.1: returns the HTTP/1.1 loop to run, with
+    /// what serving HTTP/2 after it needs and the connection's shutdown
+    /// token, or `None` when the connection is done with (closed, or
+    /// served as HTTP/2).
+    async fn start_connection(
         self: Arc<Self>,
         listen: SocketAddr,
         mut stream: TcpStream,
         peer: SocketAddr,
         removed: watch::Receiver<bool>,
-    ) {
+    ) -> Option<(
+        impl Future<Output = Served> + Send + 'static,
+        Arc<Self>,
+        Token,
+    )> {
         // Taken at accept, so a TLS handshake in progress also holds up
         // graceful shutdown (for at most its handshake_timeout).
-        let _token = self.tracker.token();
+        let token = self.tracker.token();
         let _ = stream.set_nodelay(true);
         let tls = self.tls_listener(listen);
-        let wants_tls = self
-            .shared
-            .load()
-            .listener(listen)
-            .map(|l| l.cfg.tls.is_some());
+        let wants_tls = self.shared.load().listener(listen)?.cfg.tls.is_some();
         // A reload drops a listener's TLS side before the snapshot that
         // removes the listener (or its TLS) is swapped in; a connection
         // accepted in between must not be served in plaintext.
-        match (wants_tls, &tls) {
-            (None, _) => return,
-            (Some(true), None) => {
-                tracing::debug!(%peer, %listen, "TLS listener removed by a reload: closing");
-                return;
-            }
-            _ => {}
+        if wants_tls && tls.is_none() {
+            tracing::debug!(%peer, %listen, "TLS listener removed by a reload: closing");
+            return None;
         }
-        // Boxed, as the TLS handshake and HTTP/2 below: a task is as large as
-        // its largest state, and an idle HTTP/1.1 connection should cost only
-        // what its own loop needs.
-        let Some(peer) =
-            Box::pin(self.proxy_header(listen, &mut stream, peer, tls.is_none())).await
-        else {
-            return;
-        };
+        let peer = self
+            .proxy_header(listen, &mut stream, peer, tls.is_none())
+            .await?;
         let (stream, sni) = match tls {
             None => (ClientStream::Tcp(stream), None),
-            // The session is boxed inside the handshake's own future: held
-            // in this one, it would stay allocated with every connection.
-            Some(tls) => match Box::pin(async { tls.accept(stream).await.map(Box::new) }).await {
+            // The session is boxed: held in the HTTP/1.1 loop's state, it
+            // would be as large as the session itself.
+            Some(tls) => match tls.accept(stream).await.map(Box::new) {
                 Ok(stream) => {
                     let session = &stream.get_ref().1;
                     let sni = session.server_name().map(str::to_ascii_lowercase);
                     if session.alpn_protocol() == Some(b"h2") {
                         let io = TokioIo::new(*stream);
-                        Box::pin(self.serve_h2(listen, io, peer, Some(sni), removed)).await;
-                        return;
+                        self.serve_h2(listen, io, peer, Some(sni), removed).await;
+                        return None;
                     }
                     (ClientStream::Tls(stream), Some(sni))
                 }
                 Err(e) => {
                     tracing::debug!(%peer, %listen, error = %e, "TLS handshake failed");
-                    return;
+                    return None;
                 }
             },
         };
-        // Built in a block, so that only the serving future, not these
-        // values moved into it, stays in this task's state.
-        let served = {
-            let Some(ctx) = self.conn_ctx(listen, peer, sni.clone()) else {
-                return;
-            };
-            let cfg = &ctx.listener.cfg;
-            let settings = Settings {
-                limits: crate::http1::Limits {
-                    max_head: cfg.max_header_size,
-                    max_fields: cfg.max_headers,
-                },
-                header_timeout: cfg.header_timeout,
-                idle_timeout: cfg.idle_timeout,
-            };
-            let stop = Stop {
-                shutdown: self.shutdown.subscribe(),
-                removed: removed.clone(),
-            };
-            h1::serve(ctx, stream, settings, stop)
-        }
-        .await;
-        if let Served::H2(stream) = served {
-            Box::pin(self.serve_h2(listen, TokioIo::new(stream), peer, sni, removed)).await;
-        }
+        let ctx = self.conn_ctx(listen, peer, sni)?;
+        let cfg = &ctx.listener.cfg;
+        let settings = Settings {
+            limits: crate::http1::Limits {
+                max_head: cfg.max_header_size,
+                max_fields: cfg.max_headers,
+            },
+            header_timeout: cfg.header_timeout,
+            idle_timeout: cfg.idle_timeout,
+        };
+        let stop = Stop {
+            shutdown: self.shutdown.subscribe(),
+            removed,
+        };
+        Some((h1::serve(ctx, stream, settings, stop), self, token))
     }
 
     /// What a connection's requests share about it, from the listener as
@@ -164,5 +189,38 @@ impl Server {
             // Nothing was asked yet: nothing to finish.
             _ = shutdown.wait_for(|s| *s) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what `f` returns, without making one.
+    fn output_size<F, A, B, C, D, E, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D, E) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    fn output_size4<F, A, B, C, D, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// An idle connection's task holds the HTTP/1.1 loop and a few words
+    /// besides: not the start's state, nor a second copy of the loop or of
+    /// what it was made from.
+    #[test]
+    fn a_connection_is_little_more_than_its_http1_loop() {
+        let connection = output_size(Server::serve_connection);
+        let http1 = output_size4(h1::serve);
+        assert!(
+            connection <= http1 + 64,
+            "connection future {connection} bytes, HTTP/1.1 loop {http1}"
+        );
     }
 }
