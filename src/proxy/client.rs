@@ -13,8 +13,8 @@ use tokio::io::AsyncReadExt;
 
 use super::body::{RequestBody, RequestBodyError};
 use super::buffers;
-use super::conn::Conn;
 use crate::http1::{HeaderCase, Limits, ResponseHead, Version, framing};
+use crate::upstream::Conn;
 use crate::upstream::UpstreamError;
 
 mod send;

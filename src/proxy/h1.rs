@@ -30,12 +30,12 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
 use super::body::ClientBody;
-use super::conn::Stream;
 use super::headers;
 use super::prefixed::Prefixed;
 use super::service::{ConnCtx, ServerWideOptions};
 use super::upgrade::Tunnel;
 use crate::http1::{HeaderCase, Limits, RequestHead, TargetForm, Version, framing};
+use crate::upstream::stream::Stream;
 
 mod reader;
 mod response;

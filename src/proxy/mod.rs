@@ -5,9 +5,6 @@ pub mod access;
 pub mod body;
 pub mod buffers;
 pub mod client;
-// The stream type moved to `upstream`, which the health checker shares;
-// named here too so the request path's files keep their imports.
-pub use crate::upstream::stream as conn;
 pub mod error;
 pub mod forward;
 pub mod h1;

@@ -26,12 +26,12 @@ use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::access::AccessEntry;
-use super::conn::Conn;
 use super::prefixed::Prefixed;
 use super::tunnel::{CLOSE_GRACE, Protocol, Stop, TunnelEnd, relay};
 use crate::config;
 use crate::lifecycle::Token;
 use crate::runtime::{CloseCause, ServerState};
+use crate::upstream::Conn;
 
 /// The code sent both ways when sluice shuts down: 1001, Going Away.
 const GOING_AWAY: u16 = 1001;

@@ -11,9 +11,9 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::super::access::AccessEntry;
 use super::super::client::UpstreamBody;
-use super::super::conn::Conn;
 use crate::balance::Lease;
 use crate::http1::HeaderCase;
+use crate::upstream::Conn;
 use crate::upstream::UpstreamError;
 
 /// What a finished upstream response body hands back.

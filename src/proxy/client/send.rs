@@ -13,10 +13,10 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::super::body::{RequestBody, RequestBodyError};
 use super::super::buffers;
-use super::super::conn::Conn;
 use super::super::headers;
 use super::{RESPONSE_LIMITS, SendError, poll_read_more};
 use crate::http1::{HeaderCase, ResponseHead, Speller, write};
+use crate::upstream::Conn;
 use crate::upstream::UpstreamError;
 
 /// How the request's body is framed on the way up.

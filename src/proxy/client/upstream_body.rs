@@ -9,10 +9,10 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 
 use super::super::buffers;
-use super::super::conn::Conn;
 use super::super::prefixed::Prefixed;
 use super::poll_read_more;
 use crate::http1::{BodyDecoder, BodyKind, HeaderCase, Step};
+use crate::upstream::Conn;
 use crate::upstream::UpstreamError;
 
 /// A response body being read from its server. It owns the connection: a
