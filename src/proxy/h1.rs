@@ -21,28 +21,25 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header;
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
-use super::body::ClientBody;
-use super::headers;
 use super::prefixed::Prefixed;
-use super::service::{ConnCtx, ServerWideOptions};
-use super::upgrade::Tunnel;
-use crate::http1::{HeaderCase, Limits, RequestHead, TargetForm, Version, framing};
+use super::service::ConnCtx;
+use crate::http1::{Limits, RequestHead, Version};
 use crate::upstream::stream::Stream;
 
+mod exchange;
 mod reader;
 mod response;
 
+use exchange::{Next, exchange, refuse};
 pub use reader::H1Body;
-use reader::{Continue, Reader};
-use response::write_response;
+use reader::Reader;
 
 /// What a client whose request head timed out is told before the close.
 pub const REQUEST_TIMEOUT_408: &[u8] =
@@ -224,105 +221,6 @@ pub fn serve(
     }
 }
 
-/// What a connection does after an exchange.
-enum Next {
-    /// Read the next request.
-    Head,
-    Close,
-    /// The response was a 101: the connection is this tunnel's now.
-    Tunnel(Tunnel),
-}
-
-/// Serves one request: hands it to the handler with its body read from the
-/// connection, writes the response, and reads past what the handler left
-/// of the body.
-async fn exchange(
-    ctx: &ConnCtx,
-    reader: &mut Reader,
-    head: RequestHead,
-    stop: &Stop,
-    settings: &Settings,
-) -> Next {
-    // Framing is judged on the head as received, before the head becomes
-    // the request; a head that cannot be one is refused first.
-    let kind = framing::request_body(&head);
-    let method = head.method.clone();
-    let version = head.version;
-    let Some(exchange) = Exchange::begin(head) else {
-        let status = StatusCode::BAD_REQUEST;
-        refuse(ctx, &mut reader.stream, status, &method, version).await;
-        return Next::Close;
-    };
-    let kind = match kind {
-        Ok(kind) => kind,
-        Err(e) => {
-            let status = e.request_status();
-            refuse(ctx, &mut reader.stream, status, &method, version).await;
-            return Next::Close;
-        }
-    };
-    let Exchange {
-        request,
-        case,
-        keep_alive,
-    } = exchange;
-    reader.start_body(kind, expect_continue(&request), version);
-    let request = request.map(|()| ClientBody::H1(H1Body::new(reader)));
-    let handled = ctx.handle_h1(request, Some(case)).await;
-    // Interim responses still on their way go out before the final one.
-    if std::future::poll_fn(|cx| reader.poll_interim(cx))
-        .await
-        .is_err()
-    {
-        return Next::Close;
-    }
-    if let Some(tunnel) = handled.tunnel {
-        let written = write_response(
-            &mut reader.stream,
-            handled.response,
-            &method,
-            false,
-            version,
-        )
-        .await;
-        return match written {
-            Ok(_) => Next::Tunnel(tunnel),
-            Err(_) => Next::Close,
-        };
-    }
-    let close = !keep_alive
-        || stop.is_set()
-        || !reader.body_done && reader.continue_ == Continue::Owed
-        || headers::connection_has(handled.response.headers(), "close");
-    let written = write_response(
-        &mut reader.stream,
-        handled.response,
-        &method,
-        close,
-        version,
-    )
-    .await;
-    let deadline = Instant::now() + settings.header_timeout;
-    if matches!(written, Ok(false)) && reader.drain_body(deadline).await {
-        Next::Head
-    } else {
-        Next::Close
-    }
-}
-
-/// Answers a request that cannot be served (`ctx` counts it) and closes:
-/// what follows its head can no longer be framed.
-async fn refuse(
-    ctx: &ConnCtx,
-    stream: &mut ClientStream,
-    status: StatusCode,
-    method: &Method,
-    version: Version,
-) {
-    let response = ctx.refuse(status);
-    let _ = write_response(stream, response, method, true, version).await;
-}
-
 /// Waits for and parses the next request head. `answered`: a response went
 /// out on this connection, so silence until `deadline` is an idle
 /// keep-alive connection, closed without a 408. Not an async fn, whose
@@ -413,58 +311,4 @@ async fn fill_by(reader: &mut Reader, deadline: Instant) -> Result<(), NoHead> {
         Ok(Ok(_)) => Ok(()),
         Err(_) => Err(NoHead::Timeout),
     }
-}
-
-/// A request head made into the request the handler sees.
-struct Exchange {
-    request: Request<()>,
-    /// The field names as the client spelled them; beside the request, not
-    /// in its extensions, which would cost a map and a box per request.
-    case: HeaderCase,
-    /// The client lets the connection carry another request.
-    keep_alive: bool,
-}
-
-impl Exchange {
-    /// `None` for a head that cannot be one (a target or field `http`
-    /// refuses).
-    fn begin(head: RequestHead) -> Option<Exchange> {
-        let server_wide = head.method == Method::OPTIONS
-            && matches!(
-                head.target_form(),
-                TargetForm::Absolute {
-                    path_and_query: "",
-                    ..
-                }
-            );
-        let uri = Uri::from_maybe_shared(head.target_bytes()).ok()?;
-        // Room for the fields the proxy adds (the X-Forwarded family), so
-        // they do not grow the map.
-        let headers = head.fields.to_header_map(4).ok()?;
-        let keep_alive = match head.version {
-            Version::Http11 => !headers::connection_has(&headers, "close"),
-            Version::Http10 => headers::connection_has(&headers, "keep-alive"),
-        };
-        let mut request = Request::new(());
-        *request.method_mut() = head.method.clone();
-        *request.uri_mut() = uri;
-        *request.version_mut() = head.version.as_http();
-        *request.headers_mut() = headers;
-        if server_wide {
-            request.extensions_mut().insert(ServerWideOptions);
-        }
-        Some(Exchange {
-            request,
-            case: HeaderCase::new(head.fields),
-            keep_alive,
-        })
-    }
-}
-
-fn expect_continue(request: &Request<()>) -> bool {
-    request.version() == http::Version::HTTP_11
-        && request
-            .headers()
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }

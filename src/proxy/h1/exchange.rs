@@ -1,0 +1,169 @@
+//! One request on an HTTP/1.1 connection: its head made into the request
+//! the handler sees, its body read from the connection while the handler
+//! runs, the response written, and what is left of the body read past.
+
+use http::header;
+use http::{Method, Request, StatusCode, Uri};
+use tokio::time::Instant;
+
+use super::reader::{Continue, H1Body, Reader};
+use super::response::write_response;
+use super::{ClientStream, Settings, Stop};
+use crate::http1::{HeaderCase, RequestHead, TargetForm, Version, framing};
+use crate::proxy::body::ClientBody;
+use crate::proxy::headers;
+use crate::proxy::service::{ConnCtx, ServerWideOptions};
+use crate::proxy::upgrade::Tunnel;
+
+/// What a connection does after an exchange.
+pub(super) enum Next {
+    /// Read the next request.
+    Head,
+    Close,
+    /// The response was a 101: the connection is this tunnel's now.
+    Tunnel(Tunnel),
+}
+
+/// Serves one request: hands it to the handler with its body read from the
+/// connection, writes the response, and reads past what the handler left
+/// of the body.
+pub(super) async fn exchange(
+    ctx: &ConnCtx,
+    reader: &mut Reader,
+    head: RequestHead,
+    stop: &Stop,
+    settings: &Settings,
+) -> Next {
+    // Framing is judged on the head as received, before the head becomes
+    // the request; a head that cannot be one is refused first.
+    let kind = framing::request_body(&head);
+    let method = head.method.clone();
+    let version = head.version;
+    let Some(exchange) = Exchange::begin(head) else {
+        let status = StatusCode::BAD_REQUEST;
+        refuse(ctx, &mut reader.stream, status, &method, version).await;
+        return Next::Close;
+    };
+    let kind = match kind {
+        Ok(kind) => kind,
+        Err(e) => {
+            let status = e.request_status();
+            refuse(ctx, &mut reader.stream, status, &method, version).await;
+            return Next::Close;
+        }
+    };
+    let Exchange {
+        request,
+        case,
+        keep_alive,
+    } = exchange;
+    reader.start_body(kind, expect_continue(&request), version);
+    let request = request.map(|()| ClientBody::H1(H1Body::new(reader)));
+    let handled = ctx.handle_h1(request, Some(case)).await;
+    // Interim responses still on their way go out before the final one.
+    if std::future::poll_fn(|cx| reader.poll_interim(cx))
+        .await
+        .is_err()
+    {
+        return Next::Close;
+    }
+    if let Some(tunnel) = handled.tunnel {
+        let written = write_response(
+            &mut reader.stream,
+            handled.response,
+            &method,
+            false,
+            version,
+        )
+        .await;
+        return match written {
+            Ok(_) => Next::Tunnel(tunnel),
+            Err(_) => Next::Close,
+        };
+    }
+    let close = !keep_alive
+        || stop.is_set()
+        || !reader.body_done && reader.continue_ == Continue::Owed
+        || headers::connection_has(handled.response.headers(), "close");
+    let written = write_response(
+        &mut reader.stream,
+        handled.response,
+        &method,
+        close,
+        version,
+    )
+    .await;
+    let deadline = Instant::now() + settings.header_timeout;
+    if matches!(written, Ok(false)) && reader.drain_body(deadline).await {
+        Next::Head
+    } else {
+        Next::Close
+    }
+}
+
+/// Answers a request that cannot be served (`ctx` counts it) and closes:
+/// what follows its head can no longer be framed.
+pub(super) async fn refuse(
+    ctx: &ConnCtx,
+    stream: &mut ClientStream,
+    status: StatusCode,
+    method: &Method,
+    version: Version,
+) {
+    let response = ctx.refuse(status);
+    let _ = write_response(stream, response, method, true, version).await;
+}
+
+/// A request head made into the request the handler sees.
+struct Exchange {
+    request: Request<()>,
+    /// The field names as the client spelled them; beside the request, not
+    /// in its extensions, which would cost a map and a box per request.
+    case: HeaderCase,
+    /// The client lets the connection carry another request.
+    keep_alive: bool,
+}
+
+impl Exchange {
+    /// `None` for a head that cannot be one (a target or field `http`
+    /// refuses).
+    fn begin(head: RequestHead) -> Option<Exchange> {
+        let server_wide = head.method == Method::OPTIONS
+            && matches!(
+                head.target_form(),
+                TargetForm::Absolute {
+                    path_and_query: "",
+                    ..
+                }
+            );
+        let uri = Uri::from_maybe_shared(head.target_bytes()).ok()?;
+        // Room for the fields the proxy adds (the X-Forwarded family), so
+        // they do not grow the map.
+        let headers = head.fields.to_header_map(4).ok()?;
+        let keep_alive = match head.version {
+            Version::Http11 => !headers::connection_has(&headers, "close"),
+            Version::Http10 => headers::connection_has(&headers, "keep-alive"),
+        };
+        let mut request = Request::new(());
+        *request.method_mut() = head.method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = head.version.as_http();
+        *request.headers_mut() = headers;
+        if server_wide {
+            request.extensions_mut().insert(ServerWideOptions);
+        }
+        Some(Exchange {
+            request,
+            case: HeaderCase::new(head.fields),
+            keep_alive,
+        })
+    }
+}
+
+fn expect_continue(request: &Request<()>) -> bool {
+    request.version() == http::Version::HTTP_11
+        && request
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
