@@ -81,13 +81,7 @@ async fn admin_ok(proxy: &Proxy, path: &str) -> Resp {
 
 async fn server(proxy: &Proxy, upstream: &str, address: &str) -> Value {
     let status = json(&proxy.admin_url("/api/status")).await;
-    status["upstreams"][upstream]["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["address"] == address)
-        .unwrap_or_else(|| panic!("no {address} in {status}"))
-        .clone()
+    server_entry(&status, upstream, address).clone()
 }
 
 async fn state(proxy: &Proxy, address: &str) -> String {

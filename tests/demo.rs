@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::admin::server_entry;
 use support::client::*;
 use support::demo::{Demo as RunningDemo, Jar};
 use support::upstream::MockUpstream;
@@ -144,12 +145,7 @@ async fn status(demo: &RunningDemo, headers: &[(&str, &str)]) -> Value {
 }
 
 fn server<'a>(status: &'a Value, address: &str) -> &'a Value {
-    status["upstreams"]["demo"]["servers"]
-        .as_array()
-        .expect("servers")
-        .iter()
-        .find(|s| s["address"] == address)
-        .unwrap_or_else(|| panic!("no server {address} in {status}"))
+    server_entry(status, "demo", address)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

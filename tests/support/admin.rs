@@ -17,13 +17,18 @@ pub async fn server_status(proxy: &Proxy, address: &str) -> Value {
     let resp = get(&proxy.admin_url("/api/status")).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     let status: Value = serde_json::from_str(&resp.body).unwrap();
-    status["upstreams"]["web"]["servers"]
+    server_entry(&status, "web", address).clone()
+}
+
+/// The entry of the server at `address` in `upstream` of a parsed
+/// `/api/status` body; panics naming what it searched.
+pub fn server_entry<'a>(status: &'a Value, upstream: &str, address: &str) -> &'a Value {
+    status["upstreams"][upstream]["servers"]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("no upstream {upstream} in {status}"))
         .iter()
         .find(|s| s["address"] == address)
         .unwrap_or_else(|| panic!("no {address} in {status}"))
-        .clone()
 }
 
 /// A `/metrics` body, parsed; panics naming the text it could not read.
