@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 
 use super::body::{RequestBody, RequestBodyError};
 use super::buffers;
-use crate::http1::{HeaderCase, Limits, ResponseHead, Version, framing};
+use crate::http1::{HeaderCase, Limits, ResponseHead, framing};
 use crate::upstream::Conn;
 use crate::upstream::UpstreamError;
 
@@ -96,7 +96,7 @@ pub async fn receive(
         }
         let kind = framing::response_body(method, &head).map_err(UpstreamError::Framing)?;
         let keep_alive =
-            sent.complete && status != http::StatusCode::SWITCHING_PROTOCOLS && keeps_alive(&head);
+            sent.complete && status != http::StatusCode::SWITCHING_PROTOCOLS && head.keeps_alive();
         // Room for the field sluice may add (a sticky cookie).
         let headers = head.fields.to_header_map(1).map_err(UpstreamError::Head)?;
         let case = HeaderCase::new(head.fields);
@@ -104,22 +104,6 @@ pub async fn receive(
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         return Ok(response);
-    }
-}
-
-/// Whether the server lets the connection carry another request.
-fn keeps_alive(head: &ResponseHead) -> bool {
-    let mut close = false;
-    let mut keep_alive = false;
-    for value in head.fields.get_all("connection") {
-        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    match head.version {
-        Version::Http11 => !close,
-        Version::Http10 => keep_alive && !close,
     }
 }
 
