@@ -7,18 +7,12 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Target;
-use crate::http1::{BodyDecoder, Limits, ResponseHead, Step, framing, write};
+use crate::http1::{BodyDecoder, ResponseHead, Step, framing, write};
 use crate::upstream::{self, Conn, ConnectError, UpstreamError};
 
 /// Health responses are read to their end so the connection can be reused;
 /// one larger than this is not worth keeping the connection for.
 const MAX_BODY: usize = 64 * 1024;
-
-/// A health response's head may be as large as a proxied response's.
-const RESPONSE_LIMITS: Limits = Limits {
-    max_head: 64 * 1024,
-    max_fields: 256,
-};
 
 /// How much is read from the server at once.
 const READ_SIZE: usize = 8 * 1024;
@@ -139,7 +133,9 @@ async fn open(target: &Target) -> Result<Conn, CheckFailure> {
 async fn read_response(conn: &mut Conn) -> Result<(StatusCode, bool), CheckFailure> {
     let mut buf = BytesMut::new();
     let head = loop {
-        match ResponseHead::parse(&mut buf, RESPONSE_LIMITS).map_err(UpstreamError::Head)? {
+        match ResponseHead::parse(&mut buf, upstream::RESPONSE_LIMITS)
+            .map_err(UpstreamError::Head)?
+        {
             Some(head)
                 if head.status.is_informational()
                     && head.status != StatusCode::SWITCHING_PROTOCOLS => {}

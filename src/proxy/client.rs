@@ -13,9 +13,8 @@ use tokio::io::AsyncReadExt;
 
 use super::body::{RequestBody, RequestBodyError};
 use super::buffers;
-use crate::http1::{HeaderCase, Limits, ResponseHead, framing};
-use crate::upstream::Conn;
-use crate::upstream::UpstreamError;
+use crate::http1::{HeaderCase, ResponseHead, framing};
+use crate::upstream::{self, Conn, UpstreamError};
 
 mod send;
 mod upstream_body;
@@ -25,12 +24,6 @@ use send::pass_interim;
 use send::send_request;
 pub use send::{Head, Sent, send};
 pub use upstream_body::UpstreamBody;
-
-/// A server's response head may be this large, with this many fields.
-const RESPONSE_LIMITS: Limits = Limits {
-    max_head: 64 * 1024,
-    max_fields: 256,
-};
 
 /// How much is read from a server at once.
 const READ_SIZE: usize = 8 * 1024;
@@ -76,7 +69,7 @@ pub async fn receive(
         if buf.is_empty() && read_more(&mut conn, &mut buf).await? == 0 {
             return Err(UpstreamError::ClosedBeforeHead);
         }
-        let head = match ResponseHead::parse(&mut buf, RESPONSE_LIMITS) {
+        let head = match ResponseHead::parse(&mut buf, upstream::RESPONSE_LIMITS) {
             Ok(Some(head)) => head,
             Ok(None) => {
                 if read_more(&mut conn, &mut buf).await? == 0 {

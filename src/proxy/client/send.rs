@@ -14,7 +14,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::super::body::{RequestBody, RequestBodyError};
 use super::super::buffers;
 use super::super::headers;
-use super::{RESPONSE_LIMITS, SendError, poll_read_more};
+use super::{SendError, poll_read_more};
 use crate::http1::{HeaderCase, ResponseHead, Speller, write};
 use crate::upstream::Conn;
 use crate::upstream::UpstreamError;
@@ -252,7 +252,7 @@ fn final_response_began(
                     .code
                     .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
             {
-                match ResponseHead::parse(read, RESPONSE_LIMITS) {
+                match ResponseHead::parse(read, crate::upstream::RESPONSE_LIMITS) {
                     Ok(Some(interim)) => pass_interim(&interim, body),
                     // `receive` refuses it in turn.
                     _ => return Ok(true),
