@@ -293,3 +293,50 @@ async fn field_names_keep_their_case_both_ways() {
     }
     assert!(all.contains("\r\nconnection: close\r\n"), "{all}");
 }
+
+/// A server's fields reach an HTTP/1.1 client in the order sent, repeated
+/// names where they were (not gathered as a header map would), hop-by-hop
+/// ones and those its Connection lists left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_fields_keep_their_order() {
+    let addr = server(|mut stream, _| async move {
+        stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nConnection: keep-alive, X-Hop\r\n\
+                  X-Middle: m\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nset-cookie: b=2\r\n\
+                  Content-Length: 2\r\n\r\nok",
+            )
+            .await
+            .unwrap();
+        let _ = stream.read(&mut [0u8; 64]).await;
+    })
+    .await;
+    let proxy = proxy_to(addr).await;
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    read_to_close(&mut client, &mut received).await;
+    let all = text(&received);
+    let head = all.split("\r\n\r\n").next().unwrap();
+    let names: Vec<&str> = head
+        .lines()
+        .skip(1)
+        .map(|line| line.split(':').next().unwrap())
+        .filter(|name| !name.eq_ignore_ascii_case("date"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Set-Cookie",
+            "X-Middle",
+            "set-cookie",
+            "Content-Length",
+            "connection"
+        ],
+        "{all}"
+    );
+    assert!(all.ends_with("\r\n\r\nok"), "{all}");
+}

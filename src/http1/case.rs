@@ -21,6 +21,11 @@ impl HeaderCase {
         HeaderCase(fields)
     }
 
+    /// The fields themselves, as received.
+    pub fn fields(&self) -> &Fields {
+        &self.0
+    }
+
     /// Forgets how `name` was spelled: the field is sluice's own now (an
     /// `X-Forwarded-For` it replaced), written in sluice's spelling.
     pub fn forget(&mut self, name: &HeaderName) {

@@ -8,7 +8,7 @@ use std::io;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use http::{Method, Response};
+use http::{HeaderMap, Method, Response};
 use tokio::io::AsyncReadExt;
 
 use super::body::{RequestBody, RequestBodyError};
@@ -45,7 +45,7 @@ async fn read_response(
     method: &Method,
     sent: Sent,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
-    receive(conn, method, sent, &mut RequestBody::empty()).await
+    receive(conn, method, sent, &mut RequestBody::empty(), false).await
 }
 
 /// Reads the response to a request sent with `method`. Interim responses
@@ -53,11 +53,18 @@ async fn read_response(
 /// `body` as they come, and written before the final head is read. A 101 is
 /// returned as it is; its body's [`UpstreamBody::into_upgraded`] gives the
 /// connection for the tunnel.
+///
+/// With `unmapped` (the client speaks HTTP/1.x) the final response's fields
+/// stay out of its header map: the client's writer passes them on as they
+/// came ([`UpstreamBody::raw_fields`]), and no map is built and dropped for
+/// them. A 101's fields are always in the map: the upgrade is checked
+/// against them.
 pub async fn receive(
     mut conn: Conn,
     method: &Method,
     sent: Sent,
     body: &mut RequestBody<'_>,
+    unmapped: bool,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let mut buf = sent.read;
     if buf.capacity() == 0 {
@@ -90,10 +97,16 @@ pub async fn receive(
         let kind = framing::response_body(method, &head).map_err(UpstreamError::Framing)?;
         let keep_alive =
             sent.complete && status != http::StatusCode::SWITCHING_PROTOCOLS && head.keeps_alive();
-        // Room for the field sluice may add (a sticky cookie).
-        let headers = head.fields.to_header_map(1).map_err(UpstreamError::Head)?;
+        let unmapped = unmapped && status != http::StatusCode::SWITCHING_PROTOCOLS;
+        let headers = if unmapped {
+            HeaderMap::new()
+        } else {
+            // Room for the field sluice may add (a sticky cookie).
+            head.fields.to_header_map(1).map_err(UpstreamError::Head)?
+        };
         let case = HeaderCase::new(head.fields);
-        let mut response = Response::new(UpstreamBody::new(conn, buf, kind, keep_alive, case));
+        let body = UpstreamBody::new(conn, buf, kind, keep_alive, case, unmapped);
+        let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         return Ok(response);

@@ -22,6 +22,9 @@ pub struct Outbound<'a> {
     pub headers: HeaderMap,
     /// How the client spelled its field names (HTTP/1.1 clients).
     pub case: Option<HeaderCase>,
+    /// The response goes to an HTTP/1.x client, whose writer takes the
+    /// server's fields as they came: no header map is built for them.
+    pub unmapped_response: bool,
     pub body: RequestBody<'a>,
     pub client_ip: std::net::IpAddr,
     /// The server a sticky cookie binds this request to: tried first, and
@@ -269,9 +272,15 @@ async fn attempt(
     };
     let exchange = async {
         let sent = client::send(&mut conn, &head, &mut req_body).await?;
-        client::receive(conn, &out.method, sent, &mut req_body)
-            .await
-            .map_err(ProxyError::Upstream)
+        client::receive(
+            conn,
+            &out.method,
+            sent,
+            &mut req_body,
+            out.unmapped_response,
+        )
+        .await
+        .map_err(ProxyError::Upstream)
     };
     tokio::time::timeout(up.cfg.response_timeout, exchange)
         .await

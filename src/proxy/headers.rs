@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Cidr, canonical};
 use crate::http1::HeaderCase;
+use crate::http1::head::Fields;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -84,12 +85,54 @@ fn is_proxy_header(name: &str) -> bool {
 
 /// Whether a field of this name (as sent, any case) is hop-by-hop by
 /// itself, `Upgrade` included; the names a `Connection` lists are too.
+/// Compared as bytes, by length first: no copy, no allocation.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    let Ok(name) = std::str::from_utf8(name) else {
-        return false;
-    };
-    let name = name.to_ascii_lowercase();
-    hop_index(&name).is_some() || is_proxy_header(&name) || name == "upgrade"
+    const NAMES: [&[u8]; 5] = [
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+    ];
+    const OTHERS: [&[u8]; 2] = [b"http2-settings", b"upgrade"];
+    // `Proxy-Authenticate`, `Proxy-Authorization`, `Proxy-Connection` and
+    // any other `Proxy-*`.
+    let proxy = name.len() >= 5
+        && name[..5].eq_ignore_ascii_case(b"proxy")
+        && (name.len() == 5 || name[5] == b'-');
+    proxy
+        || NAMES
+            .iter()
+            .chain(&OTHERS)
+            .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+}
+
+/// A head's fields as a proxy passes them on, in the order and case they
+/// came: without the hop-by-hop ones (`Upgrade` among them) and those its
+/// `Connection` lines list. What [`strip_hop_by_hop`] does to a map, done to
+/// the raw fields without building one.
+pub fn end_to_end(fields: &Fields) -> impl Iterator<Item = (&[u8], &[u8])> {
+    // Usually one `Connection` line with one token, or none.
+    let mut listed: [&[u8]; 4] = [b""; 4];
+    let mut more: Vec<&[u8]> = Vec::new();
+    let tokens = fields
+        .get_all("connection")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty());
+    for (i, token) in tokens.enumerate() {
+        match listed.get_mut(i) {
+            Some(slot) => *slot = token,
+            None => more.push(token),
+        }
+    }
+    fields.iter().filter(move |(name, _)| {
+        !is_hop_by_hop(name)
+            && !listed
+                .iter()
+                .chain(&more)
+                .any(|l| l.len() == name.len() && l.eq_ignore_ascii_case(name))
+    })
 }
 
 /// Removes every header whose name `matches`, found by text.

@@ -173,6 +173,9 @@ impl ConnCtx {
                     },
                     method: parts.method,
                     headers: out_headers,
+                    // Only an HTTP/1.x client's request comes with its
+                    // spelling, and only its writer passes fields on raw.
+                    unmapped_response: case.is_some(),
                     case,
                     body,
                     client_ip,

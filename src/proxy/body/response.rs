@@ -13,6 +13,7 @@ use super::super::access::AccessEntry;
 use super::super::client::UpstreamBody;
 use crate::balance::Lease;
 use crate::http1::HeaderCase;
+use crate::http1::head::Fields;
 use crate::upstream::Conn;
 use crate::upstream::UpstreamError;
 
@@ -79,6 +80,16 @@ impl ResponseBody {
     pub fn case(&self) -> Option<&HeaderCase> {
         match self {
             ResponseBody::Upstream { inner, .. } => inner.case(),
+            ResponseBody::Full(_) => None,
+        }
+    }
+
+    /// The server's fields when they are not in the response's map, for
+    /// the HTTP/1.1 writer to pass on as they came; `None` for sluice's own
+    /// answers and for responses whose fields are in the map.
+    pub fn raw_fields(&self) -> Option<&Fields> {
+        match self {
+            ResponseBody::Upstream { inner, .. } => inner.raw_fields(),
             ResponseBody::Full(_) => None,
         }
     }

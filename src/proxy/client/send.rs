@@ -271,19 +271,7 @@ fn final_response_began(
 /// hop-by-hop fields (RFC 9110 §15.2: a proxy forwards 1xx responses).
 /// The client's side decides whether its client gets it.
 pub(super) fn pass_interim(head: &ResponseHead, body: &mut RequestBody<'_>) {
-    let listed: Vec<&[u8]> = head
-        .fields
-        .get_all("connection")
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .collect();
     let mut out = BytesMut::new();
-    write::response_head(
-        &mut out,
-        head.status,
-        head.fields.iter().filter(|(name, _)| {
-            !headers::is_hop_by_hop(name) && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
-        }),
-    );
+    write::response_head(&mut out, head.status, headers::end_to_end(&head.fields));
     body.pass_interim(head.status, out.freeze());
 }

@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::super::buffers;
 use super::super::prefixed::Prefixed;
 use super::poll_read_more;
+use crate::http1::head::Fields;
 use crate::http1::{BodyDecoder, BodyKind, HeaderCase, Step};
 use crate::upstream::Conn;
 use crate::upstream::UpstreamError;
@@ -36,6 +37,9 @@ pub struct UpstreamBody {
     /// response: the body goes wherever the head goes. Always there until
     /// the body is dropped.
     case: Option<HeaderCase>,
+    /// The head's fields were left out of the response's map: the client's
+    /// writer takes them from `case` as they came.
+    unmapped: bool,
 }
 
 impl UpstreamBody {
@@ -47,6 +51,7 @@ impl UpstreamBody {
         kind: BodyKind,
         keep_alive: bool,
         case: HeaderCase,
+        unmapped: bool,
     ) -> UpstreamBody {
         UpstreamBody {
             conn: Some(conn),
@@ -57,6 +62,7 @@ impl UpstreamBody {
             passthrough: false,
             trailers: None,
             case: Some(case),
+            unmapped,
         }
     }
 
@@ -66,9 +72,19 @@ impl UpstreamBody {
         self.ended || self.decoder == BodyDecoder::Length(0)
     }
 
-    /// How the server spelled its field names.
+    /// How the server spelled the field names in the response's map;
+    /// `None` when its fields are not there ([`UpstreamBody::raw_fields`]).
     pub fn case(&self) -> Option<&HeaderCase> {
-        self.case.as_ref()
+        self.case.as_ref().filter(|_| !self.unmapped)
+    }
+
+    /// The server's fields, when they were left out of the response's map
+    /// to be written to an HTTP/1.1 client as they came.
+    pub fn raw_fields(&self) -> Option<&Fields> {
+        self.case
+            .as_ref()
+            .filter(|_| self.unmapped)
+            .map(HeaderCase::fields)
     }
 
     /// Makes a chunked body pass its chunk framing on as it came, for a

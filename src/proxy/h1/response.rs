@@ -6,13 +6,14 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::{BufMut, BytesMut};
-use http::header;
+use http::header::{self, HeaderName};
 use http::{Method, Response, StatusCode};
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
 
 use super::super::body::ResponseBody;
 use super::super::buffers;
+use super::super::headers;
 use super::ClientStream;
 use crate::http1::{Speller, Version, write};
 
@@ -39,10 +40,12 @@ enum Framing {
 /// is the close (an HTTP/1.0 client, a length unknown).
 ///
 /// The fields the response came with are written as the server spelled
-/// them; those sluice adds for the framing and the connection
-/// (`Content-Length` it computed, `Transfer-Encoding`, `Date` when missing,
-/// `Connection`) go behind them, in sluice's own lower case, never through
-/// the map.
+/// them: a server's fields as they came, in their order, with no map built
+/// for them ([`ResponseBody::raw_fields`]; hop-by-hop ones left out), then
+/// those in the response's map (sluice's own answers, a sticky cookie).
+/// Those sluice adds for the framing and the connection (`Content-Length`
+/// it computed, `Transfer-Encoding`, `Date` when missing, `Connection`) go
+/// behind them, in sluice's own lower case, never through the map.
 pub(super) async fn write_response(
     stream: &mut ClientStream,
     response: Response<ResponseBody>,
@@ -52,6 +55,14 @@ pub(super) async fn write_response(
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
+    let has = |name: &HeaderName| {
+        parts.headers.contains_key(name)
+            || body
+                .raw_fields()
+                .is_some_and(|fields| fields.get_all(name.as_str()).next().is_some())
+    };
+    let has_length = has(&header::CONTENT_LENGTH);
+    let has_date = has(&header::DATE);
     let no_body = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -60,7 +71,7 @@ pub(super) async fn write_response(
     let mut added: [Option<(&[u8], &[u8])>; 3] = [None; 3];
     let framing = if no_body {
         Framing::None
-    } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
+    } else if has_length {
         Framing::Plain
     } else if let Some(len) = exact_len(&body) {
         added[0] = Some((b"content-length", write::decimal(len, &mut len_text)));
@@ -77,7 +88,7 @@ pub(super) async fn write_response(
         close = true;
         Framing::Plain
     };
-    let date = (!parts.headers.contains_key(header::DATE)).then(crate::http1::date::now);
+    let date = (!has_date).then(crate::http1::date::now);
     if let Some(date) = &date {
         added[1] = Some((b"date", date.as_bytes()));
     }
@@ -95,10 +106,15 @@ pub(super) async fn write_response(
     write::response_head(
         &mut out,
         status,
-        parts
-            .headers
-            .iter()
-            .map(|(name, value)| (speller.spell(name), value.as_bytes()))
+        body.raw_fields()
+            .into_iter()
+            .flat_map(headers::end_to_end)
+            .chain(
+                parts
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (speller.spell(name), value.as_bytes())),
+            )
             .chain(added.into_iter().flatten()),
     );
     drop(parts);

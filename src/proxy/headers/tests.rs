@@ -174,3 +174,60 @@ fn upgrade_h2c_is_not_a_tunnel() {
     ])));
     assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
 }
+
+/// The fields of a response head, as the engine reads them.
+fn fields(head: &str) -> Fields {
+    let limits = crate::http1::Limits {
+        max_head: 4096,
+        max_fields: 32,
+    };
+    let mut buf = bytes::BytesMut::from(head.as_bytes());
+    crate::http1::ResponseHead::parse(&mut buf, limits)
+        .unwrap()
+        .unwrap()
+        .fields
+}
+
+#[test]
+fn raw_fields_pass_on_as_a_map_would_in_their_order_and_case() {
+    let head = fields(concat!(
+        "HTTP/1.1 200 OK\r\n",
+        "Set-Cookie: a=1\r\n",
+        "Connection: keep-alive, X-Secret\r\n",
+        "CONNECTION: x-other,,\r\n",
+        "X-Secret: 1\r\n",
+        "x-other: 2\r\n",
+        "X-Kept: 1\r\n",
+        "Keep-Alive: timeout=5\r\n",
+        "Transfer-Encoding: chunked\r\n",
+        "Proxy-Authenticate: x\r\n",
+        "Upgrade: websocket\r\n",
+        "HTTP2-Settings: x\r\n",
+        "set-COOKIE: b=2\r\n",
+        "\r\n"
+    ));
+    let passed: Vec<(&str, &str)> = end_to_end(&head)
+        .map(|(n, v)| {
+            (
+                std::str::from_utf8(n).unwrap(),
+                std::str::from_utf8(v).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        passed,
+        [
+            ("Set-Cookie", "a=1"),
+            ("X-Kept", "1"),
+            ("set-COOKIE", "b=2")
+        ]
+    );
+}
+
+#[test]
+fn raw_fields_with_many_connection_tokens_drop_every_one_named() {
+    let head =
+        fields("HTTP/1.1 200 OK\r\nConnection: a, b, c, d, e, f\r\nA: 1\r\nF: 6\r\nG: 7\r\n\r\n");
+    let names: Vec<&[u8]> = end_to_end(&head).map(|(n, _)| n).collect();
+    assert_eq!(names, [b"G".as_slice()]);
+}
