@@ -29,8 +29,18 @@ impl HeaderCase {
     /// Forgets how `name` was spelled: the field is sluice's own now (an
     /// `X-Forwarded-For` it replaced), written in sluice's spelling.
     pub fn forget(&mut self, name: &HeaderName) {
-        self.0
-            .retain_names(|n| !n.eq_ignore_ascii_case(name.as_str().as_bytes()));
+        self.forget_all([name]);
+    }
+
+    /// [`HeaderCase::forget`] for several names, in one pass over the
+    /// fields.
+    pub fn forget_all<'n>(&mut self, names: impl IntoIterator<Item = &'n HeaderName> + Clone) {
+        self.0.retain_names(|n| {
+            !names
+                .clone()
+                .into_iter()
+                .any(|name| n.eq_ignore_ascii_case(name.as_str().as_bytes()))
+        });
     }
 }
 

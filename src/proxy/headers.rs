@@ -268,18 +268,24 @@ pub struct Forwarded<'a> {
 ///
 /// `case`, the client's spelling of its field names, forgets the names
 /// whose value sluice sets: those are written in sluice's own spelling.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    fwd: &Forwarded<'_>,
-    mut case: Option<&mut HeaderCase>,
-) {
-    let mut set = |headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue| {
-        if let Some(case) = case.as_deref_mut() {
-            case.forget(name);
+pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>, case: Option<&mut HeaderCase>) {
+    // The names set here, forgotten by `case` in one pass at the end.
+    let mut set_names: [Option<&HeaderName>; 4] = [None; 4];
+    let mut set = |headers: &mut HeaderMap, name: &'static HeaderName, value: HeaderValue| {
+        if let Some(slot) = set_names.iter_mut().find(|n| n.is_none()) {
+            *slot = Some(name);
         }
         headers.insert(name.clone(), value);
     };
-    if !fwd.peer_trusted && headers.keys().any(|name| is_other_forwarded(name.as_str())) {
+    // From an untrusted peer, one look at the names finds what to remove.
+    let (mut others, mut forwarded) = (false, false);
+    if !fwd.peer_trusted {
+        for name in headers.keys() {
+            others |= is_other_forwarded(name.as_str());
+            forwarded |= name == FORWARDED;
+        }
+    }
+    if others {
         remove_matching(headers, is_other_forwarded);
     }
     let (xff, real_ip) = if fwd.peer_trusted {
@@ -316,8 +322,11 @@ pub fn set_forwarded(
         set(headers, &X_FORWARDED_HOST, fwd.host.clone());
     }
     set(headers, &X_REAL_IP, real_ip);
-    if !fwd.peer_trusted && headers.keys().any(|name| name == FORWARDED) {
+    if forwarded {
         headers.remove(&FORWARDED);
+    }
+    if let Some(case) = case {
+        case.forget_all(set_names.iter().flatten().copied());
     }
 }
 
