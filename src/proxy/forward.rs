@@ -57,118 +57,130 @@ fn is_idempotent(method: &Method) -> bool {
 /// idempotent and its body is still at hand (buffered, or not yet sent). No
 /// response byte has reached the client at this point: the response head is
 /// returned from here, never streamed before.
-pub async fn forward(up: &Arc<UpstreamRt>, mut out: Outbound<'_>) -> Result<Served, ProxyError> {
-    let idempotent = is_idempotent(&out.method);
-    let tries = up.cfg.tries.get();
-    let mut tried = Tried::default();
-    let mut attempts = 0;
-    let mut last_err = None;
-    // A response whose status is in `fail_on_status`, returned if no other
-    // server does better (as nginx's `proxy_next_upstream http_503`).
-    let mut fallback: Option<Served> = None;
-    let mut body = Some(std::mem::replace(&mut out.body, RequestBody::empty()));
-    up.state.retry_budget.deposit(up.cfg.retry_budget);
+/// Not an async fn: its future would hold `up` and `out` twice (as passed
+/// and as moved into the body), and this future is part of every
+/// request's, moved and copied with it.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn's future holds its arguments twice"
+)]
+pub fn forward<'a>(
+    up: &'a Arc<UpstreamRt>,
+    mut out: Outbound<'a>,
+) -> impl Future<Output = Result<Served, ProxyError>> + 'a {
+    async move {
+        let idempotent = is_idempotent(&out.method);
+        let tries = up.cfg.tries.get();
+        let mut tried = Tried::default();
+        let mut attempts = 0;
+        let mut last_err = None;
+        // A response whose status is in `fail_on_status`, returned if no other
+        // server does better (as nginx's `proxy_next_upstream http_503`).
+        let mut fallback: Option<Served> = None;
+        let mut body = Some(std::mem::replace(&mut out.body, RequestBody::empty()));
+        up.state.retry_budget.deposit(up.cfg.retry_budget);
 
-    while attempts < tries {
-        let take = |now_ms: u64| -> Option<(usize, Lease)> {
-            let ctx = PickCtx {
-                client_ip: out.client_ip,
-                uri: &out.uri,
-                headers: &out.headers,
-                now_ms,
-                tried: tried.as_slice(),
-            };
-            // A failed acquire lost a race for the last slot; the server is
-            // full now, so the next pick looks elsewhere.
-            (0..=up.servers.len()).find_map(|_| {
-                let bound_pick = out
-                    .preferred
-                    .filter(|&p| p < up.servers.len() && balance::eligible_bound(up, p, &ctx));
-                let i = bound_pick.or_else(|| up.balancer.pick(up, &ctx))?;
-                let server = &up.servers[i];
-                Lease::acquire(&server.state, &up.state, server.max_conns()).map(|l| (i, l))
-            })
-        };
-        // Newcomers queue behind requests already waiting for a slot.
-        let taken = match queue::has_waiters(&up.state) {
-            false => take(clock::now_ms()),
-            true => None,
-        };
-        let taken = match taken {
-            Some(taken) => Some(taken),
-            None => queue::wait(up, tried.as_slice(), take).await,
-        };
-        let Some((i, lease)) = taken else {
-            break;
-        };
-        let bound = out.preferred == Some(i);
-        tried.push(i);
-        let server = &up.servers[i];
-        let now_ms = clock::now_ms();
-        let trial = if server.availability(now_ms, bound) == Availability::Trial {
-            match Trial::claim(server) {
-                Some(trial) => Some(trial),
-                None => continue,
-            }
-        } else {
-            None
-        };
-        if attempts > 0 {
-            if !up.state.retry_budget.try_withdraw(up.cfg.retry_min_per_sec) {
-                up.state.retries_refused.inc();
-                tracing::debug!(upstream = %up.name, "retry budget spent: not retrying");
-                break;
-            }
-            up.state.retries.inc();
-        }
-        attempts += 1;
-        if bound {
-            server.state.note_bound_request();
-        }
-        match attempt(up, server, &out, &mut body).await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let served = Served {
-                    response,
-                    lease,
-                    server: i,
+        while attempts < tries {
+            let take = |now_ms: u64| -> Option<(usize, Lease)> {
+                let ctx = PickCtx {
+                    client_ip: out.client_ip,
+                    uri: &out.uri,
+                    headers: &out.headers,
+                    now_ms,
+                    tried: tried.as_slice(),
                 };
-                if !up.cfg.fail_on_status.contains(&status) {
-                    if server.state.record_success() {
-                        tracing::info!(upstream = %up.name, server = %server.cfg.address, "server recovered: request succeeded");
-                    }
-                    Trial::settle(trial);
-                    return Ok(served);
+                // A failed acquire lost a race for the last slot; the server is
+                // full now, so the next pick looks elsewhere.
+                (0..=up.servers.len()).find_map(|_| {
+                    let bound_pick = out
+                        .preferred
+                        .filter(|&p| p < up.servers.len() && balance::eligible_bound(up, p, &ctx));
+                    let i = bound_pick.or_else(|| up.balancer.pick(up, &ctx))?;
+                    let server = &up.servers[i];
+                    Lease::acquire(&server.state, &up.state, server.max_conns()).map(|l| (i, l))
+                })
+            };
+            // Newcomers queue behind requests already waiting for a slot.
+            let taken = match queue::has_waiters(&up.state) {
+                false => take(clock::now_ms()),
+                true => None,
+            };
+            let taken = match taken {
+                Some(taken) => Some(taken),
+                None => queue::wait(up, tried.as_slice(), take).await,
+            };
+            let Some((i, lease)) = taken else {
+                break;
+            };
+            let bound = out.preferred == Some(i);
+            tried.push(i);
+            let server = &up.servers[i];
+            let now_ms = clock::now_ms();
+            let trial = if server.availability(now_ms, bound) == Availability::Trial {
+                match Trial::claim(server) {
+                    Some(trial) => Some(trial),
+                    None => continue,
                 }
-                note_failure(up, server, &format!("status {status}"));
-                Trial::settle(trial);
-                if !(idempotent && body.is_some()) {
-                    return Ok(served);
+            } else {
+                None
+            };
+            if attempts > 0 {
+                if !up.state.retry_budget.try_withdraw(up.cfg.retry_min_per_sec) {
+                    up.state.retries_refused.inc();
+                    tracing::debug!(upstream = %up.name, "retry budget spent: not retrying");
+                    break;
                 }
-                tracing::debug!(upstream = %up.name, server = %server.cfg.address, status, "status in fail_on_status: trying another server");
-                fallback = Some(served);
+                up.state.retries.inc();
             }
-            Err(err) => {
-                if err.counts_against_server() {
-                    note_failure(up, server, &err.to_string());
+            attempts += 1;
+            if bound {
+                server.state.note_bound_request();
+            }
+            match attempt(up, server, &out, &mut body).await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let served = Served {
+                        response,
+                        lease,
+                        server: i,
+                    };
+                    if !up.cfg.fail_on_status.contains(&status) {
+                        if server.state.record_success() {
+                            tracing::info!(upstream = %up.name, server = %server.cfg.address, "server recovered: request succeeded");
+                        }
+                        Trial::settle(trial);
+                        return Ok(served);
+                    }
+                    note_failure(up, server, &format!("status {status}"));
                     Trial::settle(trial);
+                    if !(idempotent && body.is_some()) {
+                        return Ok(served);
+                    }
+                    tracing::debug!(upstream = %up.name, server = %server.cfg.address, status, "status in fail_on_status: trying another server");
+                    fallback = Some(served);
                 }
-                // A streamed body is gone once sending began; connect
-                // failures leave it untouched.
-                let retry = !matches!(err, ProxyError::RequestBody(_))
-                    && (err.nothing_sent() || idempotent)
-                    && body.is_some();
-                tracing::debug!(upstream = %up.name, server = %server.cfg.address, error = %err, retry, "attempt failed");
-                if !retry {
-                    return fallback.ok_or(err);
+                Err(err) => {
+                    if err.counts_against_server() {
+                        note_failure(up, server, &err.to_string());
+                        Trial::settle(trial);
+                    }
+                    // A streamed body is gone once sending began; connect
+                    // failures leave it untouched.
+                    let retry = !matches!(err, ProxyError::RequestBody(_))
+                        && (err.nothing_sent() || idempotent)
+                        && body.is_some();
+                    tracing::debug!(upstream = %up.name, server = %server.cfg.address, error = %err, retry, "attempt failed");
+                    if !retry {
+                        return fallback.ok_or(err);
+                    }
+                    last_err = Some(err);
                 }
-                last_err = Some(err);
             }
         }
-    }
-    match fallback {
-        Some(served) => Ok(served),
-        None => Err(last_err.unwrap_or(ProxyError::NoServer)),
+        match fallback {
+            Some(served) => Ok(served),
+            None => Err(last_err.unwrap_or(ProxyError::NoServer)),
+        }
     }
 }
 
