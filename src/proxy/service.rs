@@ -79,167 +79,178 @@ impl ConnCtx {
 
     /// [`handle`](Self::handle) for a request read by the HTTP/1.1 engine,
     /// with the spelling of its field names (`case`) to write them on with.
-    pub async fn handle_h1(
-        &self,
-        req: Request<ClientBody<'_>>,
+    /// Not an async fn: its future would hold `req` and `case` twice (as
+    /// passed and as moved into the body), and it is part of every
+    /// request's future, moved and copied with it.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn's future holds its arguments twice"
+    )]
+    pub fn handle_h1<'a>(
+        &'a self,
+        req: Request<ClientBody<'a>>,
         mut case: Option<HeaderCase>,
-    ) -> Handled {
-        let started = Instant::now();
-        // The one snapshot load of this request.
-        let snapshot = self.shared.load();
-        let listener = snapshot
-            .listener(self.listen)
-            .unwrap_or(&self.listener)
-            .clone();
-        let mut entry = snapshot.config.log.access_log.then(|| {
-            Box::new(AccessEntry {
-                listener: listener.name.clone(),
-                client: self.peer.ip(),
-                method: req.method().clone(),
-                path: req.uri().path().to_owned(),
-                started,
-                upstream: None,
-                server: None,
-            })
-        });
+    ) -> impl Future<Output = Handled> + 'a {
+        async move {
+            let started = Instant::now();
+            // The one snapshot load of this request.
+            let snapshot = self.shared.load();
+            let listener = snapshot
+                .listener(self.listen)
+                .unwrap_or(&self.listener)
+                .clone();
+            let mut entry = snapshot.config.log.access_log.then(|| {
+                Box::new(AccessEntry {
+                    listener: listener.name.clone(),
+                    client: self.peer.ip(),
+                    method: req.method().clone(),
+                    path: req.uri().path().to_owned(),
+                    started,
+                    upstream: None,
+                    server: None,
+                })
+            });
 
-        let host = match validate(&req, &listener) {
-            Ok(host) => host,
-            Err(refusal) => {
-                tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
-                return local_answer(&listener, entry, refusal.status, refusal.close).into();
+            let host = match validate(&req, &listener) {
+                Ok(host) => host,
+                Err(refusal) => {
+                    tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
+                    return local_answer(&listener, entry, refusal.status, refusal.close).into();
+                }
+            };
+            let host_name = host_name(&host);
+            if let Some(sni) = &self.sni
+                && *host_name != **sni
+            {
+                // A client reusing this connection for a host it did not
+                // handshake for (HTTP/2 coalescing, or a forged Host): 421 tells
+                // it to open a connection for that host.
+                tracing::debug!(peer = %self.peer, %sni, host = %host_name, "request host does not match SNI");
+                return local_answer(&listener, entry, StatusCode::MISDIRECTED_REQUEST, false)
+                    .into();
             }
-        };
-        let host_name = host_name(&host);
-        if let Some(sni) = &self.sni
-            && *host_name != **sni
-        {
-            // A client reusing this connection for a host it did not
-            // handshake for (HTTP/2 coalescing, or a forged Host): 421 tells
-            // it to open a connection for that host.
-            tracing::debug!(peer = %self.peer, %sni, host = %host_name, "request host does not match SNI");
-            return local_answer(&listener, entry, StatusCode::MISDIRECTED_REQUEST, false).into();
-        }
-        let Some(upstream) = listener.route(&host_name, req.uri().path()).cloned() else {
-            return local_answer(&listener, entry, StatusCode::NOT_FOUND, false).into();
-        };
-        if let Some(entry) = &mut entry {
-            entry.upstream = Some(upstream.name.clone());
-        }
+            let Some(upstream) = listener.route(&host_name, req.uri().path()).cloned() else {
+                return local_answer(&listener, entry, StatusCode::NOT_FOUND, false).into();
+            };
+            if let Some(entry) = &mut entry {
+                entry.upstream = Some(upstream.name.clone());
+            }
 
-        let trusted = &snapshot.config.global.trusted_proxies;
-        let peer_ip = self.peer.ip();
-        let client_ip = headers::client_ip(peer_ip, req.headers(), trusted);
-        // Upgrade is HTTP/1.1 only (HTTP/2 forbids it).
-        let h1_upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
-        let upgrade = if h1_upgrade {
-            req.headers().get(header::UPGRADE).cloned()
-        } else {
-            None
-        };
-        let server_wide = req.extensions().get::<ServerWideOptions>().is_some();
-        let (parts, body) = req.into_parts();
-        let binding = upstream
-            .sticky
-            .as_ref()
-            .map_or(Binding::Missing, |sticky| sticky.binding(&parts.headers));
-        let mut out_headers = parts.headers;
-        headers::strip_hop_by_hop(&mut out_headers, upgrade.is_some());
-        if upgrade.is_some() {
-            out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-        out_headers.insert(header::HOST, host.clone());
-        headers::set_forwarded(
-            &mut out_headers,
-            &Forwarded {
-                peer: &self.peer_ip,
-                client: client_ip,
-                peer_trusted: headers::is_trusted(peer_ip, trusted),
-                proto: if self.tls { "https" } else { "http" },
-                host: &host,
-            },
-            case.as_mut(),
-        );
-        // Buffered when small, so a failed attempt can be retried elsewhere.
-        let result = match RequestBody::buffer(body, listener.cfg.max_body_size).await {
-            Ok(body) => {
-                let out = Outbound {
-                    uri: if parts.method == Method::OPTIONS && server_wide {
-                        // `OPTIONS http://a.test` asks about the server as a
-                        // whole: origin form `*` (RFC 9112 §3.2.4).
-                        Uri::from_static("*")
-                    } else {
-                        origin_form(&parts.uri)
-                    },
-                    method: parts.method,
-                    headers: out_headers,
-                    // Only an HTTP/1.x client's request comes with its
-                    // spelling, and only its writer passes fields on raw.
-                    unmapped_response: case.is_some(),
-                    case,
-                    body,
-                    client_ip,
-                    preferred: match binding {
-                        Binding::Server(i) => Some(i),
-                        Binding::Missing | Binding::Invalid => None,
-                    },
-                };
-                forward(&upstream, out).await
+            let trusted = &snapshot.config.global.trusted_proxies;
+            let peer_ip = self.peer.ip();
+            let client_ip = headers::client_ip(peer_ip, req.headers(), trusted);
+            // Upgrade is HTTP/1.1 only (HTTP/2 forbids it).
+            let h1_upgrade =
+                req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+            let upgrade = if h1_upgrade {
+                req.headers().get(header::UPGRADE).cloned()
+            } else {
+                None
+            };
+            let server_wide = req.extensions().get::<ServerWideOptions>().is_some();
+            let (parts, body) = req.into_parts();
+            let binding = upstream
+                .sticky
+                .as_ref()
+                .map_or(Binding::Missing, |sticky| sticky.binding(&parts.headers));
+            let mut out_headers = parts.headers;
+            headers::strip_hop_by_hop(&mut out_headers, upgrade.is_some());
+            if upgrade.is_some() {
+                out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             }
-            Err(e) => Err(ProxyError::RequestBody(e)),
-        };
-        let elapsed = started.elapsed();
-        upstream.state.latency.observe(elapsed);
-        if let Ok(served) = &result {
-            upstream.servers[served.server]
-                .state
-                .latency
-                .observe(elapsed);
-        }
-        match result {
-            Ok(served) if served.response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                let accepted =
-                    upgrade.filter(|protocol| upgrade::accepted(protocol, &served.response));
-                match accepted {
-                    Some(_) => self.tunnel(&listener, &upstream, served, binding, entry),
-                    None => {
-                        // A switch nobody asked for: the connection is no
-                        // longer HTTP, so it is dropped, not pooled.
-                        let server = &upstream.servers[served.server].cfg.address;
-                        tracing::warn!(upstream = %upstream.name, %server, "upstream switched protocols without a matching Upgrade request");
-                        local_answer(&listener, entry, StatusCode::BAD_GATEWAY, false).into()
+            out_headers.insert(header::HOST, host.clone());
+            headers::set_forwarded(
+                &mut out_headers,
+                &Forwarded {
+                    peer: &self.peer_ip,
+                    client: client_ip,
+                    peer_trusted: headers::is_trusted(peer_ip, trusted),
+                    proto: if self.tls { "https" } else { "http" },
+                    host: &host,
+                },
+                case.as_mut(),
+            );
+            // Buffered when small, so a failed attempt can be retried elsewhere.
+            let result = match RequestBody::buffer(body, listener.cfg.max_body_size).await {
+                Ok(body) => {
+                    let out = Outbound {
+                        uri: if parts.method == Method::OPTIONS && server_wide {
+                            // `OPTIONS http://a.test` asks about the server as a
+                            // whole: origin form `*` (RFC 9112 §3.2.4).
+                            Uri::from_static("*")
+                        } else {
+                            origin_form(&parts.uri)
+                        },
+                        method: parts.method,
+                        headers: out_headers,
+                        // Only an HTTP/1.x client's request comes with its
+                        // spelling, and only its writer passes fields on raw.
+                        unmapped_response: case.is_some(),
+                        case,
+                        body,
+                        client_ip,
+                        preferred: match binding {
+                            Binding::Server(i) => Some(i),
+                            Binding::Missing | Binding::Invalid => None,
+                        },
+                    };
+                    forward(&upstream, out).await
+                }
+                Err(e) => Err(ProxyError::RequestBody(e)),
+            };
+            let elapsed = started.elapsed();
+            upstream.state.latency.observe(elapsed);
+            if let Ok(served) = &result {
+                upstream.servers[served.server]
+                    .state
+                    .latency
+                    .observe(elapsed);
+            }
+            match result {
+                Ok(served) if served.response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    let accepted =
+                        upgrade.filter(|protocol| upgrade::accepted(protocol, &served.response));
+                    match accepted {
+                        Some(_) => self.tunnel(&listener, &upstream, served, binding, entry),
+                        None => {
+                            // A switch nobody asked for: the connection is no
+                            // longer HTTP, so it is dropped, not pooled.
+                            let server = &upstream.servers[served.server].cfg.address;
+                            tracing::warn!(upstream = %upstream.name, %server, "upstream switched protocols without a matching Upgrade request");
+                            local_answer(&listener, entry, StatusCode::BAD_GATEWAY, false).into()
+                        }
                     }
                 }
-            }
-            Ok(served) => {
-                let (mut head, incoming) = served.response.into_parts();
-                headers::strip_hop_by_hop(&mut head.headers, false);
-                let status = head.status;
-                let server = &upstream.servers[served.server];
-                server.state.responses.record(status.as_u16());
-                listener.responses.record(status.as_u16());
-                self.bind_cookie(&upstream, binding, served.server, &mut head.headers);
-                let log = entry.map(|mut entry| {
-                    entry.server = Some(server.cfg.address.clone());
-                    (entry, status)
-                });
-                let finish = Finish {
-                    lease: served.lease,
-                    keepalive: upstream.cfg.keepalive,
-                    keepalive_timeout: upstream.cfg.keepalive_timeout,
-                    log,
-                };
-                Response::from_parts(head, ResponseBody::upstream(incoming, finish)).into()
-            }
-            Err(err) => {
-                let status = err.status();
-                if matches!(err, ProxyError::RequestBody(_)) {
-                    tracing::debug!(peer = %self.peer, error = %err, "client body failed");
-                } else {
-                    tracing::warn!(upstream = %upstream.name, error = %err, status = status.as_u16(), "request failed");
+                Ok(served) => {
+                    let (mut head, incoming) = served.response.into_parts();
+                    headers::strip_hop_by_hop(&mut head.headers, false);
+                    let status = head.status;
+                    let server = &upstream.servers[served.server];
+                    server.state.responses.record(status.as_u16());
+                    listener.responses.record(status.as_u16());
+                    self.bind_cookie(&upstream, binding, served.server, &mut head.headers);
+                    let log = entry.map(|mut entry| {
+                        entry.server = Some(server.cfg.address.clone());
+                        (entry, status)
+                    });
+                    let finish = Finish {
+                        lease: served.lease,
+                        keepalive: upstream.cfg.keepalive,
+                        keepalive_timeout: upstream.cfg.keepalive_timeout,
+                        log,
+                    };
+                    Response::from_parts(head, ResponseBody::upstream(incoming, finish)).into()
                 }
-                let close = matches!(err, ProxyError::RequestBody(_));
-                local_answer(&listener, entry, status, close).into()
+                Err(err) => {
+                    let status = err.status();
+                    if matches!(err, ProxyError::RequestBody(_)) {
+                        tracing::debug!(peer = %self.peer, error = %err, "client body failed");
+                    } else {
+                        tracing::warn!(upstream = %upstream.name, error = %err, status = status.as_u16(), "request failed");
+                    }
+                    let close = matches!(err, ProxyError::RequestBody(_));
+                    local_answer(&listener, entry, status, close).into()
+                }
             }
         }
     }
