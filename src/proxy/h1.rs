@@ -16,7 +16,6 @@
 //! keep-alive connection is closed quietly.
 
 use std::io;
-use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -25,13 +24,14 @@ use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::prefixed::Prefixed;
 use super::service::ConnCtx;
 use crate::http1::{Limits, RequestHead, Version};
 use crate::upstream::stream::Stream;
+use crate::workers::idle::IdleWait;
 
 mod exchange;
 mod reader;
@@ -84,13 +84,6 @@ impl Stop {
     fn is_set(&self) -> bool {
         *self.shutdown.borrow() || *self.removed.borrow()
     }
-
-    /// Resolves once `removed` is set. Graceful shutdown stops every
-    /// listener before it sets `shutdown`, so this is enough, and an idle
-    /// connection holds one waiter instead of two.
-    async fn wait(&mut self) {
-        let _ = self.removed.wait_for(|r| *r).await;
-    }
 }
 
 /// How a connection's settings were when it was accepted.
@@ -137,18 +130,11 @@ pub fn serve(
     ctx: ConnCtx,
     stream: ClientStream,
     settings: Settings,
-    mut stop: Stop,
+    stop: Stop,
 ) -> impl Future<Output = Served> {
     let mut reader = Reader::new(stream);
     async move {
         let mut answered = false;
-        // One timer for every wait of the connection, moved only when a
-        // wait must end sooner than it fires: a new timer per request, or
-        // a reset to a later deadline, costs a timer-wheel update, and one
-        // earlier than the driver's next wake-up a write to its eventfd.
-        let mut timer = std::pin::pin!(tokio::time::sleep_until(
-            Instant::now() + settings.header_timeout
-        ));
         'requests: loop {
             let deadline = Instant::now() + settings.header_timeout;
             // The exchange's future is made in the match and awaited after
@@ -159,15 +145,7 @@ pub fn serve(
             // exchange's outcome) would stay in the task's state beside the
             // future it came from. Endings are awaited after the block.
             let ending = 'ending: {
-                let busy = match read_head(
-                    &mut reader,
-                    &settings,
-                    deadline,
-                    answered,
-                    &mut stop,
-                    timer.as_mut(),
-                )
-                .await
+                let busy = match read_head(&mut reader, &settings, deadline, answered, &stop).await
                 {
                     Ok(head) => Box::pin(exchange(&ctx, &mut reader, head, &stop, &settings)),
                     Err(no_head) => break 'ending no_head,
@@ -226,20 +204,25 @@ pub fn serve(
 /// keep-alive connection, closed without a 408. Not an async fn, whose
 /// future would keep each argument twice: this one is in every idle
 /// connection's state.
-fn read_head(
-    reader: &mut Reader,
-    settings: &Settings,
+///
+/// Every wait here, idle or in a head begun, is timed by one [`IdleWait`]
+/// (a slot in the worker's registry, not a timer of its own) and polled by
+/// hand beside the socket: this is what every idle connection holds, and a
+/// `Sleep` or a stop waiter in it would be most of it.
+fn read_head<'a>(
+    reader: &'a mut Reader,
+    settings: &'a Settings,
     deadline: Instant,
     answered: bool,
-    stop: &mut Stop,
-    mut timer: Pin<&mut Sleep>,
-) -> impl Future<Output = Result<RequestHead, NoHead>> {
+    stop: &'a Stop,
+) -> impl Future<Output = Result<RequestHead, NoHead>> + 'a {
     let idle_deadline = if answered {
         deadline.min(Instant::now() + settings.idle_timeout)
     } else {
         deadline
     };
     async move {
+        let mut wait = IdleWait::start();
         loop {
             if !reader.buf.is_empty() {
                 if !answered && reader.buf[0] == b'P' {
@@ -249,7 +232,7 @@ fn read_head(
                             return Err(NoHead::H2);
                         }
                         // Part of the preface: read on.
-                        fill_by(reader, deadline).await?;
+                        fill_by(reader, &mut wait, deadline).await?;
                         continue;
                     }
                 }
@@ -258,7 +241,7 @@ fn read_head(
                     Ok(None) => {}
                     Err(e) => return Err(NoHead::Refuse(e.status())),
                 }
-                fill_by(reader, deadline).await?;
+                fill_by(reader, &mut wait, deadline).await?;
                 continue;
             }
             // Nothing of a request yet: wait holding no buffer.
@@ -270,45 +253,53 @@ fn read_head(
                     NoHead::Timeout
                 }
             };
-            // Polled by hand rather than by select!, and in a block of its own
-            // so its waiter is gone before the read's timeout: this is what
-            // every idle connection holds, and readiness needs no future.
-            {
-                if timer.deadline() > idle_deadline {
-                    timer.as_mut().reset(idle_deadline);
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
+                    return Poll::Ready(ready.map_err(|_| NoHead::Close));
                 }
-                let mut stopped = std::pin::pin!(stop.wait());
-                std::future::poll_fn(|cx| {
-                    if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
-                        return Poll::Ready(ready.map_err(|_| NoHead::Close));
-                    }
-                    // Set for an earlier wait: fired early, it is moved on.
-                    while timer.as_mut().poll(cx).is_ready() {
-                        if Instant::now() >= idle_deadline {
-                            return Poll::Ready(Err(silent()));
-                        }
-                        timer.as_mut().reset(idle_deadline);
-                    }
-                    // Nothing was asked: nothing to finish.
-                    ready!(stopped.as_mut().poll(cx));
-                    Poll::Ready(Err(NoHead::Close))
-                })
-                .await?;
-            }
-            match tokio::time::timeout_at(deadline, reader.fill()).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Close),
-                Ok(Ok(_)) => {}
-                Err(_) => return Err(silent()),
+                if wait.poll_until(cx, idle_deadline).is_ready() {
+                    return Poll::Ready(Err(silent()));
+                }
+                // Asked after the wait is armed, so a stop set since wakes
+                // this task again. Nothing was asked: nothing to finish.
+                if stop.is_set() {
+                    return Poll::Ready(Err(NoHead::Close));
+                }
+                Poll::Pending
+            })
+            .await?;
+            match std::future::poll_fn(|cx| poll_fill_by(cx, reader, &mut wait, deadline)).await {
+                Ok(Some(0)) | Err(_) => return Err(NoHead::Close),
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(silent()),
             }
         }
     }
 }
 
 /// Reads more of a head begun; past `deadline`, a 408.
-async fn fill_by(reader: &mut Reader, deadline: Instant) -> Result<(), NoHead> {
-    match tokio::time::timeout_at(deadline, reader.fill()).await {
-        Ok(Ok(0)) | Ok(Err(_)) => Err(NoHead::Close),
-        Ok(Ok(_)) => Ok(()),
-        Err(_) => Err(NoHead::Timeout),
+async fn fill_by(
+    reader: &mut Reader,
+    wait: &mut IdleWait,
+    deadline: Instant,
+) -> Result<(), NoHead> {
+    match std::future::poll_fn(|cx| poll_fill_by(cx, reader, wait, deadline)).await {
+        Ok(Some(0)) | Err(_) => Err(NoHead::Close),
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(NoHead::Timeout),
     }
+}
+
+/// A read into the buffer, or `None` once `deadline` has passed.
+fn poll_fill_by(
+    cx: &mut Context<'_>,
+    reader: &mut Reader,
+    wait: &mut IdleWait,
+    deadline: Instant,
+) -> Poll<io::Result<Option<usize>>> {
+    if let Poll::Ready(read) = reader.poll_fill(cx) {
+        return Poll::Ready(read.map(Some));
+    }
+    ready!(wait.poll_until(cx, deadline));
+    Poll::Ready(Ok(None))
 }

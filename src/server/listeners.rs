@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::Server;
+use crate::workers::idle;
 
 pub(super) struct RunningListener {
     stop: watch::Sender<bool>,
@@ -48,6 +49,7 @@ impl Server {
             .remove(&addr)
         {
             let _ = l.stop.send(true);
+            idle::stop_changed();
             tracing::info!(%addr, "listener stopped");
         }
     }
