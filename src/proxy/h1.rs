@@ -86,7 +86,7 @@ impl Stop {
     }
 }
 
-/// How a connection's settings were when it was accepted.
+/// How a listener's settings were when its connection was accepted.
 pub struct Settings {
     pub limits: Limits,
     pub header_timeout: Duration,
@@ -98,10 +98,10 @@ pub enum Served {
     Done,
     /// The client sent the HTTP/2 preface (prior knowledge): the stream,
     /// with the bytes read from it put back in front, is HTTP/2's. The
-    /// connection's context and stop signal come back with it, boxed: this
-    /// is the output of the future an idle connection holds, and room for
-    /// it is kept beside that future.
-    H2(Box<(Prefixed<ClientStream>, ConnCtx, Stop)>),
+    /// connection's context comes back with it, boxed: this is the output
+    /// of the future an idle connection holds, and room for it is kept
+    /// beside that future.
+    H2(Box<(Prefixed<ClientStream>, ConnCtx)>),
 }
 
 /// Why a wait for the next head ended without one, or why the connection
@@ -119,22 +119,18 @@ enum NoHead {
 
 /// Serves HTTP/1.1 requests on `stream` until the connection ends, one at a
 /// time in arrival order (pipelined requests wait in the read buffer).
-/// Once `stop` is set an idle connection closes, a busy one after its
-/// response.
+/// Once its listener's `stop` is set an idle connection closes, a busy one
+/// after its response.
 ///
 /// The returned future is what an idle connection's task holds, so it is
 /// kept small: an async block rather than an async fn (whose future keeps
 /// each argument twice, as passed and as moved into the body), and every
 /// state that only lives while a request is in flight is boxed.
-pub fn serve(
-    ctx: ConnCtx,
-    stream: ClientStream,
-    settings: Settings,
-    stop: Stop,
-) -> impl Future<Output = Served> {
+pub fn serve(ctx: ConnCtx, stream: ClientStream) -> impl Future<Output = Served> {
     let mut reader = Reader::new(stream);
     async move {
         let mut answered = false;
+        let (settings, stop) = (&ctx.listening.settings, &ctx.listening.stop);
         'requests: loop {
             let deadline = Instant::now() + settings.header_timeout;
             // The exchange's future is made in the match and awaited after
@@ -145,9 +141,8 @@ pub fn serve(
             // exchange's outcome) would stay in the task's state beside the
             // future it came from. Endings are awaited after the block.
             let ending = 'ending: {
-                let busy = match read_head(&mut reader, &settings, deadline, answered, &stop).await
-                {
-                    Ok(head) => Box::pin(exchange(&ctx, &mut reader, head, &stop, &settings)),
+                let busy = match read_head(&mut reader, settings, deadline, answered, stop).await {
+                    Ok(head) => Box::pin(exchange(&ctx, &mut reader, head)),
                     Err(no_head) => break 'ending no_head,
                 };
                 answered = true;
@@ -181,7 +176,7 @@ pub fn serve(
                 NoHead::H2 => {
                     let preface = std::mem::take(&mut reader.buf).freeze();
                     let stream = Prefixed::new(preface, reader.stream);
-                    return Served::H2(Box::new((stream, ctx, stop)));
+                    return Served::H2(Box::new((stream, ctx)));
                 }
                 NoHead::Timeout => {
                     let _ = reader.stream.write_all(REQUEST_TIMEOUT_408).await;

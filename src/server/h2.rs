@@ -2,7 +2,6 @@
 //! graceful close.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,10 +9,11 @@ use hyper::rt::{Read, Write};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::Server;
 use super::idle::{Activity, Tracked};
+use crate::proxy::ConnCtx;
 use crate::proxy::body::ClientBody;
 
 /// HTTP/2 limits, set explicitly rather than left to library defaults.
@@ -35,22 +35,14 @@ const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Server {
-    /// Serves HTTP/2 on an accepted (and, with `tls`, decrypted)
-    /// connection. `tls` carries the SNI name the client sent, if any.
-    pub(super) async fn serve_h2<I>(
-        self: Arc<Self>,
-        listen: SocketAddr,
-        io: I,
-        peer: SocketAddr,
-        tls: Option<Option<String>>,
-        mut removed: watch::Receiver<bool>,
-    ) where
+    /// Serves HTTP/2 on an accepted (and perhaps decrypted) connection.
+    pub(super) async fn serve_h2<I>(self: Arc<Self>, ctx: ConnCtx, io: I)
+    where
         I: Read + Write + Unpin + Send + 'static,
     {
-        let Some(ctx) = self.conn_ctx(listen, peer, tls) else {
-            return;
-        };
-        let cfg = &ctx.listener.cfg;
+        let peer = ctx.peer;
+        let mut removed = ctx.listening.stop.removed.clone();
+        let cfg = &ctx.listening.listener.cfg;
         let idle_timeout = cfg.idle_timeout;
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
