@@ -43,8 +43,8 @@ use tokio::time::Instant;
 pub const GRANULARITY: Duration = Duration::from_millis(100);
 const GRANULARITY_MS: u64 = GRANULARITY.as_millis() as u64;
 
-/// No deadline: a slot woken and not re-armed, or the sweeper's next sweep
-/// when nothing waits.
+/// No deadline: a slot woken and not re-armed, a wait for a reason to
+/// stop only, or the sweeper's next sweep when nothing waits.
 const NEVER: u64 = u64::MAX;
 
 /// Bumped by [`stop_changed`]; every sweeper watches it.
@@ -62,8 +62,9 @@ pub fn stop_changed() {
 
 /// One wait: a deadline and a waker, or a free slot's link to the next.
 struct Slot {
-    /// Milliseconds since the registry's `base`; [`NEVER`] when woken.
-    /// For a free slot, the next free slot's index.
+    /// Milliseconds since the registry's `base`; [`NEVER`] when woken or
+    /// when only a stop is waited for. For a free slot, the next free
+    /// slot's index.
     deadline: u64,
     /// `None` for a free slot.
     waker: Option<Waker>,
@@ -168,7 +169,16 @@ impl IdleWait {
         if Instant::now() >= deadline {
             return Poll::Ready(());
         }
-        let bin = self.registry.bin_of(deadline);
+        self.arm(cx, self.registry.bin_of(deadline));
+        Poll::Pending
+    }
+
+    /// Has the task woken by [`stop_changed`] only: a wait with no deadline.
+    pub fn wait_for_stop(&mut self, cx: &mut Context<'_>) {
+        self.arm(cx, NEVER);
+    }
+
+    fn arm(&mut self, cx: &mut Context<'_>, bin: u64) {
         let mut s = self.registry.lock();
         let slot = &mut s.slots[self.key];
         slot.deadline = bin;
@@ -181,7 +191,6 @@ impl IdleWait {
             drop(s);
             self.registry.earlier.notify_one();
         }
-        Poll::Pending
     }
 }
 
@@ -231,9 +240,6 @@ async fn sweep(registry: Arc<Registry>, mut stops: watch::Receiver<u64>) {
         let mut earliest = NEVER;
         for slot in &mut s.slots {
             let Some(waker) = &slot.waker else { continue };
-            if slot.deadline == NEVER {
-                continue;
-            }
             if stopped || slot.deadline <= now {
                 waker.wake_by_ref();
                 slot.deadline = NEVER;
