@@ -132,7 +132,6 @@ pub fn serve(ctx: ConnCtx, stream: ClientStream) -> impl Future<Output = Served>
         let mut answered = false;
         let (settings, stop) = (&ctx.listening.settings, &ctx.listening.stop);
         'requests: loop {
-            let deadline = Instant::now() + settings.header_timeout;
             // The exchange's future is made in the match and awaited after
             // it: a head bound across the await would take room in every
             // connection's state.
@@ -141,7 +140,7 @@ pub fn serve(ctx: ConnCtx, stream: ClientStream) -> impl Future<Output = Served>
             // exchange's outcome) would stay in the task's state beside the
             // future it came from. Endings are awaited after the block.
             let ending = 'ending: {
-                let busy = match read_head(&mut reader, settings, deadline, answered, stop).await {
+                let busy = match read_head(&mut reader, settings, answered, stop).await {
                     Ok(head) => Box::pin(exchange(&ctx, &mut reader, head)),
                     Err(no_head) => break 'ending no_head,
                 };
@@ -194,9 +193,9 @@ pub fn serve(ctx: ConnCtx, stream: ClientStream) -> impl Future<Output = Served>
     }
 }
 
-/// Waits for and parses the next request head. `answered`: a response went
-/// out on this connection, so silence until `deadline` is an idle
-/// keep-alive connection, closed without a 408. Not an async fn, whose
+/// Waits for and parses the next request head, due within `header_timeout`
+/// from now. `answered`: a response went out on this connection, so silence
+/// until then is an idle keep-alive connection, closed without a 408. Not an async fn, whose
 /// future would keep each argument twice: this one is in every idle
 /// connection's state.
 ///
@@ -207,10 +206,10 @@ pub fn serve(ctx: ConnCtx, stream: ClientStream) -> impl Future<Output = Served>
 fn read_head<'a>(
     reader: &'a mut Reader,
     settings: &'a Settings,
-    deadline: Instant,
     answered: bool,
     stop: &'a Stop,
 ) -> impl Future<Output = Result<RequestHead, NoHead>> + 'a {
+    let deadline = Instant::now() + settings.header_timeout;
     let idle_deadline = if answered {
         deadline.min(Instant::now() + settings.idle_timeout)
     } else {

@@ -36,7 +36,7 @@ impl Server {
         async move {
             // Bound by `let`, then moved into the await: a moved-from local
             // takes no room in the task, a temporary held by `if let` would.
-            let Some((serving, server, token)) = start.await else {
+            let Some((serving, token)) = start.await else {
                 return;
             };
             // Prior knowledge: the client sent HTTP/2's preface. The context
@@ -44,26 +44,21 @@ impl Server {
             // a copy of it.
             if let Served::H2(handoff) = serving.await {
                 let (stream, ctx) = *handoff;
-                Box::pin(server.serve_h2(ctx, TokioIo::new(stream))).await;
+                Box::pin(Server::serve_h2(ctx, TokioIo::new(stream))).await;
             }
             drop(token);
         }
     }
 
     /// Everything before HTTP/1.1: returns the HTTP/1.1 loop to run, with
-    /// what serving HTTP/2 after it needs and the connection's shutdown
-    /// token, or `None` when the connection is done with (closed, or
+    /// the connection's shutdown token, or `None` when the connection is done with (closed, or
     /// served as HTTP/2).
     async fn start_connection(
         self: Arc<Self>,
         on: Arc<ListenerCtx>,
         mut stream: TcpStream,
         peer: SocketAddr,
-    ) -> Option<(
-        impl Future<Output = Served> + Send + 'static,
-        Arc<Self>,
-        Token,
-    )> {
+    ) -> Option<(impl Future<Output = Served> + Send + 'static, Token)> {
         // Taken at accept, so a TLS handshake in progress also holds up
         // graceful shutdown (for at most its handshake_timeout).
         let token = self.tracker.token();
@@ -91,7 +86,7 @@ impl Server {
                     let sni = session.server_name().map(str::to_ascii_lowercase);
                     if session.alpn_protocol() == Some(b"h2") {
                         let ctx = self.conn_ctx(on, peer, Some(sni))?;
-                        self.serve_h2(ctx, TokioIo::new(*stream)).await;
+                        Server::serve_h2(ctx, TokioIo::new(*stream)).await;
                         return None;
                     }
                     (ClientStream::Tls(stream), Some(sni))
@@ -103,7 +98,7 @@ impl Server {
             },
         };
         let ctx = self.conn_ctx(on, peer, sni)?;
-        Some((h1::serve(ctx, stream), self, token))
+        Some((h1::serve(ctx, stream), token))
     }
 
     /// What a connection's requests share about it; `None` once a reload

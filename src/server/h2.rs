@@ -36,12 +36,15 @@ const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Server {
     /// Serves HTTP/2 on an accepted (and perhaps decrypted) connection.
-    pub(super) async fn serve_h2<I>(self: Arc<Self>, ctx: ConnCtx, io: I)
+    /// Needs nothing of the server but what `ctx` carries, so a connection
+    /// handed over from HTTP/1.1 need not keep the server besides.
+    pub(super) async fn serve_h2<I>(ctx: ConnCtx, io: I)
     where
         I: Read + Write + Unpin + Send + 'static,
     {
         let peer = ctx.peer;
         let mut removed = ctx.listening.stop.removed.clone();
+        let mut shutdown = ctx.listening.stop.shutdown.clone();
         let cfg = &ctx.listening.listener.cfg;
         let idle_timeout = cfg.idle_timeout;
         let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -73,7 +76,6 @@ impl Server {
         // The reasons to close gracefully are watched on a task of their
         // own: polled next to `conn`, they would be polled again at every
         // wake-up of a busy connection.
-        let mut shutdown = self.shutdown.subscribe();
         let (close, mut closing) = oneshot::channel();
         let _watchdog = AbortOnDrop(tokio::spawn(async move {
             let reason = tokio::select! {
