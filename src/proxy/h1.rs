@@ -15,6 +15,7 @@
 //! A client that began a head (or never sent one) gets a 408 first; an idle
 //! keep-alive connection is closed quietly.
 
+use std::future::poll_fn;
 use std::io;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -200,8 +201,8 @@ pub fn serve(ctx: ConnCtx, stream: ClientStream) -> impl Future<Output = Served>
 /// connection's state.
 ///
 /// Every wait here, idle or in a head begun, is timed by one [`IdleWait`]
-/// (a slot in the worker's registry, not a timer of its own) and polled by
-/// hand beside the socket: this is what every idle connection holds, and a
+/// (a slot in the worker's registry, not a timer of its own, in a
+/// [`HeadTimer`]) and polled by hand beside the socket: this is what every idle connection holds, and a
 /// `Sleep` or a stop waiter in it would be most of it.
 fn read_head<'a>(
     reader: &'a mut Reader,
@@ -215,18 +216,25 @@ fn read_head<'a>(
     } else {
         deadline
     };
+    // Made out here and moved in whole, and polled through one reference:
+    // each of its parts captured on its own would take room of its own.
+    let mut timer = HeadTimer {
+        wait: IdleWait::start(),
+        deadline,
+        idle_deadline,
+        answered,
+    };
     async move {
-        let mut wait = IdleWait::start();
         loop {
             if !reader.buf.is_empty() {
-                if !answered && reader.buf[0] == b'P' {
+                if !timer.answered && reader.buf[0] == b'P' {
                     let n = reader.buf.len().min(H2_PREFACE.len());
                     if reader.buf[..n] == H2_PREFACE[..n] {
                         if n == H2_PREFACE.len() {
                             return Err(NoHead::H2);
                         }
                         // Part of the preface: read on.
-                        fill_by(reader, &mut wait, deadline).await?;
+                        poll_fn(|cx| timer.poll_fill(cx, reader, true)).await?;
                         continue;
                     }
                 }
@@ -235,65 +243,81 @@ fn read_head<'a>(
                     Ok(None) => {}
                     Err(e) => return Err(NoHead::Refuse(e.status())),
                 }
-                fill_by(reader, &mut wait, deadline).await?;
+                poll_fn(|cx| timer.poll_fill(cx, reader, true)).await?;
                 continue;
             }
             // Nothing of a request yet: wait holding no buffer.
             reader.release();
-            let silent = || {
-                if answered {
-                    NoHead::Close
-                } else {
-                    NoHead::Timeout
-                }
-            };
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
-                    return Poll::Ready(ready.map_err(|_| NoHead::Close));
-                }
-                if wait.poll_until(cx, idle_deadline).is_ready() {
-                    return Poll::Ready(Err(silent()));
-                }
-                // Asked after the wait is armed, so a stop set since wakes
-                // this task again. Nothing was asked: nothing to finish.
-                if stop.is_set() {
-                    return Poll::Ready(Err(NoHead::Close));
-                }
-                Poll::Pending
-            })
-            .await?;
-            match std::future::poll_fn(|cx| poll_fill_by(cx, reader, &mut wait, deadline)).await {
-                Ok(Some(0)) | Err(_) => return Err(NoHead::Close),
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(silent()),
-            }
+            poll_fn(|cx| timer.poll_idle(cx, reader, stop)).await?;
+            poll_fn(|cx| timer.poll_fill(cx, reader, false)).await?;
         }
     }
 }
 
-/// Reads more of a head begun; past `deadline`, a 408.
-async fn fill_by(
-    reader: &mut Reader,
-    wait: &mut IdleWait,
+/// The deadlines of one wait for a request head, and the slot in the
+/// worker's idle registry that times them.
+struct HeadTimer {
+    wait: IdleWait,
+    /// For the whole head (`header_timeout`).
     deadline: Instant,
-) -> Result<(), NoHead> {
-    match std::future::poll_fn(|cx| poll_fill_by(cx, reader, wait, deadline)).await {
-        Ok(Some(0)) | Err(_) => Err(NoHead::Close),
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(NoHead::Timeout),
-    }
+    /// For its first byte: sooner after a response, by `idle_timeout`.
+    idle_deadline: Instant,
+    /// A response went out on this connection.
+    answered: bool,
 }
 
-/// A read into the buffer, or `None` once `deadline` has passed.
-fn poll_fill_by(
-    cx: &mut Context<'_>,
-    reader: &mut Reader,
-    wait: &mut IdleWait,
-    deadline: Instant,
-) -> Poll<io::Result<Option<usize>>> {
-    if let Poll::Ready(read) = reader.poll_fill(cx) {
-        return Poll::Ready(read.map(Some));
+impl HeadTimer {
+    /// Why a connection that sent nothing is closed: an idle keep-alive
+    /// connection quietly, one never used with a 408.
+    fn silent(&self) -> NoHead {
+        if self.answered {
+            NoHead::Close
+        } else {
+            NoHead::Timeout
+        }
     }
-    ready!(wait.poll_until(cx, deadline));
-    Poll::Ready(Ok(None))
+
+    /// Ready once the client has sent something (without taking a buffer
+    /// to read it into), or with why the connection ends first.
+    fn poll_idle(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut Reader,
+        stop: &Stop,
+    ) -> Poll<Result<(), NoHead>> {
+        if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
+            return Poll::Ready(ready.map_err(|_| NoHead::Close));
+        }
+        if self.wait.poll_until(cx, self.idle_deadline).is_ready() {
+            return Poll::Ready(Err(self.silent()));
+        }
+        // Asked after the wait is armed, so a stop set since wakes this
+        // task again. Nothing was asked: nothing to finish.
+        if stop.is_set() {
+            return Poll::Ready(Err(NoHead::Close));
+        }
+        Poll::Pending
+    }
+
+    /// Reads more into the buffer. Past the deadline, a 408 when a head
+    /// was `begun`, else what [`silent`](Self::silent) says.
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut Reader,
+        begun: bool,
+    ) -> Poll<Result<(), NoHead>> {
+        if let Poll::Ready(read) = reader.poll_fill(cx) {
+            return Poll::Ready(match read {
+                Ok(0) | Err(_) => Err(NoHead::Close),
+                Ok(_) => Ok(()),
+            });
+        }
+        ready!(self.wait.poll_until(cx, self.deadline));
+        Poll::Ready(Err(if begun {
+            NoHead::Timeout
+        } else {
+            self.silent()
+        }))
+    }
 }

@@ -49,7 +49,8 @@ pub struct ConnCtx {
     pub peer_ip: HeaderValue,
     pub tls: bool,
     /// The lower-case SNI name a TLS client sent: requests must be for it.
-    pub sni: Option<String>,
+    /// A box, not a `String`: no capacity to keep in every connection.
+    pub sni: Option<Box<str>>,
 }
 
 /// Marks an `OPTIONS` request whose target was in absolute form with no

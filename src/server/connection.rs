@@ -83,7 +83,9 @@ impl Server {
             Some(tls) => match tls.accept(stream).await.map(Box::new) {
                 Ok(stream) => {
                     let session = &stream.get_ref().1;
-                    let sni = session.server_name().map(str::to_ascii_lowercase);
+                    let sni = session
+                        .server_name()
+                        .map(|name| name.to_ascii_lowercase().into_boxed_str());
                     if session.alpn_protocol() == Some(b"h2") {
                         let ctx = self.conn_ctx(on, peer, Some(sni))?;
                         Server::serve_h2(ctx, TokioIo::new(*stream)).await;
@@ -107,7 +109,7 @@ impl Server {
         &self,
         on: Arc<ListenerCtx>,
         peer: SocketAddr,
-        tls: Option<Option<String>>,
+        tls: Option<Option<Box<str>>>,
     ) -> Option<ConnCtx> {
         self.shared.load().listener(on.listen)?;
         Some(ConnCtx {
@@ -242,15 +244,19 @@ mod tests {
     #[test]
     fn an_idle_http1_loop_stays_small() {
         let http1 = output_size2(h1::serve);
+        let connection = output_size(Server::serve_connection);
         eprintln!(
-            "HTTP/1.1 loop {http1} bytes, connection {}, ConnCtx {}, Settings {}, Stop {}",
-            output_size(Server::serve_connection),
+            "HTTP/1.1 loop {http1} bytes, connection {connection}, ConnCtx {}, Settings {}, Stop {}",
             std::mem::size_of::<ConnCtx>(),
             std::mem::size_of::<Settings>(),
             std::mem::size_of::<Stop>(),
         );
         // 784 bytes in release with a `Sleep`, a stop waiter and the
         // listener's settings in it.
-        assert!(http1 <= 448, "HTTP/1.1 loop {http1} bytes");
+        assert!(http1 <= 384, "HTTP/1.1 loop {http1} bytes");
+        // tokio's task cell is aligned to 128 bytes (x86_64) and adds some
+        // 104 to the future: up to 408 bytes the task takes 512, past it
+        // 640, in every idle connection.
+        assert!(connection <= 408, "connection {connection} bytes");
     }
 }
