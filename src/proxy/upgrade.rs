@@ -317,8 +317,9 @@ mod tests {
         let tunnel = output_size(Tunnel::run::<Prefixed<ClientStream>>);
         let watch = output_size4(watch);
         eprintln!("tunnel future {tunnel} bytes, its watch {watch} (boxed)");
-        // A tokio Sleep alone is 112 bytes.
-        assert!(tunnel <= 512, "tunnel {tunnel} bytes");
+        // A tokio Sleep alone is 112 bytes. Up to 408 bytes of future,
+        // tokio's task cell (128-byte aligned) takes 512, past it 640.
+        assert!(tunnel <= 408, "tunnel {tunnel} bytes");
         assert!(watch <= 128, "watch {watch} bytes");
     }
 
