@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+use crate::workers::idle;
+
 #[derive(Debug)]
 struct Inner {
     count: AtomicUsize,
@@ -49,6 +51,7 @@ impl Tracker {
     /// wait `timeout` for it.
     pub fn begin_shutdown(&self, timeout: Duration) {
         self.inner.shutdown.send_replace(Some(timeout));
+        idle::stop_changed();
     }
 
     pub fn active(&self) -> usize {
@@ -70,21 +73,21 @@ impl Tracker {
 }
 
 impl Token {
-    /// Resolves with the `shutdown_timeout` once graceful shutdown begins.
-    /// Owns what it needs, so a task of its own can wait on it.
-    pub fn shutdown(&self) -> impl Future<Output = Duration> + Send + use<> {
-        let mut begun = self.inner.shutdown.subscribe();
-        async move {
-            let timeout = begun
-                .wait_for(Option::is_some)
-                .await
-                .map(|timeout| timeout.unwrap_or_default());
-            match timeout {
-                Ok(timeout) => timeout,
-                // The tracker is gone, so shutdown can no longer begin.
-                Err(_) => std::future::pending().await,
-            }
-        }
+    /// Tells whether graceful shutdown has begun, without a waiter: an
+    /// [`IdleWait`](idle::IdleWait) is woken when it begins.
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        ShutdownSignal(self.inner.clone())
+    }
+}
+
+/// Whether graceful shutdown has begun, read where the work waits.
+#[derive(Debug)]
+pub struct ShutdownSignal(Arc<Inner>);
+
+impl ShutdownSignal {
+    /// The `shutdown_timeout` once graceful shutdown has begun.
+    pub fn begun(&self) -> Option<Duration> {
+        *self.0.shutdown.borrow()
     }
 }
 

@@ -24,6 +24,8 @@ use std::thread;
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::oneshot;
 
+pub mod idle;
+
 /// How many workers the process runs; set once, before any config is
 /// turned into runtime state (upstream pools are sized by it).
 static COUNT: OnceLock<usize> = OnceLock::new();

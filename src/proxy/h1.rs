@@ -15,8 +15,8 @@
 //! A client that began a head (or never sent one) gets a 408 first; an idle
 //! keep-alive connection is closed quietly.
 
+use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -25,13 +25,14 @@ use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::prefixed::Prefixed;
 use super::service::ConnCtx;
 use crate::http1::{Limits, RequestHead, Version};
 use crate::upstream::stream::Stream;
+use crate::workers::idle::IdleWait;
 
 mod exchange;
 mod reader;
@@ -84,16 +85,9 @@ impl Stop {
     fn is_set(&self) -> bool {
         *self.shutdown.borrow() || *self.removed.borrow()
     }
-
-    /// Resolves once `removed` is set. Graceful shutdown stops every
-    /// listener before it sets `shutdown`, so this is enough, and an idle
-    /// connection holds one waiter instead of two.
-    async fn wait(&mut self) {
-        let _ = self.removed.wait_for(|r| *r).await;
-    }
 }
 
-/// How a connection's settings were when it was accepted.
+/// How a listener's settings were when its connection was accepted.
 pub struct Settings {
     pub limits: Limits,
     pub header_timeout: Duration,
@@ -105,10 +99,10 @@ pub enum Served {
     Done,
     /// The client sent the HTTP/2 preface (prior knowledge): the stream,
     /// with the bytes read from it put back in front, is HTTP/2's. The
-    /// connection's context and stop signal come back with it, boxed: this
-    /// is the output of the future an idle connection holds, and room for
-    /// it is kept beside that future.
-    H2(Box<(Prefixed<ClientStream>, ConnCtx, Stop)>),
+    /// connection's context comes back with it, boxed: this is the output
+    /// of the future an idle connection holds, and room for it is kept
+    /// beside that future.
+    H2(Box<(Prefixed<ClientStream>, ConnCtx)>),
 }
 
 /// Why a wait for the next head ended without one, or why the connection
@@ -126,31 +120,19 @@ enum NoHead {
 
 /// Serves HTTP/1.1 requests on `stream` until the connection ends, one at a
 /// time in arrival order (pipelined requests wait in the read buffer).
-/// Once `stop` is set an idle connection closes, a busy one after its
-/// response.
+/// Once its listener's `stop` is set an idle connection closes, a busy one
+/// after its response.
 ///
 /// The returned future is what an idle connection's task holds, so it is
 /// kept small: an async block rather than an async fn (whose future keeps
 /// each argument twice, as passed and as moved into the body), and every
 /// state that only lives while a request is in flight is boxed.
-pub fn serve(
-    ctx: ConnCtx,
-    stream: ClientStream,
-    settings: Settings,
-    mut stop: Stop,
-) -> impl Future<Output = Served> {
+pub fn serve(ctx: ConnCtx, stream: ClientStream) -> impl Future<Output = Served> {
     let mut reader = Reader::new(stream);
     async move {
         let mut answered = false;
-        // One timer for every wait of the connection, moved only when a
-        // wait must end sooner than it fires: a new timer per request, or
-        // a reset to a later deadline, costs a timer-wheel update, and one
-        // earlier than the driver's next wake-up a write to its eventfd.
-        let mut timer = std::pin::pin!(tokio::time::sleep_until(
-            Instant::now() + settings.header_timeout
-        ));
+        let (settings, stop) = (&ctx.listening.settings, &ctx.listening.stop);
         'requests: loop {
-            let deadline = Instant::now() + settings.header_timeout;
             // The exchange's future is made in the match and awaited after
             // it: a head bound across the await would take room in every
             // connection's state.
@@ -159,17 +141,8 @@ pub fn serve(
             // exchange's outcome) would stay in the task's state beside the
             // future it came from. Endings are awaited after the block.
             let ending = 'ending: {
-                let busy = match read_head(
-                    &mut reader,
-                    &settings,
-                    deadline,
-                    answered,
-                    &mut stop,
-                    timer.as_mut(),
-                )
-                .await
-                {
-                    Ok(head) => Box::pin(exchange(&ctx, &mut reader, head, &stop, &settings)),
+                let busy = match read_head(&mut reader, settings, answered, stop).await {
+                    Ok(head) => Box::pin(exchange(&ctx, &mut reader, head)),
                     Err(no_head) => break 'ending no_head,
                 };
                 answered = true;
@@ -203,7 +176,7 @@ pub fn serve(
                 NoHead::H2 => {
                     let preface = std::mem::take(&mut reader.buf).freeze();
                     let stream = Prefixed::new(preface, reader.stream);
-                    return Served::H2(Box::new((stream, ctx, stop)));
+                    return Served::H2(Box::new((stream, ctx)));
                 }
                 NoHead::Timeout => {
                     let _ = reader.stream.write_all(REQUEST_TIMEOUT_408).await;
@@ -221,35 +194,47 @@ pub fn serve(
     }
 }
 
-/// Waits for and parses the next request head. `answered`: a response went
-/// out on this connection, so silence until `deadline` is an idle
-/// keep-alive connection, closed without a 408. Not an async fn, whose
+/// Waits for and parses the next request head, due within `header_timeout`
+/// from now. `answered`: a response went out on this connection, so silence
+/// until then is an idle keep-alive connection, closed without a 408. Not an async fn, whose
 /// future would keep each argument twice: this one is in every idle
 /// connection's state.
-fn read_head(
-    reader: &mut Reader,
-    settings: &Settings,
-    deadline: Instant,
+///
+/// Every wait here, idle or in a head begun, is timed by one [`IdleWait`]
+/// (a slot in the worker's registry, not a timer of its own, in a
+/// [`HeadTimer`]) and polled by hand beside the socket: this is what every idle connection holds, and a
+/// `Sleep` or a stop waiter in it would be most of it.
+fn read_head<'a>(
+    reader: &'a mut Reader,
+    settings: &'a Settings,
     answered: bool,
-    stop: &mut Stop,
-    mut timer: Pin<&mut Sleep>,
-) -> impl Future<Output = Result<RequestHead, NoHead>> {
+    stop: &'a Stop,
+) -> impl Future<Output = Result<RequestHead, NoHead>> + 'a {
+    let deadline = Instant::now() + settings.header_timeout;
     let idle_deadline = if answered {
         deadline.min(Instant::now() + settings.idle_timeout)
     } else {
         deadline
     };
+    // Made out here and moved in whole, and polled through one reference:
+    // each of its parts captured on its own would take room of its own.
+    let mut timer = HeadTimer {
+        wait: IdleWait::start(),
+        deadline,
+        idle_deadline,
+        answered,
+    };
     async move {
         loop {
             if !reader.buf.is_empty() {
-                if !answered && reader.buf[0] == b'P' {
+                if !timer.answered && reader.buf[0] == b'P' {
                     let n = reader.buf.len().min(H2_PREFACE.len());
                     if reader.buf[..n] == H2_PREFACE[..n] {
                         if n == H2_PREFACE.len() {
                             return Err(NoHead::H2);
                         }
                         // Part of the preface: read on.
-                        fill_by(reader, deadline).await?;
+                        poll_fn(|cx| timer.poll_fill(cx, reader, true)).await?;
                         continue;
                     }
                 }
@@ -258,57 +243,81 @@ fn read_head(
                     Ok(None) => {}
                     Err(e) => return Err(NoHead::Refuse(e.status())),
                 }
-                fill_by(reader, deadline).await?;
+                poll_fn(|cx| timer.poll_fill(cx, reader, true)).await?;
                 continue;
             }
             // Nothing of a request yet: wait holding no buffer.
             reader.release();
-            let silent = || {
-                if answered {
-                    NoHead::Close
-                } else {
-                    NoHead::Timeout
-                }
-            };
-            // Polled by hand rather than by select!, and in a block of its own
-            // so its waiter is gone before the read's timeout: this is what
-            // every idle connection holds, and readiness needs no future.
-            {
-                if timer.deadline() > idle_deadline {
-                    timer.as_mut().reset(idle_deadline);
-                }
-                let mut stopped = std::pin::pin!(stop.wait());
-                std::future::poll_fn(|cx| {
-                    if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
-                        return Poll::Ready(ready.map_err(|_| NoHead::Close));
-                    }
-                    // Set for an earlier wait: fired early, it is moved on.
-                    while timer.as_mut().poll(cx).is_ready() {
-                        if Instant::now() >= idle_deadline {
-                            return Poll::Ready(Err(silent()));
-                        }
-                        timer.as_mut().reset(idle_deadline);
-                    }
-                    // Nothing was asked: nothing to finish.
-                    ready!(stopped.as_mut().poll(cx));
-                    Poll::Ready(Err(NoHead::Close))
-                })
-                .await?;
-            }
-            match tokio::time::timeout_at(deadline, reader.fill()).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(NoHead::Close),
-                Ok(Ok(_)) => {}
-                Err(_) => return Err(silent()),
-            }
+            poll_fn(|cx| timer.poll_idle(cx, reader, stop)).await?;
+            poll_fn(|cx| timer.poll_fill(cx, reader, false)).await?;
         }
     }
 }
 
-/// Reads more of a head begun; past `deadline`, a 408.
-async fn fill_by(reader: &mut Reader, deadline: Instant) -> Result<(), NoHead> {
-    match tokio::time::timeout_at(deadline, reader.fill()).await {
-        Ok(Ok(0)) | Ok(Err(_)) => Err(NoHead::Close),
-        Ok(Ok(_)) => Ok(()),
-        Err(_) => Err(NoHead::Timeout),
+/// The deadlines of one wait for a request head, and the slot in the
+/// worker's idle registry that times them.
+struct HeadTimer {
+    wait: IdleWait,
+    /// For the whole head (`header_timeout`).
+    deadline: Instant,
+    /// For its first byte: sooner after a response, by `idle_timeout`.
+    idle_deadline: Instant,
+    /// A response went out on this connection.
+    answered: bool,
+}
+
+impl HeadTimer {
+    /// Why a connection that sent nothing is closed: an idle keep-alive
+    /// connection quietly, one never used with a 408.
+    fn silent(&self) -> NoHead {
+        if self.answered {
+            NoHead::Close
+        } else {
+            NoHead::Timeout
+        }
+    }
+
+    /// Ready once the client has sent something (without taking a buffer
+    /// to read it into), or with why the connection ends first.
+    fn poll_idle(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut Reader,
+        stop: &Stop,
+    ) -> Poll<Result<(), NoHead>> {
+        if let Poll::Ready(ready) = reader.stream.poll_readable(cx) {
+            return Poll::Ready(ready.map_err(|_| NoHead::Close));
+        }
+        if self.wait.poll_until(cx, self.idle_deadline).is_ready() {
+            return Poll::Ready(Err(self.silent()));
+        }
+        // Asked after the wait is armed, so a stop set since wakes this
+        // task again. Nothing was asked: nothing to finish.
+        if stop.is_set() {
+            return Poll::Ready(Err(NoHead::Close));
+        }
+        Poll::Pending
+    }
+
+    /// Reads more into the buffer. Past the deadline, a 408 when a head
+    /// was `begun`, else what [`silent`](Self::silent) says.
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut Reader,
+        begun: bool,
+    ) -> Poll<Result<(), NoHead>> {
+        if let Poll::Ready(read) = reader.poll_fill(cx) {
+            return Poll::Ready(match read {
+                Ok(0) | Err(_) => Err(NoHead::Close),
+                Ok(_) => Ok(()),
+            });
+        }
+        ready!(self.wait.poll_until(cx, self.deadline));
+        Poll::Ready(Err(if begun {
+            NoHead::Timeout
+        } else {
+            self.silent()
+        }))
     }
 }

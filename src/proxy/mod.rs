@@ -17,4 +17,4 @@ pub mod upgrade;
 mod validate;
 pub mod websocket;
 
-pub use service::ConnCtx;
+pub use service::{ConnCtx, ListenerCtx};

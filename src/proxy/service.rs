@@ -13,6 +13,7 @@ use super::access::AccessEntry;
 use super::body::{ClientBody, Finish, RequestBody, ResponseBody};
 use super::error::ProxyError;
 use super::forward::{Outbound, Served, forward};
+use super::h1::{Settings, Stop};
 use super::headers::{self, Forwarded};
 use super::upgrade::{self, Rules, Tunnel};
 use super::validate::{host_name, validate};
@@ -21,23 +22,35 @@ use crate::lifecycle::Tracker;
 use crate::runtime::{ListenerRt, Shared, UpstreamRt};
 use crate::sticky::Binding;
 
-/// What a connection knows about itself; shared by its requests.
-pub struct ConnCtx {
+/// What every connection of a listener shares, in one worker: made by the
+/// accept loop once, and again when a reload changes the listener, so a
+/// connection holds a pointer to it rather than a copy each.
+pub struct ListenerCtx {
     pub shared: Arc<Shared>,
     /// The listener's address: its identity across reloads.
     pub listen: SocketAddr,
+    /// The listener as of accept time, used if a reload removed it while
+    /// its connections drain.
+    pub listener: Arc<ListenerRt>,
+    /// Graceful shutdown waits for the tunnels connections open.
+    pub tracker: Tracker,
+    /// HTTP/1.1's settings, from `listener`.
+    pub settings: Settings,
+    /// The reasons to end the listener's connections gracefully.
+    pub stop: Stop,
+}
+
+/// What a connection knows about itself; shared by its requests.
+pub struct ConnCtx {
+    pub listening: Arc<ListenerCtx>,
     pub peer: SocketAddr,
     /// The peer's address as a header value (`X-Forwarded-For`, `X-Real-IP`),
     /// made once for all the connection's requests.
     pub peer_ip: HeaderValue,
     pub tls: bool,
     /// The lower-case SNI name a TLS client sent: requests must be for it.
-    pub sni: Option<String>,
-    /// The listener as of accept time, used if a reload removed it while
-    /// this connection drains.
-    pub listener: Arc<ListenerRt>,
-    /// Graceful shutdown waits for the tunnels this connection opens.
-    pub tracker: Tracker,
+    /// A box, not a `String`: no capacity to keep in every connection.
+    pub sni: Option<Box<str>>,
 }
 
 /// Marks an `OPTIONS` request whose target was in absolute form with no
@@ -67,8 +80,9 @@ impl ConnCtx {
     /// sluice does not accept): counted as the listener's answer, and the
     /// connection closes after it.
     pub fn refuse(&self, status: StatusCode) -> Response<ResponseBody> {
-        let snapshot = self.shared.load();
-        let listener = snapshot.listener(self.listen).unwrap_or(&self.listener);
+        let on = &*self.listening;
+        let snapshot = on.shared.load();
+        let listener = snapshot.listener(on.listen).unwrap_or(&on.listener);
         tracing::debug!(peer = %self.peer, status = status.as_u16(), "request refused");
         local_answer(listener, None, status, true)
     }
@@ -94,11 +108,9 @@ impl ConnCtx {
         async move {
             let started = Instant::now();
             // The one snapshot load of this request.
-            let snapshot = self.shared.load();
-            let listener = snapshot
-                .listener(self.listen)
-                .unwrap_or(&self.listener)
-                .clone();
+            let on = &*self.listening;
+            let snapshot = on.shared.load();
+            let listener = snapshot.listener(on.listen).unwrap_or(&on.listener).clone();
             let mut entry = snapshot.config.log.access_log.then(|| {
                 Box::new(AccessEntry {
                     listener: listener.name.clone(),
@@ -311,7 +323,7 @@ impl ConnCtx {
                 websocket: upstream.cfg.websocket,
                 idle_timeout: listener.cfg.idle_timeout,
             },
-            self.tracker.token(),
+            self.listening.tracker.token(),
             entry.map(|mut entry| {
                 entry.server = Some(server.cfg.address.clone());
                 entry

@@ -24,6 +24,7 @@ use tokio::time::{Instant, Sleep};
 use super::buffers::Buffer;
 use super::websocket::{CloseFrame, FrameTracker};
 use crate::runtime::clock;
+use crate::workers::idle::IdleWait;
 
 /// How long a closing WebSocket tunnel waits for the peers' Close frames
 /// (and for a frame being copied to end) before closing TCP anyway.
@@ -66,8 +67,8 @@ pub struct TunnelEnd {
 /// own would cost an idle tunnel another task and a channel). Not an async
 /// fn: its future would hold the streams and `stop` twice.
 pub fn relay<C, U>(
-    mut client: C,
-    mut upstream: U,
+    client: C,
+    upstream: U,
     protocol: Protocol,
     idle_timeout: Duration,
     stop: impl Future<Output = Stop>,
@@ -76,85 +77,138 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    // Pinned on the heap: pinning it inside the block would move it there
-    // and keep it twice.
-    let mut stop = Box::pin(stop);
+    let websocket = protocol == Protocol::WebSocket;
+    // Made out here and moved in whole: made inside, it would sit in the
+    // block's state beside the arguments it was made from. The stop is
+    // pinned on the heap for the same reason.
+    let mut relay = Relay {
+        client,
+        upstream,
+        stop: Box::pin(stop),
+        websocket,
+        idle_timeout,
+        up: Direction::new(websocket),
+        down: Direction::new(websocket),
+        last: clock::now_ms(),
+        idle: IdleWait::start(),
+        ordered: false,
+        grace: None,
+    };
     async move {
-        let websocket = protocol == Protocol::WebSocket;
-        let mut up = Direction::new(websocket);
-        let mut down = Direction::new(websocket);
-        let mut last = clock::now_ms();
-        let mut idle = std::pin::pin!(tokio::time::sleep(idle_timeout));
-        let mut ordered = false;
-        let mut grace: Option<Pin<Box<Sleep>>> = None;
-        let clean = poll_fn(|cx| {
-            if !ordered && let Poll::Ready(order) = stop.as_mut().poll(cx) {
-                ordered = true;
-                match order {
-                    Stop::Close { client, server } if websocket => {
-                        up.close_with(CloseFrame::to_server(server));
-                        down.close_with(CloseFrame::to_client(client));
-                        grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
-                    }
-                    _ => return Poll::Ready(false),
-                }
-            }
-            let up_done = up.poll(cx, &mut client, &mut upstream, &mut last);
-            let down_done = down.poll(cx, &mut upstream, &mut client, &mut last);
-            match (up_done, down_done) {
-                (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => {
-                    tracing::debug!(error = %e, "tunnel ended with an error");
-                    return Poll::Ready(false);
-                }
-                (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(true),
-                _ => {}
-            }
-            if grace.is_some() && up.closed() && down.closed() {
-                // Both Close frames went out and both peers answered: the
-                // WebSocket is closed; TCP goes with it.
-                return Poll::Ready(true);
-            }
-            if let Some(grace) = grace.as_mut()
-                && grace.as_mut().poll(cx).is_ready()
-            {
-                tracing::debug!("tunnel close: the close handshake did not finish in time");
-                return Poll::Ready(false);
-            }
-            while idle.as_mut().poll(cx).is_ready() {
-                let deadline = last + clock::ms(idle_timeout);
-                if clock::now_ms() >= deadline {
-                    tracing::debug!(?idle_timeout, "tunnel idle: closing it");
-                    return Poll::Ready(false);
-                }
-                idle.as_mut()
-                    .reset(Instant::from_std(clock::instant_of(deadline)));
-            }
-            Poll::Pending
-        })
-        .await;
-        if clean && grace.is_some() {
+        // One reference in the state while the tunnel runs, not one per
+        // local the poll touches.
+        let clean = poll_fn(|cx| relay.poll(cx)).await;
+        if clean && relay.grace.is_some() {
             // Each peer has its Close answered; a FIN after it is what RFC 6455
-            // section 7.1.1 asks of the server side.
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut upstream).await;
-            })
+            // section 7.1.1 asks of the server side. Boxed: its timer would
+            // take room in every idle tunnel's state.
+            let Relay {
+                client, upstream, ..
+            } = &mut relay;
+            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
+                let _ = tokio::io::AsyncWriteExt::shutdown(client).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(upstream).await;
+            }))
             .await;
         }
         TunnelEnd {
-            down: down.bytes,
-            up: up.bytes,
+            down: relay.down.bytes,
+            up: relay.up.bytes,
             clean,
         }
     }
 }
 
+/// A running tunnel's state, all of it in one place.
+struct Relay<C, U, S> {
+    client: C,
+    upstream: U,
+    stop: Pin<Box<S>>,
+    websocket: bool,
+    idle_timeout: Duration,
+    /// Client to upstream.
+    up: Direction,
+    down: Direction,
+    /// When bytes last moved, in [`clock::now_ms`] milliseconds.
+    last: u64,
+    /// A slot in the worker's idle registry, not a timer of its own: this
+    /// is in every idle tunnel's state.
+    idle: IdleWait,
+    /// `stop` has given its order.
+    ordered: bool,
+    /// How long a WebSocket being closed has left to finish its close.
+    grace: Option<Pin<Box<Sleep>>>,
+}
+
+impl<C, U, S> Relay<C, U, S>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+    S: Future<Output = Stop>,
+{
+    /// Ready with whether the tunnel ended cleanly.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let Relay {
+            client,
+            upstream,
+            stop,
+            websocket,
+            idle_timeout,
+            up,
+            down,
+            last,
+            idle,
+            ordered,
+            grace,
+        } = self;
+        if !*ordered && let Poll::Ready(order) = stop.as_mut().poll(cx) {
+            *ordered = true;
+            match order {
+                Stop::Close { client, server } if *websocket => {
+                    up.close_with(CloseFrame::to_server(server));
+                    down.close_with(CloseFrame::to_client(client));
+                    *grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                }
+                _ => return Poll::Ready(false),
+            }
+        }
+        let up_done = up.poll(cx, client, upstream, last);
+        let down_done = down.poll(cx, upstream, client, last);
+        match (up_done, down_done) {
+            (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => {
+                tracing::debug!(error = %e, "tunnel ended with an error");
+                return Poll::Ready(false);
+            }
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(true),
+            _ => {}
+        }
+        if grace.is_some() && up.closed() && down.closed() {
+            // Both Close frames went out and both peers answered: the
+            // WebSocket is closed; TCP goes with it.
+            return Poll::Ready(true);
+        }
+        if let Some(grace) = grace.as_mut()
+            && grace.as_mut().poll(cx).is_ready()
+        {
+            tracing::debug!("tunnel close: the close handshake did not finish in time");
+            return Poll::Ready(false);
+        }
+        let deadline = clock::instant_of(*last + clock::ms(*idle_timeout));
+        if idle.poll_until(cx, Instant::from_std(deadline)).is_ready() {
+            tracing::debug!(?idle_timeout, "tunnel idle: closing it");
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    }
+}
+
 /// One direction of a tunnel: reads from its source, writes to its sink.
 struct Direction {
-    /// Read but not yet written: `buf[start..end]`.
+    /// Read but not yet written: `buf[start..end]`. Narrow, as are the
+    /// fields below, because every idle tunnel holds two of these.
     buf: Option<Buffer>,
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
     /// Written since the last flush.
     unflushed: bool,
     /// The source has ended.
@@ -165,7 +219,7 @@ struct Direction {
     /// The frames gone through, for a WebSocket.
     frames: Option<FrameTracker>,
     /// A Close frame to send at the next boundary, and how much of it went.
-    close: Option<(CloseFrame, usize)>,
+    close: Option<(CloseFrame, u8)>,
     /// Past our Close frame nothing more may be sent this way: what the
     /// source still sends is read (to see its own Close) and dropped.
     swallow: bool,
@@ -222,7 +276,7 @@ impl Direction {
             if let Some(buf) = &self.buf
                 && self.start < self.end
             {
-                let pending = &buf[self.start..self.end];
+                let pending = &buf[self.start as usize..self.end as usize];
                 let allowed = match (&self.frames, &self.close) {
                     // A frame being copied is finished before the Close.
                     (Some(frames), Some(_)) => {
@@ -246,21 +300,21 @@ impl Direction {
                 if let Some(frames) = &mut self.frames {
                     frames.track(&pending[..n]);
                 }
-                self.start += n;
+                self.start += n as u32;
                 self.unflushed = true;
                 continue;
             }
             if let Some((frame, sent)) = &mut self.close {
                 let at_boundary = self.frames.is_some_and(|f| f.at_boundary());
                 if at_boundary {
-                    let rest = &frame.as_bytes()[*sent..];
+                    let rest = &frame.as_bytes()[usize::from(*sent)..];
                     let n = ready!(Pin::new(&mut *sink).poll_write(cx, rest))?;
                     if n == 0 {
                         return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                     }
-                    *sent += n;
+                    *sent += n as u8;
                     self.unflushed = true;
-                    if *sent == frame.as_bytes().len() {
+                    if usize::from(*sent) == frame.as_bytes().len() {
                         self.close = None;
                         self.swallow = true;
                     }
@@ -293,7 +347,7 @@ impl Direction {
                     self.bytes += n as u64;
                     *last = clock::now_ms();
                     self.start = 0;
-                    self.end = n;
+                    self.end = n as u32;
                     if self.swallow {
                         if let Some(frames) = &mut self.frames {
                             frames.track(&buf[..n]);

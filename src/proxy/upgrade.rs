@@ -20,18 +20,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::task::Poll;
+
 use futures_util::FutureExt;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
 use super::access::AccessEntry;
 use super::prefixed::Prefixed;
 use super::tunnel::{CLOSE_GRACE, Protocol, Stop, TunnelEnd, relay};
 use crate::config;
-use crate::lifecycle::Token;
-use crate::runtime::{CloseCause, ServerState};
+use crate::lifecycle::{ShutdownSignal, Token};
+use crate::runtime::{CloseCause, ServerState, clock};
 use crate::upstream::Conn;
+use crate::workers::idle::IdleWait;
 
 /// The code sent both ways when sluice shuts down: 1001, Going Away.
 const GOING_AWAY: u16 = 1001;
@@ -174,33 +178,67 @@ where
         rules.server.clone(),
         rules.protocol,
         rules.websocket,
-        token.shutdown(),
+        token.shutdown_signal(),
     );
     relay(client, upstream, rules.protocol, rules.idle_timeout, orders)
 }
 
+/// Why a tunnel must end, as [`watch`] finds it.
+enum Reason {
+    Drain,
+    /// Graceful shutdown, with its `shutdown_timeout`.
+    Shutdown(Duration),
+}
+
 /// Waits for a reason to end the tunnel from outside, takes its place in
 /// its server's line of closes, and gives the order when its turn comes.
+///
+/// This is in every idle tunnel's state, so the wait for a reason holds no
+/// timer and no waiter: an [`IdleWait`] in the worker's registry wakes it
+/// at the drain deadline and whenever a reason to stop changes (a drain
+/// set or ended, shutdown begun). The sleeps of a tunnel closing are boxed,
+/// so they take no room in the tunnels that never close.
+///
+/// Not an async fn: its future would keep each argument twice.
 fn watch(
     server: Arc<ServerState>,
     protocol: Protocol,
     websocket: config::WebSocket,
-    shutdown: impl Future<Output = Duration>,
+    shutdown: ShutdownSignal,
 ) -> impl Future<Output = Stop> {
-    // Pinned on the heap: pinning it inside the block would move it there
-    // and keep it twice.
-    let mut websocket_only = Box::pin(async move {
-        match protocol {
-            Protocol::WebSocket => shutdown.await,
-            // Other tunnels run on until shutdown_timeout, as requests do.
-            Protocol::Other => std::future::pending().await,
-        }
-    });
+    let mut wait = IdleWait::start();
     async move {
         let cause = loop {
-            let (cause, spread) = tokio::select! {
-                _ = server.drain_deadline_passed() => (CloseCause::Drain, websocket.close_spread),
-                timeout = &mut websocket_only => {
+            let reason = std::future::poll_fn(|cx| {
+                // Armed before the reasons are read, so that one set in
+                // between wakes the task again.
+                match server.drain_deadline_ms() {
+                    Some(deadline) => {
+                        let at = Instant::from_std(clock::instant_of(deadline));
+                        if wait.poll_until(cx, at).is_ready() {
+                            return Poll::Ready(Reason::Drain);
+                        }
+                    }
+                    None => wait.wait_for_stop(cx),
+                }
+                if server
+                    .drain_deadline_ms()
+                    .is_some_and(|deadline| clock::now_ms() >= deadline)
+                {
+                    return Poll::Ready(Reason::Drain);
+                }
+                // Other tunnels run on until shutdown_timeout, as requests do.
+                if protocol == Protocol::WebSocket
+                    && let Some(timeout) = shutdown.begun()
+                {
+                    return Poll::Ready(Reason::Shutdown(timeout));
+                }
+                Poll::Pending
+            })
+            .await;
+            let (cause, spread) = match reason {
+                Reason::Drain => (CloseCause::Drain, websocket.close_spread),
+                Reason::Shutdown(timeout) => {
                     // A tunnel gets until shutdown_timeout to end on its
                     // own, as a request does; a WebSocket still open then
                     // is closed just before, so its client sees a Close,
@@ -208,13 +246,14 @@ fn watch(
                     // timeout, spread over at most half of what is left.
                     let window = timeout.saturating_sub(CLOSE_GRACE);
                     let spread = websocket.close_spread.min(window / 2);
-                    tokio::time::sleep(window - spread).await;
+                    Box::pin(tokio::time::sleep(window - spread)).await;
                     (CloseCause::Shutdown, spread)
                 }
             };
             let slot = server.close_slot(cause);
             let tunnels = server.tunnels().max(slot + 1);
-            tokio::time::sleep(spread.mul_f64(f64::from(slot) / f64::from(tunnels))).await;
+            let turn = spread.mul_f64(f64::from(slot) / f64::from(tunnels));
+            Box::pin(tokio::time::sleep(turn)).await;
             // An operator who ended the drain meanwhile keeps the tunnel open.
             if cause == CloseCause::Shutdown || server.drain_deadline_ms().is_some() {
                 break cause;
@@ -254,6 +293,34 @@ mod tests {
             builder = builder.header(header::UPGRADE, upgrade);
         }
         builder.body(()).unwrap()
+    }
+
+    fn output_size<F, A, B, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    fn output_size4<F, A, B, C, D, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// An idle tunnel's task holds the relay and, boxed, the watch for a
+    /// reason to end it: neither holds a timer or a waiter of its own.
+    #[test]
+    fn an_idle_tunnel_holds_no_timer_or_waiter() {
+        use crate::proxy::h1::ClientStream;
+        let tunnel = output_size(Tunnel::run::<Prefixed<ClientStream>>);
+        let watch = output_size4(watch);
+        eprintln!("tunnel future {tunnel} bytes, its watch {watch} (boxed)");
+        // A tokio Sleep alone is 112 bytes. Up to 408 bytes of future,
+        // tokio's task cell (128-byte aligned) takes 512, past it 640.
+        assert!(tunnel <= 408, "tunnel {tunnel} bytes");
+        assert!(watch <= 128, "watch {watch} bytes");
     }
 
     #[test]

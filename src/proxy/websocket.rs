@@ -15,7 +15,7 @@
 pub struct FrameTracker {
     /// The header of the frame being read, while it is incomplete.
     head: [u8; MAX_HEADER],
-    have: usize,
+    have: u8,
     /// Payload bytes of the current frame still to come.
     remaining: u64,
     /// A Close frame has begun: the sender is closing its side.
@@ -73,7 +73,7 @@ impl FrameTracker {
                 self.remaining -= take;
                 i += take as usize;
             } else {
-                self.head[self.have] = data[i];
+                self.head[usize::from(self.have)] = data[i];
                 self.have += 1;
                 i += 1;
                 self.header_byte();
@@ -97,7 +97,7 @@ impl FrameTracker {
             _ => 0,
         };
         let need = 2 + extended + if masked { 4 } else { 0 };
-        if self.have < need {
+        if usize::from(self.have) < need {
             return;
         }
         self.remaining = match extended {
@@ -116,7 +116,7 @@ impl FrameTracker {
 #[derive(Debug, Clone, Copy)]
 pub struct CloseFrame {
     bytes: [u8; 8],
-    len: usize,
+    len: u8,
 }
 
 impl CloseFrame {
@@ -153,7 +153,7 @@ impl CloseFrame {
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        &self.bytes[..usize::from(self.len)]
     }
 }
 

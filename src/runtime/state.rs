@@ -114,9 +114,6 @@ pub struct ServerState {
     admin: AtomicU8,
     /// Clock ms the drain deadline passes (0 = none).
     drain_deadline_ms: AtomicU64,
-    /// Woken when the drain deadline changes, for the tunnels that close
-    /// once it passes.
-    deadline_changed: Notify,
     /// The next place in line of a tunnel closing at the deadline or at
     /// shutdown, which spreads the closes over `close_spread`.
     drain_slots: AtomicU32,
@@ -167,7 +164,6 @@ impl ServerState {
             checker: AtomicBool::new(false),
             admin: AtomicU8::new(AdminState::None as u8),
             drain_deadline_ms: AtomicU64::new(0),
-            deadline_changed: Notify::new(),
             drain_slots: AtomicU32::new(0),
             shutdown_slots: AtomicU32::new(0),
             closed_tunnels: Mutex::new(Vec::new()),
@@ -270,7 +266,9 @@ impl ServerState {
             .store(deadline.unwrap_or(0), Ordering::Relaxed);
         // A new deadline starts a new line of closes.
         self.drain_slots.store(0, Ordering::Relaxed);
-        self.deadline_changed.notify_waiters();
+        // The tunnels that close once it passes wait for it in their
+        // worker's idle registry.
+        crate::workers::idle::stop_changed();
     }
 
     /// Resolves once `done` says so, asking it now and again whenever the

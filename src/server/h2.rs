@@ -2,7 +2,6 @@
 //! graceful close.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,10 +9,11 @@ use hyper::rt::{Read, Write};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::Server;
 use super::idle::{Activity, Tracked};
+use crate::proxy::ConnCtx;
 use crate::proxy::body::ClientBody;
 
 /// HTTP/2 limits, set explicitly rather than left to library defaults.
@@ -35,22 +35,17 @@ const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Server {
-    /// Serves HTTP/2 on an accepted (and, with `tls`, decrypted)
-    /// connection. `tls` carries the SNI name the client sent, if any.
-    pub(super) async fn serve_h2<I>(
-        self: Arc<Self>,
-        listen: SocketAddr,
-        io: I,
-        peer: SocketAddr,
-        tls: Option<Option<String>>,
-        mut removed: watch::Receiver<bool>,
-    ) where
+    /// Serves HTTP/2 on an accepted (and perhaps decrypted) connection.
+    /// Needs nothing of the server but what `ctx` carries, so a connection
+    /// handed over from HTTP/1.1 need not keep the server besides.
+    pub(super) async fn serve_h2<I>(ctx: ConnCtx, io: I)
+    where
         I: Read + Write + Unpin + Send + 'static,
     {
-        let Some(ctx) = self.conn_ctx(listen, peer, tls) else {
-            return;
-        };
-        let cfg = &ctx.listener.cfg;
+        let peer = ctx.peer;
+        let mut removed = ctx.listening.stop.removed.clone();
+        let mut shutdown = ctx.listening.stop.shutdown.clone();
+        let cfg = &ctx.listening.listener.cfg;
         let idle_timeout = cfg.idle_timeout;
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
@@ -81,7 +76,6 @@ impl Server {
         // The reasons to close gracefully are watched on a task of their
         // own: polled next to `conn`, they would be polled again at every
         // wake-up of a busy connection.
-        let mut shutdown = self.shutdown.subscribe();
         let (close, mut closing) = oneshot::channel();
         let _watchdog = AbortOnDrop(tokio::spawn(async move {
             let reason = tokio::select! {

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::Server;
+use crate::workers::idle;
 
 pub(super) struct RunningListener {
     stop: watch::Sender<bool>,
@@ -48,6 +49,7 @@ impl Server {
             .remove(&addr)
         {
             let _ = l.stop.send(true);
+            idle::stop_changed();
             tracing::info!(%addr, "listener stopped");
         }
     }
@@ -69,12 +71,17 @@ impl Server {
         listener: TcpListener,
         mut stop: watch::Receiver<bool>,
     ) {
+        let mut cached = None;
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         self.workers.accepted(worker);
-                        tokio::spawn(self.clone().serve_connection(addr, stream, peer, stop.clone()));
+                        // Gone in a reload not yet seen here: not served.
+                        let Some(on) = self.listener_ctx(addr, &stop, &mut cached) else {
+                            continue;
+                        };
+                        tokio::spawn(self.clone().serve_connection(on, stream, peer));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off a little

@@ -115,6 +115,7 @@ impl Server {
             self.stop_listener(addr);
         }
         let _ = self.shutdown.send(true);
+        crate::workers::idle::stop_changed();
         self.tracker.begin_shutdown(timeout);
         let finished = tokio::time::timeout(timeout, self.tracker.idle())
             .await

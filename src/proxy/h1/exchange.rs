@@ -6,9 +6,9 @@ use http::header;
 use http::{Method, Request, StatusCode, Uri};
 use tokio::time::Instant;
 
+use super::ClientStream;
 use super::reader::{Continue, H1Body, Reader};
 use super::response::write_response;
-use super::{ClientStream, Settings, Stop};
 use crate::http1::{HeaderCase, RequestHead, TargetForm, Version, framing};
 use crate::proxy::body::ClientBody;
 use crate::proxy::headers;
@@ -27,13 +27,8 @@ pub(super) enum Next {
 /// Serves one request: hands it to the handler with its body read from the
 /// connection, writes the response, and reads past what the handler left
 /// of the body.
-pub(super) async fn exchange(
-    ctx: &ConnCtx,
-    reader: &mut Reader,
-    head: RequestHead,
-    stop: &Stop,
-    settings: &Settings,
-) -> Next {
+pub(super) async fn exchange(ctx: &ConnCtx, reader: &mut Reader, head: RequestHead) -> Next {
+    let (settings, stop) = (&ctx.listening.settings, &ctx.listening.stop);
     // Framing is judged on the head as received, before the head becomes
     // the request; a head that cannot be one is refused first.
     let kind = framing::request_body(&head);

@@ -78,7 +78,7 @@ impl Reader {
 
     /// Reads more into `buf`, taking a buffer first if it has none; 0 at
     /// the end of the stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() == 0 {
             self.buf = buffers::take_read();
         } else if self.buf.capacity() - self.buf.len() < buffers::SIZE / 4 {
@@ -87,10 +87,6 @@ impl Reader {
         // A fresh future at each poll is the stream's poll_read: read_buf
         // keeps no state of its own.
         std::pin::pin!(self.stream.read_buf(&mut self.buf)).poll(cx)
-    }
-
-    pub(super) async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 
     /// Gives the read buffer back when nothing is left in it.

@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 
 use super::ServerState;
-use crate::runtime::clock;
 
 /// Why sluice closed a tunnel it did not have to carry any longer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,29 +28,6 @@ impl CloseCause {
 pub type ClosedTunnels = Vec<((CloseCause, Option<u16>), u64)>;
 
 impl ServerState {
-    /// Resolves once a drain deadline is set and has passed: the operator's
-    /// word that the server's tunnels must close. Without a deadline it
-    /// waits for one.
-    pub async fn drain_deadline_passed(&self) {
-        loop {
-            let changed = self.deadline_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            match self.drain_deadline_ms() {
-                Some(deadline) => {
-                    if clock::now_ms() >= deadline {
-                        return;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(clock::instant_of(deadline).into()) => {}
-                        _ = changed => {}
-                    }
-                }
-                None => changed.await,
-            }
-        }
-    }
-
     /// This tunnel's place among the server's tunnels closing for `cause`:
     /// 0 for the first to ask, then 1, 2, ...
     pub fn close_slot(&self, cause: CloseCause) -> u32 {
