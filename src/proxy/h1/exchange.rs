@@ -27,72 +27,81 @@ pub(super) enum Next {
 /// Serves one request: hands it to the handler with its body read from the
 /// connection, writes the response, and reads past what the handler left
 /// of the body.
-pub(super) async fn exchange(ctx: &ConnCtx, reader: &mut Reader, head: RequestHead) -> Next {
+///
+/// Not an async fn, whose future would hold `head` twice (as passed and as
+/// moved into the body): this future is boxed, and so copied, per request.
+pub(super) fn exchange<'a>(
+    ctx: &'a ConnCtx,
+    reader: &'a mut Reader,
+    head: RequestHead,
+) -> impl Future<Output = Next> + 'a {
     let (settings, stop) = (&ctx.listening.settings, &ctx.listening.stop);
-    // Framing is judged on the head as received, before the head becomes
-    // the request; a head that cannot be one is refused first.
-    let kind = framing::request_body(&head);
-    let method = head.method.clone();
-    let version = head.version;
-    let Some(exchange) = Exchange::begin(head) else {
-        let status = StatusCode::BAD_REQUEST;
-        refuse(ctx, &mut reader.stream, status, &method, version).await;
-        return Next::Close;
-    };
-    let kind = match kind {
-        Ok(kind) => kind,
-        Err(e) => {
-            let status = e.request_status();
+    async move {
+        // Framing is judged on the head as received, before the head becomes
+        // the request; a head that cannot be one is refused first.
+        let kind = framing::request_body(&head);
+        let method = head.method.clone();
+        let version = head.version;
+        let Some(exchange) = Exchange::begin(head) else {
+            let status = StatusCode::BAD_REQUEST;
             refuse(ctx, &mut reader.stream, status, &method, version).await;
             return Next::Close;
+        };
+        let kind = match kind {
+            Ok(kind) => kind,
+            Err(e) => {
+                let status = e.request_status();
+                refuse(ctx, &mut reader.stream, status, &method, version).await;
+                return Next::Close;
+            }
+        };
+        let Exchange {
+            request,
+            case,
+            keep_alive,
+        } = exchange;
+        reader.start_body(kind, expect_continue(&request), version);
+        let request = request.map(|()| ClientBody::H1(H1Body::new(reader)));
+        let handled = ctx.handle_h1(request, Some(case)).await;
+        // Interim responses still on their way go out before the final one.
+        if std::future::poll_fn(|cx| reader.poll_interim(cx))
+            .await
+            .is_err()
+        {
+            return Next::Close;
         }
-    };
-    let Exchange {
-        request,
-        case,
-        keep_alive,
-    } = exchange;
-    reader.start_body(kind, expect_continue(&request), version);
-    let request = request.map(|()| ClientBody::H1(H1Body::new(reader)));
-    let handled = ctx.handle_h1(request, Some(case)).await;
-    // Interim responses still on their way go out before the final one.
-    if std::future::poll_fn(|cx| reader.poll_interim(cx))
-        .await
-        .is_err()
-    {
-        return Next::Close;
-    }
-    if let Some(tunnel) = handled.tunnel {
+        if let Some(tunnel) = handled.tunnel {
+            let written = write_response(
+                &mut reader.stream,
+                handled.response,
+                &method,
+                false,
+                version,
+            )
+            .await;
+            return match written {
+                Ok(_) => Next::Tunnel(tunnel),
+                Err(_) => Next::Close,
+            };
+        }
+        let close = !keep_alive
+            || stop.is_set()
+            || !reader.body_done && reader.continue_ == Continue::Owed
+            || headers::connection_has(handled.response.headers(), "close");
         let written = write_response(
             &mut reader.stream,
             handled.response,
             &method,
-            false,
+            close,
             version,
         )
         .await;
-        return match written {
-            Ok(_) => Next::Tunnel(tunnel),
-            Err(_) => Next::Close,
-        };
-    }
-    let close = !keep_alive
-        || stop.is_set()
-        || !reader.body_done && reader.continue_ == Continue::Owed
-        || headers::connection_has(handled.response.headers(), "close");
-    let written = write_response(
-        &mut reader.stream,
-        handled.response,
-        &method,
-        close,
-        version,
-    )
-    .await;
-    let deadline = Instant::now() + settings.header_timeout;
-    if matches!(written, Ok(false)) && reader.drain_body(deadline).await {
-        Next::Head
-    } else {
-        Next::Close
+        let deadline = Instant::now() + settings.header_timeout;
+        if matches!(written, Ok(false)) && reader.drain_body(deadline).await {
+            Next::Head
+        } else {
+            Next::Close
+        }
     }
 }
 
