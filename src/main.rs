@@ -9,12 +9,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use sluice::{app, config, demo, logging, probe, tls, workers};
 
-/// mimalloc: per-thread free lists and no per-block header, so a request's
-/// short-lived allocations cost fewer instructions than glibc's malloc, and
-/// the small blocks an idle connection keeps take less room.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// How long `sluice probe` waits for the answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
