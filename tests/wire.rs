@@ -73,6 +73,24 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Sends `request` through a proxy to a server that writes `answer`, part
+/// by part, then waits; returns what the client read until the close.
+async fn one_exchange(answer: &'static [&'static [u8]], request: &'static [u8]) -> String {
+    let addr = server(move |mut stream, _| async move {
+        for part in answer {
+            stream.write_all(part).await.unwrap();
+        }
+        let _ = stream.read(&mut [0u8; 64]).await;
+    })
+    .await;
+    let proxy = proxy_to(addr).await;
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client.write_all(request).await.unwrap();
+    let mut received = Vec::new();
+    read_to_close(&mut client, &mut received).await;
+    text(&received)
+}
+
 const EARLY_HINTS: &[u8] = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\
     Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\r\n";
 
@@ -115,25 +133,14 @@ async fn early_hints_reach_an_http11_client_before_the_server_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_clients_get_no_interim_response() {
-    let addr = server(|mut stream, _| async move {
-        stream.write_all(EARLY_HINTS).await.unwrap();
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .await
-            .unwrap();
-        let _ = stream.read(&mut [0u8; 64]).await;
-    })
+    let all = one_exchange(
+        &[
+            EARLY_HINTS,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ],
+        b"GET / HTTP/1.0\r\nHost: a.test\r\n\r\n",
+    )
     .await;
-    let proxy = proxy_to(addr).await;
-
-    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
-    client
-        .write_all(b"GET / HTTP/1.0\r\nHost: a.test\r\n\r\n")
-        .await
-        .unwrap();
-    let mut received = Vec::new();
-    read_to_close(&mut client, &mut received).await;
-    let all = text(&received);
     assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
     assert!(!all.contains("103"), "{all}");
 }
@@ -299,27 +306,15 @@ async fn field_names_keep_their_case_both_ways() {
 /// ones and those its Connection lists left out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_servers_fields_keep_their_order() {
-    let addr = server(|mut stream, _| async move {
-        stream
-            .write_all(
-                b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nConnection: keep-alive, X-Hop\r\n\
-                  X-Middle: m\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nset-cookie: b=2\r\n\
-                  Content-Length: 2\r\n\r\nok",
-            )
-            .await
-            .unwrap();
-        let _ = stream.read(&mut [0u8; 64]).await;
-    })
+    let all = one_exchange(
+        &[
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nConnection: keep-alive, X-Hop\r\n\
+            X-Middle: m\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nset-cookie: b=2\r\n\
+            Content-Length: 2\r\n\r\nok",
+        ],
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
     .await;
-    let proxy = proxy_to(addr).await;
-    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut received = Vec::new();
-    read_to_close(&mut client, &mut received).await;
-    let all = text(&received);
     let head = all.split("\r\n\r\n").next().unwrap();
     let names: Vec<&str> = head
         .lines()
