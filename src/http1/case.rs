@@ -26,14 +26,9 @@ impl HeaderCase {
         &self.0
     }
 
-    /// Forgets how `name` was spelled: the field is sluice's own now (an
-    /// `X-Forwarded-For` it replaced), written in sluice's spelling.
-    pub fn forget(&mut self, name: &HeaderName) {
-        self.forget_all([name]);
-    }
-
-    /// [`HeaderCase::forget`] for several names, in one pass over the
-    /// fields.
+    /// Forgets how `names` were spelled, in one pass over the fields: the
+    /// fields are sluice's own now (an `X-Forwarded-For` it replaced),
+    /// written in sluice's spelling.
     pub fn forget_all<'n>(&mut self, names: impl IntoIterator<Item = &'n HeaderName> + Clone) {
         self.0.retain_names(|n| {
             !names
@@ -162,7 +157,7 @@ mod tests {
     fn a_forgotten_name_is_spelled_as_sluice_spells_it() {
         let mut case = case(b"HTTP/1.1 200 OK\r\nX-Forwarded-For: 1.2.3.4\r\nHost: a\r\n\r\n");
         let xff = HeaderName::from_static("x-forwarded-for");
-        case.forget(&xff);
+        case.forget_all([&xff]);
         let mut speller = Speller::new(Some(&case));
         assert_eq!(speller.spell(&xff), b"x-forwarded-for");
         assert_eq!(speller.spell(&http::header::HOST), b"Host");

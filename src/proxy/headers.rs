@@ -85,26 +85,20 @@ fn is_proxy_header(name: &str) -> bool {
 
 /// Whether a field of this name (as sent, any case) is hop-by-hop by
 /// itself, `Upgrade` included; the names a `Connection` lists are too.
-/// Compared as bytes, by length first: no copy, no allocation.
+/// Lower-cased on the stack and matched as [`strip_hop_by_hop`] matches a
+/// map's names: no allocation.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 5] = [
-        b"connection",
-        b"keep-alive",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-    ];
-    const OTHERS: [&[u8]; 2] = [b"http2-settings", b"upgrade"];
-    // `Proxy-Authenticate`, `Proxy-Authorization`, `Proxy-Connection` and
-    // any other `Proxy-*`.
-    let proxy = name.len() >= 5
-        && name[..5].eq_ignore_ascii_case(b"proxy")
-        && (name.len() == 5 || name[5] == b'-');
-    proxy
-        || NAMES
-            .iter()
-            .chain(&OTHERS)
-            .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+    // Longer than any name listed: only a `Proxy-*` can be one.
+    let mut lower = [0u8; 24];
+    let Some(lower) = lower.get_mut(..name.len()) else {
+        return name[..6].eq_ignore_ascii_case(b"proxy-");
+    };
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    let Ok(lower) = std::str::from_utf8(lower) else {
+        return false;
+    };
+    hop_index(lower).is_some() || is_proxy_header(lower) || lower == "upgrade"
 }
 
 /// A head's fields as a proxy passes them on, in the order and case they
