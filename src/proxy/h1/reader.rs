@@ -51,11 +51,9 @@ pub struct Reader {
     /// The request's version: interim responses go to HTTP/1.1 clients only.
     version: Version,
     /// Interim responses (a 100 Continue, a server's 103) on their way to
-    /// the client ahead of the final response; empty, with no allocation,
-    /// nearly always.
-    interim: BytesMut,
-    /// Interim bytes were written and not yet flushed.
-    interim_unflushed: bool,
+    /// the client ahead of the final response. Boxed, and `None` nearly
+    /// always: the reader lives as long as the connection.
+    interim: Option<Box<BytesMut>>,
     /// Boxed: rare, and the reader lives as long as the connection.
     trailers: Option<Box<HeaderMap>>,
 }
@@ -70,8 +68,7 @@ impl Reader {
             body_done: true,
             continue_: Continue::No,
             version: Version::Http11,
-            interim: BytesMut::new(),
-            interim_unflushed: false,
+            interim: None,
             trailers: None,
         }
     }
@@ -121,25 +118,30 @@ impl Reader {
             }
             self.continue_ = Continue::No;
         }
-        self.interim.extend_from_slice(head);
+        self.queue_interim(head);
+    }
+
+    fn queue_interim(&mut self, head: &[u8]) {
+        self.interim
+            .get_or_insert_with(Box::default)
+            .extend_from_slice(head);
     }
 
     /// Writes and flushes the interim responses queued.
     pub(super) fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.interim.is_empty() {
-            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.interim))?;
+        let Some(interim) = &mut self.interim else {
+            return Poll::Ready(Ok(()));
+        };
+        while !interim.is_empty() {
+            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, interim))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.interim.advance(n);
-            self.interim_unflushed = true;
+            interim.advance(n);
         }
-        if self.interim_unflushed {
-            ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
-            self.interim_unflushed = false;
-            // Freed: a connection keeps no buffer it does not use.
-            self.interim = BytesMut::new();
-        }
+        ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+        // Freed: a connection keeps no buffer it does not use.
+        self.interim = None;
         Poll::Ready(Ok(()))
     }
 
@@ -152,7 +154,7 @@ impl Reader {
         }
         if self.continue_ == Continue::Owed {
             self.continue_ = Continue::No;
-            self.interim.extend_from_slice(CONTINUE_100);
+            self.queue_interim(CONTINUE_100);
         }
         if let Err(e) = ready!(self.poll_interim(cx)) {
             return Poll::Ready(Some(Err(RequestBodyError::Read(e))));
