@@ -18,7 +18,7 @@ use super::headers::{self, Forwarded};
 use super::upgrade::{self, Rules, Tunnel};
 use super::validate::{host_name, validate};
 use crate::http1::HeaderCase;
-use crate::lifecycle::Tracker;
+use crate::lifecycle::{Token, Tracker};
 use crate::runtime::{ListenerRt, Shared, UpstreamRt};
 use crate::sticky::Binding;
 
@@ -47,10 +47,14 @@ pub struct ConnCtx {
     /// The peer's address as a header value (`X-Forwarded-For`, `X-Real-IP`),
     /// made once for all the connection's requests.
     pub peer_ip: HeaderValue,
-    pub tls: bool,
-    /// The lower-case SNI name a TLS client sent: requests must be for it.
-    /// A box, not a `String`: no capacity to keep in every connection.
-    pub sni: Option<Box<str>>,
+    /// `Some` for a connection under TLS, with the lower-case SNI name the
+    /// client sent: requests must be for it. Empty when it sent none (a
+    /// name is never empty, RFC 6066 §3): one field rather than a flag and
+    /// an option, as every idle connection holds it. A box, not a
+    /// `String`: no capacity to keep.
+    pub tls: Option<Box<str>>,
+    /// Holds up graceful shutdown while the connection lives.
+    pub _open: Token,
 }
 
 /// Marks an `OPTIONS` request whose target was in absolute form with no
@@ -76,6 +80,15 @@ impl From<Response<ResponseBody>> for Handled {
 }
 
 impl ConnCtx {
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The SNI name a TLS client sent, in lower case.
+    pub fn sni(&self) -> Option<&str> {
+        self.tls.as_deref().filter(|name| !name.is_empty())
+    }
+
     /// A request refused before it was read whole (a malformed head, framing
     /// sluice does not accept): counted as the listener's answer, and the
     /// connection closes after it.
@@ -131,8 +144,8 @@ impl ConnCtx {
                 }
             };
             let host_name = host_name(&host);
-            if let Some(sni) = &self.sni
-                && *host_name != **sni
+            if let Some(sni) = self.sni()
+                && *host_name != *sni
             {
                 // A client reusing this connection for a host it did not
                 // handshake for (HTTP/2 coalescing, or a forged Host): 421 tells
@@ -177,7 +190,7 @@ impl ConnCtx {
                     peer: &self.peer_ip,
                     client: client_ip,
                     peer_trusted: headers::is_trusted(peer_ip, trusted),
-                    proto: if self.tls { "https" } else { "http" },
+                    proto: if self.is_tls() { "https" } else { "http" },
                     host: &host,
                 },
                 case.as_mut(),
@@ -281,7 +294,7 @@ impl ConnCtx {
         };
         if binding == Binding::Server(server) {
             upstream.state.sticky_honoured.inc();
-        } else if let Some(cookie) = sticky.set_cookie(server, self.tls) {
+        } else if let Some(cookie) = sticky.set_cookie(server, self.is_tls()) {
             if binding != Binding::Missing {
                 upstream.state.sticky_reissued.inc();
             }

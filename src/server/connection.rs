@@ -11,54 +11,28 @@ use tokio::sync::watch;
 use super::Server;
 use crate::config::canonical;
 use crate::lifecycle::Token;
-use crate::proxy::h1::{self, ClientStream, REQUEST_TIMEOUT_408, Served, Settings, Stop};
+use crate::proxy::h1::{self, ClientStream, REQUEST_TIMEOUT_408, Settings, Stop};
 use crate::proxy::headers;
+use crate::proxy::prefixed::Prefixed;
 use crate::proxy::{ConnCtx, ListenerCtx};
 use crate::proxy_protocol;
 
 impl Server {
-    /// Serves one client connection until it ends; shutdown, or a reload
-    /// removing its listener (`on.stop`), ends it gracefully.
+    /// Starts serving one client connection: the PROXY protocol header,
+    /// the TLS handshake, HTTP/2 by ALPN, then HTTP/1.1 in a task of its
+    /// own. Shutdown, or a reload removing its listener (`on.stop`), ends
+    /// it gracefully.
     ///
-    /// What a connection's task holds while idle is this future, so it is
-    /// built in two parts: the start (PROXY header, TLS handshake, and
-    /// HTTP/2 by ALPN) runs boxed and is freed once HTTP/1.1 begins, and the
-    /// future that remains holds the HTTP/1.1 loop and little else. Not an
-    /// async fn: its future would keep every argument for the connection's
-    /// whole life, moved or not.
-    pub(super) fn serve_connection(
-        self: Arc<Self>,
-        on: Arc<ListenerCtx>,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let start = Box::pin(self.start_connection(on, stream, peer));
-        async move {
-            // Bound by `let`, then moved into the await: a moved-from local
-            // takes no room in the task, a temporary held by `if let` would.
-            let Some((serving, token)) = start.await else {
-                return;
-            };
-            // Prior knowledge: the client sent HTTP/2's preface. The context
-            // comes back with the stream, so that this future need not keep
-            // a copy of it.
-            if let Served::H2(handoff) = serving.await {
-                let (stream, ctx) = *handoff;
-                Box::pin(Server::serve_h2(ctx, TokioIo::new(stream))).await;
-            }
-            drop(token);
-        }
-    }
-
-    /// Everything before HTTP/1.1: returns the HTTP/1.1 loop to run, with
-    /// the connection's shutdown token, or `None` when the connection is done with (closed, or
-    /// served as HTTP/2).
-    async fn start_connection(
+    /// What a connection's task holds while idle is its future, so the
+    /// start (whose state, a TLS handshake's included, is large) is a task
+    /// of its own that ends once HTTP/1.1 begins, and the HTTP/1.1 loop's
+    /// task holds that loop and nothing else.
+    pub(super) async fn serve_connection(
         self: Arc<Self>,
         on: Arc<ListenerCtx>,
         mut stream: TcpStream,
         peer: SocketAddr,
-    ) -> Option<(impl Future<Output = Served> + Send + 'static, Token)> {
+    ) {
         // Taken at accept, so a TLS handshake in progress also holds up
         // graceful shutdown (for at most its handshake_timeout).
         let token = self.tracker.token();
@@ -71,11 +45,14 @@ impl Server {
         // accepted in between must not be served in plaintext.
         if wants_tls && tls.is_none() {
             tracing::debug!(%peer, %listen, "TLS listener removed by a reload: closing");
-            return None;
+            return;
         }
-        let peer = self
+        let Some(peer) = self
             .proxy_header(listen, &mut stream, peer, tls.is_none())
-            .await?;
+            .await
+        else {
+            return;
+        };
         let (stream, sni) = match tls {
             None => (ClientStream::Tcp(stream), None),
             // The session is boxed: held in the HTTP/1.1 loop's state, it
@@ -87,20 +64,22 @@ impl Server {
                         .server_name()
                         .map(|name| name.to_ascii_lowercase().into_boxed_str());
                     if session.alpn_protocol() == Some(b"h2") {
-                        let ctx = self.conn_ctx(on, peer, Some(sni))?;
-                        Server::serve_h2(ctx, TokioIo::new(*stream)).await;
-                        return None;
+                        if let Some(ctx) = self.conn_ctx(on, peer, Some(sni), token) {
+                            Server::serve_h2(ctx, TokioIo::new(*stream)).await;
+                        }
+                        return;
                     }
                     (ClientStream::Tls(stream), Some(sni))
                 }
                 Err(e) => {
                     tracing::debug!(%peer, %listen, error = %e, "TLS handshake failed");
-                    return None;
+                    return;
                 }
             },
         };
-        let ctx = self.conn_ctx(on, peer, sni)?;
-        Some((h1::serve(ctx, stream), token))
+        if let Some(ctx) = self.conn_ctx(on, peer, sni, token) {
+            tokio::spawn(http1(ctx, stream));
+        }
     }
 
     /// What a connection's requests share about it; `None` once a reload
@@ -110,14 +89,15 @@ impl Server {
         on: Arc<ListenerCtx>,
         peer: SocketAddr,
         tls: Option<Option<Box<str>>>,
+        open: Token,
     ) -> Option<ConnCtx> {
         self.shared.load().listener(on.listen)?;
         Some(ConnCtx {
             listening: on,
             peer,
             peer_ip: headers::ip_value(peer.ip()),
-            tls: tls.is_some(),
-            sni: tls.flatten(),
+            tls: tls.map(Option::unwrap_or_default),
+            _open: open,
         })
     }
 
@@ -205,58 +185,50 @@ impl Server {
     }
 }
 
+/// An HTTP/1.1 connection's task: the future every idle connection holds.
+fn http1(ctx: ConnCtx, stream: ClientStream) -> impl Future<Output = ()> + Send + 'static {
+    h1::serve(ctx, stream, h2_by_prior_knowledge)
+}
+
+/// Serves a client that opened with HTTP/2's preface on an HTTP/1.1
+/// listener (prior knowledge), the bytes read put back in front.
+fn h2_by_prior_knowledge(
+    stream: Prefixed<ClientStream>,
+    ctx: ConnCtx,
+) -> impl Future<Output = ()> + Send {
+    Server::serve_h2(ctx, TokioIo::new(stream))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The size of what `f` returns, without making one.
-    fn output_size<F, A, B, C, D, R>(_: F) -> usize
-    where
-        F: FnOnce(A, B, C, D) -> R,
-    {
-        std::mem::size_of::<R>()
-    }
-
-    fn output_size2<F, A, B, R>(_: F) -> usize
+    fn output_size<F, A, B, R>(_: F) -> usize
     where
         F: FnOnce(A, B) -> R,
     {
         std::mem::size_of::<R>()
     }
 
-    /// An idle connection's task holds the HTTP/1.1 loop and a few words
-    /// besides: not the start's state, nor a second copy of the loop or of
-    /// what it was made from.
+    /// What an idle connection's task holds besides its socket: the
+    /// HTTP/1.1 loop, with no timer and no stop waiter of its own (its
+    /// worker's idle registry times it and wakes it), no copy of what every
+    /// connection of its listener shares, and nothing of the connection's
+    /// start.
     #[test]
-    fn a_connection_is_little_more_than_its_http1_loop() {
-        let connection = output_size(Server::serve_connection);
-        let http1 = output_size2(h1::serve);
-        assert!(
-            connection <= http1 + 64,
-            "connection future {connection} bytes, HTTP/1.1 loop {http1}"
-        );
-    }
-
-    /// What an idle connection holds besides its socket: the HTTP/1.1
-    /// loop, with no timer and no stop waiter of its own (its worker's idle
-    /// registry times it and wakes it), and no copy of what every
-    /// connection of its listener shares.
-    #[test]
-    fn an_idle_http1_loop_stays_small() {
-        let http1 = output_size2(h1::serve);
-        let connection = output_size(Server::serve_connection);
+    fn an_idle_connection_stays_small() {
+        let http1 = output_size(http1);
         eprintln!(
-            "HTTP/1.1 loop {http1} bytes, connection {connection}, ConnCtx {}, Settings {}, Stop {}",
+            "HTTP/1.1 task future {http1} bytes, ConnCtx {}, Settings {}, Stop {}",
             std::mem::size_of::<ConnCtx>(),
             std::mem::size_of::<Settings>(),
             std::mem::size_of::<Stop>(),
         );
-        // 784 bytes in release with a `Sleep`, a stop waiter and the
-        // listener's settings in it.
-        assert!(http1 <= 384, "HTTP/1.1 loop {http1} bytes");
-        // tokio's task cell is aligned to 128 bytes (x86_64) and adds some
-        // 104 to the future: up to 408 bytes the task takes 512, past it
-        // 640, in every idle connection.
-        assert!(connection <= 408, "connection {connection} bytes");
+        // tokio's task cell is aligned to 128 bytes (x86_64) and adds 104
+        // to the future: up to 280 bytes the task takes 384, up to 408 it
+        // takes 512, in every idle connection. 784 bytes in release with a
+        // `Sleep`, a stop waiter and the listener's settings in it.
+        assert!(http1 <= 280, "HTTP/1.1 task future {http1} bytes");
     }
 }
