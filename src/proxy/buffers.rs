@@ -52,30 +52,44 @@ pub fn give_back(mut buf: BytesMut) {
 }
 
 /// A [`SIZE`]-byte buffer that returns to its thread's free list when
-/// dropped.
-pub struct Buffer(Option<Box<[u8]>>);
+/// dropped; or, made by [`holding`](Self::holding), one just large enough
+/// for more bytes than that, freed when dropped. Not an `Option` inside: an
+/// `Option<Buffer>` is then a pointer and a length, and every idle tunnel
+/// holds two.
+pub struct Buffer(Box<[u8]>);
 
 impl Buffer {
     /// A buffer from this thread's free list, or a new one.
     pub fn take() -> Buffer {
         let reused = FREE.with(|free| free.borrow_mut().pop());
-        Buffer(Some(
-            reused.unwrap_or_else(|| vec![0; SIZE].into_boxed_slice()),
-        ))
+        Buffer(reused.unwrap_or_else(|| vec![0; SIZE].into_boxed_slice()))
+    }
+
+    /// A buffer starting with `bytes`, at least [`SIZE`] long.
+    pub fn holding(bytes: &[u8]) -> Buffer {
+        if bytes.len() > SIZE {
+            return Buffer(bytes.into());
+        }
+        let mut buf = Buffer::take();
+        buf[..bytes.len()].copy_from_slice(bytes);
+        buf
     }
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if let Some(bytes) = self.0.take() {
-            // During thread teardown the list may be gone: then just free it.
-            let _ = FREE.try_with(|free| {
-                let mut free = free.borrow_mut();
-                if free.len() < KEEP {
-                    free.push(bytes);
-                }
-            });
+        // An empty box in its place allocates nothing.
+        let bytes = std::mem::take(&mut self.0);
+        if bytes.len() != SIZE {
+            return;
         }
+        // During thread teardown the list may be gone: then just free it.
+        let _ = FREE.try_with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < KEEP {
+                free.push(bytes);
+            }
+        });
     }
 }
 
@@ -83,13 +97,13 @@ impl Deref for Buffer {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        self.0.as_deref().unwrap_or_default()
+        &self.0
     }
 }
 
 impl DerefMut for Buffer {
     fn deref_mut(&mut self) -> &mut [u8] {
-        self.0.as_deref_mut().unwrap_or_default()
+        &mut self.0
     }
 }
 

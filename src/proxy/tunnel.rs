@@ -12,7 +12,6 @@
 //! Each direction holds a buffer only while bytes move ([`Buffer`]): an idle
 //! tunnel costs its two sockets and this state, nothing more.
 
-use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -22,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::buffers::Buffer;
+use super::prefixed::Prefixed;
 use super::websocket::{CloseFrame, FrameTracker};
 use crate::runtime::clock;
 use crate::workers::idle::IdleWait;
@@ -62,13 +62,17 @@ pub struct TunnelEnd {
 }
 
 /// Copies between `client` and `upstream` until both directions have ended,
+/// each stream's bytes put back in front (read past the switch) first,
 /// nothing has moved either way for `idle_timeout`, or `stop` resolves
 /// with an order. `stop` is polled in the relay's own task (a task of its
-/// own would cost an idle tunnel another task and a channel). Not an async
-/// fn: its future would hold the streams and `stop` twice.
+/// own would cost an idle tunnel another task and a channel).
+///
+/// The future is the relay's state itself, with no async block around it:
+/// it is all an idle tunnel's task holds besides what comes after it, and a
+/// block would add its own state and a copy of each argument.
 pub fn relay<C, U>(
-    client: C,
-    upstream: U,
+    client: Prefixed<C>,
+    upstream: Prefixed<U>,
     protocol: Protocol,
     idle_timeout: Duration,
     stop: impl Future<Output = Stop>,
@@ -78,44 +82,25 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let websocket = protocol == Protocol::WebSocket;
-    // Made out here and moved in whole: made inside, it would sit in the
-    // block's state beside the arguments it was made from. The stop is
-    // pinned on the heap for the same reason.
-    let mut relay = Relay {
+    // The bytes put back go into the directions' buffers, as if just read:
+    // the relay holds the bare streams, not a (mostly empty) prefix each.
+    let (client_rest, client) = client.into_parts();
+    let (upstream_rest, upstream) = upstream.into_parts();
+    Relay {
         client,
         upstream,
+        // Pinned on the heap: `Relay` stays `Unpin`, and small.
         stop: Box::pin(stop),
         websocket,
-        idle_timeout,
-        up: Direction::new(websocket),
-        down: Direction::new(websocket),
+        // Past 49 days, as good as never.
+        idle_ms: u32::try_from(clock::ms(idle_timeout)).unwrap_or(u32::MAX),
+        up: Direction::new(websocket, &client_rest),
+        down: Direction::new(websocket, &upstream_rest),
         last: clock::now_ms(),
         idle: IdleWait::start(),
         ordered: false,
+        finishing: false,
         grace: None,
-    };
-    async move {
-        // One reference in the state while the tunnel runs, not one per
-        // local the poll touches.
-        let clean = poll_fn(|cx| relay.poll(cx)).await;
-        if clean && relay.grace.is_some() {
-            // Each peer has its Close answered; a FIN after it is what RFC 6455
-            // section 7.1.1 asks of the server side. Boxed: its timer would
-            // take room in every idle tunnel's state.
-            let Relay {
-                client, upstream, ..
-            } = &mut relay;
-            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
-                let _ = tokio::io::AsyncWriteExt::shutdown(client).await;
-                let _ = tokio::io::AsyncWriteExt::shutdown(upstream).await;
-            }))
-            .await;
-        }
-        TunnelEnd {
-            down: relay.down.bytes,
-            up: relay.up.bytes,
-            clean,
-        }
     }
 }
 
@@ -125,7 +110,9 @@ struct Relay<C, U, S> {
     upstream: U,
     stop: Pin<Box<S>>,
     websocket: bool,
-    idle_timeout: Duration,
+    /// `idle_timeout`, in milliseconds: narrow, as every idle tunnel holds
+    /// it.
+    idle_ms: u32,
     /// Client to upstream.
     up: Direction,
     down: Direction,
@@ -136,8 +123,44 @@ struct Relay<C, U, S> {
     idle: IdleWait,
     /// `stop` has given its order.
     ordered: bool,
+    /// The WebSocket closed cleanly: both write sides are being shut down
+    /// (within `grace`).
+    finishing: bool,
     /// How long a WebSocket being closed has left to finish its close.
     grace: Option<Pin<Box<Sleep>>>,
+}
+
+impl<C, U, S> Future for Relay<C, U, S>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+    S: Future<Output = Stop>,
+{
+    type Output = TunnelEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TunnelEnd> {
+        let this = self.get_mut();
+        if !this.finishing {
+            let clean = ready!(this.poll_relay(cx));
+            if !(clean && this.grace.is_some()) {
+                return Poll::Ready(this.end(clean));
+            }
+            // Each peer has its Close answered; a FIN after it is what RFC
+            // 6455 section 7.1.1 asks of the server side, within a grace of
+            // its own.
+            this.finishing = true;
+            this.grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+        }
+        if this.poll_shutdowns(cx).is_ready()
+            || this
+                .grace
+                .as_mut()
+                .is_none_or(|grace| grace.as_mut().poll(cx).is_ready())
+        {
+            return Poll::Ready(this.end(true));
+        }
+        Poll::Pending
+    }
 }
 
 impl<C, U, S> Relay<C, U, S>
@@ -146,20 +169,44 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
     S: Future<Output = Stop>,
 {
+    fn end(&self, clean: bool) -> TunnelEnd {
+        TunnelEnd {
+            down: self.down.bytes,
+            up: self.up.bytes,
+            clean,
+        }
+    }
+
+    /// Shuts down the client's write side, then the server's, errors
+    /// ignored: the tunnel is over either way. Each direction's `shut`
+    /// says its sink is done.
+    fn poll_shutdowns(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.down.shut {
+            ready!(Pin::new(&mut self.client).poll_shutdown(cx)).ok();
+            self.down.shut = true;
+        }
+        if !self.up.shut {
+            ready!(Pin::new(&mut self.upstream).poll_shutdown(cx)).ok();
+            self.up.shut = true;
+        }
+        Poll::Ready(())
+    }
+
     /// Ready with whether the tunnel ended cleanly.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         let Relay {
             client,
             upstream,
             stop,
             websocket,
-            idle_timeout,
+            idle_ms,
             up,
             down,
             last,
             idle,
             ordered,
             grace,
+            finishing: _,
         } = self;
         if !*ordered && let Poll::Ready(order) = stop.as_mut().poll(cx) {
             *ordered = true;
@@ -193,9 +240,9 @@ where
             tracing::debug!("tunnel close: the close handshake did not finish in time");
             return Poll::Ready(false);
         }
-        let deadline = clock::instant_of(*last + clock::ms(*idle_timeout));
+        let deadline = clock::instant_of(*last + u64::from(*idle_ms));
         if idle.poll_until(cx, Instant::from_std(deadline)).is_ready() {
-            tracing::debug!(?idle_timeout, "tunnel idle: closing it");
+            tracing::debug!(idle_ms = *idle_ms, "tunnel idle: closing it");
             return Poll::Ready(false);
         }
         Poll::Pending
@@ -226,15 +273,16 @@ struct Direction {
 }
 
 impl Direction {
-    fn new(websocket: bool) -> Direction {
+    /// A direction whose source's first bytes, read already, are `rest`.
+    fn new(websocket: bool, rest: &[u8]) -> Direction {
         Direction {
-            buf: None,
+            buf: (!rest.is_empty()).then(|| Buffer::holding(rest)),
             start: 0,
-            end: 0,
+            end: rest.len() as u32,
             unflushed: false,
             eof: false,
             shut: false,
-            bytes: 0,
+            bytes: rest.len() as u64,
             frames: websocket.then(FrameTracker::default),
             close: None,
             swallow: false,

@@ -1,4 +1,5 @@
 use super::*;
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 use tokio::sync::oneshot;
 
@@ -16,8 +17,8 @@ async fn bytes_flow_both_ways_until_both_sides_close() {
     let (upstream, mut upstream_peer) = duplex(64);
     let (_order, stop) = oneshot::channel();
     let relay = tokio::spawn(relay(
-        client,
-        upstream,
+        Prefixed::new(Bytes::new(), client),
+        Prefixed::new(Bytes::new(), upstream),
         Protocol::Other,
         Duration::from_secs(60),
         ordered(stop),
@@ -50,8 +51,8 @@ async fn a_close_order_waits_for_the_frame_being_copied() {
     let (upstream, mut upstream_peer) = duplex(1024);
     let (order, stop) = oneshot::channel();
     let relay = tokio::spawn(relay(
-        client,
-        upstream,
+        Prefixed::new(Bytes::new(), client),
+        Prefixed::new(Bytes::new(), upstream),
         Protocol::WebSocket,
         Duration::from_secs(60),
         ordered(stop),
@@ -109,8 +110,8 @@ async fn a_close_already_under_way_is_never_doubled() {
     let (upstream, mut upstream_peer) = duplex(1024);
     let (order, stop) = oneshot::channel();
     let relay = tokio::spawn(relay(
-        client,
-        upstream,
+        Prefixed::new(Bytes::new(), client),
+        Prefixed::new(Bytes::new(), upstream),
         Protocol::WebSocket,
         Duration::from_secs(60),
         ordered(stop),
@@ -159,8 +160,8 @@ async fn a_cut_order_ends_the_tunnel_at_once() {
     let (upstream, _upstream_peer) = duplex(64);
     let (order, stop) = oneshot::channel();
     let relay = tokio::spawn(relay(
-        client,
-        upstream,
+        Prefixed::new(Bytes::new(), client),
+        Prefixed::new(Bytes::new(), upstream),
         Protocol::Other,
         Duration::from_secs(60),
         ordered(stop),
@@ -171,4 +172,38 @@ async fn a_cut_order_ends_the_tunnel_at_once() {
         .expect("cut")
         .unwrap();
     assert!(!end.clean);
+}
+
+#[tokio::test]
+async fn bytes_read_before_the_switch_go_first_and_count() {
+    let (client, mut client_peer) = duplex(64);
+    let (upstream, mut upstream_peer) = duplex(64);
+    let (_order, stop) = oneshot::channel();
+    // More than a pooled buffer holds on the client's side.
+    let early = vec![5u8; 20_000];
+    let relay = tokio::spawn(relay(
+        Prefixed::new(Bytes::from(early.clone()), client),
+        Prefixed::new(Bytes::from_static(b"hello"), upstream),
+        Protocol::Other,
+        Duration::from_secs(60),
+        ordered(stop),
+    ));
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        upstream_peer.write_all(b", world").await.unwrap();
+        upstream_peer.shutdown().await.unwrap();
+        upstream_peer.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    client_peer.write_all(b"late").await.unwrap();
+    client_peer.shutdown().await.unwrap();
+    let mut down = Vec::new();
+    client_peer.read_to_end(&mut down).await.unwrap();
+    assert_eq!(down, b"hello, world");
+    let mut expected = early;
+    expected.extend_from_slice(b"late");
+    assert_eq!(reader.await.unwrap(), expected);
+    let end = relay.await.unwrap();
+    assert!(end.clean);
+    assert_eq!((end.up, end.down), (20_004, 12));
 }
