@@ -171,13 +171,14 @@ impl Checker<'_> {
 
     fn admin(&mut self, raw: RawAdmin) -> Admin {
         let listen = self.socket_addr(&raw.listen, "listen");
-        if let Some(listen) = listen {
-            if raw.token.is_empty() && !canonical(listen.ip()).is_loopback() {
-                self.report(
-                    raw.listen.span(),
-                    DiagnosticKind::AdminTokenRequired { listen },
-                );
-            }
+        if let Some(listen) = listen
+            && raw.token.is_empty()
+            && !canonical(listen.ip()).is_loopback()
+        {
+            self.report(
+                raw.listen.span(),
+                DiagnosticKind::AdminTokenRequired { listen },
+            );
         }
         Admin {
             listen: listen.unwrap_or(STAND_IN_ADDR),
