@@ -138,7 +138,13 @@ where
             // future it came from. Endings are awaited after the block.
             let ending = 'ending: {
                 let busy = match ReadHead::new(&mut reader, &ctx.listening, answered).await {
-                    Ok(head) => Box::pin(exchange(&ctx, &mut reader, head)),
+                    // Written into a box allocated first: `Box::pin` of the
+                    // future would build its ~4 KB on the stack and copy it
+                    // over, every request.
+                    Ok(head) => Box::into_pin(Box::write(
+                        Box::new_uninit(),
+                        exchange(&ctx, &mut reader, head),
+                    )),
                     Err(no_head) => break 'ending no_head,
                 };
                 answered = true;

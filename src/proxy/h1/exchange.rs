@@ -37,30 +37,18 @@ pub(super) fn exchange<'a>(
 ) -> impl Future<Output = Next> + 'a {
     let (settings, stop) = (&ctx.listening.settings, &ctx.listening.stop);
     async move {
-        // Framing is judged on the head as received, before the head becomes
-        // the request; a head that cannot be one is refused first.
-        let kind = framing::request_body(&head);
         let method = head.method.clone();
         let version = head.version;
-        let Some(exchange) = Exchange::begin(head) else {
-            let status = StatusCode::BAD_REQUEST;
-            refuse(ctx, &mut reader.stream, status, &method, version).await;
-            return Next::Close;
-        };
-        let kind = match kind {
-            Ok(kind) => kind,
-            Err(e) => {
-                let status = e.request_status();
+        // The request is made by a plain function, so that nothing it
+        // borrowed on the way (a local borrowed keeps its room in the state
+        // until its scope ends) sits in the future beside the handler's.
+        let (request, case, keep_alive) = match begin(reader, head) {
+            Ok(begun) => begun,
+            Err(status) => {
                 refuse(ctx, &mut reader.stream, status, &method, version).await;
                 return Next::Close;
             }
         };
-        let Exchange {
-            request,
-            case,
-            keep_alive,
-        } = exchange;
-        reader.start_body(kind, expect_continue(&request), version);
         let request = request.map(|()| ClientBody::H1(H1Body::new(reader)));
         let handled = ctx.handle_h1(request, Some(case)).await;
         // Interim responses still on their way go out before the final one.
@@ -103,6 +91,23 @@ pub(super) fn exchange<'a>(
             Next::Close
         }
     }
+}
+
+/// The request `head` asks for, its body ready to be read from `reader`,
+/// with the spelling of its field names and whether the client keeps the
+/// connection; or the status to refuse it with. Framing is judged on the
+/// head as received, before the head becomes the request; a head that
+/// cannot be one is refused first.
+fn begin(
+    reader: &mut Reader,
+    head: RequestHead,
+) -> Result<(Request<()>, HeaderCase, bool), StatusCode> {
+    let kind = framing::request_body(&head);
+    let version = head.version;
+    let exchange = Exchange::begin(head).ok_or(StatusCode::BAD_REQUEST)?;
+    let kind = kind.map_err(|e| e.request_status())?;
+    reader.start_body(kind, expect_continue(&exchange.request), version);
+    Ok((exchange.request, exchange.case, exchange.keep_alive))
 }
 
 /// Answers a request that cannot be served (`ctx` counts it) and closes:
