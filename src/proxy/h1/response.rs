@@ -6,7 +6,8 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::{BufMut, BytesMut};
-use http::header::{self, HeaderName};
+use http::HeaderMap;
+use http::header;
 use http::{Method, Response, StatusCode};
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
@@ -15,6 +16,7 @@ use super::super::body::ResponseBody;
 use super::super::buffers;
 use super::super::headers;
 use super::ClientStream;
+use crate::http1::head::Fields;
 use crate::http1::{Speller, Version, write};
 
 /// Response body bytes copied behind the head (or behind other small
@@ -55,14 +57,7 @@ pub(super) async fn write_response(
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
-    let has = |name: &HeaderName| {
-        parts.headers.contains_key(name)
-            || body
-                .raw_fields()
-                .is_some_and(|fields| fields.get_all(name.as_str()).next().is_some())
-    };
-    let has_length = has(&header::CONTENT_LENGTH);
-    let has_date = has(&header::DATE);
+    let (has_length, has_date) = length_and_date(&parts.headers, body.raw_fields());
     let no_body = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -188,6 +183,19 @@ pub(super) async fn write_response(
     buffers::give_back(out);
     stream.flush().await?;
     Ok(close)
+}
+
+/// Whether the response has a `Content-Length` field and a `Date` field,
+/// in its map or among a server's fields as they came: one look at each
+/// field for both.
+fn length_and_date(headers: &HeaderMap, raw: Option<&Fields>) -> (bool, bool) {
+    let mut length = headers.contains_key(header::CONTENT_LENGTH);
+    let mut date = headers.contains_key(header::DATE);
+    for (name, _) in raw.into_iter().flat_map(Fields::iter) {
+        length |= name.eq_ignore_ascii_case(b"content-length");
+        date |= name.eq_ignore_ascii_case(b"date");
+    }
+    (length, date)
 }
 
 /// A chunk-size line: the length in hex and CRLF.
