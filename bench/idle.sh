@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Memory per idle connection: opens COUNT idle keep-alive client connections,
-# then COUNT idle WebSocket tunnels, through nginx, HAProxy and sluice (one
-# worker each), and reads each proxy's resident memory (all its processes)
-# before and after. Per-connection cost = RSS growth / COUNT; medians of
-# ROUNDS interleaved rounds.
+# Memory per idle connection: opens COUNT idle keep-alive client connections
+# and then 2 x COUNT more, then the same with idle WebSocket tunnels, through
+# nginx, HAProxy and sluice (one worker each), and reads each proxy's
+# resident memory (all its processes) before, between and after. Per
+# connection: RSS growth over the first COUNT / COUNT, and over the next
+# 2 x COUNT / (2 x COUNT), the steadier number (no warm-up in it); medians of
+# ROUNDS interleaved rounds. Tunnels take two descriptors each in the
+# proxy, so WS_COUNT (COUNT / 2 unless given) is used for them: 3 x 1500
+# tunnels take 9000 descriptors, and many machines stop at 20 000.
 #
-#   bench/idle.sh                  # COUNT=5000 ROUNDS=3
-#   COUNT=20000 bench/idle.sh
+#   bench/idle.sh                  # COUNT=3000 WS_COUNT=1500 ROUNDS=3
 #
 # The kernel's socket buffers are not in any proxy's RSS and are left out.
 source "$(dirname "$0")/lib.sh"
 
-COUNT=${COUNT:-5000}
+COUNT=${COUNT:-3000}
+# Tunnels take two descriptors each, and 20 000 is a common hard limit.
+WS_COUNT=${WS_COUNT:-$((COUNT / 2))}
+# HAProxy refuses connections past maxconn.
+MAXCONN=$((3 * COUNT + 1000))
 ROUNDS=${ROUNDS:-3}
 need_tools nginx:nginx-light haproxy:haproxy python3:python3
 build_sluice
@@ -27,9 +34,28 @@ settle() {
     done
 }
 
-# measure NAME MODE ROUND: appends bytes per connection to $DIR/NAME-MODE.rows.
+# hold NAME MODE N TAG: opens N idle connections of MODE through the proxy
+# and keeps them open (until fd 7 or 8 closes: TAG 7 or 8) once all are idle.
+hold() {
+    local port=$1 mode=$2 n=$3 tag=$4 fifo=$DIR/hold.$4
+    rm -f "$fifo" "$DIR/ready.$tag"; mkfifo "$fifo"
+    python3 "$BENCH/idle_clients.py" "$port" "$mode" "$n" <"$fifo" >"$DIR/ready.$tag" &
+    HELD+=($!)
+    eval "exec $tag>\"\$fifo\""
+    for _ in $(seq 600); do
+        grep -q ready "$DIR/ready.$tag" 2>/dev/null && break
+        sleep 0.1
+    done
+    grep -q ready "$DIR/ready.$tag" || { echo "clients never got ready" >&2; exit 1; }
+}
+
+# measure NAME MODE ROUND: opens COUNT idle connections, then 2 x COUNT more,
+# and appends bytes per connection to $DIR/NAME-MODE.rows (growth over the
+# first COUNT) and $DIR/NAME-MODE.slope (growth over the next 2 x COUNT:
+# nothing of it is warm-up, allocator arenas or free lists filling).
 measure() {
-    local name=$1 mode=$2 port before after ready per fifo
+    local name=$1 mode=$2 port before mid after per slope count=$COUNT
+    [ "$mode" = ws ] && count=$WS_COUNT
     port=$(port_of "$name")
     start_proxy "$name"
     # Warm up: one batch opened and closed, so allocator arenas and the
@@ -37,24 +63,21 @@ measure() {
     echo | python3 "$BENCH/idle_clients.py" "$port" "$mode" 200 >/dev/null
     settle "$PROXY_PID"
     before=$(rss_kib "$PROXY_PID")
-    fifo=$DIR/hold
-    rm -f "$fifo"; mkfifo "$fifo"
-    python3 "$BENCH/idle_clients.py" "$port" "$mode" "$COUNT" <"$fifo" >"$DIR/ready" &
-    local client=$!
-    exec 7>"$fifo"
-    for _ in $(seq 600); do
-        grep -q ready "$DIR/ready" 2>/dev/null && break
-        sleep 0.1
-    done
-    grep -q ready "$DIR/ready" || { echo "$name: clients never got ready" >&2; exit 1; }
+    HELD=()
+    hold "$port" "$mode" "$count" 7
+    settle "$PROXY_PID"
+    mid=$(rss_kib "$PROXY_PID")
+    hold "$port" "$mode" $((2 * count)) 8
     settle "$PROXY_PID"
     after=$(rss_kib "$PROXY_PID")
-    exec 7>&-
-    wait "$client" || true
+    exec 7>&- 8>&-
+    wait "${HELD[@]}" || true
     stop_proxy "$PROXY_PID"
-    per=$(awk -v b="$before" -v a="$after" -v n="$COUNT" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')
-    echo "round $3 $name $mode: RSS $before -> $after KiB, $per bytes per connection" >&2
+    per=$(awk -v b="$before" -v a="$mid" -v n="$count" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')
+    slope=$(awk -v b="$mid" -v a="$after" -v n="$count" 'BEGIN { printf "%.0f", (a - b) * 1024 / (2 * n) }')
+    echo "round $3 $name $mode: RSS $before -> $mid -> $after KiB, $per bytes per connection, then $slope" >&2
     echo "$per" >> "$DIR/$name-$mode.rows"
+    echo "$slope" >> "$DIR/$name-$mode.slope"
 }
 
 start_backends
@@ -72,12 +95,15 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "$COUNT idle connections, 1 worker, medians of $ROUNDS interleaved rounds; $(machine)"
+echo "idle connections opened in two steps, 1 worker, medians of $ROUNDS interleaved rounds; $(machine)"
 echo
-echo "| proxy | per idle keep-alive client | per idle WebSocket tunnel |"
-echo "| --- | ---: | ---: |"
+echo "| proxy | keep-alive client: first $COUNT | next $((2 * COUNT)) | WebSocket tunnel: first $WS_COUNT | next $((2 * WS_COUNT)) |"
+echo "| --- | ---: | ---: | ---: | ---: |"
 for name in "${PROXIES[@]}"; do
     http=$(median < "$DIR/$name-http.rows")
+    http_slope=$(median < "$DIR/$name-http.slope")
     ws=$(median < "$DIR/$name-ws.rows")
-    awk -v n="$name" -v h="$http" -v w="$ws" 'BEGIN { printf "| %s | %.2f KB | %.2f KB |\n", n, h / 1000, w / 1000 }'
+    ws_slope=$(median < "$DIR/$name-ws.slope")
+    awk -v n="$name" -v h="$http" -v hs="$http_slope" -v w="$ws" -v ws="$ws_slope" \
+        'BEGIN { printf "| %s | %.2f KB | %.2f KB | %.2f KB | %.2f KB |\n", n, h / 1000, hs / 1000, w / 1000, ws / 1000 }'
 done
