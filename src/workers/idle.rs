@@ -206,6 +206,39 @@ impl Drop for IdleWait {
     }
 }
 
+/// A deadline for work polled beside it (an upstream's response head
+/// within `response_timeout`), on the worker's idle waits rather than a
+/// tokio `Sleep`: no timer-wheel entry to insert and remove per request,
+/// and no clock read when the work is ready before its deadline. It fires
+/// up to [`GRANULARITY`] late.
+pub struct Deadline {
+    at: Instant,
+    /// Taken on the first `Pending` poll: work ready at once needs none.
+    wait: Option<IdleWait>,
+}
+
+impl Deadline {
+    pub fn new(at: Instant) -> Deadline {
+        Deadline { at, wait: None }
+    }
+
+    /// Ready once the deadline has passed; poll it after the work it times
+    /// was `Pending`. The first poll arms the wait without reading the
+    /// clock: the deadline was set from a recent read, and one already
+    /// passed is found by the sweeper, which wakes the task to poll again.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.wait {
+            Some(wait) => wait.poll_until(cx, self.at),
+            None => {
+                let wait = self.wait.insert(IdleWait::start());
+                let bin = wait.registry.bin_of(self.at);
+                wait.arm(cx, bin);
+                Poll::Pending
+            }
+        }
+    }
+}
+
 /// Marks its registry as without a sweeper when the sweeper ends (its
 /// runtime shut down).
 struct Sweeping(Arc<Registry>);
@@ -326,6 +359,22 @@ mod tests {
         assert_eq!(used(&registry), 0);
         let again = IdleWait::start();
         assert_eq!(again.key, 0, "the freed slot is reused");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_fires_even_when_already_past_at_its_first_poll() {
+        let mut deadline = Deadline::new(Instant::now());
+        tokio::time::timeout(Duration::from_secs(10), poll_fn(|cx| deadline.poll(cx)))
+            .await
+            .expect("the sweeper wakes the wait");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_does_not_fire_before_its_time() {
+        let at = Instant::now() + Duration::from_millis(150);
+        let mut deadline = Deadline::new(at);
+        poll_fn(|cx| deadline.poll(cx)).await;
+        assert!(Instant::now() >= at);
     }
 
     #[test]
