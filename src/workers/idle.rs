@@ -165,21 +165,31 @@ impl IdleWait {
     /// `deadline` (up to [`GRANULARITY`] late), and by [`stop_changed`]:
     /// check the reasons to stop after this returns `Pending`, so that a
     /// reason set in between wakes the task again.
+    ///
+    /// The clock is read only once the sweeper (or a stop) has woken this
+    /// wait. Until then its deadline has not passed by the sweeper's
+    /// clock; a deadline first armed here that has passed already is swept
+    /// at once ([`arm`](Self::arm) tells the sweeper when it comes before
+    /// its next sweep), and the poll that follows finds it passed. So a
+    /// wait that ends before its deadline, as nearly all do, reads no
+    /// clock.
     pub fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        if Instant::now() >= deadline {
+        let bin = self.registry.bin_of(deadline);
+        let s = self.registry.lock();
+        let slot = &s.slots[self.key];
+        if slot.waker.is_some() && slot.deadline == NEVER && Instant::now() >= deadline {
             return Poll::Ready(());
         }
-        self.arm(cx, self.registry.bin_of(deadline));
+        self.arm(s, cx, bin);
         Poll::Pending
     }
 
     /// Has the task woken by [`stop_changed`] only: a wait with no deadline.
     pub fn wait_for_stop(&mut self, cx: &mut Context<'_>) {
-        self.arm(cx, NEVER);
+        self.arm(self.registry.lock(), cx, NEVER);
     }
 
-    fn arm(&mut self, cx: &mut Context<'_>, bin: u64) {
-        let mut s = self.registry.lock();
+    fn arm(&self, mut s: MutexGuard<'_, Slots>, cx: &mut Context<'_>, bin: u64) {
         let slot = &mut s.slots[self.key];
         slot.deadline = bin;
         match &slot.waker {
@@ -209,11 +219,11 @@ impl Drop for IdleWait {
 /// A deadline for work polled beside it (an upstream's response head
 /// within `response_timeout`), on the worker's idle waits rather than a
 /// tokio `Sleep`: no timer-wheel entry to insert and remove per request,
-/// and no clock read when the work is ready before its deadline. It fires
+/// and no clock read when the work is done before its deadline. It fires
 /// up to [`GRANULARITY`] late.
 pub struct Deadline {
     at: Instant,
-    /// Taken on the first `Pending` poll: work ready at once needs none.
+    /// Taken on the first `Pending` poll: work done at once needs none.
     wait: Option<IdleWait>,
 }
 
@@ -223,19 +233,11 @@ impl Deadline {
     }
 
     /// Ready once the deadline has passed; poll it after the work it times
-    /// was `Pending`. The first poll arms the wait without reading the
-    /// clock: the deadline was set from a recent read, and one already
-    /// passed is found by the sweeper, which wakes the task to poll again.
+    /// was `Pending`.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut self.wait {
-            Some(wait) => wait.poll_until(cx, self.at),
-            None => {
-                let wait = self.wait.insert(IdleWait::start());
-                let bin = wait.registry.bin_of(self.at);
-                wait.arm(cx, bin);
-                Poll::Pending
-            }
-        }
+        self.wait
+            .get_or_insert_with(IdleWait::start)
+            .poll_until(cx, self.at)
     }
 }
 
