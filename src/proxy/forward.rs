@@ -86,10 +86,10 @@ pub fn forward<'a>(
         // The request's clock read: the retry deposit, the pick, the
         // server's availability, the pool's keep-alive check and the
         // response deadline all take it, until something awaits.
-        let mut now = Instant::now();
+        let mut now = Now::read();
         up.state
             .retry_budget
-            .deposit_at(up.cfg.retry_budget, clock::ms_at(now));
+            .deposit_at(up.cfg.retry_budget, now.ms);
 
         while attempts < tries {
             let take = |now_ms: u64| -> Option<(usize, Lease)> {
@@ -113,14 +113,14 @@ pub fn forward<'a>(
             };
             // Newcomers queue behind requests already waiting for a slot.
             let taken = match queue::has_waiters(&up.state) {
-                false => take(clock::ms_at(now)),
+                false => take(now.ms),
                 true => None,
             };
             let taken = match taken {
                 Some(taken) => Some(taken),
                 None => {
                     let taken = queue::wait(up, tried.as_slice(), take).await;
-                    now = Instant::now();
+                    now = Now::read();
                     taken
                 }
             };
@@ -130,7 +130,7 @@ pub fn forward<'a>(
             let bound = out.preferred == Some(i);
             tried.push(i);
             let server = &up.servers[i];
-            let trial = if server.availability(clock::ms_at(now), bound) == Availability::Trial {
+            let trial = if server.availability(now.ms, bound) == Availability::Trial {
                 match Trial::claim(server) {
                     Some(trial) => Some(trial),
                     None => continue,
@@ -150,7 +150,7 @@ pub fn forward<'a>(
             if bound {
                 server.state.note_bound_request();
             }
-            match attempt(up, server, &out, &mut body, now).await {
+            match attempt(up, server, &out, &mut body, now.at).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let served = Served {
@@ -190,11 +190,29 @@ pub fn forward<'a>(
                     last_err = Some(err);
                 }
             }
-            now = Instant::now();
+            now = Now::read();
         }
         match fallback {
             Some(served) => Ok(served),
             None => Err(last_err.unwrap_or(ProxyError::NoServer)),
+        }
+    }
+}
+
+/// One clock read, as an `Instant` and in [`clock::now_ms`] milliseconds,
+/// converted once for the several uses a request makes of it.
+#[derive(Clone, Copy)]
+struct Now {
+    at: Instant,
+    ms: u64,
+}
+
+impl Now {
+    fn read() -> Now {
+        let at = Instant::now();
+        Now {
+            at,
+            ms: clock::ms_at(at),
         }
     }
 }
