@@ -8,6 +8,11 @@
 //! while it does nothing; an [`IdleWait`] costs it a slot here (a deadline
 //! and its task's waker, 24 bytes) and a key.
 //!
+//! A request waiting for its response head within `response_timeout`
+//! waits here too, through a [`Deadline`]: a tokio timer would be put into
+//! the timer wheel and taken out again for every request, nearly all of
+//! which are answered long before it.
+//!
 //! One sweeper task per worker sleeps until the earliest deadline, rounded
 //! up to a multiple of [`GRANULARITY`], and wakes the waits whose deadline
 //! has passed. Rounding puts the deadlines of a busy worker into 100 ms
