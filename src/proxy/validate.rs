@@ -111,11 +111,13 @@ pub(super) fn validate<B>(req: &Request<B>, listener: &ListenerRt) -> Result<Hea
     }
 }
 
-/// A host is `name[:port]` with no spaces, slashes or userinfo.
+/// A host is `name[:port]` with no spaces, slashes or userinfo. One
+/// `match` a byte, which compiles to a few range checks: every request's
+/// host goes through it.
 fn valid_host(host: &HeaderValue) -> bool {
-    host.as_bytes()
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+    host.as_bytes().iter().all(|&b| {
+        matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b':' | b'[' | b']' | b'_')
+    })
 }
 
 /// The lower-case host name without its port, for routing. Borrowed when
@@ -125,9 +127,14 @@ pub(super) fn host_name(host: &HeaderValue) -> Cow<'_, str> {
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
-        host.rsplit_once(':')
-            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(name, _)| name)
+        // Found as a byte: a `str` pattern search costs more than the
+        // short host it looks through.
+        match host.bytes().rposition(|b| b == b':') {
+            Some(colon) if host.as_bytes()[colon + 1..].iter().all(u8::is_ascii_digit) => {
+                &host[..colon]
+            }
+            _ => host,
+        }
     };
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(name.to_ascii_lowercase())
@@ -151,5 +158,11 @@ mod tests {
             host_name(&HeaderValue::from_static("example.com")),
             "example.com"
         );
+        assert_eq!(
+            host_name(&HeaderValue::from_static("a.test:x")),
+            "a.test:x",
+            "what follows the colon is no port"
+        );
+        assert_eq!(host_name(&HeaderValue::from_static("a.test:")), "a.test");
     }
 }
