@@ -206,13 +206,12 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 
 /// A request's or response's `Content-Length`, when it holds one number.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    parse_content_length(headers.get(header::CONTENT_LENGTH)?)
+}
+
+/// A `Content-Length` value's number, when it holds one.
+pub fn parse_content_length(value: &HeaderValue) -> Option<u64> {
+    value.to_str().ok()?.trim().parse().ok()
 }
 
 /// Whether `Connection` lists `token`.
