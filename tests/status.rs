@@ -66,6 +66,41 @@ async fn response_timeout_is_504() {
     assert!(a.count() >= 1, "the request reached the hanging server");
 }
 
+/// The response deadline is the worker's, not a timer of the request's
+/// own: an HTTP/2 request (a stream of hyper's HTTP/2 server) is timed by
+/// it as an HTTP/1.1 one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_timeout_is_504_over_http2_too() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let a = MockUpstream::named("a").hang().start().await;
+    let proxy = Proxy::start(&config(
+        |l| l,
+        |u| u.set("response_timeout", "300ms").server(&a),
+    ))
+    .await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(proxy.url("/"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sender.send_request(request),
+    )
+    .await
+    .expect("answered well before 10 s")
+    .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 504);
+    assert!(a.count() >= 1, "the request reached the hanging server");
+}
+
 /// Requests that are malformed or ambiguous: 400 and nothing upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_400_and_never_forwarded() {

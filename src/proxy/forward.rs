@@ -2,7 +2,11 @@
 //! open a connection, send within `response_timeout`, and retry on another
 //! server when the contract allows.
 
+use std::future::poll_fn;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
 
 use http::{HeaderMap, Method, Response, Uri};
 
@@ -13,6 +17,7 @@ use crate::balance::{self, Lease, PickCtx, queue};
 use crate::http1::HeaderCase;
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
 use crate::upstream;
+use crate::workers::idle::Deadline;
 
 /// A request ready to go upstream: headers already rewritten.
 pub struct Outbound<'a> {
@@ -78,7 +83,13 @@ pub fn forward<'a>(
         // server does better (as nginx's `proxy_next_upstream http_503`).
         let mut fallback: Option<Served> = None;
         let mut body = Some(std::mem::replace(&mut out.body, RequestBody::empty()));
-        up.state.retry_budget.deposit(up.cfg.retry_budget);
+        // The request's clock read: the retry deposit, the pick, the
+        // server's availability, the pool's keep-alive check and the
+        // response deadline all take it, until something awaits.
+        let mut now = Now::read();
+        up.state
+            .retry_budget
+            .deposit_at(up.cfg.retry_budget, now.ms);
 
         while attempts < tries {
             let take = |now_ms: u64| -> Option<(usize, Lease)> {
@@ -102,12 +113,16 @@ pub fn forward<'a>(
             };
             // Newcomers queue behind requests already waiting for a slot.
             let taken = match queue::has_waiters(&up.state) {
-                false => take(clock::now_ms()),
+                false => take(now.ms),
                 true => None,
             };
             let taken = match taken {
                 Some(taken) => Some(taken),
-                None => queue::wait(up, tried.as_slice(), take).await,
+                None => {
+                    let taken = queue::wait(up, tried.as_slice(), take).await;
+                    now = Now::read();
+                    taken
+                }
             };
             let Some((i, lease)) = taken else {
                 break;
@@ -115,8 +130,7 @@ pub fn forward<'a>(
             let bound = out.preferred == Some(i);
             tried.push(i);
             let server = &up.servers[i];
-            let now_ms = clock::now_ms();
-            let trial = if server.availability(now_ms, bound) == Availability::Trial {
+            let trial = if server.availability(now.ms, bound) == Availability::Trial {
                 match Trial::claim(server) {
                     Some(trial) => Some(trial),
                     None => continue,
@@ -136,7 +150,7 @@ pub fn forward<'a>(
             if bound {
                 server.state.note_bound_request();
             }
-            match attempt(up, server, &out, &mut body).await {
+            match attempt(up, server, &out, &mut body, now.at).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let served = Served {
@@ -176,10 +190,29 @@ pub fn forward<'a>(
                     last_err = Some(err);
                 }
             }
+            now = Now::read();
         }
         match fallback {
             Some(served) => Ok(served),
             None => Err(last_err.unwrap_or(ProxyError::NoServer)),
+        }
+    }
+}
+
+/// One clock read, as an `Instant` and in [`clock::now_ms`] milliseconds,
+/// converted once for the several uses a request makes of it.
+#[derive(Clone, Copy)]
+struct Now {
+    at: Instant,
+    ms: u64,
+}
+
+impl Now {
+    fn read() -> Now {
+        let at = Instant::now();
+        Now {
+            at,
+            ms: clock::ms_at(at),
         }
     }
 }
@@ -261,19 +294,31 @@ fn note_failure(up: &UpstreamRt, server: &ServerRt, reason: &str) {
 /// One attempt on one server, inline: write the request on a pooled or new
 /// connection and read the response head, within `response_timeout`. The
 /// body is taken only once a connection is open, so a connect failure
-/// leaves it for the next server.
+/// leaves it for the next server. `now` is the caller's clock read: the
+/// pool's keep-alive check takes it, and so does the response deadline on
+/// a pooled connection (a new one reads the clock once connected).
+///
+/// The response timeout is a [`Deadline`] on the worker's idle waits, not
+/// a tokio timer: every request has one and nearly all end long before
+/// it, so a timer-wheel entry made and removed per request is cost for
+/// nothing. It may fire up to 100 ms late.
 async fn attempt(
     up: &UpstreamRt,
     server: &ServerRt,
     out: &Outbound<'_>,
     body: &mut Option<RequestBody<'_>>,
+    now: Instant,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     // Connecting is boxed: its future (a TLS handshake's included) is large,
     // and held inline it would make every request's future that large, to
     // be moved around on each await even when a pooled connection is reused.
-    let mut conn = match server.state.pool.take(up.cfg.keepalive_timeout) {
-        Some(conn) => conn,
-        None => Box::pin(upstream::connect(&server.endpoint, up.cfg.connect_timeout)).await?,
+    let (mut conn, sending) = match server.state.pool.take(up.cfg.keepalive_timeout, now) {
+        Some(conn) => (conn, now),
+        None => {
+            let conn =
+                Box::pin(upstream::connect(&server.endpoint, up.cfg.connect_timeout)).await?;
+            (conn, Instant::now())
+        }
     };
     let mut req_body = RequestBody::for_attempt(body);
     let head = client::Head {
@@ -282,7 +327,8 @@ async fn attempt(
         headers: &out.headers,
         case: out.case.as_ref(),
     };
-    let exchange = async {
+    let mut deadline = Deadline::new((sending + up.cfg.response_timeout).into());
+    let mut exchange = pin!(async {
         let sent = client::send(&mut conn, &head, &mut req_body).await?;
         client::receive(
             conn,
@@ -293,10 +339,12 @@ async fn attempt(
         )
         .await
         .map_err(ProxyError::Upstream)
-    };
-    tokio::time::timeout(up.cfg.response_timeout, exchange)
-        .await
-        .map_err(|_| ProxyError::ResponseTimeout)?
+    });
+    poll_fn(|cx| match exchange.as_mut().poll(cx) {
+        Poll::Ready(result) => Poll::Ready(result),
+        Poll::Pending => deadline.poll(cx).map(|()| Err(ProxyError::ResponseTimeout)),
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -59,28 +59,29 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &HTTP2_SETTINGS,
 ];
 
-/// A hop-by-hop name's index in [`HOP_BY_HOP`], matched as text: one length
-/// switch, not nine name comparisons.
-fn hop_index(name: &str) -> Option<usize> {
+/// A hop-by-hop name's index in [`HOP_BY_HOP`], matched as lower-case
+/// bytes: one length switch, not nine name comparisons, and no UTF-8 check
+/// of a name as sent.
+fn hop_index(name: &[u8]) -> Option<usize> {
     Some(match name {
-        "connection" => 0,
-        "keep-alive" => 1,
-        "te" => 2,
-        "trailer" => 3,
-        "transfer-encoding" => 4,
-        "proxy-authenticate" => 5,
-        "proxy-authorization" => 6,
-        "proxy-connection" => 7,
-        "http2-settings" => 8,
+        b"connection" => 0,
+        b"keep-alive" => 1,
+        b"te" => 2,
+        b"trailer" => 3,
+        b"transfer-encoding" => 4,
+        b"proxy-authenticate" => 5,
+        b"proxy-authorization" => 6,
+        b"proxy-connection" => 7,
+        b"http2-settings" => 8,
         _ => return None,
     })
 }
 
 /// `Proxy-*` headers are hop-by-hop by the contract; a bare `Proxy` is the
-/// httpoxy vector (CGI turns it into `HTTP_PROXY`).
-fn is_proxy_header(name: &str) -> bool {
-    name.strip_prefix("proxy")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+/// httpoxy vector (CGI turns it into `HTTP_PROXY`). `name` in lower case.
+fn is_proxy_header(name: &[u8]) -> bool {
+    name.strip_prefix(b"proxy")
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'-')
 }
 
 /// Whether a field of this name (as sent, any case) is hop-by-hop by
@@ -95,10 +96,7 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
     };
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
-    let Ok(lower) = std::str::from_utf8(lower) else {
-        return false;
-    };
-    hop_index(lower).is_some() || is_proxy_header(lower) || lower == "upgrade"
+    hop_index(lower).is_some() || is_proxy_header(lower) || lower == b"upgrade"
 }
 
 /// A head's fields as a proxy passes them on, in the order and case they
@@ -151,16 +149,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let mut upgrade = false;
     let mut proxy = false;
     for name in headers.keys() {
-        match hop_index(name.as_str()) {
+        match hop_index(name.as_str().as_bytes()) {
             Some(hop) => present[hop] = true,
             None => {
                 upgrade |= name == header::UPGRADE;
-                proxy |= is_proxy_header(name.as_str());
+                proxy |= is_proxy_header(name.as_str().as_bytes());
             }
         }
     }
     if proxy {
-        remove_matching(headers, is_proxy_header);
+        remove_matching(headers, |name| is_proxy_header(name.as_bytes()));
     }
     // `HOP_BY_HOP[0]` is `Connection`.
     if present[0] {
@@ -208,13 +206,12 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 
 /// A request's or response's `Content-Length`, when it holds one number.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    parse_content_length(headers.get(header::CONTENT_LENGTH)?)
+}
+
+/// A `Content-Length` value's number, when it holds one.
+pub fn parse_content_length(value: &HeaderValue) -> Option<u64> {
+    value.to_str().ok()?.trim().parse().ok()
 }
 
 /// Whether `Connection` lists `token`.

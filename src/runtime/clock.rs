@@ -10,7 +10,13 @@ fn base() -> Instant {
 
 /// Milliseconds since the process started. Never 0, so 0 can mean "never".
 pub fn now_ms() -> u64 {
-    base().elapsed().as_millis() as u64 + 1
+    ms_at(Instant::now())
+}
+
+/// [`now_ms`] as of `at`: one clock read can serve a request's several
+/// stamps.
+pub fn ms_at(at: Instant) -> u64 {
+    at.saturating_duration_since(base()).as_millis() as u64 + 1
 }
 
 /// The `Instant` a millisecond stamp stands for.

@@ -67,14 +67,15 @@ impl Pool {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An idle connection, idle for less than `keepalive_timeout`, that the
+    /// An idle connection, idle for less than `keepalive_timeout` at `now`
+    /// (the caller's clock read, shared with its other uses), that the
     /// server has neither closed nor written to.
-    pub fn take<C: Idle>(&self, keepalive_timeout: Duration) -> Option<C> {
+    pub fn take<C: Idle>(&self, keepalive_timeout: Duration, now: Instant) -> Option<C> {
         loop {
             let (conn, since) = idle::<C>(&mut self.slot()).pop()?;
             // Checked outside the lock; a dead one is dropped and the next
             // one looked at.
-            if since.elapsed() < keepalive_timeout && conn.is_reusable() {
+            if now.saturating_duration_since(since) < keepalive_timeout && conn.is_reusable() {
                 return Some(conn);
             }
         }
@@ -86,17 +87,19 @@ impl Pool {
         if max_idle == 0 {
             return;
         }
+        // One clock read, for the expiry checks and the new stamp.
+        let now = Instant::now();
         let mut slot = self.slot();
         let idle = idle::<C>(&mut slot);
         let expired = idle
             .iter()
-            .take_while(|(_, since)| since.elapsed() >= keepalive_timeout)
+            .take_while(|(_, since)| now.saturating_duration_since(*since) >= keepalive_timeout)
             .count();
         idle.drain(..expired);
         if idle.len() >= max_idle {
             // Drop the oldest: the front of the stack.
             idle.remove(0);
         }
-        idle.push((conn, Instant::now()));
+        idle.push((conn, now));
     }
 }

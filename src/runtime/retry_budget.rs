@@ -33,14 +33,6 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    /// A request arrived: deposit `share` of a token. Inline: every request
-    /// calls it from the proxy, which the compiler builds apart from this
-    /// module and (callgrind shows) then no longer inlines it.
-    #[inline]
-    pub fn deposit(&self, share: f64) {
-        self.deposit_at(share, crate::runtime::clock::now_ms());
-    }
-
     /// Takes one retry if the budget (with its reserve of `min_per_sec`
     /// retries per second of the window) has a whole token left.
     ///
@@ -52,7 +44,13 @@ impl RetryBudget {
         self.try_withdraw_at(min_per_sec, crate::runtime::clock::now_ms())
     }
 
-    fn deposit_at(&self, share: f64, now_ms: u64) {
+    /// A request arrived at `now_ms` ([`clock::now_ms`](crate::runtime::clock::now_ms)
+    /// milliseconds; the proxy's one clock read for the request): deposit
+    /// `share` of a token. Inline: every request calls it from the proxy,
+    /// which the compiler builds apart from this module and (callgrind
+    /// shows) then no longer inlines it.
+    #[inline]
+    pub fn deposit_at(&self, share: f64, now_ms: u64) {
         // `share` is validated to 0..=1, so this is 0..=1000.
         let amount = (share * MILLI as f64).round() as i64;
         if amount > 0 {

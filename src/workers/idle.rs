@@ -8,6 +8,11 @@
 //! while it does nothing; an [`IdleWait`] costs it a slot here (a deadline
 //! and its task's waker, 24 bytes) and a key.
 //!
+//! A request waiting for its response head within `response_timeout`
+//! waits here too, through a [`Deadline`]: a tokio timer would be put into
+//! the timer wheel and taken out again for every request, nearly all of
+//! which are answered long before it.
+//!
 //! One sweeper task per worker sleeps until the earliest deadline, rounded
 //! up to a multiple of [`GRANULARITY`], and wakes the waits whose deadline
 //! has passed. Rounding puts the deadlines of a busy worker into 100 ms
@@ -165,21 +170,31 @@ impl IdleWait {
     /// `deadline` (up to [`GRANULARITY`] late), and by [`stop_changed`]:
     /// check the reasons to stop after this returns `Pending`, so that a
     /// reason set in between wakes the task again.
+    ///
+    /// The clock is read only once the sweeper (or a stop) has woken this
+    /// wait. Until then its deadline has not passed by the sweeper's
+    /// clock; a deadline first armed here that has passed already is swept
+    /// at once ([`arm`](Self::arm) tells the sweeper when it comes before
+    /// its next sweep), and the poll that follows finds it passed. So a
+    /// wait that ends before its deadline, as nearly all do, reads no
+    /// clock.
     pub fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        if Instant::now() >= deadline {
+        let bin = self.registry.bin_of(deadline);
+        let s = self.registry.lock();
+        let slot = &s.slots[self.key];
+        if slot.waker.is_some() && slot.deadline == NEVER && Instant::now() >= deadline {
             return Poll::Ready(());
         }
-        self.arm(cx, self.registry.bin_of(deadline));
+        self.arm(s, cx, bin);
         Poll::Pending
     }
 
     /// Has the task woken by [`stop_changed`] only: a wait with no deadline.
     pub fn wait_for_stop(&mut self, cx: &mut Context<'_>) {
-        self.arm(cx, NEVER);
+        self.arm(self.registry.lock(), cx, NEVER);
     }
 
-    fn arm(&mut self, cx: &mut Context<'_>, bin: u64) {
-        let mut s = self.registry.lock();
+    fn arm(&self, mut s: MutexGuard<'_, Slots>, cx: &mut Context<'_>, bin: u64) {
         let slot = &mut s.slots[self.key];
         slot.deadline = bin;
         match &slot.waker {
@@ -203,6 +218,31 @@ impl Drop for IdleWait {
             waker: None,
         };
         s.free = self.key;
+    }
+}
+
+/// A deadline for work polled beside it (an upstream's response head
+/// within `response_timeout`), on the worker's idle waits rather than a
+/// tokio `Sleep`: no timer-wheel entry to insert and remove per request,
+/// and no clock read when the work is done before its deadline. It fires
+/// up to [`GRANULARITY`] late.
+pub struct Deadline {
+    at: Instant,
+    /// Taken on the first `Pending` poll: work done at once needs none.
+    wait: Option<IdleWait>,
+}
+
+impl Deadline {
+    pub fn new(at: Instant) -> Deadline {
+        Deadline { at, wait: None }
+    }
+
+    /// Ready once the deadline has passed; poll it after the work it times
+    /// was `Pending`.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.wait
+            .get_or_insert_with(IdleWait::start)
+            .poll_until(cx, self.at)
     }
 }
 
@@ -326,6 +366,22 @@ mod tests {
         assert_eq!(used(&registry), 0);
         let again = IdleWait::start();
         assert_eq!(again.key, 0, "the freed slot is reused");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_fires_even_when_already_past_at_its_first_poll() {
+        let mut deadline = Deadline::new(Instant::now());
+        tokio::time::timeout(Duration::from_secs(10), poll_fn(|cx| deadline.poll(cx)))
+            .await
+            .expect("the sweeper wakes the wait");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_does_not_fire_before_its_time() {
+        let at = Instant::now() + Duration::from_millis(150);
+        let mut deadline = Deadline::new(at);
+        poll_fn(|cx| deadline.poll(cx)).await;
+        assert!(Instant::now() >= at);
     }
 
     #[test]

@@ -27,6 +27,10 @@ impl Span {
     pub(super) fn get(self, bytes: &[u8]) -> &[u8] {
         &bytes[self.start as usize..self.end as usize]
     }
+
+    fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,9 +56,21 @@ impl Fields {
 
     /// The values of every field named `name` (ASCII case-insensitive).
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        self.spans
+            .iter()
+            .filter(move |f| self.is_named(f, name))
+            .map(|f| f.value.get(&self.bytes))
+    }
+
+    /// Whether `field` is named `name`. Every response is scanned for
+    /// several names (its framing, `Connection`): the lengths, compared
+    /// first, rule out most fields without a look at their bytes.
+    fn is_named(&self, field: &FieldSpan, name: &str) -> bool {
+        field.name.len() == name.len()
+            && field
+                .name
+                .get(&self.bytes)
+                .eq_ignore_ascii_case(name.as_bytes())
     }
 
     /// The values of every field named `name` as written between the colon
@@ -62,11 +78,7 @@ impl Fields {
     pub fn get_all_raw<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.spans
             .iter()
-            .filter(move |f| {
-                f.name
-                    .get(&self.bytes)
-                    .eq_ignore_ascii_case(name.as_bytes())
-            })
+            .filter(move |f| self.is_named(f, name))
             .map(|f| {
                 let start = f.name.end as usize + 1;
                 let end = f.value.end as usize;
