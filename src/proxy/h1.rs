@@ -32,7 +32,6 @@ use super::prefixed::Prefixed;
 use super::service::{ConnCtx, ListenerCtx};
 use crate::http1::{Limits, RequestHead, Version};
 use crate::upstream::stream::Stream;
-use crate::workers::idle::IdleWait;
 
 mod exchange;
 mod reader;
@@ -206,14 +205,14 @@ where
 /// A future of its own rather than an async block: it is part of every
 /// idle connection's state, and an async block would keep each reference
 /// and the state of each wait beside it. Every wait here, idle or in a head
-/// begun, is timed by one [`IdleWait`] (a slot in the worker's registry,
-/// not a timer of its own) and polled by hand beside the socket, with no
+/// begun, is timed by the connection's [`IdleWait`](crate::workers::idle::IdleWait)
+/// (a slot in the worker's registry, not a timer of its own, kept by the
+/// reader for the connection's life) and polled by hand beside the socket, with no
 /// stop waiter of its own either: a `Sleep` or a watch waiter would be most
 /// of what an idle connection holds.
 struct ReadHead<'a> {
     reader: &'a mut Reader,
     on: &'a ListenerCtx,
-    wait: IdleWait,
     /// When the wait began: the deadlines count from here.
     since: Instant,
     /// A response went out on this connection.
@@ -237,7 +236,6 @@ impl<'a> ReadHead<'a> {
         ReadHead {
             reader,
             on,
-            wait: IdleWait::start(),
             since: Instant::now(),
             answered,
             phase: Phase::Look,
@@ -301,7 +299,12 @@ impl<'a> ReadHead<'a> {
         if let Poll::Ready(ready) = self.reader.stream.poll_readable(cx) {
             return Poll::Ready(ready.map_err(|_| NoHead::Close));
         }
-        if self.wait.poll_until(cx, self.idle_deadline()).is_ready() {
+        if self
+            .reader
+            .wait
+            .poll_until(cx, self.idle_deadline())
+            .is_ready()
+        {
             return Poll::Ready(Err(self.silent()));
         }
         // Asked after the wait is armed, so a stop set since wakes this
@@ -321,7 +324,7 @@ impl<'a> ReadHead<'a> {
                 Ok(_) => Ok(()),
             });
         }
-        ready!(self.wait.poll_until(cx, self.deadline()));
+        ready!(self.reader.wait.poll_until(cx, self.deadline()));
         Poll::Ready(Err(if begun {
             NoHead::Timeout
         } else {

@@ -139,6 +139,12 @@ pub struct IdleWait {
     key: usize,
 }
 
+impl std::fmt::Debug for IdleWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleWait").field("key", &self.key).finish()
+    }
+}
+
 impl IdleWait {
     /// A wait in the current worker's registry, with no deadline yet.
     ///

@@ -20,6 +20,7 @@ use super::super::body::RequestBodyError;
 use super::super::buffers;
 use super::ClientStream;
 use crate::http1::{BodyDecoder, BodyKind, Step, Version};
+use crate::workers::idle::IdleWait;
 
 const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -56,6 +57,10 @@ pub struct Reader {
     interim: Option<Box<BytesMut>>,
     /// Boxed: rare, and the reader lives as long as the connection.
     trailers: Option<Box<HeaderMap>>,
+    /// The connection's slot in its worker's idle waits, which times every
+    /// wait for a request head: one for the connection's life rather than
+    /// one taken and given back per request.
+    pub(super) wait: IdleWait,
 }
 
 impl Reader {
@@ -70,6 +75,7 @@ impl Reader {
             version: Version::Http11,
             interim: None,
             trailers: None,
+            wait: IdleWait::start(),
         }
     }
 
