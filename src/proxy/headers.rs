@@ -89,6 +89,20 @@ fn is_proxy_header(name: &[u8]) -> bool {
 /// Lower-cased on the stack and matched as [`strip_hop_by_hop`] matches a
 /// map's names: no allocation.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    // Most names are ruled out by their first letter and length alone
+    // (`Content-Type`, `Date`, `Server`...): no copy, no lower-casing.
+    let Some(&first) = name.first() else {
+        return false;
+    };
+    let candidate = matches!(
+        (first | 0x20, name.len()),
+        (b'c' | b'k', 10) | (b't', 2 | 7 | 17) | (b'h', 14) | (b'u', 7) | (b'p', 5..)
+    );
+    candidate && is_hop_by_hop_lower(name)
+}
+
+/// [`is_hop_by_hop`] for a name that may be one: lower-cased and matched.
+fn is_hop_by_hop_lower(name: &[u8]) -> bool {
     // Longer than any name listed: only a `Proxy-*` can be one.
     let mut lower = [0u8; 24];
     let Some(lower) = lower.get_mut(..name.len()) else {

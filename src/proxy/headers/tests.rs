@@ -73,8 +73,19 @@ fn hop_by_hop_names_are_known_in_any_case() {
     ] {
         assert!(is_hop_by_hop(name.as_bytes()), "{name}");
     }
-    for name in ["Link", "X-Connection", "Proxyish"] {
+    for name in ["Link", "X-Connection", "Proxyish", "Content-Type", "", "-"] {
         assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+    }
+    // The first-letter-and-length shortcut lets every listed name through,
+    // in either case.
+    for name in HOP_BY_HOP
+        .iter()
+        .map(|n| n.as_str())
+        .chain(["upgrade", "proxy"])
+    {
+        assert!(is_hop_by_hop(name.as_bytes()), "{name}");
+        let upper = name.to_ascii_uppercase();
+        assert!(is_hop_by_hop(upper.as_bytes()), "{upper}");
     }
 }
 
