@@ -216,17 +216,7 @@ async fn http2_authority_is_the_host_not_the_host_field() {
     let a = MockUpstream::named("a").start().await;
     let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
 
-    // HTTP/2 by prior knowledge, as a cleartext listener speaks it.
-    let tcp = tokio::net::TcpStream::connect(proxy.addr())
-        .await
-        .expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(connection);
+    let mut sender = h2_prior_knowledge(proxy.addr()).await;
     let request = http::Request::get("http://app.test:8443/h2")
         .header("host", "evil.test")
         .body(http_body_util::Empty::<bytes::Bytes>::new())

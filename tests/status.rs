@@ -72,7 +72,6 @@ async fn response_timeout_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_timeout_is_504_over_http2_too() {
     use http_body_util::Empty;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let a = MockUpstream::named("a").hang().start().await;
     let proxy = Proxy::start(&config(
@@ -80,12 +79,7 @@ async fn response_timeout_is_504_over_http2_too() {
         |u| u.set("response_timeout", "300ms").server(&a),
     ))
     .await;
-    let stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_prior_knowledge(proxy.addr()).await;
     let request = http::Request::get(proxy.url("/"))
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();

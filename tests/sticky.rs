@@ -417,14 +417,8 @@ async fn drain_in_the_config_keeps_new_clients_away() {
 /// `Set-Cookie` fields.
 async fn h2_get_with_split_cookies(proxy: &Proxy, cookies: &[&str]) -> (String, Vec<String>) {
     use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
-    let stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_prior_knowledge(proxy.addr()).await;
     let mut request = http::Request::get(proxy.url("/"));
     for cookie in cookies {
         request = request.header("cookie", *cookie);

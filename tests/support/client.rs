@@ -208,6 +208,20 @@ pub async fn try_get_from(
         .map_err(|_| format!("no complete response within {REQUEST_TIMEOUT:?}"))?
 }
 
+/// An HTTP/2 connection by prior knowledge (what a cleartext listener
+/// speaks) to `addr`, its connection task spawned: send requests on it.
+pub async fn h2_prior_knowledge(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
 /// Writes `bytes` as they are and returns everything read back until the
 /// peer closes or 5 s pass: for requests no well-behaved client would send.
 pub async fn raw_request(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
