@@ -6,19 +6,20 @@
 # connection: RSS growth over the first COUNT / COUNT, and over the next
 # 2 x COUNT / (2 x COUNT), the steadier number (no warm-up in it); medians of
 # ROUNDS interleaved rounds. Tunnels take two descriptors each in the
-# proxy, so WS_COUNT (COUNT / 2 unless given) is used for them: 3 x 1500
-# tunnels take 9000 descriptors, and many machines stop at 20 000.
+# proxy, so WS_COUNT (COUNT / 2 unless given) is used for them. 3 x COUNT
+# connections must fit HAProxy's maxconn (9000) and a 20 000 descriptor
+# limit: COUNT up to 2800 or so.
 #
-#   bench/idle.sh                  # COUNT=3000 WS_COUNT=1500 ROUNDS=3
+#   bench/idle.sh                  # COUNT=2500 WS_COUNT=1250 ROUNDS=3
 #
 # The kernel's socket buffers are not in any proxy's RSS and are left out.
 source "$(dirname "$0")/lib.sh"
 
-COUNT=${COUNT:-3000}
-# Tunnels take two descriptors each, and 20 000 is a common hard limit.
+# 3 x COUNT connections at once: HAProxy's maxconn (9000 here) must hold
+# them, and its descriptors (two per connection) stay under a 20 000 limit.
+COUNT=${COUNT:-2500}
+# Tunnels take two descriptors each in the proxy.
 WS_COUNT=${WS_COUNT:-$((COUNT / 2))}
-# HAProxy refuses connections past maxconn.
-MAXCONN=$((3 * COUNT + 1000))
 ROUNDS=${ROUNDS:-3}
 need_tools nginx:nginx-light haproxy:haproxy python3:python3
 build_sluice
