@@ -42,6 +42,9 @@ hold() {
     rm -f "$fifo" "$DIR/ready.$tag"; mkfifo "$fifo"
     python3 "$BENCH/idle_clients.py" "$port" "$mode" "$n" <"$fifo" >"$DIR/ready.$tag" &
     HELD+=($!)
+    # Killed on the way out too: a client left waiting (a proxy that failed
+    # under the load) would otherwise hold the caller's pipes open.
+    PIDS+=($!)
     eval "exec $tag>\"\$fifo\""
     for _ in $(seq 600); do
         grep -q ready "$DIR/ready.$tag" 2>/dev/null && break
