@@ -1,6 +1,8 @@
 //! A stream with bytes already read from it put back in front: what a
-//! server sent right behind its 101 is the start of the tunnel, read again
-//! by whatever relays it (so a WebSocket frame follower sees it too).
+//! server sent right behind its 101, or a client behind its upgrade request,
+//! is the start of the tunnel (the relay takes it apart and sends those
+//! bytes first, through its frame follower); what an HTTP/2 client sent
+//! before sluice knew it was HTTP/2 is read again by hyper.
 
 use std::io;
 use std::pin::Pin;
