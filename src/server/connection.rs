@@ -53,7 +53,8 @@ impl Server {
         else {
             return;
         };
-        let (stream, sni) = match tls {
+        // The connection's `ConnCtx::tls`: its SNI name, empty for none.
+        let (stream, tls) = match tls {
             None => (ClientStream::Tcp(stream), None),
             // The session is boxed: held in the HTTP/1.1 loop's state, it
             // would be as large as the session itself.
@@ -62,7 +63,8 @@ impl Server {
                     let session = &stream.get_ref().1;
                     let sni = session
                         .server_name()
-                        .map(|name| name.to_ascii_lowercase().into_boxed_str());
+                        .map(|name| name.to_ascii_lowercase().into_boxed_str())
+                        .unwrap_or_default();
                     if session.alpn_protocol() == Some(b"h2") {
                         if let Some(ctx) = self.conn_ctx(on, peer, Some(sni), token) {
                             Server::serve_h2(ctx, TokioIo::new(*stream)).await;
@@ -77,7 +79,7 @@ impl Server {
                 }
             },
         };
-        if let Some(ctx) = self.conn_ctx(on, peer, sni, token) {
+        if let Some(ctx) = self.conn_ctx(on, peer, tls, token) {
             tokio::spawn(http1(ctx, stream));
         }
     }
@@ -88,7 +90,7 @@ impl Server {
         &self,
         on: Arc<ListenerCtx>,
         peer: SocketAddr,
-        tls: Option<Option<Box<str>>>,
+        tls: Option<Box<str>>,
         open: Token,
     ) -> Option<ConnCtx> {
         self.shared.load().listener(on.listen)?;
@@ -96,7 +98,7 @@ impl Server {
             listening: on,
             peer,
             peer_ip: headers::ip_value(peer.ip()),
-            tls: tls.map(Option::unwrap_or_default),
+            tls,
             _open: open,
         })
     }

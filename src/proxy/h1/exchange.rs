@@ -42,7 +42,11 @@ pub(super) fn exchange<'a>(
         // The request is made by a plain function, so that nothing it
         // borrowed on the way (a local borrowed keeps its room in the state
         // until its scope ends) sits in the future beside the handler's.
-        let (request, case, keep_alive) = match begin(reader, head) {
+        let Exchange {
+            request,
+            case,
+            keep_alive,
+        } = match begin(reader, head) {
             Ok(begun) => begun,
             Err(status) => {
                 refuse(ctx, &mut reader.stream, status, &method, version).await;
@@ -104,16 +108,13 @@ pub(super) fn exchange<'a>(
 /// connection; or the status to refuse it with. Framing is judged on the
 /// head as received, before the head becomes the request; a head that
 /// cannot be one is refused first.
-fn begin(
-    reader: &mut Reader,
-    head: RequestHead,
-) -> Result<(Request<()>, HeaderCase, bool), StatusCode> {
+fn begin(reader: &mut Reader, head: RequestHead) -> Result<Exchange, StatusCode> {
     let kind = framing::request_body(&head);
     let version = head.version;
-    let exchange = Exchange::begin(head).ok_or(StatusCode::BAD_REQUEST)?;
+    let exchange = Exchange::from_head(head).ok_or(StatusCode::BAD_REQUEST)?;
     let kind = kind.map_err(|e| e.request_status())?;
     reader.start_body(kind, expect_continue(&exchange.request), version);
-    Ok((exchange.request, exchange.case, exchange.keep_alive))
+    Ok(exchange)
 }
 
 /// Answers a request that cannot be served (`ctx` counts it) and closes:
@@ -142,7 +143,7 @@ struct Exchange {
 impl Exchange {
     /// `None` for a head that cannot be one (a target or field `http`
     /// refuses).
-    fn begin(head: RequestHead) -> Option<Exchange> {
+    fn from_head(head: RequestHead) -> Option<Exchange> {
         let server_wide = head.method == Method::OPTIONS
             && matches!(
                 head.target_form(),
