@@ -54,14 +54,21 @@ async fn every_server_down_is_503() {
     assert_eq!(a.count() + b.count(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_timeout_is_504() {
+/// A proxy with `response_timeout = "300ms"` in front of a server that
+/// never answers.
+async fn behind_a_hanging_server() -> (MockUpstream, Proxy) {
     let a = MockUpstream::named("a").hang().start().await;
     let proxy = Proxy::start(&config(
         |l| l,
         |u| u.set("response_timeout", "300ms").server(&a),
     ))
     .await;
+    (a, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_timeout_is_504() {
+    let (a, proxy) = behind_a_hanging_server().await;
     assert_eq!(get(&proxy.url("/")).await.status, 504);
     assert!(a.count() >= 1, "the request reached the hanging server");
 }
@@ -73,12 +80,7 @@ async fn response_timeout_is_504() {
 async fn response_timeout_is_504_over_http2_too() {
     use http_body_util::Empty;
 
-    let a = MockUpstream::named("a").hang().start().await;
-    let proxy = Proxy::start(&config(
-        |l| l,
-        |u| u.set("response_timeout", "300ms").server(&a),
-    ))
-    .await;
+    let (a, proxy) = behind_a_hanging_server().await;
     let mut sender = h2_prior_knowledge(proxy.addr()).await;
     let request = http::Request::get(proxy.url("/"))
         .body(Empty::<bytes::Bytes>::new())
