@@ -74,7 +74,7 @@ impl Hash {
                     .map_or("/", |p| p.as_str())
                     .as_bytes(),
             ),
-            HashKey::Header(name) => ctx.headers.get(name).map(|v| v.as_bytes()),
+            HashKey::Header(name) => ctx.header(name),
             HashKey::Cookie(name) => cookie(ctx, name),
             HashKey::Query(name) => query(ctx, name),
         };

@@ -17,6 +17,7 @@ mod round_robin;
 
 use std::net::IpAddr;
 
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Uri};
 
 use crate::config;
@@ -32,10 +33,31 @@ pub use round_robin::RoundRobin;
 pub struct PickCtx<'a> {
     pub client_ip: IpAddr,
     pub uri: &'a Uri,
+    /// The request's fields, less those `set` holds.
     pub headers: &'a HeaderMap,
+    /// The fields the proxy sets on the request beside its map.
+    pub set: Option<&'a dyn SetFields>,
     pub now_ms: u64,
     /// Servers this request already tried (indices into `UpstreamRt::servers`).
     pub tried: &'a [usize],
+}
+
+impl<'a> PickCtx<'a> {
+    /// The request's field `name` as it goes upstream: the value the proxy
+    /// sets, or else the first the client sent.
+    pub fn header(&self, name: &HeaderName) -> Option<&'a [u8]> {
+        match self.set.and_then(|set| set.get(name)) {
+            Some(value) => Some(value),
+            None => self.headers.get(name).map(HeaderValue::as_bytes),
+        }
+    }
+}
+
+/// Fields a proxy sets on a request beside its header map, written behind
+/// the map's (`X-Forwarded-For` and its family).
+pub trait SetFields {
+    /// The value set for `name`, or `None` for a field not set here.
+    fn get(&self, name: &HeaderName) -> Option<&[u8]>;
 }
 
 /// Which servers of an upstream a method chooses among.
@@ -170,6 +192,7 @@ pub(crate) mod testing {
             client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             uri,
             headers,
+            set: None,
             now_ms: 1_000_000,
             tried,
         }

@@ -13,6 +13,7 @@ use http::{HeaderMap, Method, Response, Uri};
 use super::body::RequestBody;
 use super::client::{self, UpstreamBody};
 use super::error::ProxyError;
+use super::forwarding::Forwarding;
 use crate::balance::{self, Lease, PickCtx, queue};
 use crate::http1::HeaderCase;
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
@@ -24,7 +25,10 @@ pub struct Outbound<'a> {
     pub method: Method,
     /// Origin-form target.
     pub uri: Uri,
+    /// The request's fields, less those `forwarding` sets.
     pub headers: HeaderMap,
+    /// `X-Forwarded-*` and `X-Real-IP`, written behind `headers`.
+    pub forwarding: Forwarding<'a>,
     /// How the client spelled its field names (HTTP/1.1 clients).
     pub case: Option<HeaderCase>,
     /// The response goes to an HTTP/1.x client, whose writer takes the
@@ -97,6 +101,7 @@ pub fn forward<'a>(
                     client_ip: out.client_ip,
                     uri: &out.uri,
                     headers: &out.headers,
+                    set: Some(&out.forwarding),
                     now_ms,
                     tried: tried.as_slice(),
                 };
@@ -325,6 +330,7 @@ async fn attempt(
         method: &out.method,
         target: out.uri.path_and_query().map_or("/", |pq| pq.as_str()),
         headers: &out.headers,
+        forwarding: Some(&out.forwarding),
         case: out.case.as_ref(),
     };
     let mut deadline = Deadline::new((sending + up.cfg.response_timeout).into());

@@ -7,14 +7,12 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Cidr, canonical};
-use crate::http1::HeaderCase;
 use crate::http1::head::Fields;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub(super) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(super) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(super) static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
@@ -142,7 +140,7 @@ pub fn end_to_end(fields: &Fields) -> impl Iterator<Item = (&[u8], &[u8])> {
 }
 
 /// Removes every header whose name `matches`, found by text.
-fn remove_matching(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) {
+pub(super) fn remove_matching(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) {
     let names: Vec<HeaderName> = headers
         .keys()
         .filter(|name| matches(name.as_str()))
@@ -236,103 +234,6 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// An address as a header value (`X-Forwarded-For`, `X-Real-IP`), in its
-/// canonical form (IPv4-mapped IPv6 as IPv4).
-pub fn ip_value(ip: IpAddr) -> HeaderValue {
-    HeaderValue::try_from(canonical(ip).to_string())
-        .expect("an IP address in text is a valid header value")
-}
-
-/// An `X-Forwarded-*` header sluice does not set itself.
-fn is_other_forwarded(name: &str) -> bool {
-    name.strip_prefix("x-forwarded-")
-        .is_some_and(|rest| !matches!(rest, "for" | "proto" | "host"))
-}
-
-/// What the proxy knows about the client of one request.
-pub struct Forwarded<'a> {
-    /// The peer's address, as [`ip_value`] gives it: computed once per
-    /// connection.
-    pub peer: &'a HeaderValue,
-    /// The client's address, as [`client_ip`] gives it: the peer's own when
-    /// the peer is not trusted.
-    pub client: IpAddr,
-    pub peer_trusted: bool,
-    pub proto: &'static str,
-    /// The host the client asked for, as it sent it (with any port).
-    pub host: &'a HeaderValue,
-}
-
-/// Sets `X-Forwarded-For/Proto/Host` and `X-Real-IP` on a request going
-/// upstream. From an untrusted peer every incoming value is replaced (the
-/// other `X-Forwarded-*` it sent, such as `X-Forwarded-Port`, are dropped:
-/// sluice has nothing true to put there); from a trusted one the chain is
-/// kept (several lines joined in order) and extended.
-///
-/// `case`, the client's spelling of its field names, forgets the names
-/// whose value sluice sets: those are written in sluice's own spelling.
-pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>, case: Option<&mut HeaderCase>) {
-    // The names set here, forgotten by `case` in one pass at the end.
-    let mut set_names: [Option<&HeaderName>; 4] = [None; 4];
-    let mut set = |headers: &mut HeaderMap, name: &'static HeaderName, value: HeaderValue| {
-        if let Some(slot) = set_names.iter_mut().find(|n| n.is_none()) {
-            *slot = Some(name);
-        }
-        headers.insert(name.clone(), value);
-    };
-    // From an untrusted peer, one look at the names finds what to remove.
-    let (mut others, mut forwarded) = (false, false);
-    if !fwd.peer_trusted {
-        for name in headers.keys() {
-            others |= is_other_forwarded(name.as_str());
-            forwarded |= name == FORWARDED;
-        }
-    }
-    if others {
-        remove_matching(headers, is_other_forwarded);
-    }
-    let (xff, real_ip) = if fwd.peer_trusted {
-        let mut chain = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect::<Vec<_>>()
-            .join(", ");
-        if !chain.is_empty() {
-            chain.push_str(", ");
-        }
-        chain.push_str(fwd.peer.to_str().unwrap_or_default());
-        (HeaderValue::try_from(chain).ok(), ip_value(fwd.client))
-    } else {
-        // Nothing the peer sent is believed: the client is the peer.
-        (Some(fwd.peer.clone()), fwd.peer.clone())
-    };
-    // An insert replaces every line the client sent.
-    match xff {
-        Some(xff) => set(headers, &X_FORWARDED_FOR, xff),
-        None => drop(headers.remove(&X_FORWARDED_FOR)),
-    };
-    if !fwd.peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
-        set(
-            headers,
-            &X_FORWARDED_PROTO,
-            HeaderValue::from_static(fwd.proto),
-        );
-    }
-    if !fwd.peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
-        set(headers, &X_FORWARDED_HOST, fwd.host.clone());
-    }
-    set(headers, &X_REAL_IP, real_ip);
-    if forwarded {
-        headers.remove(&FORWARDED);
-    }
-    if let Some(case) = case {
-        case.forget_all(set_names.iter().flatten().copied());
-    }
 }
 
 #[cfg(test)]

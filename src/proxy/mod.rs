@@ -7,6 +7,7 @@ pub mod buffers;
 pub mod client;
 pub mod error;
 pub mod forward;
+pub mod forwarding;
 pub mod h1;
 pub mod headers;
 pub mod pool;

@@ -13,8 +13,9 @@ use super::access::AccessEntry;
 use super::body::{ClientBody, Finish, RequestBody, ResponseBody};
 use super::error::ProxyError;
 use super::forward::{Outbound, Served, forward};
+use super::forwarding::{Client, Forwarding, IpText};
 use super::h1::{Settings, Stop};
-use super::headers::{self, Forwarded};
+use super::headers;
 use super::upgrade::{self, Rules, Tunnel};
 use super::validate::{host_name, validate};
 use crate::http1::HeaderCase;
@@ -44,9 +45,9 @@ pub struct ListenerCtx {
 pub struct ConnCtx {
     pub listening: Arc<ListenerCtx>,
     pub peer: SocketAddr,
-    /// The peer's address as a header value (`X-Forwarded-For`, `X-Real-IP`),
-    /// made once for all the connection's requests.
-    pub peer_ip: HeaderValue,
+    /// The peer's address in text (`X-Forwarded-For`, `X-Real-IP`), made
+    /// once for all the connection's requests; inline, not on the heap.
+    pub peer_text: IpText,
     /// `Some` for a connection under TLS, with the lower-case SNI name the
     /// client sent: requests must be for it. Empty when it sent none (a
     /// name is never empty, RFC 6066 §3): one field rather than a flag and
@@ -116,7 +117,7 @@ impl ConnCtx {
     pub fn handle_h1<'a>(
         &'a self,
         req: Request<ClientBody<'a>>,
-        mut case: Option<HeaderCase>,
+        case: Option<HeaderCase>,
     ) -> impl Future<Output = Handled> + 'a {
         async move {
             let started = Instant::now();
@@ -184,16 +185,15 @@ impl ConnCtx {
                 out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             }
             out_headers.insert(header::HOST, host.clone());
-            headers::set_forwarded(
+            let forwarding = Forwarding::new(
                 &mut out_headers,
-                &Forwarded {
-                    peer: &self.peer_ip,
-                    client: client_ip,
+                &Client {
+                    peer: &self.peer_text,
+                    ip: client_ip,
                     peer_trusted: headers::is_trusted(peer_ip, trusted),
                     proto: if self.is_tls() { "https" } else { "http" },
                     host: &host,
                 },
-                case.as_mut(),
             );
             // Buffered when small, so a failed attempt can be retried elsewhere.
             let result = match RequestBody::buffer(body, listener.cfg.max_body_size).await {
@@ -208,6 +208,7 @@ impl ConnCtx {
                         },
                         method: parts.method,
                         headers: out_headers,
+                        forwarding,
                         // Only an HTTP/1.x client's request comes with its
                         // spelling, and only its writer passes fields on raw.
                         unmapped_response: case.is_some(),

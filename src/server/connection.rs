@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::Server;
 use crate::config::canonical;
 use crate::lifecycle::Token;
+use crate::proxy::forwarding::IpText;
 use crate::proxy::h1::{self, ClientStream, REQUEST_TIMEOUT_408, Settings, Stop};
 use crate::proxy::headers;
 use crate::proxy::prefixed::Prefixed;
@@ -97,7 +98,7 @@ impl Server {
         Some(ConnCtx {
             listening: on,
             peer,
-            peer_ip: headers::ip_value(peer.ip()),
+            peer_text: IpText::new(peer.ip()),
             tls,
             _open: open,
         })

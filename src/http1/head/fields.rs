@@ -99,12 +99,6 @@ impl Fields {
         self.spans[i].name.get(&self.bytes)
     }
 
-    /// Keeps the fields whose name `keep` accepts.
-    pub fn retain_names(&mut self, keep: impl Fn(&[u8]) -> bool) {
-        let bytes = &self.bytes;
-        self.spans.retain(|f| keep(f.name.get(bytes)));
-    }
-
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }

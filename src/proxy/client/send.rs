@@ -13,6 +13,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::super::body::{RequestBody, RequestBodyError};
 use super::super::buffers;
+use super::super::forwarding::Forwarding;
 use super::super::headers;
 use super::{SendError, poll_read_more};
 use crate::http1::{HeaderCase, ResponseHead, Speller, write};
@@ -43,6 +44,8 @@ pub struct Head<'h> {
     /// Origin form.
     pub target: &'h str,
     pub headers: &'h HeaderMap,
+    /// The fields sluice sets, written behind `headers`.
+    pub forwarding: Option<&'h Forwarding<'h>>,
     pub case: Option<&'h HeaderCase>,
 }
 
@@ -61,6 +64,7 @@ pub async fn send_request(
         method,
         target,
         headers: &headers,
+        forwarding: None,
         case: None,
     };
     send(conn, &head, body).await
@@ -107,6 +111,7 @@ pub async fn send(
         head.headers
             .iter()
             .map(|(name, value)| (speller.spell(name), value.as_bytes()))
+            .chain(head.forwarding.into_iter().flat_map(Forwarding::fields))
             .chain(framing),
     );
     let Some(outgoing) = outgoing else {

@@ -153,9 +153,9 @@ impl Exchange {
                 }
             );
         let uri = Uri::from_maybe_shared(head.target_bytes()).ok()?;
-        // Room for the fields the proxy adds (the X-Forwarded family), so
-        // they do not grow the map.
-        let headers = head.fields.to_header_map(4).ok()?;
+        // Room for the one field the proxy may add to the map (an upgrade's
+        // `Connection`); the X-Forwarded family is kept beside it.
+        let headers = head.fields.to_header_map(1).ok()?;
         let keep_alive = match head.version {
             Version::Http11 => !headers::connection_has(&headers, "close"),
             Version::Http10 => headers::connection_has(&headers, "keep-alive"),
