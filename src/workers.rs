@@ -141,7 +141,7 @@ pub fn start(count: usize) -> io::Result<(Runtime, Workers, Threads)> {
     let count = count.max(1);
     // A second call keeps the first count: the pools were sized by it.
     let _ = COUNT.set(count);
-    let main = Builder::new_current_thread().enable_all().build()?;
+    let main = runtime()?;
     let mut threads = Threads {
         exits: Vec::new(),
         joins: Vec::new(),
@@ -169,13 +169,30 @@ pub fn start(count: usize) -> io::Result<(Runtime, Workers, Threads)> {
     Ok((main, Workers::new(handles), threads))
 }
 
+/// A worker's runtime: current-thread, with I/O and timers.
+///
+/// Before its thread sleeps in the kernel waiting for events, it yields
+/// the CPU once. On a busy machine the threads that feed it (clients,
+/// servers, other workers) run first, and by the time it asks the kernel
+/// again their events are usually there: it goes on without sleeping, and
+/// without waiting to be woken and scheduled again, which is where the
+/// slowest of its requests spent their extra milliseconds (p99 2.8 ->
+/// 1.25 ms in `bench/run.sh`, docs/benchmarks.md run 11). On an idle
+/// machine the yield returns at once: a system call per sleep.
+fn runtime() -> io::Result<Runtime> {
+    Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(thread::yield_now)
+        .build()
+}
+
 fn run_worker(
     worker: usize,
     ready: &mpsc::Sender<io::Result<Handle>>,
     exited: oneshot::Receiver<()>,
 ) {
     INDEX.set(worker);
-    let runtime = match Builder::new_current_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
             let _ = ready.send(Err(err));
