@@ -3,7 +3,7 @@
 
 use http::{Method, StatusCode};
 
-use super::head::{Fields, RequestHead, ResponseHead, Version};
+use super::head::{Fields, Known, RequestHead, ResponseHead, Version};
 
 /// Where a body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub fn response_body(request: &Method, head: &ResponseHead) -> Result<BodyKind, 
 /// (`5, 5`) or a second field is refused even when the values agree, as
 /// nginx does.
 fn content_length(fields: &Fields) -> Result<Option<u64>, FramingError> {
-    let mut values = fields.get_all("content-length");
+    let mut values = fields.named(Known::ContentLength);
     let Some(value) = values.next() else {
         return Ok(None);
     };
@@ -139,7 +139,7 @@ fn codings(fields: &Fields) -> Result<Codings, FramingError> {
     let mut first_chunked = false;
     let mut last_chunked = false;
     let mut any = false;
-    for value in fields.get_all_raw("transfer-encoding") {
+    for value in fields.named_raw(Known::TransferEncoding) {
         any = true;
         for coding in value.split(|&b| b == b',') {
             let coding = trim_spaces(coding);

@@ -13,8 +13,8 @@ use http::{Method, StatusCode};
 
 mod fields;
 
-pub use fields::Fields;
 use fields::Span;
+pub use fields::{Fields, Known};
 
 /// How large a head may be, and how many fields it may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,10 +208,11 @@ impl ResponseHead {
     pub fn keeps_alive(&self) -> bool {
         let mut close = false;
         let mut keep_alive = false;
-        for value in self.fields.get_all("connection") {
+        for value in self.fields.named(Known::Connection) {
             for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                // The length first: a token is rarely both lengths' word.
+                close |= token.len() == 5 && token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.len() == 10 && token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
         match self.version {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Cidr, canonical};
-use crate::http1::head::Fields;
+use crate::http1::head::{Fields, Known};
 
 pub(super) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(super) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -118,25 +118,36 @@ fn is_hop_by_hop_lower(name: &[u8]) -> bool {
 pub fn end_to_end(fields: &Fields) -> impl Iterator<Item = (&[u8], &[u8])> {
     // Usually one `Connection` line with one token, or none.
     let mut listed: [&[u8]; 4] = [b""; 4];
+    let mut count = 0;
     let mut more: Vec<&[u8]> = Vec::new();
     let tokens = fields
-        .get_all("connection")
+        .named(Known::Connection)
         .flat_map(|v| v.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty());
-    for (i, token) in tokens.enumerate() {
-        match listed.get_mut(i) {
-            Some(slot) => *slot = token,
+    for token in tokens {
+        match listed.get_mut(count) {
+            Some(slot) => {
+                *slot = token;
+                count += 1;
+            }
             None => more.push(token),
         }
     }
-    fields.iter().filter(move |(name, _)| {
-        !is_hop_by_hop(name)
-            && !listed
+    fields
+        .iter_known()
+        .filter(move |&(known, name, _)| {
+            let hop = match known {
+                Known::Connection | Known::TransferEncoding => true,
+                Known::ContentLength | Known::Date => false,
+                Known::Other => is_hop_by_hop(name),
+            };
+            !hop && !listed[..count]
                 .iter()
                 .chain(&more)
                 .any(|l| l.len() == name.len() && l.eq_ignore_ascii_case(name))
-    })
+        })
+        .map(|(_, name, value)| (name, value))
 }
 
 /// Removes every header whose name `matches`, found by text.

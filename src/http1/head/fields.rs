@@ -37,6 +37,37 @@ impl Span {
 pub(super) struct FieldSpan {
     pub(super) name: Span,
     pub(super) value: Span,
+    known: Known,
+}
+
+/// The names the engine reads in nearly every head, its framing and its
+/// connection's fate depend on: recognised once, as the head is parsed,
+/// so the several looks at them that follow (the framing, keep-alive, the
+/// hop-by-hop fields a proxy drops, a missing `Date`) compare a tag
+/// rather than names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Date,
+    /// Any other name.
+    Other,
+}
+
+impl Known {
+    /// What `name`, as sent (any case), is.
+    fn of(name: &[u8]) -> Known {
+        // The length rules out nearly every other name before a look at
+        // its bytes.
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"date") => Known::Date,
+            10 if name.eq_ignore_ascii_case(b"connection") => Known::Connection,
+            14 if name.eq_ignore_ascii_case(b"content-length") => Known::ContentLength,
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => Known::TransferEncoding,
+            _ => Known::Other,
+        }
+    }
 }
 
 /// Header fields as received: in order, names in the case sent.
@@ -52,6 +83,30 @@ impl Fields {
         self.spans
             .iter()
             .map(|f| (f.name.get(&self.bytes), f.value.get(&self.bytes)))
+    }
+
+    /// As [`iter`](Self::iter), with what each name is.
+    pub fn iter_known(&self) -> impl Iterator<Item = (Known, &[u8], &[u8])> + '_ {
+        self.spans
+            .iter()
+            .map(|f| (f.known, f.name.get(&self.bytes), f.value.get(&self.bytes)))
+    }
+
+    /// The values of every field named `known`.
+    pub fn named(&self, known: Known) -> impl Iterator<Item = &[u8]> + '_ {
+        self.spans
+            .iter()
+            .filter(move |f| f.known == known)
+            .map(|f| f.value.get(&self.bytes))
+    }
+
+    /// The values of every field named `known`, as written between the
+    /// colon and the line end (see [`get_all_raw`](Self::get_all_raw)).
+    pub fn named_raw(&self, known: Known) -> impl Iterator<Item = &[u8]> + '_ {
+        self.spans
+            .iter()
+            .filter(move |f| f.known == known)
+            .map(|f| self.raw_value(f))
     }
 
     /// The values of every field named `name` (ASCII case-insensitive).
@@ -79,15 +134,17 @@ impl Fields {
         self.spans
             .iter()
             .filter(move |f| self.is_named(f, name))
-            .map(|f| {
-                let start = f.name.end as usize + 1;
-                let end = f.value.end as usize;
-                let trailing = self.bytes[end..]
-                    .iter()
-                    .take_while(|&&b| b == b' ' || b == b'\t')
-                    .count();
-                &self.bytes[start..end + trailing]
-            })
+            .map(|f| self.raw_value(f))
+    }
+
+    fn raw_value(&self, f: &FieldSpan) -> &[u8] {
+        let start = f.name.end as usize + 1;
+        let end = f.value.end as usize;
+        let trailing = self.bytes[end..]
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        &self.bytes[start..end + trailing]
     }
 
     pub fn len(&self) -> usize {
@@ -127,6 +184,7 @@ impl Fields {
             .map(|h| FieldSpan {
                 name: Span::of(bytes, h.name.as_bytes()),
                 value: Span::of(bytes, h.value),
+                known: Known::of(h.name.as_bytes()),
             })
             .collect()
     }

@@ -56,6 +56,38 @@ fn raw_values_keep_the_whitespace_around_them() {
 }
 
 #[test]
+fn the_names_framing_reads_are_known_in_any_case() {
+    let head = parse(
+        concat!(
+            "POST / HTTP/1.1\r\nCONTENT-length: 1\r\nx-content-length: 2\r\n",
+            "Transfer-Encoding: \tchunked\r\nconnection: close\r\nDATE: d\r\n",
+            "Connections: no\r\nData: no\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+    .unwrap();
+    let f = &head.fields;
+    assert_eq!(f.named(Known::ContentLength).collect::<Vec<_>>(), [b"1"]);
+    assert_eq!(
+        f.named(Known::TransferEncoding).collect::<Vec<_>>(),
+        [b"chunked"]
+    );
+    assert_eq!(
+        f.named_raw(Known::TransferEncoding).collect::<Vec<_>>(),
+        [b" \tchunked"]
+    );
+    assert_eq!(f.named(Known::Connection).collect::<Vec<_>>(), [b"close"]);
+    assert_eq!(f.named(Known::Date).collect::<Vec<_>>(), [b"d"]);
+    let others: Vec<&[u8]> = f
+        .iter_known()
+        .filter(|(known, _, _)| *known == Known::Other)
+        .map(|(_, name, _)| name)
+        .collect();
+    assert_eq!(others, [&b"x-content-length"[..], b"Connections", b"Data"]);
+}
+
+#[test]
 fn partial_heads_ask_for_more_at_every_cut() {
     let whole = b"GET / HTTP/1.0\r\nHost: x\r\nAccept: */*\r\n\r\n";
     for cut in 0..whole.len() {

@@ -16,7 +16,7 @@ use super::super::body::ResponseBody;
 use super::super::buffers;
 use super::super::headers;
 use super::ClientStream;
-use crate::http1::head::Fields;
+use crate::http1::head::{Fields, Known};
 use crate::http1::{Speller, Version, write};
 
 /// Response body bytes copied behind the head (or behind other small
@@ -191,9 +191,9 @@ pub(super) async fn write_response(
 fn length_and_date(headers: &HeaderMap, raw: Option<&Fields>) -> (bool, bool) {
     let mut length = headers.contains_key(header::CONTENT_LENGTH);
     let mut date = headers.contains_key(header::DATE);
-    for (name, _) in raw.into_iter().flat_map(Fields::iter) {
-        length |= name.eq_ignore_ascii_case(b"content-length");
-        date |= name.eq_ignore_ascii_case(b"date");
+    for (known, _, _) in raw.into_iter().flat_map(Fields::iter_known) {
+        length |= known == Known::ContentLength;
+        date |= known == Known::Date;
     }
     (length, date)
 }
