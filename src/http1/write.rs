@@ -56,14 +56,18 @@ pub fn trailer_line(out: &mut BytesMut, line: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
+/// `fields` is usually a chain of sources (a server's fields, a map's,
+/// those the proxy adds): `for_each` runs through each source in turn,
+/// where a `for` loop would ask the chain which source it is in at every
+/// field.
 fn write_fields<'a>(out: &mut BytesMut, fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
-    for (name, value) in fields {
+    fields.into_iter().for_each(|(name, value)| {
         out.reserve(name.len() + value.len() + 4);
         out.put_slice(name);
         out.put_slice(b": ");
         out.put_slice(value);
         out.put_slice(b"\r\n");
-    }
+    });
     out.put_slice(b"\r\n");
 }
 
