@@ -78,19 +78,21 @@ process_tree() {
     pgrep -P "$1" || true
 }
 
-# utime + stime, in clock ticks, of a process and its children.
-cpu_ticks() {
-    local total=0 pid stat
+# "utime stime", in clock ticks, of a process and its children.
+cpu_ticks_split() {
+    local user=0 sys=0 pid stat
     for pid in $(process_tree "$1"); do
         stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
         # Fields after the command name (which may hold spaces): state is
         # field 3, utime 14, stime 15.
         stat=${stat##*) }
         set -- $stat
-        total=$((total + ${12} + ${13}))
+        user=$((user + ${12}))
+        sys=$((sys + ${13}))
     done
-    echo "$total"
+    echo "$user $sys"
 }
+
 
 # Resident memory in KiB of a process and its children.
 rss_kib() {
