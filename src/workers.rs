@@ -141,7 +141,7 @@ pub fn start(count: usize) -> io::Result<(Runtime, Workers, Threads)> {
     let count = count.max(1);
     // A second call keeps the first count: the pools were sized by it.
     let _ = COUNT.set(count);
-    let main = runtime()?;
+    let main = runtime(count == 1)?;
     let mut threads = Threads {
         exits: Vec::new(),
         joins: Vec::new(),
@@ -171,19 +171,25 @@ pub fn start(count: usize) -> io::Result<(Runtime, Workers, Threads)> {
 
 /// A worker's runtime: current-thread, with I/O and timers.
 ///
-/// Before its thread sleeps in the kernel waiting for events, it yields
-/// the CPU once. On a busy machine the threads that feed it (clients,
-/// servers, other workers) run first, and by the time it asks the kernel
+/// A lone worker (`sole`) yields the CPU once before its thread sleeps in
+/// the kernel waiting for events. On a busy machine the threads that feed
+/// it (clients, servers) run first, and by the time it asks the kernel
 /// again their events are usually there: it goes on without sleeping, and
 /// without waiting to be woken and scheduled again, which is where the
-/// slowest of its requests spent their extra milliseconds (p99 2.8 ->
-/// 1.25 ms in `bench/run.sh`, docs/benchmarks.md run 11). On an idle
-/// machine the yield returns at once: a system call per sleep.
-fn runtime() -> io::Result<Runtime> {
-    Builder::new_current_thread()
-        .enable_all()
-        .on_thread_park(thread::yield_now)
-        .build()
+/// slowest of its requests spent their extra milliseconds. With one worker
+/// this halved p99 (3.4 -> 1.3 ms in `bench/run.sh`, docs/benchmarks.md
+/// run 11) at no measurable cost; on an idle machine the yield returns at
+/// once, a system call per sleep. Several workers do not yield: they
+/// sleep less often each, and yielding handed the CPU to one another,
+/// which cost 10 % of the requests per second two workers served and 7 %
+/// more CPU per request (p99 4.3 -> 2.0 ms).
+fn runtime(sole: bool) -> io::Result<Runtime> {
+    let mut builder = Builder::new_current_thread();
+    builder.enable_all();
+    if sole {
+        builder.on_thread_park(thread::yield_now);
+    }
+    builder.build()
 }
 
 fn run_worker(
@@ -192,7 +198,7 @@ fn run_worker(
     exited: oneshot::Receiver<()>,
 ) {
     INDEX.set(worker);
-    let runtime = match runtime() {
+    let runtime = match runtime(false) {
         Ok(runtime) => runtime,
         Err(err) => {
             let _ = ready.send(Err(err));
