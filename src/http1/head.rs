@@ -1,14 +1,16 @@
 //! Message heads: the request line or status line and the header fields,
 //! parsed with `httparse` and kept as the bytes received.
 //!
-//! A head owns the bytes it was parsed from (split off the read buffer, no
-//! copy) and records where each part lies in them, so header names keep the
-//! case the peer sent, values are never re-encoded, and a field is read as a
+//! A head owns the bytes it was parsed from (a request's copied out of the
+//! read buffer, so the buffer is free again while the request is handled;
+//! a response's split off it, as its body is read from the same buffer)
+//! and records where each part lies in them, so header names keep the case
+//! the peer sent, values are never re-encoded, and a field is read as a
 //! slice of the head, not an allocation of its own.
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, StatusCode};
 
 mod fields;
@@ -152,7 +154,12 @@ impl RequestHead {
         let Some((len, method, version, target, spans)) = parsed else {
             return Ok(None);
         };
-        let bytes = buf.split_to(len).freeze();
+        // Copied out rather than split off: a split head would keep the
+        // whole read buffer alive for as long as the request is handled
+        // (a long poll: its whole wait), where a copy is the head's size and
+        // the buffer goes back to the free list as soon as it is empty.
+        let bytes = Bytes::copy_from_slice(&buf[..len]);
+        buf.advance(len);
         Ok(Some(RequestHead {
             method,
             version,

@@ -114,6 +114,12 @@ fn begin(reader: &mut Reader, head: RequestHead) -> Result<Exchange, StatusCode>
     let exchange = Exchange::from_head(head).ok_or(StatusCode::BAD_REQUEST)?;
     let kind = kind.map_err(|e| e.request_status())?;
     reader.start_body(kind, expect_continue(&exchange.request), version);
+    // A request without a body needs its read buffer no more (unless the
+    // client pipelined the next one behind it): while the request is
+    // handled, the connection holds none.
+    if reader.body_done {
+        reader.release();
+    }
     Ok(exchange)
 }
 
@@ -182,4 +188,62 @@ fn expect_continue(request: &Request<()>) -> bool {
             .headers()
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::http1::{Limits, RequestHead};
+    use crate::upstream::stream::Stream;
+
+    const LIMITS: Limits = Limits {
+        max_head: 4096,
+        max_fields: 16,
+    };
+
+    /// A reader on a connection the client has sent `sent` on, all of it
+    /// read, and the first head parsed; the client's side stays open.
+    async fn read_head(sent: &[u8]) -> (Reader, RequestHead, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(sent).await.unwrap();
+        let mut reader = Reader::new(Stream::Tcp(server));
+        while reader.buf.len() < sent.len() {
+            let n = std::future::poll_fn(|cx| reader.poll_fill(cx))
+                .await
+                .unwrap();
+            assert!(n > 0, "the client's bytes all arrive");
+        }
+        let head = RequestHead::parse(&mut reader.buf, LIMITS)
+            .unwrap()
+            .unwrap();
+        (reader, head, client)
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_body_holds_no_read_buffer_while_it_is_handled() {
+        let (mut reader, head, _client) = read_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(reader.buf.capacity() > 0);
+        let exchange = begin(&mut reader, head).unwrap();
+        assert_eq!(reader.buf.capacity(), 0);
+        assert_eq!(exchange.request.headers()["host"], "a");
+    }
+
+    #[tokio::test]
+    async fn a_body_or_a_pipelined_request_keeps_it() {
+        let (mut reader, head, _client) =
+            read_head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi").await;
+        begin(&mut reader, head).unwrap();
+        assert_eq!(&reader.buf[..], b"hi");
+        let (mut reader, head, _client) =
+            read_head(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n\r\n").await;
+        begin(&mut reader, head).unwrap();
+        assert_eq!(&reader.buf[..], b"GET /2 HTTP/1.1\r\n\r\n");
+    }
 }
