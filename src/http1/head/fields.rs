@@ -101,7 +101,8 @@ impl Fields {
     }
 
     /// The values of every field named `known`, as written between the
-    /// colon and the line end (see [`get_all_raw`](Self::get_all_raw)).
+    /// colon and the line end, with the whitespace around them httparse
+    /// strips.
     pub fn named_raw(&self, known: Known) -> impl Iterator<Item = &[u8]> + '_ {
         self.spans
             .iter()
@@ -117,9 +118,8 @@ impl Fields {
             .map(|f| f.value.get(&self.bytes))
     }
 
-    /// Whether `field` is named `name`. Every response is scanned for
-    /// several names (its framing, `Connection`): the lengths, compared
-    /// first, rule out most fields without a look at their bytes.
+    /// Whether `field` is named `name`: the lengths, compared first, rule
+    /// out most fields without a look at their bytes.
     fn is_named(&self, field: &FieldSpan, name: &str) -> bool {
         field.name.len() == name.len()
             && field
@@ -128,15 +128,8 @@ impl Fields {
                 .eq_ignore_ascii_case(name.as_bytes())
     }
 
-    /// The values of every field named `name` as written between the colon
-    /// and the line end, with the whitespace around them httparse strips.
-    pub fn get_all_raw<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.spans
-            .iter()
-            .filter(move |f| self.is_named(f, name))
-            .map(|f| self.raw_value(f))
-    }
-
+    /// What a field's value is as written between the colon and the line
+    /// end, with the whitespace around it httparse strips.
     fn raw_value(&self, f: &FieldSpan) -> &[u8] {
         let start = f.name.end as usize + 1;
         let end = f.value.end as usize;
