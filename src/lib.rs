@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 mod health;
 pub mod http1;
+mod inline_text;
 mod lifecycle;
 pub mod logging;
 pub mod probe;

@@ -29,6 +29,7 @@ use super::ip_hash::walk;
 use super::ring::Ring;
 use super::{PickCtx, RoundRobin, Tier, eligible, tier};
 use crate::config::{self, HashKey};
+use crate::inline_text::InlineText;
 use crate::runtime::UpstreamRt;
 
 /// nginx gives up re-hashing after this many draws.
@@ -154,38 +155,9 @@ fn query<'a>(ctx: &PickCtx<'a>, name: &str) -> Option<&'a [u8]> {
     })
 }
 
-/// A stack buffer for an address or a number as text: no allocation per pick.
-struct TextBuf {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl Default for TextBuf {
-    fn default() -> Self {
-        TextBuf {
-            buf: [0; 48],
-            len: 0,
-        }
-    }
-}
-
-impl TextBuf {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl std::fmt::Write for TextBuf {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        self.buf
-            .get_mut(self.len..end)
-            .ok_or(std::fmt::Error)?
-            .copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
+/// An address or a number as text, on the stack: no allocation per pick.
+/// An address is at most 45 characters.
+type TextBuf = InlineText<48>;
 
 /// CRC-32 (IEEE, reflected), as nginx's `ngx_crc32_*`, with the running
 /// state exposed so the ring can hash a server's points from a shared prefix.

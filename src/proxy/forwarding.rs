@@ -8,7 +8,7 @@
 //! sent of them is removed from the map, so what goes upstream is exactly
 //! what [`Forwarding::get`] reads (the `header:` hash keys read through it).
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -18,53 +18,29 @@ use super::headers::{
 };
 use crate::balance::SetFields;
 use crate::config::canonical;
+use crate::inline_text::InlineText;
 
 /// An address in text, in its canonical form (IPv4-mapped IPv6 as IPv4),
 /// held inline: a connection keeps its peer's for all its requests without
-/// a heap allocation. 40 bytes, as the header value it replaces.
-#[derive(Clone, Copy)]
-pub struct IpText {
-    /// The longest canonical address is an IPv6 one in eight full groups:
-    /// 39 characters (a mapped IPv4 one is written as IPv4).
-    buf: [u8; 39],
-    len: u8,
-}
+/// a heap allocation. 40 bytes, as the header value it replaces: the
+/// longest canonical address is an IPv6 one in eight full groups, 39
+/// characters (a mapped IPv4 one is written as IPv4).
+#[derive(Clone, Copy, Debug)]
+pub struct IpText(InlineText<39>);
 
 impl IpText {
     pub fn new(ip: IpAddr) -> IpText {
-        let mut text = IpText {
-            buf: [0; 39],
-            len: 0,
-        };
+        let mut text = InlineText::new();
         write!(text, "{}", canonical(ip)).expect("an address in text fits in 39 bytes");
-        text
+        IpText(text)
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..usize::from(self.len)]
+        self.0.as_bytes()
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(self.as_bytes()).expect("written from a str")
-    }
-}
-
-impl fmt::Write for IpText {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let start = usize::from(self.len);
-        let end = start + s.len();
-        self.buf
-            .get_mut(start..end)
-            .ok_or(fmt::Error)?
-            .copy_from_slice(s.as_bytes());
-        self.len = end as u8;
-        Ok(())
-    }
-}
-
-impl fmt::Debug for IpText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.0.as_str()
     }
 }
 
