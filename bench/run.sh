@@ -61,8 +61,14 @@ for name in "${PROXIES[@]}"; do
     P99[$name]=$(col "$name" 3); CPU[$name]=$(col "$name" 4)
     SYS[$name]=$(col "$name" 5)
 done
-best_rps=$(printf '%s\n' "${RPS[nginx]}" "${RPS[haproxy]}" | sort -g | tail -1)
-best_cpu=$(printf '%s\n' "${CPU[nginx]}" "${CPU[haproxy]}" | sort -g | head -1)
+# The better of the peers measured (with neither, the first proxy measured).
+peers=()
+for name in nginx haproxy; do
+    if [ -n "${RPS[$name]:-}" ]; then peers+=("$name"); fi
+done
+if [ "${#peers[@]}" -eq 0 ]; then peers=("${PROXIES[0]}"); fi
+best_rps=$(for name in "${peers[@]}"; do echo "${RPS[$name]}"; done | sort -g | tail -1)
+best_cpu=$(for name in "${peers[@]}"; do echo "${CPU[$name]}"; done | sort -g | head -1)
 
 echo
 echo "wrk -t$THREADS -c$CONNS -d$DURATION, $WORKERS worker(s), medians of $ROUNDS interleaved rounds; $(machine)"
