@@ -113,7 +113,7 @@ fn is_hop_by_hop_lower(name: &[u8]) -> bool {
 
 /// A head's fields as a proxy passes them on, in the order and case they
 /// came: without the hop-by-hop ones (`Upgrade` among them) and those its
-/// `Connection` lines list. What [`strip_hop_by_hop`] does to a map, done to
+/// `Connection` lines list, `Content-Length` excepted (the body's framing). What [`strip_hop_by_hop`] does to a map, done to
 /// the raw fields without building one.
 pub fn end_to_end(fields: &Fields) -> impl Iterator<Item = (&[u8], &[u8])> {
     // Usually one `Connection` line with one token, or none.
@@ -139,7 +139,10 @@ pub fn end_to_end(fields: &Fields) -> impl Iterator<Item = (&[u8], &[u8])> {
         .filter(move |&(known, name, _)| {
             let hop = match known {
                 Known::Connection | Known::TransferEncoding => true,
-                Known::ContentLength | Known::Date => false,
+                // The body's framing: a `Connection` line that lists it
+                // does not take it away (the message would lose its end).
+                Known::ContentLength => return true,
+                Known::Date => false,
                 Known::Other => is_hop_by_hop(name),
             };
             !hop && !listed[..count]
@@ -162,8 +165,8 @@ pub(super) fn remove_matching(headers: &mut HeaderMap, matches: impl Fn(&str) ->
     }
 }
 
-/// Removes `Connection`, every header it names, and the other hop-by-hop
-/// headers (`Proxy-*` among them). `Upgrade` survives only when
+/// Removes `Connection`, every header it names but `Content-Length` (the
+/// body's framing), and the other hop-by-hop headers (`Proxy-*` among them). `Upgrade` survives only when
 /// `keep_upgrade` (a tunnel); `Upgrade: h2c` and `HTTP2-Settings` never do.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Found in one pass over the few names a message has, then removed: a
@@ -198,7 +201,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 let named = headers
                     .keys()
                     .any(|name| name.as_str().eq_ignore_ascii_case(token));
-                if named && !(keep_upgrade && token.eq_ignore_ascii_case("upgrade")) {
+                let kept = (keep_upgrade && token.eq_ignore_ascii_case("upgrade"))
+                    || token.eq_ignore_ascii_case("content-length");
+                if named && !kept {
                     headers.remove(token);
                 }
             }
