@@ -275,6 +275,32 @@ async fn a_content_length_listed_in_connection_still_frames_the_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_resets_an_http10_client() {
+    // An HTTP/1.0 client reads the body until the close: a FIN would tell
+    // it the body was whole. A reset says it was not.
+    let addr = server(|mut stream, _| async move {
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            .await
+            .unwrap();
+        // Closed with the body unfinished.
+    })
+    .await;
+    let proxy = proxy_to(addr).await;
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.0\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received))
+        .await
+        .expect("the connection was not closed within 10 s");
+    let error = ended.expect_err("the transfer ended cleanly");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn field_names_keep_their_case_both_ways() {
     let (request_tx, request_rx) = oneshot::channel::<String>();
     let addr = server(|mut stream, request| async move {

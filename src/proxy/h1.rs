@@ -52,6 +52,18 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub type ClientStream = Stream<TlsStream<TcpStream>>;
 
 impl ClientStream {
+    /// Makes the close a reset (`SO_LINGER` 0): a body that ends with the
+    /// connection was cut short, and an orderly close would say it ended.
+    fn reset_on_close(&self) {
+        let tcp = match self {
+            ClientStream::Tcp(tcp) => tcp,
+            ClientStream::Tls(tls) => tls.get_ref().0,
+        };
+        if let Err(e) = tcp.set_zero_linger() {
+            tracing::debug!(error = %e, "could not make the close a reset");
+        }
+    }
+
     /// Ready once the client has sent something, without taking a buffer
     /// to read it into, and without a waiter of its own: the socket keeps
     /// the task's waker. A TLS session may hold decrypted bytes already;
@@ -153,6 +165,7 @@ where
                         continue 'requests;
                     }
                     Next::Close => NoHead::Shut,
+                    Next::Abort => NoHead::Close,
                     Next::Tunnel(tunnel) => {
                         // What the client sent behind its upgrade request
                         // (usually nothing) is copied out, so the read

@@ -20,6 +20,8 @@ pub(super) enum Next {
     /// Read the next request.
     Head,
     Close,
+    /// The response's body failed: close without an orderly shutdown.
+    Abort,
     /// The response was a 101: the connection is this tunnel's now.
     Tunnel(Tunnel),
 }
@@ -90,6 +92,9 @@ pub(super) fn exchange<'a>(
         .await;
         // The drain deadline costs a clock read, which a request whose body
         // was read whole (nearly all) does without.
+        if matches!(&written, Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted) {
+            return Next::Abort;
+        }
         if matches!(written, Ok(false))
             && (reader.body_done
                 || reader

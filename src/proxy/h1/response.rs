@@ -39,7 +39,9 @@ enum Framing {
 /// Writes a response: the head, then its body as it comes, coalescing what
 /// is ready at once into one write. `close` adds `Connection: close`.
 /// Returns whether the connection must close: asked to, or the body's end
-/// is the close (an HTTP/1.0 client, a length unknown).
+/// is the close (an HTTP/1.0 client, a length unknown). A body that fails
+/// is `ConnectionAborted`: the client's transfer must not look ended, so a
+/// body whose end is the close is then ended by a reset.
 ///
 /// The fields the response came with are written as the server spelled
 /// them: a server's fields as they came, in their order, with no map built
@@ -64,6 +66,9 @@ pub(super) async fn write_response(
         || status == StatusCode::NOT_MODIFIED;
     let mut len_text = [0u8; 20];
     let mut added: [Option<(&[u8], &[u8])>; 3] = [None; 3];
+    // The body ends where the connection does: only a reset can tell the
+    // client that it was cut short.
+    let mut by_close = false;
     let framing = if no_body {
         Framing::None
     } else if has_length {
@@ -81,6 +86,7 @@ pub(super) async fn write_response(
         }
     } else {
         close = true;
+        by_close = true;
         Framing::Plain
     };
     let date = (!has_date).then(crate::http1::date::now);
@@ -143,7 +149,12 @@ pub(super) async fn write_response(
                 }
                 break;
             }
-            Some(Err(e)) => return Err(io::Error::other(e)),
+            Some(Err(e)) => {
+                if by_close {
+                    stream.reset_on_close();
+                }
+                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e));
+            }
             Some(Ok(frame)) => frame,
         };
         match frame.into_data() {
