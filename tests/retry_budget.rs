@@ -123,3 +123,34 @@ async fn when_every_server_fails_retries_stay_within_the_budget() {
     assert_eq!(retries as usize, attempts - REQUESTS, "{metrics}");
     assert!(refused > 0.0, "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_retry_does_not_move_round_robin() {
+    // No budget and no reserve: no request is retried. A retry refused
+    // must not have picked the next server first, or round-robin would
+    // start every request on the broken one and the healthy one would
+    // serve nothing.
+    let broken = MockUpstream::named("broken")
+        .reset_after_request()
+        .start()
+        .await;
+    let healthy = MockUpstream::named("healthy").start().await;
+    let proxy = Proxy::start(&config(&[&broken, &healthy], |u| {
+        u.set("max_fails", 0)
+            .set("retry_budget", 0.0)
+            .set("retry_min_per_sec", 0)
+    }))
+    .await;
+
+    let client = Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(client.get(&proxy.url("/")).await.status.as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(healthy.count(), 5);
+}

@@ -96,6 +96,15 @@ pub fn forward<'a>(
             .deposit_at(up.cfg.retry_budget, now.ms);
 
         while attempts < tries {
+            // A retry's token is taken before its pick: a refused retry must
+            // not move the balancer (round-robin would hand the next
+            // request the server that just failed). It goes back when no
+            // server is left to try.
+            if attempts > 0 && !up.state.retry_budget.try_withdraw(up.cfg.retry_min_per_sec) {
+                up.state.retries_refused.inc();
+                tracing::debug!(upstream = %up.name, "retry budget spent: not retrying");
+                break;
+            }
             let take = |now_ms: u64| -> Option<(usize, Lease)> {
                 let ctx = PickCtx {
                     client_ip: out.client_ip,
@@ -130,6 +139,9 @@ pub fn forward<'a>(
                 }
             };
             let Some((i, lease)) = taken else {
+                if attempts > 0 {
+                    up.state.retry_budget.give_back();
+                }
                 break;
             };
             let bound = out.preferred == Some(i);
@@ -138,17 +150,17 @@ pub fn forward<'a>(
             let trial = if server.availability(now.ms, bound) == Availability::Trial {
                 match Trial::claim(server) {
                     Some(trial) => Some(trial),
-                    None => continue,
+                    None => {
+                        if attempts > 0 {
+                            up.state.retry_budget.give_back();
+                        }
+                        continue;
+                    }
                 }
             } else {
                 None
             };
             if attempts > 0 {
-                if !up.state.retry_budget.try_withdraw(up.cfg.retry_min_per_sec) {
-                    up.state.retries_refused.inc();
-                    tracing::debug!(upstream = %up.name, "retry budget spent: not retrying");
-                    break;
-                }
                 up.state.retries.inc();
             }
             attempts += 1;
@@ -184,10 +196,11 @@ pub fn forward<'a>(
                         Trial::settle(trial);
                     }
                     // A streamed body is gone once sending began; connect
-                    // failures leave it untouched.
+                    // failures leave it untouched. A server's interim
+                    // response (a 103) passed on began the response.
                     let retry = !matches!(err, ProxyError::RequestBody(_))
                         && (err.nothing_sent() || idempotent)
-                        && body.is_some();
+                        && body.as_ref().is_some_and(|b| !b.interim_passed());
                     tracing::debug!(upstream = %up.name, server = %server.cfg.address, error = %err, retry, "attempt failed");
                     if !retry {
                         return fallback.ok_or(err);

@@ -44,6 +44,12 @@ impl RetryBudget {
         self.try_withdraw_at(min_per_sec, crate::runtime::clock::now_ms())
     }
 
+    /// Returns a token [`try_withdraw`](Self::try_withdraw) took for a
+    /// retry that did not happen (no server was left to try).
+    pub fn give_back(&self) {
+        self.add(MILLI, crate::runtime::clock::now_ms());
+    }
+
     /// A request arrived at `now_ms` ([`clock::now_ms`](crate::runtime::clock::now_ms)
     /// milliseconds; the proxy's one clock read for the request): deposit
     /// `share` of a token. Inline: every request calls it from the proxy,
