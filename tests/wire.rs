@@ -132,6 +132,36 @@ async fn early_hints_reach_an_http11_client_before_the_server_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_103_was_passed_on_is_not_retried() {
+    // The client has part of a response once a 103 reached it: if the
+    // server then fails, another server's answer must not follow.
+    let hints_then_close = |mut stream: TcpStream, _| async move {
+        stream.write_all(EARLY_HINTS).await.unwrap();
+    };
+    let (a, b) = (
+        server(hints_then_close).await,
+        server(hints_then_close).await,
+    );
+    let proxy = Proxy::start(
+        &Config::new()
+            .listener_with(|l| l.set("upstream", "web"))
+            .upstream("web", |u| u.set("max_fails", 0).server(a).server(b))
+            .toml(),
+    )
+    .await;
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    read_to_close(&mut client, &mut received).await;
+    let all = text(&received);
+    assert_eq!(all.matches("103 Early Hints").count(), 1, "{all}");
+    assert!(all.contains("HTTP/1.1 502 "), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_clients_get_no_interim_response() {
     let all = one_exchange(
         &[

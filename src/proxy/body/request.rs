@@ -106,6 +106,14 @@ impl ClientBody<'_> {
             ClientBody::H2(_) => Poll::Ready(Ok(())),
         }
     }
+
+    /// Whether a server's interim response was passed to the client.
+    fn interim_passed(&self) -> bool {
+        match self {
+            ClientBody::H1(body) => body.interim_passed(),
+            ClientBody::H2(_) => false,
+        }
+    }
 }
 
 /// The body sent upstream.
@@ -169,6 +177,17 @@ impl<'a> RequestBody<'a> {
     pub fn pass_interim(&mut self, status: StatusCode, head: Bytes) {
         if let Some(client) = self.client() {
             client.pass_interim(status, head);
+        }
+    }
+
+    /// Whether a server's interim response reached the client's side: the
+    /// response has begun, and the request may not be sent elsewhere.
+    pub fn interim_passed(&self) -> bool {
+        match self {
+            RequestBody::Full { client, .. } => {
+                client.as_ref().is_some_and(ClientBody::interim_passed)
+            }
+            RequestBody::Stream { inner, .. } => inner.interim_passed(),
         }
     }
 

@@ -55,6 +55,9 @@ pub struct Reader {
     /// the client ahead of the final response. Boxed, and `None` nearly
     /// always: the reader lives as long as the connection.
     interim: Option<Box<BytesMut>>,
+    /// A server's interim response was passed to the client for this
+    /// request: its response has begun, so it goes to no other server.
+    interim_passed: bool,
     /// Boxed: rare, and the reader lives as long as the connection.
     trailers: Option<Box<HeaderMap>>,
     /// The connection's slot in its worker's idle waits, which times every
@@ -74,6 +77,7 @@ impl Reader {
             continue_: Continue::No,
             version: Version::Http11,
             interim: None,
+            interim_passed: false,
             trailers: None,
             wait: IdleWait::start(),
         }
@@ -108,6 +112,7 @@ impl Reader {
             Continue::No
         };
         self.version = version;
+        self.interim_passed = false;
         self.trailers = None;
     }
 
@@ -124,6 +129,7 @@ impl Reader {
             }
             self.continue_ = Continue::No;
         }
+        self.interim_passed = true;
         self.queue_interim(head);
     }
 
@@ -266,6 +272,11 @@ impl<'a> H1Body<'a> {
     /// Writes the interim responses queued to the client.
     pub fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.0.poll_interim(cx)
+    }
+
+    /// Whether a server's interim response was passed to the client.
+    pub fn interim_passed(&self) -> bool {
+        self.0.interim_passed
     }
 
     pub fn poll(
