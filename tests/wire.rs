@@ -255,11 +255,16 @@ async fn chunked_bodies_reach_http10_clients_decoded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_chunk_passed_through_still_ends_the_exchange() {
+    // The bad line comes once the client has the body's start: the
+    // response has begun, and can only be cut short.
+    let (began_tx, began_rx) = oneshot::channel::<()>();
     let addr = server(|mut stream, _| async move {
         stream
-            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\nzz\r\n")
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n")
             .await
             .unwrap();
+        let _ = began_rx.await;
+        stream.write_all(b"zz\r\n").await.unwrap();
         let _ = stream.read(&mut [0u8; 64]).await;
     })
     .await;
@@ -270,10 +275,11 @@ async fn a_bad_chunk_passed_through_still_ends_the_exchange() {
         .await
         .unwrap();
     let mut received = Vec::new();
+    assert!(read_until(&mut client, &mut received, b"wiki\r\n").await);
+    began_tx.send(()).unwrap();
     read_to_close(&mut client, &mut received).await;
-    // What was ready before the bad line may or may not have been written;
-    // the bad line never is, and the body never ends cleanly.
     let all = text(&received);
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
     assert!(
         !all.contains("zz"),
         "the bad chunk line is not passed on: {all}"
@@ -282,6 +288,65 @@ async fn a_bad_chunk_passed_through_still_ends_the_exchange() {
         !all.ends_with("0\r\n\r\n"),
         "the body must not look complete: {all}"
     );
+}
+
+/// A server whose chunked body is broken from its first line, sent with
+/// the head.
+async fn broken_chunks_server() -> SocketAddr {
+    server(|mut stream, _| async move {
+        stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let _ = stream.read(&mut [0u8; 64]).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_broken_from_its_first_chunk_is_a_bad_gateway() {
+    let proxy = proxy_to(broken_chunks_server().await).await;
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    read_to_close(&mut client, &mut received).await;
+    let all = text(&received);
+    assert!(all.starts_with("HTTP/1.1 502 "), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_whose_body_is_broken_from_the_start_goes_to_another_server() {
+    let broken = broken_chunks_server().await;
+    let healthy = server(|mut stream, _| async move {
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let _ = stream.read(&mut [0u8; 64]).await;
+    })
+    .await;
+    let proxy = Proxy::start(
+        &Config::new()
+            .listener_with(|l| l.set("upstream", "web"))
+            .upstream("web", |u| u.server(broken).server(healthy))
+            .toml(),
+    )
+    .await;
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    read_to_close(&mut client, &mut received).await;
+    let all = text(&received);
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
+    assert!(all.ends_with("\r\n\r\nok"), "{all}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,7 @@ pub async fn receive(
         };
         let case = HeaderCase::new(head.fields);
         let body = UpstreamBody::new(conn, buf, kind, keep_alive, case, unmapped);
+        body.check_buffered().map_err(UpstreamError::Chunked)?;
         let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers;

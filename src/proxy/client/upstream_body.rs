@@ -12,7 +12,7 @@ use super::super::buffers;
 use super::super::prefixed::Prefixed;
 use super::poll_read_more;
 use crate::http1::head::Fields;
-use crate::http1::{BodyDecoder, BodyKind, HeaderCase, Step};
+use crate::http1::{BodyDecoder, BodyKind, ChunkError, HeaderCase, Step};
 use crate::upstream::Conn;
 use crate::upstream::UpstreamError;
 
@@ -94,6 +94,31 @@ impl UpstreamBody {
         self.passthrough = matches!(&self.decoder, BodyDecoder::Chunked(c) if *c == Default::default())
             && !self.ended;
         self.passthrough
+    }
+
+    /// Checks the chunk framing of what arrived with the head: a body
+    /// broken from its first lines makes an invalid response (a 502, a
+    /// passive failure, retried when the rules allow), not a transfer that
+    /// begins and is aborted at once. What arrives later is checked as it
+    /// is read.
+    pub(super) fn check_buffered(&self) -> Result<(), ChunkError> {
+        let BodyDecoder::Chunked(_) = self.decoder else {
+            return Ok(());
+        };
+        let mut decoder = self.decoder.clone();
+        let mut at = 0;
+        while at < self.buf.len() {
+            let taken = match decoder.step(&self.buf[at..])? {
+                Step::NeedMore | Step::End(_) => return Ok(()),
+                Step::Framing(n) | Step::Data(n) => n,
+                Step::Trailer { consumed, .. } => consumed,
+            };
+            if taken == 0 {
+                break;
+            }
+            at += taken;
+        }
+        Ok(())
     }
 
     /// The connection, once the body ended cleanly, when the server keeps
