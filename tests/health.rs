@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::Method;
-use support::{client::*, config::*, proxy::*, upstream::*};
+use support::{admin::*, client::*, config::*, proxy::*, upstream::*};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -446,5 +446,72 @@ async fn chunked_bodies_arrive_whole_whether_buffered_or_streamed() {
         assert_eq!(raw_status(&response), Some(200));
         let seen = b.last_request().expect("b got the POST");
         assert_eq!(seen.body.len(), chunks * chunk.len(), "{chunks} chunks");
+    }
+}
+
+/// Sends a POST of `pieces` × `piece` bytes, `gap` apart, announcing
+/// `announced` bytes; returns the status of the answer.
+async fn slow_upload(
+    proxy: &Proxy,
+    announced: usize,
+    pieces: usize,
+    piece: usize,
+    gap: Duration,
+) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut client = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n"
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    for i in 0..pieces {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        if client.write_all(&vec![b'x'; piece]).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(WAIT, client.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no answer within {WAIT:?}");
+    raw_status(&answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_that_moves_is_not_cut_short_by_response_timeout() {
+    // Five pieces 400 ms apart: the whole upload takes longer than the
+    // response timeout, but no wait in it does. The body is larger than
+    // what sluice buffers for a retry, so it streams to the server.
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config(&[&a], |u| u.set("response_timeout", "1s"))).await;
+    let status = slow_upload(&proxy, 5 * 40_000, 5, 40_000, Duration::from_millis(400)).await;
+    assert_eq!(status, Some(200));
+    assert_eq!(a.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_sending_its_body_gets_408_and_no_server_is_blamed() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(
+        &Config::new()
+            .admin()
+            .listener("web")
+            .upstream("web", |u| {
+                u.set("response_timeout", "500ms")
+                    .set("max_fails", 1)
+                    .servers(&[&a, &b])
+            })
+            .toml(),
+    )
+    .await;
+    // Half of the announced body (more than sluice buffers), then nothing.
+    let status = slow_upload(&proxy, 200_000, 1, 100_000, Duration::ZERO).await;
+    assert_eq!(status, Some(408));
+    for server in [&a, &b] {
+        let entry = server_status(&proxy, &server.address()).await;
+        assert_eq!(entry["failures"], 0, "{entry}");
+        assert_eq!(entry["state"], "up", "{entry}");
     }
 }

@@ -22,7 +22,7 @@ mod upstream_body;
 use send::pass_interim;
 #[cfg(test)]
 use send::send_request;
-pub use send::{Head, Sent, send};
+pub use send::{Head, Progress, Sent, send};
 pub use upstream_body::UpstreamBody;
 
 /// How much is read from a server at once.

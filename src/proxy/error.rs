@@ -28,6 +28,7 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RequestBody(RequestBodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RequestBody(RequestBodyError::TimedOut) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
         }
     }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use http::{HeaderMap, Method, Response, Uri};
 
-use super::body::RequestBody;
+use super::body::{RequestBody, RequestBodyError};
 use super::client::{self, UpstreamBody};
 use super::error::ProxyError;
 use super::forwarding::Forwarding;
@@ -346,9 +346,11 @@ async fn attempt(
         forwarding: Some(&out.forwarding),
         case: out.case.as_ref(),
     };
-    let mut deadline = Deadline::new((sending + up.cfg.response_timeout).into());
+    let timeout = up.cfg.response_timeout;
+    let mut deadline = Deadline::new((sending + timeout).into());
+    let progress = client::Progress::default();
     let mut exchange = pin!(async {
-        let sent = client::send(&mut conn, &head, &mut req_body).await?;
+        let sent = client::send(&mut conn, &head, &mut req_body, &progress).await?;
         client::receive(
             conn,
             &out.method,
@@ -361,7 +363,19 @@ async fn attempt(
     });
     poll_fn(|cx| match exchange.as_mut().poll(cx) {
         Poll::Ready(result) => Poll::Ready(result),
-        Poll::Pending => deadline.poll(cx).map(|()| Err(ProxyError::ResponseTimeout)),
+        Poll::Pending => {
+            // The deadline runs from the last bytes that went up, which
+            // went in this poll.
+            if progress.take_moved() {
+                deadline.move_to((Instant::now() + timeout).into());
+            }
+            deadline.poll(cx).map(|()| {
+                Err(match progress.on_client() {
+                    true => RequestBodyError::TimedOut.into(),
+                    false => ProxyError::ResponseTimeout,
+                })
+            })
+        }
     })
     .await
 }

@@ -243,6 +243,12 @@ impl Deadline {
         Deadline { at, wait: None }
     }
 
+    /// Moves the deadline (later, as work it times makes progress); the
+    /// next poll waits for the new one.
+    pub fn move_to(&mut self, at: Instant) {
+        self.at = at;
+    }
+
     /// Ready once the deadline has passed; poll it after the work it times
     /// was `Pending`.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {

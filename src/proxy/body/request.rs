@@ -38,6 +38,8 @@ pub enum RequestBodyError {
     Trailer,
     #[error("request body length differs from its Content-Length")]
     LengthMismatch,
+    #[error("the client sent no more of its body within response_timeout")]
+    TimedOut,
 }
 
 /// The client's body as its protocol delivers it: hyper's over HTTP/2,

@@ -3,7 +3,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use http::Method;
@@ -25,6 +26,35 @@ use crate::upstream::UpstreamError;
 enum Outgoing {
     Length(u64),
     Chunked,
+}
+
+/// How a request body's sending goes, told to the attempt that times it:
+/// the response deadline runs from the last bytes that went up, so a long
+/// upload that moves is not cut short, and a stall is the client's when
+/// sluice was waiting for the client's next bytes.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes went up since the attempt last looked. (Atomics only because
+    /// the request's future must be `Send`: one task reads and writes.)
+    moved: AtomicBool,
+    /// Waiting for the client's next body bytes, not for the server.
+    on_client: AtomicBool,
+}
+
+impl Progress {
+    /// Whether bytes went up since the last call.
+    pub fn take_moved(&self) -> bool {
+        self.moved.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether the sending waits for the client.
+    pub fn on_client(&self) -> bool {
+        self.on_client.load(Ordering::Relaxed)
+    }
+
+    fn set_on_client(&self, waiting: bool) {
+        self.on_client.store(waiting, Ordering::Relaxed);
+    }
 }
 
 /// A request on its way to the server, and what the server said meanwhile.
@@ -67,7 +97,7 @@ pub async fn send_request(
         forwarding: None,
         case: None,
     };
-    send(conn, &head, body).await
+    send(conn, &head, body, &Progress::default()).await
 }
 
 /// Writes the request: head, then the body as it arrives. Framing follows
@@ -81,10 +111,15 @@ pub async fn send_request(
 /// come, and a final response that comes before the body is all sent (a
 /// 413, a 401) stops the sending, so the server is never left waiting on a
 /// body it does not want while its answer waits on us.
+///
+/// A body's sending tells `progress` when bytes go up and whether it waits
+/// for the client; a request without a body is written at once and tells
+/// nothing.
 pub async fn send(
     conn: &mut Conn,
     head: &Head<'_>,
     body: &mut RequestBody<'_>,
+    progress: &Progress,
 ) -> Result<Sent, SendError> {
     let mut len_text = [0u8; 20];
     let (outgoing, framing): (_, Option<(&[u8], &[u8])>) = if body.is_end_stream() {
@@ -131,7 +166,7 @@ pub async fn send(
         body_done: false,
         read: BytesMut::new(),
     };
-    let complete = std::future::poll_fn(|cx| sending.poll(conn, body, cx)).await;
+    let complete = std::future::poll_fn(|cx| sending.poll(conn, body, progress, cx)).await;
     buffers::give_back(std::mem::take(&mut sending.out));
     Ok(Sent {
         read: sending.read,
@@ -157,8 +192,10 @@ impl Sending {
         &mut self,
         conn: &mut Conn,
         body: &mut RequestBody<'_>,
+        progress: &Progress,
         cx: &mut Context<'_>,
     ) -> Poll<Result<bool, SendError>> {
+        progress.set_on_client(false);
         loop {
             // Interim responses already passed on go out to the client as
             // it reads them; the body goes up meanwhile.
@@ -184,6 +221,7 @@ impl Sending {
                     }
                     Poll::Ready(Ok(n)) => {
                         self.out.advance(n);
+                        progress.moved.store(true, Ordering::Relaxed);
                         continue;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(UpstreamError::Write(e).into())),
@@ -199,7 +237,11 @@ impl Sending {
                     Poll::Pending => Poll::Pending,
                 };
             }
-            match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+            let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) else {
+                progress.set_on_client(true);
+                return Poll::Pending;
+            };
+            match frame {
                 Some(Ok(frame)) => {
                     // Trailers are not sent: `Trailer` is hop-by-hop, so the
                     // server was never told to expect them.
