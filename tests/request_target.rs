@@ -145,3 +145,20 @@ async fn a_request_pipelined_after_a_bare_lf_trailer_end_is_answered_too() {
     assert_eq!(paths, ["/one", "/two"], "out of step with the client");
     assert_eq!(a.requests()[0].body, "hello");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_http1_minor_version_is_served_as_11_and_http2_text_is_505() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    let proxy = Proxy::start(&two_hosts(&a, &b).toml()).await;
+    let response = raw_text(
+        proxy.addr(),
+        b"GET /x HTTP/1.2\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&response), [200], "{response}");
+    assert_eq!(a.count(), 1);
+    let response = raw_text(proxy.addr(), b"GET /x HTTP/3.0\r\nHost: a.test\r\n\r\n").await;
+    assert_eq!(statuses(&response), [505], "{response}");
+    assert_eq!(a.count(), 1);
+}

@@ -132,6 +132,18 @@ impl RequestHead {
     /// head is not complete yet (and within the limits so far); a complete
     /// head is split off `buf`, leaving what follows it.
     pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<RequestHead>, HeadError> {
+        match Self::parse_as_sent(buf, limits) {
+            Err(HeadError::Version) => match later_minor_as_11(buf) {
+                LaterMinor::Rewritten => Self::parse_as_sent(buf, limits),
+                // The line's end decides, as for a head in one read.
+                LaterMinor::LineIncomplete if buf.len() < limits.max_head => Ok(None),
+                _ => Err(HeadError::Version),
+            },
+            parsed => parsed,
+        }
+    }
+
+    fn parse_as_sent(buf: &mut BytesMut, limits: Limits) -> Result<Option<RequestHead>, HeadError> {
         let parsed = with_field_slots(limits.max_fields, |slots| {
             let mut req = httparse::Request::new(&mut []);
             let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -227,6 +239,39 @@ impl ResponseHead {
             Version::Http10 => keep_alive && !close,
         }
     }
+}
+
+/// What [`later_minor_as_11`] found.
+enum LaterMinor {
+    /// The line read `HTTP/1.2` … `HTTP/1.9` and now reads `HTTP/1.1`.
+    Rewritten,
+    /// The line has not ended yet.
+    LineIncomplete,
+    Other,
+}
+
+/// Makes a request line's `HTTP/1.2` … `HTTP/1.9` read `HTTP/1.1`: a
+/// later minor version is processed as the highest one implemented (RFC
+/// 9112 §2.3), as nginx does; httparse knows only 1.0 and 1.1. Only a
+/// whole line is changed.
+fn later_minor_as_11(buf: &mut [u8]) -> LaterMinor {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let Some(end) = buf[start..].iter().position(|&b| b == b'\r' || b == b'\n') else {
+        return LaterMinor::LineIncomplete;
+    };
+    let line = &mut buf[start..start + end];
+    let Some(at) = line.len().checked_sub(9) else {
+        return LaterMinor::Other;
+    };
+    let (before, version) = line.split_at_mut(at);
+    if !before.is_empty() && version.starts_with(b" HTTP/1.") && matches!(version[8], b'2'..=b'9') {
+        version[8] = b'1';
+        return LaterMinor::Rewritten;
+    }
+    LaterMinor::Other
 }
 
 /// A version error only for a request line whose third part is an HTTP

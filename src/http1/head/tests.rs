@@ -248,3 +248,27 @@ fn keep_alive_follows_the_version_and_connection_tokens() {
     assert!(!keeps("HTTP/1.0 200 OK\r\n\r\n"));
     assert!(keeps("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n\r\n"));
 }
+
+#[test]
+fn a_later_minor_version_is_read_as_http11_and_a_later_major_is_refused() {
+    for line in [
+        &b"GET / HTTP/1.2\r\nHost: x\r\n\r\n"[..],
+        b"GET / HTTP/1.9\r\n\r\n",
+    ] {
+        let head = parse(line).unwrap().unwrap();
+        assert_eq!(head.version, Version::Http11);
+    }
+    // Incomplete: nothing to decide yet.
+    assert!(parse(b"GET / HTTP/1.2").unwrap().is_none());
+    for refused in [
+        &b"GET / HTTP/2.2\r\n\r\n"[..],
+        b"GET / HTTP/1.22\r\n\r\n",
+        b"GET / HTTP/3.0\r\n\r\n",
+    ] {
+        assert!(
+            parse(refused).is_err(),
+            "{}",
+            String::from_utf8_lossy(refused)
+        );
+    }
+}
