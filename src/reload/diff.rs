@@ -76,6 +76,8 @@ pub struct ReloadReport {
     pub upstreams: Changes,
     /// By address, for each surviving upstream whose servers changed.
     pub servers: BTreeMap<String, Changes>,
+    /// Process-wide settings that changed and apply from now on.
+    pub settings: Vec<&'static str>,
     /// Settings that changed but take effect only when sluice restarts.
     pub restart_required: Vec<&'static str>,
     /// Listeners (by `listen` address) that kept TLS and now serve other
@@ -113,6 +115,25 @@ impl ReloadReport {
                 servers.insert(upstream.name.clone(), changes);
             }
         }
+        let settings = [
+            (
+                "global.shutdown_timeout",
+                old.global.shutdown_timeout != new.global.shutdown_timeout,
+            ),
+            ("global.watch", old.global.watch != new.global.watch),
+            (
+                "global.trusted_proxies",
+                old.global.trusted_proxies != new.global.trusted_proxies,
+            ),
+            ("log.access_log", old.log.access_log != new.log.access_log),
+            (
+                "admin.token",
+                old.admin.as_ref().map(|a| &a.token) != new.admin.as_ref().map(|a| &a.token),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
         let restart_required = [
             (
                 "global.worker_threads",
@@ -134,6 +155,7 @@ impl ReloadReport {
             listeners: Changes::between(&listeners(old), &listeners(new)),
             upstreams: Changes::between(&upstreams(old), &upstreams(new)),
             servers,
+            settings,
             restart_required,
             certificates_renewed: Vec::new(),
         }
@@ -143,6 +165,7 @@ impl ReloadReport {
         self.listeners.is_empty()
             && self.upstreams.is_empty()
             && self.servers.is_empty()
+            && self.settings.is_empty()
             && self.certificates_renewed.is_empty()
     }
 }
@@ -161,6 +184,9 @@ impl fmt::Display for ReloadReport {
         }
         for (upstream, changes) in &self.servers {
             parts.push(format!("servers of {upstream} {changes}"));
+        }
+        if !self.settings.is_empty() {
+            parts.push(format!("settings [{}]", self.settings.join(", ")));
         }
         if !self.certificates_renewed.is_empty() {
             parts.push(format!(
@@ -218,6 +244,24 @@ address = "127.0.0.1:19004"
             report.to_string(),
             "listeners +[127.0.0.1:18081] -[127.0.0.1:18080]; upstreams +[api] ~[web]; \
              servers of web +[127.0.0.1:19003] -[127.0.0.1:19002] ~[127.0.0.1:19001]"
+        );
+    }
+
+    #[test]
+    fn process_wide_settings_that_apply_at_once_are_named() {
+        let new = BASE.replace(
+            "[[listener]]",
+            "[global]\ntrusted_proxies = [\"10.0.0.0/8\"]\nshutdown_timeout = \"5s\"\n\n[[listener]]",
+        );
+        let report = ReloadReport::between(&parse(BASE), &parse(&new));
+        assert_eq!(
+            report.settings,
+            ["global.shutdown_timeout", "global.trusted_proxies"]
+        );
+        assert!(report.restart_required.is_empty());
+        assert_eq!(
+            report.to_string(),
+            "settings [global.shutdown_timeout, global.trusted_proxies]"
         );
     }
 
