@@ -24,6 +24,11 @@ struct Tier {
 }
 
 fn tier(redis: &Redis, servers: &[&MockUpstream]) -> Tier {
+    tier_beating(redis, servers, HEARTBEAT)
+}
+
+/// A tier whose instances publish their counts every `heartbeat`.
+fn tier_beating(redis: &Redis, servers: &[&MockUpstream], heartbeat: Duration) -> Tier {
     let instance = |name: &str| {
         Config::new()
             .global("trusted_proxies", ["127.0.0.1"])
@@ -32,7 +37,7 @@ fn tier(redis: &Redis, servers: &[&MockUpstream]) -> Tier {
             .set(
                 "cluster",
                 "heartbeat",
-                format!("{}ms", HEARTBEAT.as_millis()),
+                format!("{}ms", heartbeat.as_millis()),
             )
             .admin()
             .listener_with(|l| {
@@ -218,6 +223,69 @@ async fn drained_is_cluster_wide_and_drained_wait_answers_when_it_happens() {
         released.elapsed()
     );
     assert_eq!(state(&a, &s1.address()).await, "drained");
+    assert_eq!(state(&b, &s1.address()).await, "drained");
+}
+
+/// When `name` last wrote its heartbeat to Redis (its own clock, Unix ms).
+fn last_heartbeat(redis: &Redis, name: &str) -> Option<u64> {
+    let reply = redis.command(&["HGET", "sluice:heartbeats", name]);
+    // A bulk string, `$LEN\r\nTEXT\r\n`, or `$-1\r\n` for none.
+    let text = reply.split("\r\n").nth(1)?;
+    serde_json::from_str::<Value>(text).ok()?["at_unix_ms"].as_u64()
+}
+
+#[tokio::test]
+async fn a_request_newer_than_the_other_instances_last_heartbeat_holds_a_drain_made_at_once() {
+    // Long, so that nothing but the drain makes B report before the request ends.
+    const SLOW_BEAT: Duration = Duration::from_secs(5);
+    let redis = Redis::start().await;
+    let s1 = MockUpstream::named("s1").start().await;
+    let s2 = MockUpstream::named("s2").start().await;
+    let tier = tier_beating(&redis, &[&s1, &s2], SLOW_BEAT);
+    let a = Proxy::start(&tier.a).await;
+    let b = Proxy::start(&tier.b).await;
+    joined(&a, &b).await;
+    let bound = cookie_for(&b, &s1).await;
+
+    // Right after one of B's heartbeats, several seconds before the next.
+    let seen = last_heartbeat(&redis, "b");
+    poll_until(SLOW_BEAT * 3, "B sends a heartbeat", async || {
+        last_heartbeat(&redis, "b") != seen
+    })
+    .await;
+    s1.set_hang(true);
+    let url = b.url("/slow");
+    let in_flight =
+        tokio::spawn(async move { get_with(&url, &[("cookie", bound.as_str())]).await });
+    poll_until(WAIT, "the request reaches s1", async || s1.in_flight() == 1).await;
+    let before = server(&a, "web", &s1.address()).await;
+    assert_eq!(
+        before["cluster"]["in_flight"], 0,
+        "B's last heartbeat predates its request: {before}"
+    );
+
+    admin_ok(&a, &path(&s1.address(), "drain")).await;
+    let at_once = get(&a.admin_url(&path(&s1.address(), "drained"))).await;
+    assert_eq!(at_once.status, 409, "{}", at_once.body);
+    assert_eq!(state(&a, &s1.address()).await, "draining");
+    // B applied the drain and reported at once, not at its next heartbeat.
+    let took = poll_until(WAIT, "A counts B's request", async || {
+        server(&a, "web", &s1.address()).await["cluster"]["in_flight"] == 1
+    })
+    .await;
+    assert!(took < SLOW_BEAT / 2, "B's count reached A after {took:?}");
+    let counted = get(&a.admin_url(&path(&s1.address(), "drained"))).await;
+    assert_eq!(counted.status, 409, "{}", counted.body);
+
+    let wait_url = a.admin_url(&format!("{}?wait=30s", path(&s1.address(), "drained")));
+    let waiting = tokio::spawn(async move { get(&wait_url).await });
+    s1.set_hang(false);
+    assert_eq!(in_flight.await.unwrap().status, 200);
+    let answer = tokio::time::timeout(SLOW_BEAT * 3, waiting)
+        .await
+        .expect("drained?wait answered")
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(state(&b, &s1.address()).await, "drained");
 }
 

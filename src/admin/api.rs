@@ -140,25 +140,28 @@ pub fn server_action(
         }
     };
     let state = &server.state;
-    let change = match action {
+    let apply = |id| match action {
         Action::Drain => {
             let deadline = deadline.map(|d| clock::now_ms() + clock::ms(d));
-            state.drain(deadline);
+            state.drain(deadline, id);
             Change::Drain {
                 deadline_unix_ms: deadline.map(clock::unix_of_mono),
             }
         }
         Action::Enable => {
-            state.enable();
+            state.enable(id);
             Change::Enable
         }
         Action::Disable => {
-            state.disable();
+            state.disable(id);
             Change::Disable
         }
     };
-    if let Some(cluster) = cluster {
-        cluster.local_change(upstream, &server.cfg.address, change);
+    match cluster {
+        Some(cluster) => cluster.local_change(upstream, &server.cfg.address, apply),
+        None => {
+            apply(None);
+        }
     }
     tracing::info!(
         upstream,
@@ -200,11 +203,17 @@ pub fn set_weight(
         Err(reply) => return reply,
     };
     let address = server.cfg.address.clone();
-    if server.state.set_weight(Some(value)) {
-        shared.rebuild();
-    }
-    if let Some(cluster) = cluster {
-        cluster.local_change(upstream, &address, Change::Weight { value });
+    let apply = |_| {
+        if server.state.set_weight(Some(value)) {
+            shared.rebuild();
+        }
+        Change::Weight { value }
+    };
+    match cluster {
+        Some(cluster) => cluster.local_change(upstream, &address, apply),
+        None => {
+            apply(None);
+        }
     }
     tracing::info!(upstream, server = %address, weight = value, "admin API changed a weight");
     let snapshot = shared.load();

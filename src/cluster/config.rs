@@ -15,6 +15,9 @@ pub struct Keys {
     pub changes: String,
     /// Hash: each instance's last heartbeat, by instance name.
     pub heartbeats: String,
+    /// Channel: each heartbeat as it is written, so the others hear at
+    /// once that an instance applied a change.
+    pub beats: String,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +41,7 @@ impl Settings {
                 state: format!("{prefix}:state"),
                 changes: format!("{prefix}:changes"),
                 heartbeats: format!("{prefix}:heartbeats"),
+                beats: format!("{prefix}:beats"),
             },
             heartbeat: cluster.heartbeat,
         }

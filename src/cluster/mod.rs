@@ -3,11 +3,12 @@
 //! Operator changes (drain, enable, disable, weight) made through any
 //! instance's API are written to a Redis hash, versioned, and announced on a
 //! channel; every instance applies them to its own runtime state. Each
-//! instance also publishes its per-server load, so "drained" is answered for
-//! the whole tier. Redis is never on the request path: requests read only
-//! the local state, which the tasks here update; with Redis away, the
-//! instance serves on what it last knew and writes its own changes back
-//! once Redis returns.
+//! instance also publishes its per-server load, and with it the changes it
+//! has applied, so "drained" is answered for the whole tier, on counts
+//! taken after every instance applied the drain. Redis is never on the
+//! request path: requests read only the local state, which the tasks here
+//! update; with Redis away, the instance serves on what it last knew and
+//! writes its own changes back once Redis returns.
 
 mod config;
 mod heartbeat;
@@ -24,7 +25,7 @@ use tokio::sync::Notify;
 pub use config::Settings;
 pub use store::Change;
 
-use crate::runtime::{Shared, clock};
+use crate::runtime::{ChangeId, Shared, clock};
 use store::{Entry, Field, Known, Version};
 use view::View;
 
@@ -47,6 +48,9 @@ pub struct Cluster {
     view: Mutex<View>,
     /// A local change is waiting to be sent.
     wake: Notify,
+    /// A change was applied here: the others wait for this instance's
+    /// counts taken since, so the heartbeat goes now.
+    beat_now: Notify,
 }
 
 impl Cluster {
@@ -59,6 +63,7 @@ impl Cluster {
             known: Mutex::new(Known::default()),
             view: Mutex::new(View::default()),
             wake: Notify::new(),
+            beat_now: Notify::new(),
         })
     }
 
@@ -79,19 +84,31 @@ impl Cluster {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A change made through this instance's API, already applied here:
-    /// versioned now and sent to Redis (at once, or when it is back).
-    pub fn local_change(&self, upstream: &str, address: &str, change: Change) {
-        let field = Field::of(upstream, address, &change);
-        let entry = Entry {
-            version: Version {
-                ms: clock::unix_now_ms(),
-                by: self.settings.instance.clone(),
-            },
-            change,
+    /// A change made through this instance's API: versioned now, applied
+    /// here by `apply` under that version's [`ChangeId`], and sent to Redis
+    /// (at once, or when it is back).
+    pub fn local_change(
+        &self,
+        upstream: &str,
+        address: &str,
+        apply: impl FnOnce(Option<ChangeId>) -> Change,
+    ) {
+        let version = Version {
+            ms: clock::unix_now_ms(),
+            by: self.settings.instance.clone(),
         };
-        self.known().record_local(field, entry);
+        let change = apply(Some(version.change_id()));
+        let field = Field::of(upstream, address, &change);
+        self.known().record_local(field, Entry { version, change });
         self.wake.notify_one();
+        self.applied_changes();
+    }
+
+    /// Changes were applied here (or found to be for servers this instance
+    /// does not run): the instances that made them wait for this one's
+    /// counts taken since, so the heartbeat goes at once.
+    fn applied_changes(&self) {
+        self.beat_now.notify_one();
     }
 
     /// `GET /api/cluster`: who is live, their last heartbeats, and whether

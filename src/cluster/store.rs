@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ClusterError;
 use super::config::Keys;
+use crate::runtime::ChangeId;
 
 /// When a change was made and by whom. Newest wins; the instance name breaks
 /// a tie within one millisecond, so every instance picks the same winner.
@@ -18,6 +19,20 @@ use super::config::Keys;
 pub struct Version {
     pub ms: u64,
     pub by: String,
+}
+
+impl Version {
+    /// The change's name on every instance alike: FNV-1a of the version,
+    /// which every instance holds the same. Two changes to one server
+    /// sharing a name by chance is a 1 in 2^56 event.
+    pub fn change_id(&self) -> ChangeId {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let bytes = self.ms.to_le_bytes().into_iter().chain(self.by.bytes());
+        ChangeId::from_digest(bytes.fold(OFFSET, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+        }))
+    }
 }
 
 /// An operator's change to one server.
@@ -40,11 +55,14 @@ impl Change {
     /// so a drain never undoes a weight change or the other way round.
     fn kind(&self) -> &'static str {
         match self {
-            Change::Drain { .. } | Change::Enable | Change::Disable => "admin",
+            Change::Drain { .. } | Change::Enable | Change::Disable => ADMIN,
             Change::Weight { .. } => "weight",
         }
     }
 }
+
+/// The kind of the changes that set a server's operator state.
+const ADMIN: &str = "admin";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -64,6 +82,11 @@ impl Field {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether it holds a drain, enable or disable (not a weight).
+    fn is_admin(&self) -> bool {
+        self.0.split('/').next() == Some(ADMIN)
     }
 
     /// `(upstream, address)`.
@@ -239,6 +262,18 @@ impl Known {
             .collect()
     }
 
+    /// Every drain, enable or disable known, by server: `(upstream,
+    /// address, id)`.
+    pub fn admin_changes(&self) -> impl Iterator<Item = (&str, &str, ChangeId)> {
+        self.entries
+            .iter()
+            .filter(|(field, _)| field.is_admin())
+            .filter_map(|(field, known)| {
+                let (upstream, address) = field.server()?;
+                Some((upstream, address, known.entry.version.change_id()))
+            })
+    }
+
     /// The local changes to send now, each with its current entry.
     pub fn take_unsent(&mut self) -> Vec<(Field, Entry)> {
         let unsent = std::mem::take(&mut self.unsent);
@@ -308,6 +343,18 @@ mod tests {
         );
         assert_ne!(admin, weight);
         assert_eq!(admin.server(), Some(("web", "[::1]:80")));
+    }
+
+    #[test]
+    fn a_change_has_the_same_id_everywhere_and_another_one_does_not() {
+        let version = |ms, by: &str| Version {
+            ms,
+            by: by.to_owned(),
+        };
+        let id = version(1_795_000_000_123, "lb1").change_id();
+        assert_eq!(id, version(1_795_000_000_123, "lb1").change_id());
+        assert_ne!(id, version(1_795_000_000_124, "lb1").change_id());
+        assert_ne!(id, version(1_795_000_000_123, "lb2").change_id());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 
 use super::store::{Change, Entry, Field, Store, decode_message};
-use super::{Cluster, ClusterError};
+use super::{Cluster, ClusterError, heartbeat};
 use crate::runtime::{Shared, clock};
 
 /// A dead connection is noticed by its subscription closing, or by a
@@ -66,7 +66,8 @@ async fn session(
     let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
         .await
         .map_err(|_| ClusterError::Timeout(CONNECT_TIMEOUT))??;
-    pubsub.subscribe(&cluster.settings.keys.changes).await?;
+    let keys = &cluster.settings.keys;
+    pubsub.subscribe(&[&keys.changes, &keys.beats]).await?;
     resync(shared, cluster, store, &mut conn).await?;
     if cluster.set_connected(true) {
         tracing::info!(
@@ -86,6 +87,10 @@ async fn session(
                     return Err(ClusterError::SubscriptionEnded);
                 };
                 let payload: String = message.get_payload()?;
+                if message.get_channel_name() == keys.beats {
+                    heartbeat::heard(shared, cluster, &payload);
+                    continue;
+                }
                 match decode_message(&payload) {
                     Some((field, entry)) => announced(shared, cluster, &field, &entry),
                     None => tracing::warn!(payload, "cluster: ignoring an unreadable message"),
@@ -121,8 +126,11 @@ async fn resync(
         known.newer_than(&remote)
     };
     let unapplied = cluster.known().unapplied();
-    for (field, entry) in unapplied {
-        apply(shared, cluster, &field, &entry);
+    if !unapplied.is_empty() {
+        for (field, entry) in unapplied {
+            apply(shared, cluster, &field, &entry);
+        }
+        cluster.applied_changes();
     }
     for (field, entry) in write_back {
         tracing::info!(
@@ -138,11 +146,13 @@ async fn resync(
 fn announced(shared: &Shared, cluster: &Cluster, field: &Field, entry: &Entry) {
     if cluster.known().merge(field, entry) {
         apply(shared, cluster, field, entry);
+        cluster.applied_changes();
     }
 }
 
 /// Applies an entry to the running servers, as this instance's own API
-/// would have; a server not in the running config keeps it for later.
+/// would have; a server not in the running config keeps it for later (and
+/// gets nothing from here meanwhile, which the heartbeat says).
 fn apply(shared: &Shared, cluster: &Cluster, field: &Field, entry: &Entry) {
     let Some((upstream, address)) = field.server() else {
         return;
@@ -155,12 +165,13 @@ fn apply(shared: &Shared, cluster: &Cluster, field: &Field, entry: &Entry) {
         return;
     };
     let state = &server.state;
+    let id = Some(entry.version.change_id());
     match entry.change {
         Change::Drain { deadline_unix_ms } => {
-            state.drain(deadline_unix_ms.map(clock::mono_of_unix))
+            state.drain(deadline_unix_ms.map(clock::mono_of_unix), id)
         }
-        Change::Enable => state.enable(),
-        Change::Disable => state.disable(),
+        Change::Enable => state.enable(id),
+        Change::Disable => state.disable(id),
         Change::Weight { value } => {
             if state.set_weight(Some(value)) {
                 shared.rebuild();

@@ -122,7 +122,13 @@ pub fn forward<'a>(
                         .filter(|&p| p < up.servers.len() && balance::eligible_bound(up, p, &ctx));
                     let i = bound_pick.or_else(|| up.balancer.pick(up, &ctx))?;
                     let server = &up.servers[i];
-                    Lease::acquire(&server.state, &up.state, server.max_conns()).map(|l| (i, l))
+                    let lease = Lease::acquire(&server.state, &up.state, server.max_conns())?;
+                    // A drain or disable applied since the pick: dropping
+                    // the lease gives the slot back and the next pick
+                    // skips the server.
+                    server
+                        .admits(out.preferred == Some(i))
+                        .then_some((i, lease))
                 })
             };
             // Newcomers queue behind requests already waiting for a slot.

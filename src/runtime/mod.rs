@@ -20,7 +20,9 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::tls::UpstreamClients;
 pub use snapshot::{ListenerRt, ServerRt, ServerStatus, Snapshot, UpstreamRt};
-pub use state::{AdminState, Availability, CloseCause, ClosedTunnels, Counts, ServerState};
+pub use state::{
+    AdminState, Availability, ChangeId, CloseCause, ClosedTunnels, Counts, ServerState,
+};
 
 /// The live config: one `ArcSwap` load per request.
 pub struct Shared {

@@ -154,7 +154,7 @@ impl UpstreamRt {
                     && (o.cfg.down != s.down || o.cfg.drain != s.drain)
                 {
                     // The file changed this server's state: it wins over the API.
-                    state.set_admin(AdminState::None);
+                    state.clear_admin();
                     state.set_drain_deadline_ms(None);
                 }
                 // The old snapshot's weight may be a runtime one: the file's
@@ -251,19 +251,37 @@ impl ServerStatus {
 
 impl ServerRt {
     pub fn is_down(&self) -> bool {
-        match self.state.admin() {
+        self.down_by(self.state.admin())
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining_by(self.state.admin())
+    }
+
+    fn down_by(&self, admin: AdminState) -> bool {
+        match admin {
             AdminState::Disabled => true,
             AdminState::Enabled | AdminState::Draining => false,
             AdminState::None => self.cfg.down,
         }
     }
 
-    pub fn is_draining(&self) -> bool {
-        match self.state.admin() {
+    fn draining_by(&self, admin: AdminState) -> bool {
+        match admin {
             AdminState::Draining => true,
             AdminState::Enabled | AdminState::Disabled => false,
             AdminState::None => self.cfg.drain,
         }
+    }
+
+    /// Asked again once a request holds its slot on this server: whether
+    /// the operator state still lets it in. A drain or disable applied
+    /// since the pick turns it away (to pick again), so that whoever reads
+    /// the counts after applying it has seen every request it let in (see
+    /// [`ServerState::try_acquire`]).
+    pub fn admits(&self, bound: bool) -> bool {
+        let admin = self.state.admin();
+        !self.down_by(admin) && (bound || !self.draining_by(admin))
     }
 
     /// Whether a request may go to this server now, before `max_conns`.
@@ -309,9 +327,25 @@ impl ServerRt {
 
     /// The one rule for *drained*, behind both the `drained` state and the
     /// `drained?wait=` call: draining, with nothing in flight and no tunnel
-    /// open on any live instance (this one alone without `[cluster]`).
+    /// open on any live instance (this one alone without `[cluster]`), as
+    /// every other live instance counted after applying this drain. A
+    /// disabled server is down, not drained: it was never drained of
+    /// anything, only cut off.
     pub fn is_drained(&self) -> bool {
-        self.is_draining() && self.state.cluster_counts().is_idle()
+        let (admin, change) = self.state.operator();
+        // In this order: the confirmation before the counts that came with
+        // it (see `RemoteCounts::store`), both after the state.
+        self.draining_by(admin)
+            && self.state.remote.confirms(change)
+            && self.state.cluster_counts().is_idle()
+    }
+
+    /// Whether every other live instance has applied this instance's
+    /// current operator change and reported its counts since (always, with
+    /// no change from the cluster to confirm).
+    pub fn is_confirmed(&self) -> bool {
+        let (_, change) = self.state.operator();
+        self.state.remote.confirms(change)
     }
 
     pub fn status(&self, now_ms: u64) -> ServerStatus {

@@ -5,9 +5,9 @@
 //! [`Registry`](super::Registry), so a reload that keeps a server keeps its state.
 //! Everything the hot path reads is an atomic.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 
 use tokio::sync::Notify;
 
@@ -44,6 +44,48 @@ impl AdminState {
     }
 }
 
+/// An operator change as every instance of a cluster names it (the cluster
+/// derives it from the change's version), so one instance can tell whether
+/// another has applied the very change it has. 56 bits: it shares one
+/// atomic word with the [`AdminState`] it set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChangeId(NonZeroU64);
+
+impl ChangeId {
+    const BITS: u32 = 56;
+    const MASK: u64 = (1 << Self::BITS) - 1;
+
+    /// The id of a 64-bit digest of a change: its low 56 bits, never zero.
+    pub fn from_digest(digest: u64) -> ChangeId {
+        ChangeId(NonZeroU64::new(digest & Self::MASK).unwrap_or(NonZeroU64::MIN))
+    }
+
+    /// An id as sent, or `None` for 0 (no change) or one out of range.
+    pub fn from_raw(raw: u64) -> Option<ChangeId> {
+        NonZeroU64::new(raw)
+            .filter(|n| n.get() <= Self::MASK)
+            .map(ChangeId)
+    }
+
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// The operator state and the change that set it, packed in one word so
+/// that no reader sees one without the other: an instance that reports a
+/// change as applied has, by that same reading, switched to its state.
+fn pack(admin: AdminState, change: Option<ChangeId>) -> u64 {
+    (admin as u64) << ChangeId::BITS | change.map_or(0, ChangeId::get)
+}
+
+fn unpack(word: u64) -> (AdminState, Option<ChangeId>) {
+    (
+        AdminState::from_u8((word >> ChangeId::BITS) as u8),
+        ChangeId::from_raw(word & ChangeId::MASK),
+    )
+}
+
 /// How available a server is right now, before `max_conns` is considered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Availability {
@@ -73,17 +115,48 @@ pub struct RemoteCounts {
     pub tunnels: AtomicU32,
     /// Unix ms of the latest sticky-bound request any of them saw (0 = never).
     pub last_bound_unix_ms: AtomicU64,
+    /// The change of this instance's (a [`ChangeId`], 0 = none) that every
+    /// other live instance has reported applying, with counts taken after
+    /// it did: until then their counts may predate it.
+    confirmed: AtomicU64,
 }
 
 impl RemoteCounts {
-    /// Returns whether the counts changed, so a `drained?wait=` call can be
-    /// told to look again.
-    pub fn store(&self, counts: Counts, last_bound_unix_ms: Option<u64>) -> bool {
-        let in_flight = self.in_flight.swap(counts.in_flight, Ordering::Relaxed);
-        let tunnels = self.tunnels.swap(counts.tunnels, Ordering::Relaxed);
+    /// Stores what the other live instances reported: their summed counts,
+    /// and the change of this instance's they all confirm. Returns whether
+    /// the answer to "drained?" may have changed, so a `drained?wait=` call
+    /// can be told to look again.
+    pub fn store(
+        &self,
+        counts: Counts,
+        last_bound_unix_ms: Option<u64>,
+        confirmed: Option<ChangeId>,
+    ) -> bool {
+        let in_flight = self.in_flight.swap(counts.in_flight, Ordering::SeqCst);
+        let tunnels = self.tunnels.swap(counts.tunnels, Ordering::SeqCst);
         self.last_bound_unix_ms
             .store(last_bound_unix_ms.unwrap_or(0), Ordering::Relaxed);
-        in_flight != counts.in_flight || tunnels != counts.tunnels
+        // After the counts, which [`confirms`](Self::confirms) is read
+        // before: a reader that sees a confirmation sees the counts that
+        // came with it.
+        let confirmed = confirmed.map_or(0, ChangeId::get);
+        let was = self.confirmed.swap(confirmed, Ordering::SeqCst);
+        in_flight != counts.in_flight || tunnels != counts.tunnels || was != confirmed
+    }
+
+    /// Whether every other live instance has confirmed `change`, this
+    /// instance's current one. Nothing needs confirming when there is no
+    /// change from the cluster (no `[cluster]`, or the file's state).
+    pub fn confirms(&self, change: Option<ChangeId>) -> bool {
+        change.is_none_or(|change| self.confirmed.load(Ordering::SeqCst) == change.get())
+    }
+
+    /// With Redis away the others cannot confirm anything: this instance
+    /// decides on the counts it last heard, as it would without the
+    /// confirmation.
+    pub fn confirm_locally(&self, change: Option<ChangeId>) -> bool {
+        let confirmed = change.map_or(0, ChangeId::get);
+        self.confirmed.swap(confirmed, Ordering::SeqCst) != confirmed
     }
 
     pub fn last_bound_unix_ms(&self) -> Option<u64> {
@@ -111,7 +184,9 @@ pub struct ServerState {
     healthy: AtomicBool,
     /// An active checker task runs for this server: at most one at a time.
     checker: AtomicBool,
-    admin: AtomicU8,
+    /// The [`AdminState`] and the [`ChangeId`] that set it, packed; read
+    /// on the request path, so one load.
+    operator: AtomicU64,
     /// Clock ms the drain deadline passes (0 = none).
     drain_deadline_ms: AtomicU64,
     /// The next place in line of a tunnel closing at the deadline or at
@@ -162,7 +237,7 @@ impl ServerState {
             window_fails: AtomicU32::new(0),
             healthy: AtomicBool::new(healthy),
             checker: AtomicBool::new(false),
-            admin: AtomicU8::new(AdminState::None as u8),
+            operator: AtomicU64::new(pack(AdminState::None, None)),
             drain_deadline_ms: AtomicU64::new(0),
             drain_slots: AtomicU32::new(0),
             shutdown_slots: AtomicU32::new(0),
@@ -225,32 +300,55 @@ impl ServerState {
     }
 
     pub fn admin(&self) -> AdminState {
-        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+        self.operator().0
     }
 
-    pub fn set_admin(&self, state: AdminState) {
-        let old = AdminState::from_u8(self.admin.swap(state as u8, Ordering::Relaxed));
-        if old == AdminState::Disabled && state != AdminState::Disabled {
+    /// The operator state and the cluster change last applied to this
+    /// server (`None` until one was: always without `[cluster]`), read
+    /// together.
+    /// Sequentially consistent: see [`try_acquire`](Self::try_acquire).
+    pub fn operator(&self) -> (AdminState, Option<ChangeId>) {
+        unpack(self.operator.load(Ordering::SeqCst))
+    }
+
+    /// The file decides this server's state again. The cluster change last
+    /// applied stays known: this instance has dealt with it, and says so
+    /// to the others that wait for its confirmation.
+    pub fn clear_admin(&self) {
+        self.set_admin(AdminState::None, |applied| applied);
+    }
+
+    /// Sets the operator state, and the change that set it from the one
+    /// applied so far.
+    fn set_admin(&self, state: AdminState, change: impl Fn(Option<ChangeId>) -> Option<ChangeId>) {
+        let old = self
+            .operator
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
+                Some(pack(state, change(unpack(word).1)))
+            })
+            .unwrap_or_else(|word| word);
+        if unpack(old).0 == AdminState::Disabled && state != AdminState::Disabled {
             self.mark_recovered();
         }
         self.open_changed.notify_waiters();
     }
 
-    /// The operator's drain; `deadline` is a [`clock`] stamp.
-    pub fn drain(&self, deadline: Option<u64>) {
+    /// The operator's drain; `deadline` is a [`clock`] stamp, `change` the
+    /// cluster's name for it.
+    pub fn drain(&self, deadline: Option<u64>, change: Option<ChangeId>) {
         self.set_drain_deadline_ms(deadline);
-        self.set_admin(AdminState::Draining);
+        self.set_admin(AdminState::Draining, |_| change);
     }
 
     /// The operator's enable: back to normal, clearing drain and down.
-    pub fn enable(&self) {
-        self.set_admin(AdminState::Enabled);
+    pub fn enable(&self, change: Option<ChangeId>) {
+        self.set_admin(AdminState::Enabled, |_| change);
         self.set_drain_deadline_ms(None);
     }
 
     /// The operator's disable: marked down.
-    pub fn disable(&self) {
-        self.set_admin(AdminState::Disabled);
+    pub fn disable(&self, change: Option<ChangeId>) {
+        self.set_admin(AdminState::Disabled, |_| change);
         self.set_drain_deadline_ms(None);
     }
 
@@ -339,12 +437,25 @@ impl ServerState {
         self.weight.swap(new, Ordering::Relaxed) != new
     }
 
+    /// This instance's in-flight requests and open tunnels, read after
+    /// its operator state: a request admitted before a drain or disable
+    /// was applied is in them (see [`try_acquire`](Self::try_acquire)).
+    pub fn counts(&self) -> Counts {
+        // In-flight first: a tunnel opens before its request's slot is
+        // given back, so reading them in this order misses neither.
+        Counts {
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            tunnels: self.tunnels.load(Ordering::SeqCst),
+        }
+    }
+
     /// In-flight requests and open tunnels of every live instance, this one
     /// included: what "drained" means in a cluster.
     pub fn cluster_counts(&self) -> Counts {
+        let local = self.counts();
         Counts {
-            in_flight: self.in_flight() + self.remote.in_flight.load(Ordering::Relaxed),
-            tunnels: self.tunnels() + self.remote.tunnels.load(Ordering::Relaxed),
+            in_flight: local.in_flight + self.remote.in_flight.load(Ordering::SeqCst),
+            tunnels: local.tunnels + self.remote.tunnels.load(Ordering::SeqCst),
         }
     }
 
@@ -383,8 +494,16 @@ impl ServerState {
     }
 
     /// Takes an in-flight slot, honouring `max_conns` exactly.
+    ///
+    /// Sequentially consistent, as are [`operator`](Self::operator) and
+    /// [`counts`](Self::counts): a request takes its slot, then asks the
+    /// operator state again ([`ServerRt::admits`](super::ServerRt::admits));
+    /// a drain sets the state, then the counts are read. Whichever comes
+    /// second sees the other, so a request picked just before a drain is
+    /// either counted by whoever asks "drained?" afterwards, or turned
+    /// away to another server.
     pub fn try_acquire(&self, max_conns: Option<u32>) -> bool {
-        let prev = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let prev = self.in_flight.fetch_add(1, Ordering::SeqCst);
         if let Some(max) = max_conns
             && prev >= max
         {

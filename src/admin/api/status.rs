@@ -140,6 +140,7 @@ pub(super) fn server_json(s: &ServerRt, now: &Now) -> Value {
             "deadline": deadline.map(|d| rfc3339(now.unix_of(d))),
             "deadline_passed": deadline.is_some_and(|d| now.mono_ms >= d),
             "bound_requests": state.bound_requests(),
+            "confirmed": s.is_confirmed(),
         },
     })
 }

@@ -149,3 +149,25 @@ fn query_param_finds_the_deadline() {
     );
     assert_eq!(query_param(None, "deadline"), None);
 }
+
+#[tokio::test]
+async fn an_idle_disabled_server_is_down_not_drained() {
+    let shared = Shared::new(config(false), Default::default());
+    server_action(
+        &shared,
+        None,
+        "web",
+        "127.0.0.1:19002",
+        Action::Disable,
+        None,
+    );
+    let (status, body) = drained(&shared, "web", "127.0.0.1:19002", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["state"], "down");
+    assert_eq!(body["drained"], false);
+
+    server_action(&shared, None, "web", "127.0.0.1:19002", Action::Drain, None);
+    let (status, body) = drained(&shared, "web", "127.0.0.1:19002", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "drained");
+}
