@@ -81,7 +81,7 @@ pub fn deserialize(text: &str, file: &Path) -> Result<Schema, Diagnostic> {
         .into_table();
     let mut diagnostics = Vec::new();
     let mut removed = Removed::default();
-    while diagnostics.len() < MAX_REJECTED {
+    loop {
         let error =
             match toml_edit::de::from_document::<RawConfig>(DocumentMut::from(document.clone())) {
                 Ok(raw) => {
@@ -91,6 +91,7 @@ pub fn deserialize(text: &str, file: &Path) -> Result<Schema, Diagnostic> {
                         removed,
                     });
                 }
+                Err(_) if diagnostics.len() == MAX_REJECTED => break,
                 Err(error) => error,
             };
         let kind = diagnostic_kind(error.message());
