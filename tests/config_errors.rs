@@ -1,6 +1,7 @@
 //! `sluice check` and `sluice run` on configs, through the real binary: bad
 //! files are refused with `FILE:LINE:COL` for every problem and exit 1, and
-//! every example config in `config/` passes.
+//! every example config in `config/` passes. Every unknown key, wrong type
+//! and bad value is reported in one run; a syntax error alone.
 
 mod support;
 
@@ -112,6 +113,91 @@ fn every_problem_is_reported_at_once() {
         .filter(|l| l.contains("sluice.toml:"))
         .count();
     assert!(diagnostics >= 3, "three problems, each reported:\n{stderr}");
+}
+
+/// Runs `check` on `toml` and returns its exit code and stderr.
+fn check_exit(toml: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir for the config");
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, toml).expect("write the config");
+    let output = Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sluice check");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+/// The `LINE:COL` of every diagnostic in `stderr`, in order.
+fn positions(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split_once("sluice.toml:"))
+        .filter_map(|(_, rest)| {
+            let mut parts = rest.splitn(3, ':');
+            Some(format!("{}:{}", parts.next()?, parts.next()?))
+        })
+        .collect()
+}
+
+#[test]
+fn unknown_keys_in_every_table_are_all_reported() {
+    let toml = format!(
+        "[global]\nfoo = 1\nbar = 2\n\n[log]\nbaz = 1\n\n{}",
+        base("balanse = \"round_robin\"", "wieght = 2")
+    );
+    let (code, stderr) = check_exit(&toml);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        positions(&stderr),
+        ["2:1", "3:1", "6:1", "13:1", "16:1"],
+        "{stderr}"
+    );
+    for (line, column, key) in [
+        (2, 1, "foo"),
+        (3, 1, "bar"),
+        (6, 1, "baz"),
+        (13, 1, "balanse"),
+        (16, 1, "wieght"),
+    ] {
+        assert_points_at(&stderr, line, column, &format!("unknown key \"{key}\""));
+    }
+}
+
+#[test]
+fn unknown_key_type_error_and_bad_value_are_all_reported() {
+    let toml = base("colour = \"blue\"\nmax_fails = \"x\"", "weight = 0");
+    let (code, stderr) = check_exit(&toml);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(positions(&stderr), ["6:1", "7:13", "10:10"], "{stderr}");
+    assert_points_at(&stderr, 6, 1, "unknown key \"colour\"");
+    assert_points_at(&stderr, 7, 13, "invalid type: string \"x\"");
+    assert_points_at(&stderr, 10, 10, "weight = 0 is out of range");
+}
+
+#[test]
+fn a_required_key_of_the_wrong_type_is_reported_once() {
+    let toml = base("", "").replace("address = \"127.0.0.1:9\"", "address = 9");
+    let (code, stderr) = check_exit(&toml);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(positions(&stderr), ["8:11"], "{stderr}");
+    assert_points_at(
+        &stderr,
+        8,
+        11,
+        "invalid type: integer `9`, expected a string",
+    );
+}
+
+#[test]
+fn a_syntax_error_is_reported_alone() {
+    let toml = "[global]\nfoo = 1\n[[listener]\nlisten = 5\n";
+    let (code, stderr) = check_exit(toml);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(positions(&stderr), ["3:11"], "{stderr}");
 }
 
 #[test]

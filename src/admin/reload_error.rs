@@ -102,4 +102,21 @@ mod tests {
         assert_eq!(body["diagnostics"][0]["file"], "s.toml");
         assert_eq!(body["diagnostics"][0]["line"], 3);
     }
+
+    #[test]
+    fn an_unknown_key_does_not_hide_the_other_problems() {
+        let err = config::parse(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\ncolour = \"blue\"\nupstream = \"nope\"\n",
+            Path::new("s.toml"),
+        )
+        .expect_err("unknown key and unknown upstream");
+        let body = body(&ReloadError::Config(err));
+        let at: Vec<_> = body["diagnostics"]
+            .as_array()
+            .expect("diagnostics")
+            .iter()
+            .map(|d| (d["line"].clone(), d["column"].clone()))
+            .collect();
+        assert_eq!(at, [(3.into(), 1.into()), (4.into(), 12.into())], "{body}");
+    }
 }

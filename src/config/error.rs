@@ -17,7 +17,8 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
-    /// Syntax errors stop at the first; validation errors are all collected.
+    /// Every problem, in file order; a syntax error is reported alone, as
+    /// nothing after it can be read reliably.
     #[error("{}", Lines(.0))]
     Invalid(Vec<Diagnostic>),
 }

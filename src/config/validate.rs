@@ -11,17 +11,25 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::deserialize::Removed;
 use super::error::{Diagnostic, DiagnosticKind};
 use super::model::*;
 use super::raw::*;
 use super::units::{self, UnitError};
 
-/// Checks `raw` (parsed from `text`, read from `file`) and builds the model.
-pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<Config, Vec<Diagnostic>> {
+/// Checks `raw` (parsed from `text`, read from `file`, with `removed` taken
+/// out of it for being rejected) and builds the model.
+pub fn validate(
+    raw: RawConfig,
+    text: &str,
+    file: &Path,
+    removed: &Removed,
+) -> Result<Config, Vec<Diagnostic>> {
     let mut checker = Checker {
         text,
         file,
         dir: file.parent().unwrap_or(Path::new("")),
+        removed,
         diagnostics: Vec::new(),
     };
     let config = checker.config(raw);
@@ -56,6 +64,8 @@ struct Checker<'a> {
     /// Relative certificate paths are relative to the config file, not to
     /// the directory sluice happens to be started from.
     dir: &'a Path,
+    /// A list is not reported empty when its entries were rejected already.
+    removed: &'a Removed,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -79,7 +89,7 @@ impl Checker<'_> {
             .map(|(name, upstream)| self.upstream(name, upstream))
             .collect();
 
-        if raw.listener.is_empty() {
+        if raw.listener.is_empty() && !self.removed.contains(&["listener"]) {
             self.report(0..0, DiagnosticKind::NoListeners);
         }
         // Who already holds each listen address, to name them in a clash.
@@ -323,7 +333,7 @@ impl Checker<'_> {
                 DiagnosticKind::InvalidUpstreamName { name: name.clone() },
             );
         }
-        if raw.server.is_empty() {
+        if raw.server.is_empty() && !self.removed.contains(&["upstream", &name, "server"]) {
             self.report(
                 name_span,
                 DiagnosticKind::NoServers {

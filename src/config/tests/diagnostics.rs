@@ -1,5 +1,6 @@
 //! Files that fail: every problem at its line and column, in one run,
-//! and the errors of syntax, types, required keys and listener addresses.
+//! and the errors of syntax, types, unknown and required keys and listener
+//! addresses.
 
 use super::*;
 
@@ -123,7 +124,7 @@ fn missing_required_key_names_it() {
 }
 
 #[test]
-fn wrong_type_stops_at_the_first_with_its_position() {
+fn wrong_type_is_reported_at_its_position() {
     let text = "[[listener]]\nlisten = \"127.0.0.1:8080\"\nmax_headers = \"many\"\n";
     let errors = errors(text);
     assert_eq!(errors.len(), 1);
@@ -131,6 +132,116 @@ fn wrong_type_stops_at_the_first_with_its_position() {
         errors[0].starts_with("3:15: invalid type: string \"many\""),
         "{errors:?}"
     );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_reported_with_the_value_errors() {
+    let text = r#"[global]
+worker_threads = "two"
+shutdown_timeout = "30 parsecs"
+bogus_key = 1
+
+[[listener]]
+listen = "127.0.0.1:8080"
+upstream = "nope"
+colour = "blue"
+
+[upstream.web]
+balance = "fastest"
+fail_on_status = [502, "503"]
+
+[[upstream.web.server]]
+address = "127.0.0.1:9001"
+weight = 0
+
+[upstream.web.health_check]
+unknown = true
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            "2:18: invalid type: string \"two\", expected usize",
+            "3:20: invalid duration \"30 parsecs\": expected a number followed by ms, s, m or h, such as \"250ms\", \"10s\" or \"1m30s\"",
+            "4:1: unknown key \"bogus_key\", expected one of worker_threads, shutdown_timeout, watch, trusted_proxies",
+            "8:12: upstream \"nope\" is not defined (defined: web)",
+            "9:1: unknown key \"colour\", expected one of name, listen, upstream, header_timeout, idle_timeout, max_header_size, max_headers, max_body_size, tls, route",
+            "12:11: invalid balance \"fastest\": expected one of round_robin, least_conn, ip_hash, hash, random",
+            "13:24: invalid type: string \"503\", expected i64",
+            "17:10: weight = 0 is out of range: expected 1 to 4294967295",
+            "20:1: unknown key \"unknown\", expected one of path, interval, timeout, fails, passes, status",
+        ]
+    );
+}
+
+#[test]
+fn unknown_keys_in_inline_and_dotted_tables_are_reported() {
+    let text = r#"listener = [{ listen = "127.0.0.1:8080", colour = 1 }, { listen = "127.0.0.1:8081", size = 2 }]
+upstream.web.server = [{ address = "127.0.0.1:9001", wieght = 2 }]
+upstream.web.sticky.cookie_name = "s"
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            "1:42: unknown key \"colour\", expected one of name, listen, upstream, header_timeout, idle_timeout, max_header_size, max_headers, max_body_size, tls, route",
+            "1:85: unknown key \"size\", expected one of name, listen, upstream, header_timeout, idle_timeout, max_header_size, max_headers, max_body_size, tls, route",
+            "2:54: unknown key \"wieght\", expected one of address, weight, max_conns, backup, down, drain, slow_start",
+            "3:21: unknown key \"cookie_name\", expected one of cookie, max_age, path, http_only, secure, same_site, secret",
+        ]
+    );
+}
+
+#[test]
+fn a_required_key_of_the_wrong_type_is_not_also_missing() {
+    let text =
+        "[[listener]]\nlisten = 8080\n\n[upstream.web]\n[[upstream.web.server]]\naddress = 9001\n";
+    assert_eq!(
+        errors(text),
+        [
+            "2:10: invalid type: integer `8080`, expected a string",
+            "6:11: invalid type: integer `9001`, expected a string",
+        ]
+    );
+}
+
+#[test]
+fn rejected_lists_are_not_also_reported_empty() {
+    let text = "listener = \"127.0.0.1:8080\"\n\n[upstream.web]\nserver = \"127.0.0.1:9001\"\n";
+    assert_eq!(
+        errors(text),
+        [
+            "1:12: invalid type: string \"127.0.0.1:8080\", expected a sequence",
+            "4:10: invalid type: string \"127.0.0.1:9001\", expected a sequence",
+        ]
+    );
+}
+
+#[test]
+fn a_table_missing_a_required_key_does_not_hide_the_rest_of_the_file() {
+    let text = "[[listener]]\nlisten = \"127.0.0.1:8080\"\nupstream = \"web\"\n\n\
+                [upstream.web]\n[[upstream.web.server]]\nweight = 2\n\
+                [[upstream.web.server]]\naddress = \"127.0.0.1:9002\"\nweight = 0\n";
+    assert_eq!(
+        errors(text),
+        [
+            "6:1: missing required key \"address\"",
+            "10:10: weight = 0 is out of range: expected 1 to 4294967295",
+        ]
+    );
+}
+
+#[test]
+fn rejected_keys_stop_at_fifty() {
+    let keys = |n: usize| -> String { (0..n).map(|i| format!("k{i} = 1\n")).collect() };
+    let too_many = errors(&format!("[global]\n{}", keys(60)));
+    assert_eq!(too_many.len(), 50);
+    assert!(
+        too_many[49].starts_with("51:1: unknown key \"k49\""),
+        "{too_many:?}"
+    );
+    // Fifty is not too many: the values are still checked.
+    let fifty = errors(&format!("[global]\n{}", keys(50)));
+    assert_eq!(fifty.len(), 51);
+    assert!(fifty[0].contains("no [[listener]]"), "{fifty:?}");
 }
 
 #[test]
