@@ -59,18 +59,48 @@ where
     addr
 }
 
+/// A server that takes one connection, answers `response` and waits for
+/// the proxy to close.
+async fn answering(response: &'static [u8]) -> SocketAddr {
+    server(move |mut stream, _| async move {
+        stream.write_all(response).await.unwrap();
+        let _ = stream.read(&mut [0u8; 64]).await;
+    })
+    .await
+}
+
 async fn proxy_to(server: SocketAddr) -> Proxy {
+    proxy_to_all(&[server]).await
+}
+
+/// A proxy in front of `servers`, balanced round-robin.
+async fn proxy_to_all(servers: &[SocketAddr]) -> Proxy {
     Proxy::start(
         &Config::new()
             .listener_with(|l| l.set("upstream", "web"))
-            .upstream("web", |u| u.server(server))
+            .upstream("web", |u| {
+                servers.iter().fold(u, |u, &server| u.server(server))
+            })
             .toml(),
     )
     .await
 }
 
+/// A GET that closes its connection after the response.
+const GET_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Sends `request` on a new connection to `proxy`; returns what the client
+/// read until the close.
+async fn ask(proxy: &Proxy, request: &[u8]) -> String {
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client.write_all(request).await.unwrap();
+    let mut received = Vec::new();
+    read_to_close(&mut client, &mut received).await;
+    text(&received)
 }
 
 /// Sends `request` through a proxy to a server that writes `answer`, part
@@ -83,12 +113,7 @@ async fn one_exchange(answer: &'static [&'static [u8]], request: &'static [u8]) 
         let _ = stream.read(&mut [0u8; 64]).await;
     })
     .await;
-    let proxy = proxy_to(addr).await;
-    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
-    client.write_all(request).await.unwrap();
-    let mut received = Vec::new();
-    read_to_close(&mut client, &mut received).await;
-    text(&received)
+    ask(&proxy_to(addr).await, request).await
 }
 
 const EARLY_HINTS: &[u8] = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\
@@ -142,21 +167,8 @@ async fn a_request_whose_103_was_passed_on_is_not_retried() {
         server(hints_then_close).await,
         server(hints_then_close).await,
     );
-    let proxy = Proxy::start(
-        &Config::new()
-            .listener_with(|l| l.set("upstream", "web"))
-            .upstream("web", |u| u.set("max_fails", 0).server(a).server(b))
-            .toml(),
-    )
-    .await;
-    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut received = Vec::new();
-    read_to_close(&mut client, &mut received).await;
-    let all = text(&received);
+    let proxy = proxy_to_all(&[a, b]).await;
+    let all = ask(&proxy, GET_CLOSE).await;
     assert_eq!(all.matches("103 Early Hints").count(), 1, "{all}");
     assert!(all.contains("HTTP/1.1 502 "), "{all}");
 }
@@ -225,14 +237,7 @@ async fn chunked_server() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_bodies_pass_between_http11_peers_as_framed() {
     let proxy = proxy_to(chunked_server().await).await;
-    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut received = Vec::new();
-    read_to_close(&mut client, &mut received).await;
-    let all = text(&received);
+    let all = ask(&proxy, GET_CLOSE).await;
     let (head, body) = all.split_once("\r\n\r\n").expect("a head");
     assert!(head.contains("\r\ntransfer-encoding: chunked"), "{all}");
     assert_eq!(body.as_bytes(), CHUNKED, "extensions and trailers as sent");
@@ -241,14 +246,7 @@ async fn chunked_bodies_pass_between_http11_peers_as_framed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_bodies_reach_http10_clients_decoded() {
     let proxy = proxy_to(chunked_server().await).await;
-    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
-    client
-        .write_all(b"GET / HTTP/1.0\r\nHost: a.test\r\n\r\n")
-        .await
-        .unwrap();
-    let mut received = Vec::new();
-    read_to_close(&mut client, &mut received).await;
-    let all = text(&received);
+    let all = ask(&proxy, b"GET / HTTP/1.0\r\nHost: a.test\r\n\r\n").await;
     assert!(!all.contains("transfer-encoding"), "{all}");
     assert!(all.ends_with("\r\n\r\nwikipedia"), "{all}");
 }
@@ -293,58 +291,22 @@ async fn a_bad_chunk_passed_through_still_ends_the_exchange() {
 /// A server whose chunked body is broken from its first line, sent with
 /// the head.
 async fn broken_chunks_server() -> SocketAddr {
-    server(|mut stream, _| async move {
-        stream
-            .write_all(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
-            )
-            .await
-            .unwrap();
-        let _ = stream.read(&mut [0u8; 64]).await;
-    })
-    .await
+    answering(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_broken_from_its_first_chunk_is_a_bad_gateway() {
     let proxy = proxy_to(broken_chunks_server().await).await;
-    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut received = Vec::new();
-    read_to_close(&mut client, &mut received).await;
-    let all = text(&received);
+    let all = ask(&proxy, GET_CLOSE).await;
     assert!(all.starts_with("HTTP/1.1 502 "), "{all}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_whose_body_is_broken_from_the_start_goes_to_another_server() {
     let broken = broken_chunks_server().await;
-    let healthy = server(|mut stream, _| async move {
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .await
-            .unwrap();
-        let _ = stream.read(&mut [0u8; 64]).await;
-    })
-    .await;
-    let proxy = Proxy::start(
-        &Config::new()
-            .listener_with(|l| l.set("upstream", "web"))
-            .upstream("web", |u| u.server(broken).server(healthy))
-            .toml(),
-    )
-    .await;
-    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut received = Vec::new();
-    read_to_close(&mut client, &mut received).await;
-    let all = text(&received);
+    let healthy = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let proxy = proxy_to_all(&[broken, healthy]).await;
+    let all = ask(&proxy, GET_CLOSE).await;
     assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
     assert!(all.ends_with("\r\n\r\nok"), "{all}");
 }
