@@ -335,3 +335,52 @@ async fn metrics_parse_and_move_with_traffic() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn metrics_speak_the_classic_text_or_openmetrics_as_asked_with_labels_escaped() {
+    let a = MockUpstream::named("a").start().await;
+    let toml = Config::new()
+        .admin()
+        .listener_with(|l| l.set("name", "pub \"x\" \\ y").set("upstream", "web"))
+        .upstream("web", |u| u.server(&a))
+        .toml();
+    let proxy = Proxy::start(&toml).await;
+    assert_eq!(get(&proxy.url("/")).await.status, 200);
+
+    let text = get(&proxy.admin_url("/metrics")).await;
+    assert_eq!(
+        text.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(
+        text.body.contains("# TYPE sluice_requests_total counter"),
+        "{}",
+        text.body
+    );
+    assert!(!text.body.contains("# EOF"), "{}", text.body);
+    assert!(
+        text.body
+            .contains(r#"sluice_requests_total{listener="pub \"x\" \\ y",code="2xx"} 1"#),
+        "{}",
+        text.body
+    );
+
+    let open = get_with(
+        &proxy.admin_url("/metrics"),
+        &[(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )],
+    )
+    .await;
+    assert_eq!(
+        open.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(
+        open.body.contains("# TYPE sluice_requests counter"),
+        "{}",
+        open.body
+    );
+    assert!(open.body.ends_with("# EOF\n"), "{}", open.body);
+}

@@ -14,8 +14,32 @@ use crate::cluster::Cluster;
 use crate::runtime::stats::LATENCY_BUCKETS;
 use crate::runtime::{ServerStatus, Shared, Snapshot, clock};
 
-/// The `Content-Type` of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The two formats a scrape may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0, for a scraper that asks for it (Prometheus does).
+    OpenMetrics,
+    /// Prometheus' text format 0.0.4: what anything else gets (curl, a
+    /// parser of the classic format).
+    Text,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for.
+    pub fn accepted(accept: Option<&str>) -> Format {
+        match accept {
+            Some(accept) if accept.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -30,8 +54,13 @@ const SERVER_STATES: [ServerStatus; 7] = [
 ];
 
 /// Every `sluice_*` metric, as of now, with `accepted` the connections
-/// each worker has accepted.
-pub fn render(shared: &Shared, cluster: Option<&Cluster>, accepted: Vec<u64>) -> String {
+/// each worker has accepted, in `format`.
+pub fn render(
+    shared: &Shared,
+    cluster: Option<&Cluster>,
+    accepted: Vec<u64>,
+    format: Format,
+) -> String {
     let mut registry = Registry::with_prefix("sluice");
     registry.register_collector(Box::new(Scrape {
         snapshot: shared.load(),
@@ -42,7 +71,39 @@ pub fn render(shared: &Shared, cluster: Option<&Cluster>, accepted: Vec<u64>) ->
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-    text
+    match format {
+        Format::OpenMetrics => text,
+        Format::Text => classic(&text),
+    }
+}
+
+/// OpenMetrics text made the classic text format: a counter's `HELP` and
+/// `TYPE` name its samples' `_total` name, and there is no `# EOF` (or
+/// `# UNIT`). Gauges and histograms read the same in both.
+fn classic(openmetrics: &str) -> String {
+    // `HELP` comes before `TYPE`: the counters are known first.
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let (name, tail) = line.strip_prefix(tag)?.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{tag}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// One scrape's view: the snapshot and the process-wide counters.
@@ -59,6 +120,22 @@ impl fmt::Debug for Scrape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scrape").finish_non_exhaustive()
     }
+}
+
+/// A label value as the text format wants it: `\`, `"` and line feeds
+/// escaped. Names and addresses come from the config, which may hold any
+/// of them (the encoder writes values as given).
+fn label(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// Writes one metric family: a descriptor, then its series.
@@ -103,10 +180,7 @@ impl Collector for Scrape {
                 let counts = l.responses.read();
                 STATUS_CLASSES.iter().zip(counts).map(move |(class, n)| {
                     (
-                        [
-                            ("listener", l.name.to_string()),
-                            ("code", (*class).to_owned()),
-                        ],
+                        [("listener", label(&l.name)), ("code", (*class).to_owned())],
                         n,
                     )
                 })
@@ -122,8 +196,8 @@ impl Collector for Scrape {
                 STATUS_CLASSES.iter().zip(counts).map(move |(class, n)| {
                     (
                         [
-                            ("upstream", u.name.to_string()),
-                            ("server", s.cfg.address.clone()),
+                            ("upstream", label(&u.name)),
+                            ("server", label(&s.cfg.address)),
                             ("code", (*class).to_owned()),
                         ],
                         n,
@@ -133,8 +207,8 @@ impl Collector for Scrape {
         )?;
         let server_labels = |u: &crate::runtime::UpstreamRt, s: &crate::runtime::ServerRt| {
             [
-                ("upstream", u.name.to_string()),
-                ("server", s.cfg.address.clone()),
+                ("upstream", label(&u.name)),
+                ("server", label(&s.cfg.address)),
             ]
         };
         family(
@@ -177,8 +251,8 @@ impl Collector for Scrape {
                     .map(move |((cause, code), n)| {
                         (
                             [
-                                ("upstream", u.name.to_string()),
-                                ("server", s.cfg.address.clone()),
+                                ("upstream", label(&u.name)),
+                                ("server", label(&s.cfg.address)),
                                 ("cause", cause.as_str().to_owned()),
                                 (
                                     "code",
@@ -200,8 +274,8 @@ impl Collector for Scrape {
                 SERVER_STATES.iter().map(move |state| {
                     (
                         [
-                            ("upstream", u.name.to_string()),
-                            ("server", s.cfg.address.clone()),
+                            ("upstream", label(&u.name)),
+                            ("server", label(&s.cfg.address)),
                             ("state", state.as_str().to_owned()),
                         ],
                         u64::from(*state == current),
@@ -229,8 +303,8 @@ impl Collector for Scrape {
                 .map(|(result, n)| {
                     (
                         [
-                            ("upstream", u.name.to_string()),
-                            ("server", s.cfg.address.clone()),
+                            ("upstream", label(&u.name)),
+                            ("server", label(&s.cfg.address)),
                             ("result", result.to_owned()),
                         ],
                         n,
@@ -238,7 +312,7 @@ impl Collector for Scrape {
                 })
             }),
         )?;
-        let upstream_label = |u: &crate::runtime::UpstreamRt| [("upstream", u.name.to_string())];
+        let upstream_label = |u: &crate::runtime::UpstreamRt| [("upstream", label(&u.name))];
         family(
             &mut encoder,
             "retries",

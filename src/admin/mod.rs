@@ -196,14 +196,17 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
     match route {
         Route::Dashboard => dashboard::page(),
         Route::Metrics => {
+            let accept = req.headers().get(header::ACCEPT);
+            let format = metrics::Format::accepted(accept.and_then(|v| v.to_str().ok()));
             let mut response = Response::new(Full::new(Bytes::from(metrics::render(
                 shared,
                 cluster,
                 server.workers.accepted_counts(),
+                format,
             ))));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(metrics::CONTENT_TYPE),
+                HeaderValue::from_static(format.content_type()),
             );
             response
         }
