@@ -218,7 +218,19 @@ impl Checker<'_> {
                 }
                 name.into_inner()
             }
-            None => raw.listen.get_ref().clone(),
+            // Named by its address, which another listener may have taken
+            // as its name: the metrics and logs could not tell them apart.
+            // (Another listener on this very address is a clash of its own,
+            // reported below; port 0 is a fresh port each time.)
+            None => {
+                let name = raw.listen.get_ref().clone();
+                let own_clash = listen.is_some_and(|l| l.port() == 0 || bound.contains_key(&l));
+                if names.contains(&name) && !own_clash {
+                    let kind = DiagnosticKind::DuplicateListenerName { name: name.clone() };
+                    self.report(raw.listen.span(), kind);
+                }
+                name
+            }
         };
         names.push(name.clone());
         // Port 0 asks the OS for a fresh port each time, so it never clashes.

@@ -311,3 +311,25 @@ fn unreadable_file_names_the_file() {
     );
     assert!(error.diagnostics().is_empty());
 }
+
+#[test]
+fn a_listener_named_by_its_address_clashes_with_a_name_taken_already() {
+    let text = r#"
+[[listener]]
+name = "127.0.0.1:8081"
+listen = "127.0.0.1:8080"
+upstream = "web"
+
+[[listener]]
+listen = "127.0.0.1:8081"
+upstream = "web"
+
+[upstream.web]
+[[upstream.web.server]]
+address = "127.0.0.1:9001"
+"#;
+    assert_eq!(
+        errors(text),
+        ["8:10: listener name \"127.0.0.1:8081\" is already used by another listener"]
+    );
+}
