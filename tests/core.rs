@@ -238,3 +238,32 @@ async fn one_access_log_line_per_request() {
     assert_eq!(refused["status"], 400);
     assert_eq!(refused["upstream"], "-");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quieter_log_level_keeps_the_access_log() {
+    // As nginx's access log beside its error log: `level = "warn"` quiets
+    // sluice's own messages, `access_log` alone switches the access lines.
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(
+        &Config::web(&[&a])
+            .set("log", "format", "json")
+            .set("log", "level", "warn")
+            .toml(),
+    )
+    .await;
+    assert_eq!(get(&proxy.url("/quiet")).await.status, 200);
+    poll_until(Duration::from_secs(30), "an access log line", async || {
+        proxy.stderr().lines().any(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|v| v["target"] == "sluice::access" && v["path"] == "/quiet")
+        })
+    })
+    .await;
+    let other_info = proxy
+        .stderr()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["level"] == "INFO" && v["target"] != "sluice::access")
+        .count();
+    assert_eq!(other_info, 0, "{}", proxy.stderr());
+}
