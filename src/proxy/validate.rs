@@ -150,6 +150,9 @@ pub(super) fn host_name(host: &HeaderValue) -> Cow<'_, str> {
             _ => host,
         }
     };
+    // `example.com.` is `example.com` (as nginx reads it): for routes and
+    // for the SNI name alike.
+    let name = name.strip_suffix('.').unwrap_or(name);
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(name.to_ascii_lowercase())
     } else {
@@ -162,7 +165,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_name_drops_port_and_case() {
+    fn host_name_drops_port_case_and_a_trailing_dot() {
         assert_eq!(
             host_name(&HeaderValue::from_static("API.Example.com:8080")),
             "api.example.com"
@@ -178,5 +181,9 @@ mod tests {
             "what follows the colon is no port"
         );
         assert_eq!(host_name(&HeaderValue::from_static("a.test:")), "a.test");
+        assert_eq!(
+            host_name(&HeaderValue::from_static("API.example.com.:443")),
+            "api.example.com"
+        );
     }
 }
