@@ -3,7 +3,9 @@
 //! connection — rapid reset, CONTINUATION flood, "MadeYouReset". A minimal
 //! raw frame client drives them, because a real HTTP/2 client library
 //! refuses to send these sequences. (The idle GOAWAY over h2c is covered in
-//! tests/tls.rs.)
+//! tests/tls.rs.) Also here: streams the client cancels while sluice handles
+//! them, which are logged and counted as 499, and which, when they are most
+//! of a connection's streams, are rapid reset too.
 
 mod support;
 
@@ -16,15 +18,17 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-use support::{client::*, config::*, proxy::*, upstream::*};
+use support::{admin::*, client::*, config::*, proxy::*, upstream::*};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
@@ -192,6 +196,19 @@ impl RawH2 {
                 None
             }
         }
+    }
+
+    /// Takes the frames already read: answers PINGs (so that a graceful
+    /// GOAWAY goes on to its final one) and returns the last GOAWAY seen.
+    async fn pings_and_goaway(&mut self) -> Option<GoAway> {
+        let mut goaway = None;
+        while let Some(read) = self.try_next() {
+            if read.kind == PING && read.flags & ACK == 0 {
+                let _ = self.send(&frame(PING, ACK, 0, &read.payload)).await;
+            }
+            goaway = as_goaway(&read).or(goaway);
+        }
+        goaway
     }
 
     /// Reads until GOAWAY (returned) or the end of the connection (`None`).
@@ -456,4 +473,265 @@ async fn made_you_reset_gets_goaway() {
     );
     assert_eq!(goaway.code, ENHANCE_YOUR_CALM, "{goaway:?}");
     assert!(processed <= FLOOD_BOUND, "GOAWAY after {processed} streams");
+}
+
+/// Spaced rapid reset: each stream is cancelled only once its request has
+/// reached the upstream, so hyper's count of streams reset before they were
+/// accepted never sees it; sluice counts the streams it was handling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_streams_after_they_reach_the_upstream_gets_goaway() {
+    let upstream = MockUpstream::named("a").hang().start().await;
+    let proxy = Proxy::start(&Config::web(&[&upstream]).toml()).await;
+    let (mut conn, _) = RawH2::connect(proxy.addr()).await;
+
+    let mut goaway = None;
+    let mut opened = 0;
+    while opened < 100 && goaway.is_none() && !conn.closed {
+        let stream = stream_id(opened);
+        conn.send(&get(stream, "/cancelled"))
+            .await
+            .expect("send HEADERS");
+        opened += 1;
+        let reached = usize::try_from(opened).expect("count");
+        poll_until(WAIT, "the request reached the upstream", async || {
+            goaway = conn.pings_and_goaway().await.or(goaway);
+            upstream.count() >= reached || goaway.is_some() || conn.closed
+        })
+        .await;
+        if conn.send(&rst_stream(stream, CANCEL)).await.is_err() {
+            break;
+        }
+        goaway = conn.pings_and_goaway().await.or(goaway);
+    }
+    eprintln!(
+        "spaced rapid reset: {opened} streams opened, GOAWAY {goaway:?}, {} requests upstream",
+        upstream.count()
+    );
+    let first = goaway.unwrap_or_else(|| panic!("no GOAWAY after {opened} cancelled streams"));
+    assert!(opened < 100, "GOAWAY only after {opened} streams");
+
+    // The GOAWAY is hyper's graceful one (last stream 2^31-1, then the
+    // real last stream once the PING is answered): the final one names a
+    // stream under the 100th.
+    let mut last = first;
+    poll_until(WAIT, "the final GOAWAY", async || {
+        last = conn.pings_and_goaway().await.unwrap_or(last);
+        last.last_stream < stream_id(100) || conn.closed
+    })
+    .await;
+    assert!(
+        last.last_stream < stream_id(100),
+        "last stream {} in {last:?}",
+        last.last_stream
+    );
+    assert_eq!(
+        proxy.logged("HTTP/2 client cancels most of its streams"),
+        1,
+        "one warning for the connection"
+    );
+}
+
+/// hyper's graceful GOAWAY admits streams until its PING is answered: a
+/// client that never answers and cancels on is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_on_after_goaway_drops_the_connection() {
+    let upstream = MockUpstream::named("a").hang().start().await;
+    let proxy = Proxy::start(&Config::web(&[&upstream]).toml()).await;
+    let (mut conn, _) = RawH2::connect(proxy.addr()).await;
+
+    const MAX_STREAMS: u32 = 300;
+    let mut goaway_at = None;
+    let mut opened = 0;
+    while opened < MAX_STREAMS && !conn.closed {
+        let stream = stream_id(opened);
+        if conn.send(&get(stream, "/cancelled")).await.is_err() {
+            break;
+        }
+        opened += 1;
+        let reached = usize::try_from(opened).expect("count");
+        poll_until(WAIT, "the request reached the upstream", async || {
+            // Frames are read, PINGs left unanswered.
+            while let Some(frame) = conn.try_next() {
+                if as_goaway(&frame).is_some() {
+                    goaway_at = goaway_at.or(Some(opened));
+                }
+            }
+            upstream.count() >= reached || conn.closed
+        })
+        .await;
+        if conn.send(&rst_stream(stream, CANCEL)).await.is_err() {
+            break;
+        }
+    }
+    while conn.next().await.is_some() {}
+    eprintln!("GOAWAY at stream {goaway_at:?}, connection closed after {opened} streams");
+    assert!(
+        goaway_at.is_some_and(|n| n < 100),
+        "GOAWAY at {goaway_at:?}"
+    );
+    assert!(opened < 160, "connection still open after {opened} streams");
+}
+
+/// A browser cancels the odd stream (navigation away): never cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_cancels_a_few_streams_keeps_its_connection() {
+    let upstream = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(
+        &Config::web(&[&upstream])
+            .set("log", "format", "json")
+            .toml(),
+    )
+    .await;
+    let (mut conn, _) = RawH2::connect(proxy.addr()).await;
+
+    const ANSWERED: u32 = 200;
+    const CANCELLED: u32 = 10;
+    let mut cancelled = 0;
+    for n in 0..ANSWERED + CANCELLED {
+        let stream = stream_id(n);
+        // One stream in 21 is cancelled once sluice has sent it upstream.
+        let cancel = n % 21 == 20;
+        if cancel {
+            upstream.set_hang(true);
+        }
+        let before = upstream.count();
+        let path = if cancel {
+            format!("/cancelled{n}")
+        } else {
+            "/page".to_owned()
+        };
+        conn.send(&get(stream, &path)).await.expect("send HEADERS");
+        if cancel {
+            poll_until(WAIT, "the request reached the upstream", async || {
+                upstream.count() > before
+            })
+            .await;
+            conn.send(&rst_stream(stream, CANCEL))
+                .await
+                .expect("send RST_STREAM");
+            // Released only once sluice has dropped the request, which it
+            // logs: else the answer might beat the reset.
+            poll_until(WAIT, "the cancelled request logged as 499", async || {
+                access_lines(&proxy, &path)
+                    .iter()
+                    .any(|line| line["status"] == 499)
+            })
+            .await;
+            upstream.set_hang(false);
+            cancelled += 1;
+            continue;
+        }
+        loop {
+            let frame = conn
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("connection closed at stream {n}"));
+            assert!(
+                as_goaway(&frame).is_none(),
+                "GOAWAY at stream {n}: {frame:?}"
+            );
+            if frame.stream == stream
+                && matches!(frame.kind, HEADERS | DATA)
+                && frame.flags & END_STREAM != 0
+            {
+                break;
+            }
+        }
+    }
+    assert_eq!(cancelled, CANCELLED);
+
+    // A PING answered with nothing before it: no GOAWAY is on its way.
+    conn.send(&frame(PING, 0, 0, b"sluice!!"))
+        .await
+        .expect("send PING");
+    loop {
+        let frame = conn.next().await.expect("the connection stays open");
+        assert!(as_goaway(&frame).is_none(), "{frame:?}");
+        if frame.kind == PING && frame.flags & ACK != 0 {
+            break;
+        }
+    }
+    assert_eq!(proxy.logged("HTTP/2 client cancels most of its streams"), 0);
+}
+
+/// The access log's JSON lines for requests to `path`.
+fn access_lines(proxy: &Proxy, path: &str) -> Vec<serde_json::Value> {
+    proxy
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "sluice::access" && v["path"] == path)
+        .collect()
+}
+
+/// As nginx: a request whose client went away before it was answered is
+/// logged once with status 499, and counted, although the server has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_request_is_logged_once_as_499_and_counted() {
+    let upstream = MockUpstream::named("a").hang().start().await;
+    let toml = Config::web(&[&upstream])
+        .set("log", "format", "json")
+        .admin()
+        .toml();
+    let proxy = Proxy::start(&toml).await;
+    let requests_4xx = async || {
+        let resp = support::client::get(&proxy.admin_url("/metrics")).await;
+        scrape(&resp.body)
+            .samples
+            .iter()
+            .filter(|s| s.metric == "sluice_requests_total" && s.labels.get("code") == Some("4xx"))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                ref other => panic!("sluice_requests_total is {other:?}"),
+            })
+            .sum::<f64>()
+    };
+    assert_eq!(requests_4xx().await, 0.0);
+
+    // Reset by the client: RST_STREAM.
+    let (mut conn, _) = RawH2::connect(proxy.addr()).await;
+    conn.send(&get(1, "/reset")).await.expect("send HEADERS");
+    poll_until(WAIT, "the request reached the upstream", async || {
+        upstream.count() >= 1
+    })
+    .await;
+    conn.send(&rst_stream(1, CANCEL))
+        .await
+        .expect("send RST_STREAM");
+    // Gone with its connection.
+    let (mut conn, _) = RawH2::connect(proxy.addr()).await;
+    conn.send(&get(1, "/closed")).await.expect("send HEADERS");
+    poll_until(WAIT, "the request reached the upstream", async || {
+        upstream.count() >= 2
+    })
+    .await;
+    drop(conn);
+
+    poll_until(WAIT, "both requests logged", async || {
+        !access_lines(&proxy, "/reset").is_empty() && !access_lines(&proxy, "/closed").is_empty()
+    })
+    .await;
+    // A request answered after them is logged after them: had either been
+    // logged twice, the second line would be there by now.
+    upstream.set_hang(false);
+    let (mut conn, _) = RawH2::connect(proxy.addr()).await;
+    conn.send(&get(1, "/answered")).await.expect("send HEADERS");
+    while let Some(frame) = conn.next().await {
+        if frame.flags & END_STREAM != 0 && matches!(frame.kind, HEADERS | DATA) {
+            break;
+        }
+    }
+    poll_until(WAIT, "the answered request logged", async || {
+        !access_lines(&proxy, "/answered").is_empty()
+    })
+    .await;
+    for path in ["/reset", "/closed"] {
+        let lines = access_lines(&proxy, path);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["status"], 499, "{lines:?}");
+        assert_eq!(lines[0]["bytes"], 0, "{lines:?}");
+        assert_eq!(lines[0]["upstream"], "web", "{lines:?}");
+    }
+    assert_eq!(access_lines(&proxy, "/answered")[0]["status"], 200);
+    assert_eq!(requests_4xx().await, 2.0);
 }

@@ -125,7 +125,7 @@ impl ConnCtx {
             let on = &*self.listening;
             let snapshot = on.shared.load();
             let listener = snapshot.listener(on.listen).unwrap_or(&on.listener).clone();
-            let mut entry = snapshot.config.log.access_log.then(|| {
+            let entry = snapshot.config.log.access_log.then(|| {
                 Box::new(AccessEntry {
                     listener: listener.name.clone(),
                     client: self.peer.ip(),
@@ -136,12 +136,19 @@ impl ConnCtx {
                     server: None,
                 })
             });
+            let mut pending = Unanswered::new(listener.clone(), entry);
 
             let host = match validate(&req, &listener) {
                 Ok(host) => host,
                 Err(refusal) => {
                     tracing::debug!(peer = %self.peer, reason = refusal.reason, "request refused");
-                    return local_answer(&listener, entry, refusal.status, refusal.close).into();
+                    return local_answer(
+                        &listener,
+                        pending.answer(),
+                        refusal.status,
+                        refusal.close,
+                    )
+                    .into();
                 }
             };
             let host_name = host_name(&host);
@@ -152,13 +159,19 @@ impl ConnCtx {
                 // handshake for (HTTP/2 coalescing, or a forged Host): 421 tells
                 // it to open a connection for that host.
                 tracing::debug!(peer = %self.peer, %sni, host = %host_name, "request host does not match SNI");
-                return local_answer(&listener, entry, StatusCode::MISDIRECTED_REQUEST, false)
-                    .into();
+                return local_answer(
+                    &listener,
+                    pending.answer(),
+                    StatusCode::MISDIRECTED_REQUEST,
+                    false,
+                )
+                .into();
             }
             let Some(upstream) = listener.route(&host_name, req.uri().path()).cloned() else {
-                return local_answer(&listener, entry, StatusCode::NOT_FOUND, false).into();
+                return local_answer(&listener, pending.answer(), StatusCode::NOT_FOUND, false)
+                    .into();
             };
-            if let Some(entry) = &mut entry {
+            if let Some(entry) = &mut pending.entry {
                 entry.upstream = Some(upstream.name.clone());
             }
 
@@ -237,13 +250,21 @@ impl ConnCtx {
                     let accepted =
                         upgrade.filter(|protocol| upgrade::accepted(protocol, &served.response));
                     match accepted {
-                        Some(_) => self.tunnel(&listener, &upstream, served, binding, entry),
+                        Some(_) => {
+                            self.tunnel(&listener, &upstream, served, binding, pending.answer())
+                        }
                         None => {
                             // A switch nobody asked for: the connection is no
                             // longer HTTP, so it is dropped, not pooled.
                             let server = &upstream.servers[served.server].cfg.address;
                             tracing::warn!(upstream = %upstream.name, %server, "upstream switched protocols without a matching Upgrade request");
-                            local_answer(&listener, entry, StatusCode::BAD_GATEWAY, false).into()
+                            local_answer(
+                                &listener,
+                                pending.answer(),
+                                StatusCode::BAD_GATEWAY,
+                                false,
+                            )
+                            .into()
                         }
                     }
                 }
@@ -255,7 +276,7 @@ impl ConnCtx {
                     server.state.responses.record(status.as_u16());
                     listener.responses.record(status.as_u16());
                     self.bind_cookie(&upstream, binding, served.server, &mut head.headers);
-                    let log = entry.map(|mut entry| {
+                    let log = pending.answer().map(|mut entry| {
                         entry.server = Some(server.cfg.address.clone());
                         (entry, status)
                     });
@@ -275,7 +296,7 @@ impl ConnCtx {
                         tracing::warn!(upstream = %upstream.name, error = %err, status = status.as_u16(), "request failed");
                     }
                     let close = matches!(err, ProxyError::RequestBody(_));
-                    local_answer(&listener, entry, status, close).into()
+                    local_answer(&listener, pending.answer(), status, close).into()
                 }
             }
         }
@@ -346,6 +367,49 @@ impl ConnCtx {
         Handled {
             response: Response::from_parts(head, ResponseBody::empty()),
             tunnel: Some(tunnel),
+        }
+    }
+}
+
+/// A request not answered yet. Its handler's future is dropped before the
+/// answer only when the client went away (an HTTP/2 stream reset, or the
+/// connection closed), and then, as nginx does, the request is counted and
+/// logged with status 499, having sent nothing. Once answered, the response
+/// (its body, or the tunnel) logs the request instead: never twice.
+struct Unanswered {
+    /// `None` once answered.
+    listener: Option<Arc<ListenerRt>>,
+    entry: Option<Box<AccessEntry>>,
+}
+
+/// nginx's "client closed request", which no response ever carries.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl Unanswered {
+    fn new(listener: Arc<ListenerRt>, entry: Option<Box<AccessEntry>>) -> Self {
+        Unanswered {
+            listener: Some(listener),
+            entry,
+        }
+    }
+
+    /// The access-log entry, for whatever answers the request.
+    fn answer(&mut self) -> Option<Box<AccessEntry>> {
+        self.listener = None;
+        self.entry.take()
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        listener.responses.record(CLIENT_CLOSED_REQUEST);
+        if let Some(entry) = self.entry.take()
+            && let Ok(status) = StatusCode::from_u16(CLIENT_CLOSED_REQUEST)
+        {
+            entry.log(status, 0, false);
         }
     }
 }

@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
 use super::Server;
+use super::cancels::{Cancels, MAX_CANCELLED_STREAMS};
 use super::idle::{Activity, Tracked};
 use crate::proxy::ConnCtx;
 use crate::proxy::body::ClientBody;
@@ -24,6 +25,10 @@ use crate::proxy::body::ClientBody;
 ///   they are answered; more than 20 pending at once is GOAWAY.
 /// - "MadeYouReset" (CVE-2025-8671): streams the server itself must reset
 ///   because the client broke the protocol on them; the 100th is GOAWAY.
+/// - Rapid reset with the resets spaced out, so that sluice has accepted
+///   each stream (and sent it upstream) before its RST_STREAM: see
+///   [`Cancels`]; more than 50 cancelled, and more than half of the streams
+///   opened, is GOAWAY.
 /// - CONTINUATION flood (CVE-2024-27316): h2 caps a header block at
 ///   `max_header_list_size` (our `max_header_size`) and at a handful of
 ///   CONTINUATION frames (5 for 64 KiB), then GOAWAY.
@@ -58,15 +63,19 @@ impl Server {
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
         let ctx = Arc::new(ctx);
         let activity = Arc::new(Activity::new());
+        let cancels = Arc::new(Cancels::default());
         let service = {
             let activity = activity.clone();
+            let cancels = cancels.clone();
             service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let ctx = ctx.clone();
                 let open = activity.open();
+                let handling = cancels.open();
                 async move {
                     let req = req.map(ClientBody::H2);
                     // HTTP/2 has no Upgrade: no tunnel comes back.
                     let response = ctx.handle(req).await.response;
+                    handling.answered();
                     Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
                 }
             })
@@ -77,13 +86,17 @@ impl Server {
         // own: polled next to `conn`, they would be polled again at every
         // wake-up of a busy connection.
         let (close, mut closing) = oneshot::channel();
-        let _watchdog = AbortOnDrop(tokio::spawn(async move {
-            let reason = tokio::select! {
-                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => "shutdown",
-                _ = async { let _ = removed.wait_for(|r| *r).await; } => "listener removed",
-                _ = activity.idle_for(idle_timeout) => "idle_timeout",
-            };
-            let _ = close.send(reason);
+        let _watchdog = AbortOnDrop(tokio::spawn({
+            let cancels = cancels.clone();
+            async move {
+                let reason = tokio::select! {
+                    _ = async { let _ = shutdown.wait_for(|s| *s).await; } => Close::Shutdown,
+                    _ = async { let _ = removed.wait_for(|r| *r).await; } => Close::Removed,
+                    _ = activity.idle_for(idle_timeout) => Close::Idle,
+                    () = cancels.flooded(MAX_CANCELLED_STREAMS) => Close::Cancels,
+                };
+                let _ = close.send(reason);
+            }
         }));
         let reason = tokio::select! {
             result = conn.as_mut() => {
@@ -95,9 +108,46 @@ impl Server {
             Ok(reason) = &mut closing => reason,
         };
         // GOAWAY, and open streams finish.
-        tracing::debug!(%peer, reason, "closing client connection gracefully");
         conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
+        if let Some(reason) = reason.quiet() {
+            tracing::debug!(%peer, reason, "closing client connection gracefully");
+            let _ = conn.await;
+            return;
+        }
+        let (cancelled, opened) = cancels.counts();
+        tracing::warn!(%peer, cancelled, opened, "HTTP/2 client cancels most of its streams (rapid reset): GOAWAY");
+        // hyper's graceful GOAWAY admits new streams until the client
+        // answers its PING: one that never does, and cancels on, is
+        // dropped. Polled beside `conn` only now: the connection is closing.
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = cancels.flooded(cancelled + MAX_CANCELLED_STREAMS) => {
+                tracing::debug!(%peer, "client kept cancelling streams after GOAWAY: connection dropped");
+            }
+        }
+    }
+}
+
+/// Why a connection is closed gracefully.
+enum Close {
+    Shutdown,
+    /// A reload removed its listener.
+    Removed,
+    Idle,
+    /// The client cancels too many streams ([`Cancels`]).
+    Cancels,
+}
+
+impl Close {
+    /// The reason for the debug log, for the ordinary reasons; `None` for
+    /// a client's abuse, which is a warning and is watched on.
+    fn quiet(&self) -> Option<&'static str> {
+        match self {
+            Close::Shutdown => Some("shutdown"),
+            Close::Removed => Some("listener removed"),
+            Close::Idle => Some("idle_timeout"),
+            Close::Cancels => None,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! HTTP/1.1 or HTTP/2 server, and graceful shutdown.
 
 mod bind;
+mod cancels;
 mod certs;
 mod connection;
 mod h2;
