@@ -35,7 +35,7 @@ use crate::proxy::body::ClientBody;
 /// - A peer that stops answering pings is dropped after interval + timeout.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
-const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 100;
+const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 99;
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
