@@ -515,3 +515,15 @@ async fn a_client_that_stops_sending_its_body_gets_408_and_no_server_is_blamed()
         assert_eq!(entry["state"], "up", "{entry}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_body_that_never_comes_whole_gets_408_and_never_reaches_a_server() {
+    // Small enough to be read whole before a server is tried (for a
+    // retry): its wait is bounded too, or a stalled client would hold the
+    // request for ever.
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config(&[&a], |u| u.set("response_timeout", "500ms"))).await;
+    let status = slow_upload(&proxy, 100, 1, 10, Duration::ZERO).await;
+    assert_eq!(status, Some(408));
+    assert_eq!(a.count(), 0);
+}

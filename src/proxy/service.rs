@@ -209,7 +209,12 @@ impl ConnCtx {
                 },
             );
             // Buffered when small, so a failed attempt can be retried elsewhere.
-            let result = match RequestBody::buffer(body, listener.cfg.max_body_size).await {
+            let buffered = RequestBody::buffer(
+                body,
+                listener.cfg.max_body_size,
+                upstream.cfg.response_timeout,
+            );
+            let result = match buffered.await {
                 Ok(body) => {
                     let out = Outbound {
                         uri: if parts.method == Method::OPTIONS && server_wide {

@@ -3,8 +3,10 @@
 //! a failed attempt can be sent again.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -13,6 +15,7 @@ use hyper::body::Incoming;
 
 use super::super::h1::H1Body;
 use crate::http1::ChunkError;
+use crate::workers::idle::Deadline;
 
 /// Request bodies up to this size are held in memory, so a request whose
 /// attempt fails can be sent again to another server. A larger body (or one of
@@ -38,7 +41,7 @@ pub enum RequestBodyError {
     Trailer,
     #[error("request body length differs from its Content-Length")]
     LengthMismatch,
-    #[error("the client sent no more of its body within response_timeout")]
+    #[error("the client did not send its body within response_timeout")]
     TimedOut,
 }
 
@@ -203,13 +206,14 @@ impl<'a> RequestBody<'a> {
 
     /// Reads the client's body into memory when it fits in [`RETRY_BUFFER`],
     /// so it can be retried; otherwise streams it. `max_body_size` is
-    /// enforced on the buffered part too.
+    /// enforced on the buffered part too. A client that has not sent what
+    /// is buffered within `limit` (from the first wait for it) gets
+    /// [`RequestBodyError::TimedOut`]: a stalled body holds no request.
     pub async fn buffer(
         mut inner: ClientBody<'a>,
         max_body_size: Option<u64>,
+        limit: Duration,
     ) -> Result<RequestBody<'a>, RequestBodyError> {
-        use http_body_util::BodyExt as _;
-
         let stream = |prefix, inner, used: u64| RequestBody::Stream {
             prefix,
             inner,
@@ -230,8 +234,19 @@ impl<'a> RequestBody<'a> {
         }
         let mut prefix = VecDeque::new();
         let mut len = 0u64;
-        while let Some(frame) = inner.frame().await {
-            let frame = frame?;
+        // Set at the first wait: a body already read costs no clock read.
+        let mut deadline: Option<Deadline> = None;
+        loop {
+            let next = poll_fn(|cx| match Pin::new(&mut inner).poll_frame(cx) {
+                Poll::Ready(frame) => Poll::Ready(frame.transpose()),
+                Poll::Pending => deadline
+                    .get_or_insert_with(|| Deadline::new((Instant::now() + limit).into()))
+                    .poll(cx)
+                    .map(|()| Err(RequestBodyError::TimedOut)),
+            });
+            let Some(frame) = next.await? else {
+                break;
+            };
             let is_data = frame.is_data();
             if let Some(data) = frame.data_ref() {
                 len += data.len() as u64;
