@@ -313,3 +313,22 @@ async fn backup_serves_only_while_every_primary_is_unavailable() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_takes_turns_among_the_backups_too() {
+    // One primary down, two backups: the backups alternate, as nginx's
+    // backup tier does, whatever the primaries' positions did.
+    let primary = MockUpstream::named("primary").start().await;
+    let x = MockUpstream::named("x").start().await;
+    let y = MockUpstream::named("y").start().await;
+    let proxy = balancer(|u| {
+        u.server_with(&primary, |s| s.set("down", true))
+            .server_with(&x, |s| s.set("backup", true))
+            .server_with(&y, |s| s.set("backup", true))
+    })
+    .await;
+    assert_eq!(
+        served_by(&Client::new(), &proxy.url("/"), 4).await,
+        ["x", "y", "x", "y"]
+    );
+}

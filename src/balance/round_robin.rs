@@ -7,6 +7,8 @@
 //! no allocation. A server that is unavailable (or held back by slow start) is
 //! skipped by taking the next position, so the others keep their proportions.
 
+use std::sync::atomic::Ordering;
+
 use super::{PickCtx, Tier, eligible, tier};
 use crate::config;
 use crate::runtime::UpstreamRt;
@@ -49,8 +51,15 @@ impl RoundRobin {
         if seq.is_empty() {
             return None;
         }
+        // Each tier turns on its own, as nginx's: the primaries' skipped
+        // positions must not steer the backups.
+        let position = match which {
+            Tier::Primary => &up.state.rr,
+            Tier::Backup => &up.state.rr_backup,
+        };
         for _ in 0..seq.len() {
-            let i = seq[(up.state.next_rr() % seq.len() as u64) as usize] as usize;
+            let turn = position.fetch_add(1, Ordering::Relaxed);
+            let i = seq[(turn % seq.len() as u64) as usize] as usize;
             if eligible(up, i, ctx) && admit_slow_start(up, i, ctx.now_ms) {
                 return Some(i);
             }

@@ -152,8 +152,11 @@ impl Registry {
 /// Per-upstream live state that survives reloads.
 #[derive(Debug, Default)]
 pub struct UpstreamState {
-    /// Round-robin position.
+    /// Round-robin position among the primary servers.
     pub rr: AtomicU64,
+    /// Among the backup servers: a tier of its own, as nginx keeps it, so
+    /// the primaries' skipped positions do not steer the backups' turns.
+    pub rr_backup: AtomicU64,
     /// Requests in flight to this upstream.
     pub in_flight: AtomicU32,
     /// Kept across reloads, so a reload does not hand a failing upstream a
