@@ -256,8 +256,7 @@ fn watch(
                     (CloseCause::Shutdown, spread)
                 }
             };
-            let slot = server.close_slot(cause);
-            let tunnels = server.tunnels().max(slot + 1);
+            let (slot, tunnels) = server.close_slot(cause);
             let turn = spread.mul_f64(f64::from(slot) / f64::from(tunnels));
             Box::pin(tokio::time::sleep(turn)).await;
             // An operator who ended the drain meanwhile keeps the tunnel open.

@@ -189,10 +189,11 @@ pub struct ServerState {
     operator: AtomicU64,
     /// Clock ms the drain deadline passes (0 = none).
     drain_deadline_ms: AtomicU64,
-    /// The next place in line of a tunnel closing at the deadline or at
-    /// shutdown, which spreads the closes over `close_spread`.
-    drain_slots: AtomicU32,
-    shutdown_slots: AtomicU32,
+    /// The line of tunnels closing at the deadline or at shutdown, which
+    /// spreads the closes over `close_spread`: the line's length as its
+    /// first tunnel found it (high half) and the next place in it (low).
+    drain_slots: AtomicU64,
+    shutdown_slots: AtomicU64,
     closed_tunnels: Mutex<ClosedTunnels>,
     /// Callers of [`wait_until`](Self::wait_until), so the request path
     /// only pays for a wake-up when someone waits.
@@ -239,8 +240,8 @@ impl ServerState {
             checker: AtomicBool::new(false),
             operator: AtomicU64::new(pack(AdminState::None, None)),
             drain_deadline_ms: AtomicU64::new(0),
-            drain_slots: AtomicU32::new(0),
-            shutdown_slots: AtomicU32::new(0),
+            drain_slots: AtomicU64::new(0),
+            shutdown_slots: AtomicU64::new(0),
             closed_tunnels: Mutex::new(Vec::new()),
             waiters: AtomicU32::new(0),
             open_changed: Notify::new(),

@@ -28,14 +28,28 @@ impl CloseCause {
 pub type ClosedTunnels = Vec<((CloseCause, Option<u16>), u64)>;
 
 impl ServerState {
-    /// This tunnel's place among the server's tunnels closing for `cause`:
-    /// 0 for the first to ask, then 1, 2, ...
-    pub fn close_slot(&self, cause: CloseCause) -> u32 {
+    /// This tunnel's place among the server's tunnels closing for `cause`
+    /// (0 for the first to ask, then 1, 2, ...) and the line's length: the
+    /// tunnels open when its first took its place. Fixed then, so that
+    /// tunnels taking their places later (on another worker, whose wake-up
+    /// came a moment after) are spread over the same line, not over one
+    /// that the first closes have shortened.
+    pub fn close_slot(&self, cause: CloseCause) -> (u32, u32) {
         let slots = match cause {
             CloseCause::Drain => &self.drain_slots,
             CloseCause::Shutdown => &self.shutdown_slots,
         };
-        slots.fetch_add(1, Ordering::Relaxed)
+        let open = self.tunnels();
+        let line = |word: u64| {
+            let (length, next) = ((word >> 32) as u32, word as u32);
+            (if next == 0 { open } else { length }, next)
+        };
+        let taken = slots.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+            let (length, next) = line(word);
+            Some(u64::from(length) << 32 | u64::from(next.saturating_add(1)))
+        });
+        let (length, place) = line(taken.unwrap_or_else(|word| word));
+        (place, length.max(place + 1))
     }
 
     /// Counts a tunnel sluice closed, with the code sent to the client.

@@ -93,3 +93,26 @@ fn one_checker_per_server() {
     s.release_checker();
     assert!(s.claim_checker());
 }
+
+#[test]
+fn a_line_of_closes_keeps_the_length_its_first_tunnel_found() {
+    let s = ServerState::new(true);
+    for _ in 0..4 {
+        s.tunnel_opened();
+    }
+    assert_eq!(s.close_slot(CloseCause::Drain), (0, 4));
+    // The first closes before the others take their places (they run on
+    // another worker): the line is still four long.
+    s.tunnel_closed();
+    assert_eq!(s.close_slot(CloseCause::Drain), (1, 4));
+    s.tunnel_closed();
+    assert_eq!(s.close_slot(CloseCause::Drain), (2, 4));
+    assert_eq!(s.close_slot(CloseCause::Drain), (3, 4));
+    // A tunnel past the line's end (opened meanwhile) is its last place.
+    assert_eq!(s.close_slot(CloseCause::Drain), (4, 5));
+    // A new deadline starts a new line.
+    s.set_drain_deadline_ms(Some(1));
+    assert_eq!(s.close_slot(CloseCause::Drain), (0, 2));
+    // Shutdown has a line of its own.
+    assert_eq!(s.close_slot(CloseCause::Shutdown), (0, 2));
+}
