@@ -267,3 +267,51 @@ async fn a_quieter_log_level_keeps_the_access_log() {
         .count();
     assert_eq!(other_info, 0, "{}", proxy.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_waiting_request_frees_its_server_and_is_logged_499() {
+    // An abandoned long poll: the server has not answered, the client
+    // closes. As nginx, sluice gives the request up (its server connection
+    // closed, its in-flight count released) and logs 499.
+    use tokio::io::AsyncWriteExt;
+    let a = MockUpstream::named("a").hang().start().await;
+    let proxy = Proxy::start(
+        &Config::web(&[&a])
+            .admin()
+            .set("log", "format", "json")
+            .toml(),
+    )
+    .await;
+    let mut client = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET /poll HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    poll_until(
+        Duration::from_secs(10),
+        "the server has the request",
+        async || a.in_flight() == 1,
+    )
+    .await;
+    drop(client);
+
+    let in_flight = async || {
+        let status = get(&proxy.admin_url("/api/status")).await.body;
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        status["upstreams"]["web"]["servers"][0]["in_flight"].as_u64()
+    };
+    poll_until(
+        Duration::from_secs(10),
+        "the request is given up",
+        async || in_flight().await == Some(0),
+    )
+    .await;
+    poll_until(Duration::from_secs(10), "a 499 access line", async || {
+        proxy.stderr().lines().any(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|v| v["target"] == "sluice::access" && v["status"] == 499)
+        })
+    })
+    .await;
+    a.set_hang(false);
+}

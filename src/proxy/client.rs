@@ -45,7 +45,16 @@ async fn read_response(
     method: &Method,
     sent: Sent,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
-    receive(conn, method, sent, &mut RequestBody::empty(), false).await
+    let progress = Progress::default();
+    receive(
+        conn,
+        method,
+        sent,
+        &mut RequestBody::empty(),
+        false,
+        &progress,
+    )
+    .await
 }
 
 /// Reads the response to a request sent with `method`. Interim responses
@@ -59,12 +68,17 @@ async fn read_response(
 /// came ([`UpstreamBody::raw_fields`]), and no map is built and dropped for
 /// them. A 101's fields are always in the map: the upgrade is checked
 /// against them.
+///
+/// Once `progress` says so, the client's connection is watched while the
+/// head is awaited: a client gone ends the wait with
+/// [`UpstreamError::ClientGone`].
 pub async fn receive(
     mut conn: Conn,
     method: &Method,
     sent: Sent,
     body: &mut RequestBody<'_>,
     unmapped: bool,
+    progress: &Progress,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let mut buf = sent.read;
     if buf.capacity() == 0 {
@@ -73,13 +87,13 @@ pub async fn receive(
     loop {
         // Nothing to parse yet (the usual case, right after the request
         // went up): read first.
-        if buf.is_empty() && read_more(&mut conn, &mut buf).await? == 0 {
+        if buf.is_empty() && read_more(&mut conn, &mut buf, body, progress).await? == 0 {
             return Err(UpstreamError::ClosedBeforeHead);
         }
         let head = match ResponseHead::parse(&mut buf, upstream::RESPONSE_LIMITS) {
             Ok(Some(head)) => head,
             Ok(None) => {
-                if read_more(&mut conn, &mut buf).await? == 0 {
+                if read_more(&mut conn, &mut buf, body, progress).await? == 0 {
                     return Err(UpstreamError::ClosedBeforeHead);
                 }
                 continue;
@@ -115,10 +129,23 @@ pub async fn receive(
 }
 
 /// Reads what the server sent next into `buf`; 0 at the end of the stream.
-async fn read_more(conn: &mut Conn, buf: &mut BytesMut) -> Result<usize, UpstreamError> {
-    std::future::poll_fn(|cx| poll_read_more(conn, buf, cx))
-        .await
-        .map_err(UpstreamError::Read)
+/// While `progress` says to, the client's connection is watched too.
+async fn read_more(
+    conn: &mut Conn,
+    buf: &mut BytesMut,
+    body: &mut RequestBody<'_>,
+    progress: &Progress,
+) -> Result<usize, UpstreamError> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(read) = poll_read_more(conn, buf, cx) {
+            return Poll::Ready(read.map_err(UpstreamError::Read));
+        }
+        if progress.watching_client() && body.poll_client_gone(cx).is_ready() {
+            return Poll::Ready(Err(UpstreamError::ClientGone));
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 fn poll_read_more(

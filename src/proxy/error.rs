@@ -19,7 +19,15 @@ pub enum ProxyError {
     ResponseTimeout,
     #[error(transparent)]
     RequestBody(#[from] RequestBodyError),
+    /// The client closed its connection while the response was awaited:
+    /// nginx's 499, "client closed request".
+    #[error("the client went away before the response")]
+    ClientGone,
 }
+
+/// nginx's "client closed request": no response carries it, but the access
+/// log and the counters do.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
@@ -30,12 +38,18 @@ impl ProxyError {
             ProxyError::RequestBody(RequestBodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestBody(RequestBodyError::TimedOut) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientGone => {
+                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
     /// Whether the failure is the server's, for passive health.
     pub fn counts_against_server(&self) -> bool {
-        !matches!(self, ProxyError::NoServer | ProxyError::RequestBody(_))
+        !matches!(
+            self,
+            ProxyError::NoServer | ProxyError::RequestBody(_) | ProxyError::ClientGone
+        )
     }
 
     /// Whether the request can have reached the server's application.

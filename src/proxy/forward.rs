@@ -18,6 +18,7 @@ use crate::balance::{self, Lease, PickCtx, queue};
 use crate::http1::HeaderCase;
 use crate::runtime::{Availability, ServerRt, UpstreamRt, clock};
 use crate::upstream;
+use crate::upstream::UpstreamError;
 use crate::workers::idle::Deadline;
 
 /// A request ready to go upstream: headers already rewritten.
@@ -48,6 +49,12 @@ pub struct Served {
     pub lease: Lease,
     pub server: usize,
 }
+
+/// How long a response is waited for before the client's connection is
+/// watched too, so that a client gone (an abandoned long poll) frees its
+/// server. Not from the start: watching costs a system call, which nearly
+/// every response comes before.
+const WATCH_CLIENT_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Methods that may be sent twice (RFC 9110 idempotent methods nginx retries).
 fn is_idempotent(method: &Method) -> bool {
@@ -204,7 +211,7 @@ pub fn forward<'a>(
                     // A streamed body is gone once sending began; connect
                     // failures leave it untouched. A server's interim
                     // response (a 103) passed on began the response.
-                    let retry = !matches!(err, ProxyError::RequestBody(_))
+                    let retry = !matches!(err, ProxyError::RequestBody(_) | ProxyError::ClientGone)
                         && (err.nothing_sent() || idempotent)
                         && body.as_ref().is_some_and(|b| !b.interim_passed());
                     tracing::debug!(upstream = %up.name, server = %server.cfg.address, error = %err, retry, "attempt failed");
@@ -353,7 +360,11 @@ async fn attempt(
         case: out.case.as_ref(),
     };
     let timeout = up.cfg.response_timeout;
-    let mut deadline = Deadline::new((sending + timeout).into());
+    // The response is due by `due`; the deadline first comes at the
+    // point where the client's connection starts being watched, if that
+    // is sooner.
+    let mut due = sending + timeout;
+    let mut deadline = Deadline::new(due.min(sending + WATCH_CLIENT_AFTER).into());
     let progress = client::Progress::default();
     let mut exchange = pin!(async {
         let sent = client::send(&mut conn, &head, &mut req_body, &progress).await?;
@@ -363,24 +374,40 @@ async fn attempt(
             sent,
             &mut req_body,
             out.unmapped_response,
+            &progress,
         )
         .await
-        .map_err(ProxyError::Upstream)
+        .map_err(|e| match e {
+            UpstreamError::ClientGone => ProxyError::ClientGone,
+            e => ProxyError::Upstream(e),
+        })
     });
-    poll_fn(|cx| match exchange.as_mut().poll(cx) {
-        Poll::Ready(result) => Poll::Ready(result),
-        Poll::Pending => {
-            // The deadline runs from the last bytes that went up, which
-            // went in this poll.
-            if progress.take_moved() {
-                deadline.move_to((Instant::now() + timeout).into());
+    poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(result);
             }
-            deadline.poll(cx).map(|()| {
-                Err(match progress.on_client() {
-                    true => RequestBodyError::TimedOut.into(),
-                    false => ProxyError::ResponseTimeout,
-                })
-            })
+            // The response is due `timeout` after the last bytes that went
+            // up, which went in this poll.
+            if progress.take_moved() {
+                let now = Instant::now();
+                due = now + timeout;
+                deadline.move_to(due.min(now + WATCH_CLIENT_AFTER).into());
+            }
+            if deadline.poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if !progress.watching_client() && !progress.on_client() && Instant::now() < due {
+                // Long enough waited: the client's connection is watched
+                // from now on, and the deadline is the response's.
+                progress.watch_client();
+                deadline.move_to(due.into());
+                continue;
+            }
+            return Poll::Ready(Err(match progress.on_client() {
+                true => RequestBodyError::TimedOut.into(),
+                false => ProxyError::ResponseTimeout,
+            }));
         }
     })
     .await

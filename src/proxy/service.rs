@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 
 use super::access::AccessEntry;
 use super::body::{ClientBody, Finish, RequestBody, ResponseBody};
-use super::error::ProxyError;
+use super::error::{CLIENT_CLOSED_REQUEST, ProxyError};
 use super::forward::{Outbound, Served, forward};
 use super::forwarding::{Client, Forwarding, IpText};
 use super::h1::{Settings, Stop};
@@ -295,12 +295,12 @@ impl ConnCtx {
                 }
                 Err(err) => {
                     let status = err.status();
-                    if matches!(err, ProxyError::RequestBody(_)) {
-                        tracing::debug!(peer = %self.peer, error = %err, "client body failed");
+                    if matches!(err, ProxyError::RequestBody(_) | ProxyError::ClientGone) {
+                        tracing::debug!(peer = %self.peer, error = %err, "client failed");
                     } else {
                         tracing::warn!(upstream = %upstream.name, error = %err, status = status.as_u16(), "request failed");
                     }
-                    let close = matches!(err, ProxyError::RequestBody(_));
+                    let close = matches!(err, ProxyError::RequestBody(_) | ProxyError::ClientGone);
                     local_answer(&listener, pending.answer(), status, close).into()
                 }
             }
@@ -386,9 +386,6 @@ struct Unanswered {
     listener: Option<Arc<ListenerRt>>,
     entry: Option<Box<AccessEntry>>,
 }
-
-/// nginx's "client closed request", which no response ever carries.
-const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl Unanswered {
     fn new(listener: Arc<ListenerRt>, entry: Option<Box<AccessEntry>>) -> Self {

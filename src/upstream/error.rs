@@ -22,4 +22,8 @@ pub enum UpstreamError {
     Chunked(#[source] ChunkError),
     #[error("connection closed before the response body ended")]
     Truncated,
+    /// Not the server's doing: the client closed its connection while the
+    /// response head was awaited, so the exchange was given up.
+    #[error("the client went away before the response")]
+    ClientGone,
 }

@@ -112,6 +112,16 @@ impl ClientBody<'_> {
         }
     }
 
+    /// Ready once the client has closed its connection; see
+    /// [`H1Body::poll_gone`]. HTTP/2 clients reset their streams instead,
+    /// which drops the request.
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            ClientBody::H1(body) => body.poll_gone(cx),
+            ClientBody::H2(_) => Poll::Pending,
+        }
+    }
+
     /// Whether a server's interim response was passed to the client.
     fn interim_passed(&self) -> bool {
         match self {
@@ -193,6 +203,15 @@ impl<'a> RequestBody<'a> {
                 client.as_ref().is_some_and(ClientBody::interim_passed)
             }
             RequestBody::Stream { inner, .. } => inner.interim_passed(),
+        }
+    }
+
+    /// Ready once the client has closed its connection while its request
+    /// waits for the response.
+    pub fn poll_client_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.client() {
+            Some(client) => client.poll_gone(cx),
+            None => Poll::Pending,
         }
     }
 

@@ -39,6 +39,9 @@ pub struct Progress {
     moved: AtomicBool,
     /// Waiting for the client's next body bytes, not for the server.
     on_client: AtomicBool,
+    /// The response has been waited for long enough that the client's
+    /// connection is watched too: a client gone ends the wait.
+    watch_client: AtomicBool,
 }
 
 impl Progress {
@@ -50,6 +53,17 @@ impl Progress {
     /// Whether the sending waits for the client.
     pub fn on_client(&self) -> bool {
         self.on_client.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client's connection is watched while the response is
+    /// awaited.
+    pub fn watching_client(&self) -> bool {
+        self.watch_client.load(Ordering::Relaxed)
+    }
+
+    /// Watches the client's connection from now on.
+    pub fn watch_client(&self) {
+        self.watch_client.store(true, Ordering::Relaxed);
     }
 
     fn set_on_client(&self, waiting: bool) {

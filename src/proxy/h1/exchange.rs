@@ -11,6 +11,7 @@ use super::reader::{Continue, H1Body, Reader};
 use super::response::write_response;
 use crate::http1::{HeaderCase, RequestHead, TargetForm, Version, framing};
 use crate::proxy::body::ClientBody;
+use crate::proxy::error::CLIENT_CLOSED_REQUEST;
 use crate::proxy::headers;
 use crate::proxy::service::{ConnCtx, ServerWideOptions};
 use crate::proxy::upgrade::Tunnel;
@@ -77,6 +78,11 @@ pub(super) fn exchange<'a>(
                 Ok(_) => Next::Tunnel(tunnel),
                 Err(_) => Next::Close,
             };
+        }
+        // The client went away while the response was awaited (a 499,
+        // which no response carries): nothing to write.
+        if handled.response.status().as_u16() == CLIENT_CLOSED_REQUEST {
+            return Next::Close;
         }
         let close = !keep_alive
             || stop.is_set()

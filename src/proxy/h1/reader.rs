@@ -58,6 +58,9 @@ pub struct Reader {
     /// A server's interim response was passed to the client for this
     /// request: its response has begun, so it goes to no other server.
     interim_passed: bool,
+    /// The client sent more behind the request (seen while watching for
+    /// its close): not watched again for this request.
+    sent_more: bool,
     /// Boxed: rare, and the reader lives as long as the connection.
     trailers: Option<Box<HeaderMap>>,
     /// The connection's slot in its worker's idle waits, which times every
@@ -78,6 +81,7 @@ impl Reader {
             version: Version::Http11,
             interim: None,
             interim_passed: false,
+            sent_more: false,
             trailers: None,
             wait: IdleWait::start(),
         }
@@ -113,6 +117,7 @@ impl Reader {
         };
         self.version = version;
         self.interim_passed = false;
+        self.sent_more = false;
         self.trailers = None;
     }
 
@@ -277,6 +282,32 @@ impl<'a> H1Body<'a> {
     /// Whether a server's interim response was passed to the client.
     pub fn interim_passed(&self) -> bool {
         self.0.interim_passed
+    }
+
+    /// Ready once the client has closed its connection (or reset it) while
+    /// its request waits: looked at only once the body was read whole.
+    /// Bytes it sent meanwhile (a pipelined request, a TLS alert) are no
+    /// close: then never ready for this request. A client that only shut
+    /// its sending side down counts as gone, as it does for nginx.
+    pub fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let reader = &mut *self.0;
+        if !reader.body_done || !reader.buf.is_empty() || reader.sent_more {
+            return Poll::Pending;
+        }
+        let tcp = match &reader.stream {
+            ClientStream::Tcp(tcp) => tcp,
+            ClientStream::Tls(tls) => tls.get_ref().0,
+        };
+        let mut probe = [0u8; 1];
+        let mut probe = tokio::io::ReadBuf::new(&mut probe);
+        match tcp.poll_peek(cx, &mut probe) {
+            Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(()),
+            Poll::Ready(Ok(_)) => {
+                reader.sent_more = true;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     pub fn poll(
