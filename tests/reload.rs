@@ -294,6 +294,49 @@ async fn in_flight_counts_survive_a_reload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_removed_and_brought_back_while_busy_still_counts_its_requests() {
+    let busy = MockUpstream::named("busy").hang().start().await;
+    let b = MockUpstream::named("b").start().await;
+    let listen = listen_addr();
+    let config = |with_busy: bool| {
+        web_config(&listen, false, |u| {
+            let u = if with_busy {
+                u.server_with(&busy, |s| s.set("max_conns", 1))
+            } else {
+                u
+            };
+            u.server(&b)
+        })
+        .toml()
+    };
+    let proxy = Proxy::start(&config(true)).await;
+    let url = proxy.url("/");
+    let held = tokio::spawn(async move { try_get(&url).await });
+    poll_until(RELOAD, "a request hangs on busy", async || {
+        busy.in_flight() == 1
+    })
+    .await;
+
+    // Removed while its request runs, then back before it ends: the
+    // request still counts against its max_conns.
+    proxy.hup_reload(&config(false)).await;
+    proxy.hup_reload(&config(true)).await;
+    let client = Client::new();
+    assert_eq!(
+        tally(&served_by(&client, &proxy.url("/"), 6).await, "b"),
+        6,
+        "busy came back without its in-flight request (max_conns = 1)"
+    );
+    assert_eq!(busy.count(), 1);
+    busy.set_hang(false);
+    let resp = held
+        .await
+        .expect("held task")
+        .expect("held request completes");
+    assert_eq!(resp.upstream(), Some("busy"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_stays_open_across_reloads_and_after_its_server_is_removed() {
     let echo = WebSocketEcho::start().await;
     let other = WebSocketEcho::start().await;

@@ -129,7 +129,10 @@ impl Registry {
     }
 
     /// Forgets servers and upstreams the snapshot no longer has. Their state
-    /// lives on in older snapshots and in-flight requests until those end.
+    /// lives on in older snapshots and in-flight requests until those end;
+    /// a removed server with requests or tunnels still open stays known
+    /// until a reload finds it idle, so that one bringing it back before
+    /// they end counts them (its `max_conns` stays exact).
     fn retain(&self, snapshot: &Snapshot) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         servers.retain(|(upstream, address), state| {
@@ -140,7 +143,7 @@ impl Registry {
                 // Waiters on a removed server learn it is gone.
                 state.open_changed();
             }
-            kept
+            kept || state.in_flight() > 0 || state.tunnels() > 0
         });
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         upstreams.retain(|name, _| snapshot.upstream(name).is_some());
