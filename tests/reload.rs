@@ -256,6 +256,28 @@ async fn a_failed_server_stays_failed_across_a_reload_that_keeps_it() {
     assert_eq!(a.count(), 0, "the reload forgot that a failed");
 }
 
+/// A request through `proxy` that hangs on `busy` (its first pick),
+/// running until [`release`].
+async fn hold(proxy: &Proxy, busy: &MockUpstream) -> tokio::task::JoinHandle<Result<Resp, Error>> {
+    let url = proxy.url("/");
+    let held = tokio::spawn(async move { try_get(&url).await });
+    poll_until(RELOAD, "a request hangs on busy", async || {
+        busy.in_flight() == 1
+    })
+    .await;
+    held
+}
+
+/// Lets the request [`hold`] made finish, served by `busy`.
+async fn release(busy: &MockUpstream, held: tokio::task::JoinHandle<Result<Resp, Error>>) {
+    busy.set_hang(false);
+    let resp = held
+        .await
+        .expect("held task")
+        .expect("held request completes");
+    assert_eq!(resp.upstream(), Some("busy"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_counts_survive_a_reload() {
     let busy = MockUpstream::named("busy").hang().start().await;
@@ -269,13 +291,8 @@ async fn in_flight_counts_survive_a_reload() {
         .toml()
     };
     let proxy = Proxy::start(&config(1)).await;
-    let url = proxy.url("/");
     // Round-robin sends the first request to `busy`, where it hangs.
-    let held = tokio::spawn(async move { try_get(&url).await });
-    poll_until(RELOAD, "a request hangs on busy", async || {
-        busy.in_flight() == 1
-    })
-    .await;
+    let held = hold(&proxy, &busy).await;
 
     proxy.hup_reload(&config(2)).await;
     let client = Client::new();
@@ -285,12 +302,7 @@ async fn in_flight_counts_survive_a_reload() {
         "the reload forgot busy's in-flight request (max_conns = 1)"
     );
     assert_eq!(busy.count(), 1);
-    busy.set_hang(false);
-    let resp = held
-        .await
-        .expect("held task")
-        .expect("held request completes");
-    assert_eq!(resp.upstream(), Some("busy"));
+    release(&busy, held).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,12 +322,7 @@ async fn a_server_removed_and_brought_back_while_busy_still_counts_its_requests(
         .toml()
     };
     let proxy = Proxy::start(&config(true)).await;
-    let url = proxy.url("/");
-    let held = tokio::spawn(async move { try_get(&url).await });
-    poll_until(RELOAD, "a request hangs on busy", async || {
-        busy.in_flight() == 1
-    })
-    .await;
+    let held = hold(&proxy, &busy).await;
 
     // Removed while its request runs, then back before it ends: the
     // request still counts against its max_conns.
@@ -328,12 +335,7 @@ async fn a_server_removed_and_brought_back_while_busy_still_counts_its_requests(
         "busy came back without its in-flight request (max_conns = 1)"
     );
     assert_eq!(busy.count(), 1);
-    busy.set_hang(false);
-    let resp = held
-        .await
-        .expect("held task")
-        .expect("held request completes");
-    assert_eq!(resp.upstream(), Some("busy"));
+    release(&busy, held).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
