@@ -527,3 +527,15 @@ async fn a_small_body_that_never_comes_whole_gets_408_and_never_reaches_a_server
     assert_eq!(status, Some(408));
     assert_eq!(a.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_in_a_streamed_upload_within_response_timeout_is_no_timeout() {
+    // A first piece larger than what is buffered for retries, so the body
+    // streams to the server, then a pause longer than a second (when
+    // sluice starts watching a waiting client) but within the timeout.
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config(&[&a], |u| u.set("response_timeout", "4s"))).await;
+    let status = slow_upload(&proxy, 2 * 70_000, 2, 70_000, Duration::from_millis(1600)).await;
+    assert_eq!(status, Some(200));
+    assert_eq!(a.count(), 1);
+}

@@ -397,10 +397,14 @@ async fn attempt(
             if deadline.poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            if !progress.watching_client() && !progress.on_client() && Instant::now() < due {
-                // Long enough waited: the client's connection is watched
-                // from now on, and the deadline is the response's.
-                progress.watch_client();
+            if Instant::now() < due {
+                // Not the deadline but the point where the wait is long
+                // enough to watch the client's connection (unless it is
+                // the client's body being waited for): from now on the
+                // deadline is the response's.
+                if !progress.on_client() {
+                    progress.watch_client();
+                }
                 deadline.move_to(due.into());
                 continue;
             }
