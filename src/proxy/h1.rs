@@ -52,14 +52,18 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub type ClientStream = Stream<TlsStream<TcpStream>>;
 
 impl ClientStream {
+    /// The TCP connection under it.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Tcp(tcp) => tcp,
+            ClientStream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+
     /// Makes the close a reset (`SO_LINGER` 0): a body that ends with the
     /// connection was cut short, and an orderly close would say it ended.
     fn reset_on_close(&self) {
-        let tcp = match self {
-            ClientStream::Tcp(tcp) => tcp,
-            ClientStream::Tls(tls) => tls.get_ref().0,
-        };
-        if let Err(e) = tcp.set_zero_linger() {
+        if let Err(e) = self.tcp().set_zero_linger() {
             tracing::debug!(error = %e, "could not make the close a reset");
         }
     }

@@ -28,10 +28,12 @@ enum Outgoing {
     Chunked,
 }
 
-/// How a request body's sending goes, told to the attempt that times it:
-/// the response deadline runs from the last bytes that went up, so a long
-/// upload that moves is not cut short, and a stall is the client's when
-/// sluice was waiting for the client's next bytes.
+/// How an exchange goes, shared with the attempt that times it: the
+/// response deadline runs from the last bytes that went up, so a long
+/// upload that moves is not cut short; a stall is the client's when sluice
+/// was waiting for the client's next bytes; and once the response has
+/// been waited for a while, the attempt has the client's connection
+/// watched.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Bytes went up since the attempt last looked. (Atomics only because
@@ -64,6 +66,10 @@ impl Progress {
     /// Watches the client's connection from now on.
     pub fn watch_client(&self) {
         self.watch_client.store(true, Ordering::Relaxed);
+    }
+
+    fn note_moved(&self) {
+        self.moved.store(true, Ordering::Relaxed);
     }
 
     fn set_on_client(&self, waiting: bool) {
@@ -235,7 +241,7 @@ impl Sending {
                     }
                     Poll::Ready(Ok(n)) => {
                         self.out.advance(n);
-                        progress.moved.store(true, Ordering::Relaxed);
+                        progress.note_moved();
                         continue;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(UpstreamError::Write(e).into())),

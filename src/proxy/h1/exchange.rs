@@ -10,7 +10,7 @@ use super::ClientStream;
 use super::reader::{Continue, H1Body, Reader};
 use super::response::write_response;
 use crate::http1::{HeaderCase, RequestHead, TargetForm, Version, framing};
-use crate::proxy::body::ClientBody;
+use crate::proxy::body::{ClientBody, ResponseBody};
 use crate::proxy::error::CLIENT_CLOSED_REQUEST;
 use crate::proxy::headers;
 use crate::proxy::service::{ConnCtx, ServerWideOptions};
@@ -79,9 +79,12 @@ pub(super) fn exchange<'a>(
                 Err(_) => Next::Close,
             };
         }
-        // The client went away while the response was awaited (a 499,
-        // which no response carries): nothing to write.
-        if handled.response.status().as_u16() == CLIENT_CLOSED_REQUEST {
+        // The client went away while the response was awaited: sluice's
+        // own 499, which no response carries (a server's 499 is passed on
+        // as any status). Nothing to write.
+        if handled.response.status().as_u16() == CLIENT_CLOSED_REQUEST
+            && matches!(handled.response.body(), ResponseBody::Full(_))
+        {
             return Next::Close;
         }
         let close = !keep_alive

@@ -294,13 +294,9 @@ impl<'a> H1Body<'a> {
         if !reader.body_done || !reader.buf.is_empty() || reader.sent_more {
             return Poll::Pending;
         }
-        let tcp = match &reader.stream {
-            ClientStream::Tcp(tcp) => tcp,
-            ClientStream::Tls(tls) => tls.get_ref().0,
-        };
         let mut probe = [0u8; 1];
         let mut probe = tokio::io::ReadBuf::new(&mut probe);
-        match tcp.poll_peek(cx, &mut probe) {
+        match reader.stream.tcp().poll_peek(cx, &mut probe) {
             Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(()),
             Poll::Ready(Ok(_)) => {
                 reader.sent_more = true;
