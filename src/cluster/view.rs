@@ -188,11 +188,16 @@ mod tests {
         assert_eq!(view.others("a", 10_000).count(), 0, "itself is not other");
     }
 
-    fn tier() -> std::sync::Arc<crate::runtime::Shared> {
+    /// One upstream of one server, draining under the change `drain`.
+    fn draining(drain: ChangeId) -> std::sync::Arc<crate::runtime::Snapshot> {
         let text = "[[listener]]\nlisten = \"127.0.0.1:18080\"\nupstream = \"web\"\n\
                     [[upstream.web.server]]\naddress = \"10.0.0.1:80\"\n";
         let config = crate::config::parse(text, std::path::Path::new("test.toml")).unwrap();
-        crate::runtime::Shared::new(config, Default::default())
+        let snapshot = crate::runtime::Shared::new(config, Default::default()).load();
+        snapshot.upstreams[0].servers[0]
+            .state
+            .drain(None, Some(drain));
+        snapshot
     }
 
     fn load(at: u64, in_flight: u32, applied: &[ChangeId]) -> Beat {
@@ -203,11 +208,9 @@ mod tests {
 
     #[test]
     fn a_drain_is_drained_only_once_every_live_instance_counted_after_applying_it() {
-        let shared = tier();
-        let snapshot = shared.load();
-        let server = &snapshot.upstreams[0].servers[0];
         let drain = ChangeId::from_digest(7);
-        server.state.drain(None, Some(drain));
+        let snapshot = draining(drain);
+        let server = &snapshot.upstreams[0].servers[0];
         let mut view = View::default();
 
         view.heard("b", load(10_000, 0, &[]));
@@ -233,12 +236,10 @@ mod tests {
 
     #[test]
     fn a_silent_instance_or_an_unreachable_redis_holds_no_confirmation() {
-        let shared = tier();
-        let snapshot = shared.load();
+        let snapshot = draining(ChangeId::from_digest(7));
         let server = &snapshot.upstreams[0].servers[0];
         let mut view = View::default();
         view.heard("b", load(10_000, 0, &[]));
-        server.state.drain(None, Some(ChangeId::from_digest(7)));
         view.apply(&snapshot, "a", 13_000);
         assert!(!server.is_drained(), "b is live and has not confirmed");
         view.apply(&snapshot, "a", 13_001);
@@ -255,11 +256,9 @@ mod tests {
 
     #[test]
     fn a_beat_heard_on_the_channel_outlives_an_older_read() {
-        let shared = tier();
-        let snapshot = shared.load();
-        let server = &snapshot.upstreams[0].servers[0];
         let drain = ChangeId::from_digest(7);
-        server.state.drain(None, Some(drain));
+        let snapshot = draining(drain);
+        let server = &snapshot.upstreams[0].servers[0];
         let mut view = View::default();
         view.heard("b", load(10_020, 0, &[drain]));
         view.update(HashMap::from([("b".to_owned(), beat(10_000, 0))]));
@@ -271,10 +270,8 @@ mod tests {
 
     #[test]
     fn a_beat_from_an_older_sluice_confirms_nothing() {
-        let shared = tier();
-        let snapshot = shared.load();
+        let snapshot = draining(ChangeId::from_digest(7));
         let server = &snapshot.upstreams[0].servers[0];
-        server.state.drain(None, Some(ChangeId::from_digest(7)));
         let mut view = View::default();
         let old = r#"{"at_unix_ms":10000,"every_ms":1000,"servers":[]}"#;
         view.update(HashMap::from([("b".to_owned(), old.to_owned())]));
