@@ -29,6 +29,11 @@ pub enum ProxyError {
 /// log and the counters do.
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
+/// [`CLIENT_CLOSED_REQUEST`] as a status (a valid code: 100 to 999).
+pub fn client_closed_request() -> StatusCode {
+    StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -38,9 +43,7 @@ impl ProxyError {
             ProxyError::RequestBody(RequestBodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestBody(RequestBodyError::TimedOut) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
-            ProxyError::ClientGone => {
-                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
-            }
+            ProxyError::ClientGone => client_closed_request(),
         }
     }
 

@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 
 use super::access::AccessEntry;
 use super::body::{ClientBody, Finish, RequestBody, ResponseBody};
-use super::error::{CLIENT_CLOSED_REQUEST, ProxyError};
+use super::error::{CLIENT_CLOSED_REQUEST, ProxyError, client_closed_request};
 use super::forward::{Outbound, Served, forward};
 use super::forwarding::{Client, Forwarding, IpText};
 use super::h1::{Settings, Stop};
@@ -408,10 +408,8 @@ impl Drop for Unanswered {
             return;
         };
         listener.responses.record(CLIENT_CLOSED_REQUEST);
-        if let Some(entry) = self.entry.take()
-            && let Ok(status) = StatusCode::from_u16(CLIENT_CLOSED_REQUEST)
-        {
-            entry.log(status, 0, false);
+        if let Some(entry) = self.entry.take() {
+            entry.log(client_closed_request(), 0, false);
         }
     }
 }
