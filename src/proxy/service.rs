@@ -136,7 +136,7 @@ impl ConnCtx {
                     server: None,
                 })
             });
-            let mut pending = Unanswered::new(listener.clone(), entry);
+            let mut pending = Unanswered::new(&listener, entry);
 
             let host = match validate(&req, &listener) {
                 Ok(host) => host,
@@ -381,14 +381,14 @@ impl ConnCtx {
 /// connection closed), and then, as nginx does, the request is counted and
 /// logged with status 499, having sent nothing. Once answered, the response
 /// (its body, or the tunnel) logs the request instead: never twice.
-struct Unanswered {
+struct Unanswered<'l> {
     /// `None` once answered.
-    listener: Option<Arc<ListenerRt>>,
+    listener: Option<&'l ListenerRt>,
     entry: Option<Box<AccessEntry>>,
 }
 
-impl Unanswered {
-    fn new(listener: Arc<ListenerRt>, entry: Option<Box<AccessEntry>>) -> Self {
+impl<'l> Unanswered<'l> {
+    fn new(listener: &'l ListenerRt, entry: Option<Box<AccessEntry>>) -> Self {
         Unanswered {
             listener: Some(listener),
             entry,
@@ -402,7 +402,7 @@ impl Unanswered {
     }
 }
 
-impl Drop for Unanswered {
+impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         let Some(listener) = self.listener.take() else {
             return;
