@@ -4,7 +4,8 @@
 #
 # Environment: WORKERS (1) workers/threads per proxy, SLUICE (a prebuilt
 # binary; default: cargo build --release), SLUICE_BEFORE (an older sluice
-# binary measured beside it as "before"), ONLY (a space-separated subset of
+# binary measured beside it as "before"), CEILING (bench/ceiling's binary,
+# the least a tokio and httparse proxy does, measured beside them), ONLY (a space-separated subset of
 # nginx haproxy sluice, e.g. ONLY=sluice while iterating), B1..B3 and P_*
 # ports.
 set -euo pipefail
@@ -16,9 +17,10 @@ WORKERS=${WORKERS:-1}
 SLUICE=${SLUICE:-$ROOT/target/release/sluice}
 B1=${B1:-19101} B2=${B2:-19102} B3=${B3:-19103}
 P_SLUICE=${P_SLUICE:-18081} P_NGINX=${P_NGINX:-18082} P_HAPROXY=${P_HAPROXY:-18083}
-P_BEFORE=${P_BEFORE:-18084}
+P_BEFORE=${P_BEFORE:-18084} P_CEILING=${P_CEILING:-18085}
 read -ra PROXIES <<< "${ONLY:-nginx haproxy sluice}"
 if [ -n "${SLUICE_BEFORE:-}" ]; then PROXIES+=(before); fi
+if [ -n "${CEILING:-}" ]; then PROXIES+=(ceiling); fi
 HZ=$(getconf CLK_TCK)
 # Thousands of connections (bench/idle.sh) and HAProxy's maxconn need fds.
 ulimit -n "$(ulimit -Hn)"
@@ -132,6 +134,7 @@ port_of() {
         haproxy) echo "$P_HAPROXY" ;;
         sluice) echo "$P_SLUICE" ;;
         before) echo "$P_BEFORE" ;;
+        ceiling) echo "$P_CEILING" ;;
     esac
 }
 
@@ -156,6 +159,10 @@ start_proxy() {
         before)
             render sluice.toml before.toml "$port"
             ${WRAP:-} "$SLUICE_BEFORE" run -c "$DIR/before.toml" 2>"$DIR/before.stderr" &
+            ;;
+        ceiling)
+            ${WRAP:-} "$CEILING" "127.0.0.1:$port" "127.0.0.1:$B1" "127.0.0.1:$B2" "127.0.0.1:$B3" \
+                2>"$DIR/ceiling.stderr" &
             ;;
     esac
     PROXY_PID=$!
