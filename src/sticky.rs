@@ -107,7 +107,7 @@ impl Sticky {
     }
 
     /// The `Set-Cookie` binding a client to server `i`. `tls` is whether the
-    /// client connection is TLS: such cookies are always `Secure`.
+    /// client connection is TLS, where a `SameSite=None` cookie is `Secure`.
     pub fn set_cookie(&self, i: usize, tls: bool) -> Option<HeaderValue> {
         self.set_cookies.get(i)?[usize::from(tls)].clone()
     }
@@ -122,8 +122,9 @@ fn set_cookie(cfg: &config::Sticky, value: &str, tls: bool) -> Option<HeaderValu
     if cfg.http_only {
         cookie.push_str("; HttpOnly");
     }
-    // Browsers drop `SameSite=None` cookies that are not `Secure`.
-    if cfg.secure || tls || cfg.same_site == SameSite::None {
+    // Browsers drop `SameSite=None` cookies that are not `Secure`; over
+    // plain HTTP they drop `Secure` ones, so it is forced over TLS only.
+    if cfg.secure || (tls && cfg.same_site == SameSite::None) {
         cookie.push_str("; Secure");
     }
     cookie.push_str(match cfg.same_site {
@@ -248,8 +249,8 @@ mod tests {
             plain,
             format!("sid={v}; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax").as_str()
         );
-        let tls = s.set_cookie(0, true).unwrap();
-        assert!(tls.to_str().unwrap().contains("; Secure"));
+        // `secure = false`: over TLS too, unless `SameSite=None`.
+        assert_eq!(s.set_cookie(0, true).unwrap(), plain);
 
         let mut session = cfg("k");
         session.max_age = None;
@@ -257,8 +258,12 @@ mod tests {
         session.same_site = SameSite::None;
         let s = Sticky::build("web", &session, &servers(&["a:1"]));
         assert_eq!(
-            s.set_cookie(0, false).unwrap(),
+            s.set_cookie(0, true).unwrap(),
             format!("sid={v}; Path=/; Secure; SameSite=None").as_str()
+        );
+        assert_eq!(
+            s.set_cookie(0, false).unwrap(),
+            format!("sid={v}; Path=/; SameSite=None").as_str()
         );
         assert!(s.set_cookie(1, false).is_none());
     }

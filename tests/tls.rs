@@ -261,6 +261,57 @@ async fn h2_by_alpn_reaches_an_http1_upstream_with_authority_as_host() {
     assert_eq!(seen.header("x-forwarded-host"), Some("site.test"));
 }
 
+/// The sticky cookie is `Secure` over TLS when `same_site = "None"` (and
+/// `secure = false`), never forced over plain HTTP, where browsers would
+/// drop it, and not forced over TLS for the other `SameSite` values.
+#[tokio::test]
+async fn sticky_cookies_are_forced_secure_over_tls_with_same_site_none_only() {
+    let pki = Pki::new("sluice test CA");
+    let site = pki.issue("site", &["site.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let client = pki.client(&[b"http/1.1"]);
+    for (same_site, secure_over_tls) in [("None", true), ("Lax", false), ("Strict", false)] {
+        let config = Config::new()
+            .listener_with(|l| tls(l.set("upstream", "web"), &site))
+            .listener_with(|l| l.set("upstream", "web"))
+            .upstream("web", |u| {
+                u.server(&upstream).table("sticky", "same_site", same_site)
+            });
+        let proxy = Proxy::start(&config.toml()).await;
+
+        let stream = handshake(proxy.addr(), "site.test", client.clone())
+            .await
+            .unwrap();
+        let mut sender = h1(stream).await;
+        sender.ready().await.unwrap();
+        let request = Request::get("/")
+            .header("host", "site.test")
+            .body(Empty::new())
+            .unwrap();
+        let response = tokio::time::timeout(WAIT, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        let over_tls = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(over_tls.contains("; Secure"), secure_over_tls, "{over_tls}");
+        assert!(
+            over_tls.contains(&format!("SameSite={same_site}")),
+            "{over_tls}"
+        );
+
+        let plain = get(&format!("http://{}/", proxy.listeners()[1])).await;
+        let over_http = plain.header("set-cookie").expect("a Set-Cookie").to_owned();
+        assert!(!over_http.contains("Secure"), "{over_http}");
+        assert!(
+            over_http.contains(&format!("SameSite={same_site}")),
+            "{over_http}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn only_tls_12_and_13_are_spoken() {
     let pki = Pki::new("sluice test CA");
