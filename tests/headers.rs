@@ -227,3 +227,24 @@ async fn http2_authority_is_the_host_not_the_host_field() {
     assert_eq!(a.seen("x-forwarded-host").as_deref(), Some("app.test:8443"));
     assert_eq!(a.last_request().expect("forwarded").uri, "/h2");
 }
+
+/// HTTP/2 clients send one `cookie` field per cookie; an HTTP/1.1 server
+/// gets them joined into one `Cookie` line (RFC 9113 §8.2.3), in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cookie_fields_reach_the_upstream_as_one_cookie_line() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&Config::web(&[&a]).toml()).await;
+
+    let mut sender = h2_prior_knowledge(proxy.addr()).await;
+    let request = http::Request::get("http://app.test/cookies")
+        .header("cookie", "a=b")
+        .header("x-between", "1")
+        .header("cookie", "sid=7")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("h2 response");
+    assert_eq!(response.status(), 200);
+    let seen = a.last_request().expect("forwarded");
+    let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=b; sid=7"]);
+}

@@ -153,6 +153,26 @@ pub fn end_to_end(fields: &Fields) -> impl Iterator<Item = (&[u8], &[u8])> {
         .map(|(_, name, value)| (name, value))
 }
 
+/// Joins an HTTP/2 request's `cookie` fields into one with `"; "`, as
+/// RFC 9113 §8.2.3 asks of a request passed on over HTTP/1.1: HTTP/2
+/// clients send one field per cookie, and many HTTP/1.1 servers read only
+/// the first `Cookie` line.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for cookie in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(cookie.as_bytes());
+    }
+    // Joined from valid values with "; ": valid too.
+    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, joined);
+    }
+}
+
 /// Removes every header whose name `matches`, found by text.
 pub(super) fn remove_matching(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) {
     let names: Vec<HeaderName> = headers

@@ -194,6 +194,9 @@ impl ConnCtx {
                 .map_or(Binding::Missing, |sticky| sticky.binding(&parts.headers));
             let mut out_headers = parts.headers;
             headers::strip_hop_by_hop(&mut out_headers, upgrade.is_some());
+            if parts.version == Version::HTTP_2 {
+                headers::join_cookies(&mut out_headers);
+            }
             if upgrade.is_some() {
                 out_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             }

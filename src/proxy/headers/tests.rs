@@ -172,3 +172,21 @@ fn raw_fields_with_many_connection_tokens_drop_every_one_named() {
     let names: Vec<&[u8]> = end_to_end(&head).map(|(n, _)| n).collect();
     assert_eq!(names, [b"G".as_slice()]);
 }
+
+#[test]
+fn http2_cookie_fields_are_joined_in_order() {
+    let mut h = map(&[
+        ("cookie", "a=b"),
+        ("x-other", "1"),
+        ("cookie", "sid=7"),
+        ("cookie", "c=d"),
+    ]);
+    join_cookies(&mut h);
+    let cookies: Vec<_> = h.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=b; sid=7; c=d"]);
+    assert_eq!(h.len(), 2);
+
+    let mut one = map(&[("cookie", "a=b")]);
+    join_cookies(&mut one);
+    assert_eq!(one.get_all("cookie").iter().collect::<Vec<_>>(), ["a=b"]);
+}
