@@ -115,7 +115,12 @@ fn main() -> ExitCode {
                 }
             }
             Err(err) => {
-                eprintln!("{}: {err}", config.path.display());
+                // At the key that names the file, like every other problem.
+                let text = std::fs::read_to_string(&config.path).unwrap_or_default();
+                match err.placed(&text, &config.path) {
+                    Some(placed) => eprintln!("{placed}"),
+                    None => eprintln!("{}: {err}", config.path.display()),
+                }
                 return ExitCode::FAILURE;
             }
         }

@@ -192,6 +192,63 @@ fn a_required_key_of_the_wrong_type_is_reported_once() {
     );
 }
 
+/// Certificate, key and CA files that cannot be read are reported at the
+/// keys naming them, beside the file's other problems; a certificate that
+/// reads but holds none is placed at its key too.
+#[test]
+fn unusable_tls_files_are_reported_at_the_keys_naming_them() {
+    let config = |cert: &str, bogus: &str| {
+        format!(
+            "[[listener]]\n\
+             listen = \"127.0.0.1:{}\"\n\
+             upstream = \"web\"\n\
+             {bogus}\n\
+             [listener.tls]\n\
+             cert = \"{cert}\"\n\
+             key = \"/nonexistent/site.key\"\n\
+             \n\
+             [upstream.web]\n\
+             tls = true\n\
+             ca = \"/nonexistent/ca.pem\"\n\
+             [[upstream.web.server]]\n\
+             address = \"127.0.0.1:9\"\n",
+            free_port()
+        )
+    };
+    let stderr = refused(&config("/nonexistent/site.pem", "bogus = 1"));
+    assert_eq!(
+        positions(&stderr),
+        ["4:1", "6:8", "7:7", "11:6"],
+        "{stderr}"
+    );
+    assert_points_at(&stderr, 4, 1, "unknown key");
+    assert_points_at(
+        &stderr,
+        6,
+        8,
+        "cannot read certificate file /nonexistent/site.pem",
+    );
+    assert_points_at(
+        &stderr,
+        7,
+        7,
+        "cannot read private key file /nonexistent/site.key",
+    );
+    assert_points_at(&stderr, 11, 6, "cannot read ca bundle /nonexistent/ca.pem");
+
+    let junk = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(junk.path(), "not a certificate\n").unwrap();
+    let junk = junk.path().display().to_string();
+    let key = tempfile::NamedTempFile::new().unwrap();
+    let stderr = refused(
+        &config(&junk, "")
+            .replace("/nonexistent/site.key", &key.path().display().to_string())
+            .replace("tls = true\nca = \"/nonexistent/ca.pem\"\n", ""),
+    );
+    let words = format!("{junk} holds no pem certificate").to_lowercase();
+    assert_points_at(&stderr, 6, 8, &words);
+}
+
 #[test]
 fn a_syntax_error_is_reported_alone() {
     let toml = "[global]\nfoo = 1\n[[listener]\nlisten = 5\n";

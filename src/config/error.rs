@@ -188,6 +188,16 @@ pub enum DiagnosticKind {
     InvalidCloseCode { found: i64 },
     #[error("token is required when admin listen is not loopback ({listen})")]
     AdminTokenRequired { listen: SocketAddr },
+    #[error("cannot read {what} {}: {reason}", path.display())]
+    UnreadableFile {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    /// A certificate, key or CA file that opens but cannot be used: the TLS
+    /// layer's message, which names the file.
+    #[error("{message}")]
+    UnusableFile { message: String },
 }
 
 /// Lists the defined upstreams in a message, or says there are none.

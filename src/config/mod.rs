@@ -5,6 +5,7 @@
 
 mod deserialize;
 mod error;
+mod files;
 pub mod model;
 mod raw;
 mod summary;
@@ -17,6 +18,7 @@ mod tests;
 use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic, DiagnosticKind};
+pub use files::place;
 pub use model::*;
 pub use summary::summary;
 pub(crate) use validate::line_column;
@@ -30,7 +32,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text, path)
+    parse_with_files(&text, path)
+}
+
+/// [`parse`], and every certificate, key and CA file the text names opened
+/// for reading: one that cannot be is reported where it is named, with the
+/// file's other problems.
+pub fn parse_with_files(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let unreadable = files::unreadable(text, path);
+    match parse(text, path) {
+        Ok(config) if unreadable.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigError::Invalid(unreadable)),
+        // A syntax error stands alone, and then no file key was read.
+        Err(ConfigError::Invalid(mut diagnostics)) => {
+            diagnostics.extend(unreadable);
+            diagnostics.sort_by_key(|d| (d.line, d.column));
+            Err(ConfigError::Invalid(diagnostics))
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Checks config `text`. `path` names the file in diagnostics and is the

@@ -78,8 +78,11 @@ fn read(path: &Path) -> Result<(String, Config, Certs), ReloadError> {
         path: path.to_owned(),
         source,
     })?;
-    let config = config::parse(&text, path)?;
-    let certs = tls::load(&config)?;
+    let config = config::parse_with_files(&text, path)?;
+    let certs = tls::load(&config).map_err(|err| match err.placed(&text, path) {
+        Some(placed) => ReloadError::Config(ConfigError::Invalid(vec![placed])),
+        None => ReloadError::Tls(err),
+    })?;
     Ok((text, config, certs))
 }
 

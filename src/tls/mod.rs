@@ -114,6 +114,14 @@ impl TlsError {
     }
 }
 
+impl TlsError {
+    /// This error as a diagnostic at the key of config `text` (read from
+    /// `config`) that names its file, when one does.
+    pub fn placed(&self, text: &str, config: &Path) -> Option<config::Diagnostic> {
+        config::place(text, config, self.path()?, self.to_string())
+    }
+}
+
 /// Something worth a warning that does not stop the certificate being served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertWarning {
