@@ -93,6 +93,57 @@ fn zero_weight_is_refused() {
     assert!(stderr.contains("weight"), "{stderr}");
 }
 
+/// A timeout of zero would time every request out at once (408 or 504
+/// before anything could happen): refused where it is written.
+#[test]
+fn zero_timeouts_are_refused() {
+    let toml = format!(
+        "[[listener]]\n\
+         listen = \"127.0.0.1:{}\"\n\
+         upstream = \"web\"\n\
+         header_timeout = \"0s\"\n\
+         idle_timeout = \"0ms\"\n\
+         \n\
+         [upstream.web]\n\
+         connect_timeout = \"0s\"\n\
+         response_timeout = \"0s\"\n\
+         [[upstream.web.server]]\n\
+         address = \"127.0.0.1:9\"\n",
+        free_port()
+    );
+    let stderr = refused(&toml);
+    assert_eq!(
+        positions(&stderr),
+        ["4:18", "5:16", "8:19", "9:20"],
+        "{stderr}"
+    );
+    for (line, column, key) in [
+        (4, 18, "header_timeout"),
+        (5, 16, "idle_timeout"),
+        (8, 19, "connect_timeout"),
+        (9, 20, "response_timeout"),
+    ] {
+        assert_points_at(
+            &stderr,
+            line,
+            column,
+            &format!("{key} must be greater than 0"),
+        );
+    }
+}
+
+/// A size that does not parse is one error, not also an out-of-range zero.
+#[test]
+fn a_malformed_size_is_reported_once() {
+    let toml = base("", "").replace(
+        "upstream = \"web\"\n",
+        "upstream = \"web\"\nmax_header_size = \"-5KiB\"\n",
+    );
+    let stderr = refused(&toml);
+    assert_eq!(positions(&stderr), ["4:19"], "{stderr}");
+    assert_points_at(&stderr, 4, 19, "invalid size \"-5kib\"");
+}
+
 #[test]
 fn bad_cidr_is_refused() {
     let toml = format!(

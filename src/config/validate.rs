@@ -246,8 +246,10 @@ impl Checker<'_> {
             }
         }
         let upstream = raw.upstream.map(|u| self.upstream_ref(u, upstreams));
+        let before = self.diagnostics.len();
         let max_header_size = self.size(&raw.max_header_size, "max_header_size");
-        if max_header_size == 0 {
+        // A size that did not parse was reported already, not as a zero.
+        if max_header_size == 0 && self.diagnostics.len() == before {
             let kind = DiagnosticKind::IntOutOfRange {
                 key: "max_header_size",
                 found: 0,
@@ -260,8 +262,8 @@ impl Checker<'_> {
             name,
             listen: listen.unwrap_or(STAND_IN_ADDR),
             upstream,
-            header_timeout: self.duration(&raw.header_timeout),
-            idle_timeout: self.duration(&raw.idle_timeout),
+            header_timeout: self.positive_duration(&raw.header_timeout, "header_timeout"),
+            idle_timeout: self.positive_duration(&raw.idle_timeout, "idle_timeout"),
             max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
             max_headers: self.int(&raw.max_headers, "max_headers", 1, u32::MAX.into()),
             max_body_size: Some(self.size(&raw.max_body_size, "max_body_size")).filter(|&s| s > 0),
@@ -287,7 +289,7 @@ impl Checker<'_> {
         ListenerTls {
             cert: self.file_path(&raw.cert, "cert"),
             key: self.file_path(&raw.key, "key"),
-            handshake_timeout: self.duration(&raw.handshake_timeout),
+            handshake_timeout: self.positive_duration(&raw.handshake_timeout, "handshake_timeout"),
             unknown_sni,
             sni: raw.sni.into_iter().map(|sni| self.sni(sni)).collect(),
         }
@@ -388,8 +390,8 @@ impl Checker<'_> {
             balance_factor: Some(balance_factor).filter(|&f| f != 0.0),
             max_fails: self.int(&raw.max_fails, "max_fails", 0, u32::MAX.into()),
             fail_timeout: self.duration(&raw.fail_timeout),
-            connect_timeout: self.duration(&raw.connect_timeout),
-            response_timeout: self.duration(&raw.response_timeout),
+            connect_timeout: self.positive_duration(&raw.connect_timeout, "connect_timeout"),
+            response_timeout: self.positive_duration(&raw.response_timeout, "response_timeout"),
             tries: self.non_zero(&raw.tries, "tries"),
             retry_budget,
             retry_min_per_sec: self.int(
