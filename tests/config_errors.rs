@@ -132,6 +132,27 @@ fn zero_timeouts_are_refused() {
     }
 }
 
+/// `[log] level` is a level or `RUST_LOG`'s directives; anything else is
+/// refused at the key rather than turned into a filter that logs nothing.
+#[test]
+fn a_log_level_that_is_no_filter_is_refused() {
+    for (level, words) in [
+        ("loud", "\"loud\" is not a level"),
+        ("info,=zz[", "invalid log level"),
+        ("sluice=loud", "invalid log level"),
+    ] {
+        let toml = format!("[log]\nlevel = \"{level}\"\n\n{}", base("", ""));
+        let stderr = refused(&toml);
+        assert_eq!(positions(&stderr), ["2:9"], "{stderr}");
+        assert_points_at(&stderr, 2, 9, words);
+    }
+    for level in ["warn", "INFO", "info,sluice::access=warn", "debug,"] {
+        let toml = format!("[log]\nlevel = \"{level}\"\n\n{}", base("", ""));
+        let (ok, _, stderr) = Proxy::check(&toml);
+        assert!(ok, "{level}: {stderr}");
+    }
+}
+
 /// A size that does not parse is one error, not also an out-of-range zero.
 #[test]
 fn a_malformed_size_is_reported_once() {

@@ -183,6 +183,10 @@ pub enum DiagnosticKind {
     #[error("invalid redis URL \"{found}\": {reason}; expected such as redis://127.0.0.1:6379/0")]
     InvalidRedisUrl { found: String, reason: String },
     #[error(
+        "invalid log level \"{found}\": {reason}; expected trace, debug, info, warn, error or off, or directives such as \"info,sluice::access=warn\""
+    )]
+    InvalidLogLevel { found: String, reason: String },
+    #[error(
         "invalid close_code {found}: expected a code an endpoint may send, 1000-1003, 1007-1014 or 3000-4999 (such as 1012, Service Restart)"
     )]
     InvalidCloseCode { found: i64 },

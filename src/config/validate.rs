@@ -133,8 +133,15 @@ impl Checker<'_> {
     }
 
     fn log(&mut self, raw: RawLog) -> Log {
-        if raw.level.get_ref().trim().is_empty() {
+        let level = raw.level.get_ref();
+        if level.trim().is_empty() {
             self.report(raw.level.span(), DiagnosticKind::Empty { key: "level" });
+        } else if let Err(reason) = log_filter(level) {
+            let kind = DiagnosticKind::InvalidLogLevel {
+                found: level.clone(),
+                reason,
+            };
+            self.report(raw.level.span(), kind);
         }
         let format = self.choice(
             &raw.format,
@@ -786,6 +793,23 @@ impl Checker<'_> {
         }
         self.dir.join(raw.get_ref())
     }
+}
+
+/// Checks a `[log] level`: a level, or `RUST_LOG`'s comma-separated
+/// directives. A bare word must be a level: `RUST_LOG` would read `loud`
+/// as a target to log everything of, which is never what a config means.
+fn log_filter(text: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[']);
+        if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+            return Err(format!("\"{directive}\" is not a level"));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map(drop)
+        .map_err(|error| error.to_string())
 }
 
 /// `10.0.0.0/8`, `::1/128`, or a bare address meaning just that address.
