@@ -388,6 +388,67 @@ async fn drained_wait_answers_when_the_last_request_ends() {
     assert_eq!(status, 200);
 }
 
+/// A drained server taken out of the file by a reload while a request of
+/// its own still runs: `drained?wait=` goes on waiting and answers 200 when
+/// that request ends, not 404 at the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_wait_follows_a_server_a_reload_removes_until_its_last_request_ends() {
+    let slow = MockUpstream::named("slow").hang().start().await;
+    let other = MockUpstream::named("other").start().await;
+    let (listen, admin) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let config = |server: String| {
+        Config::new()
+            .global("watch", false)
+            .set("admin", "listen", &admin)
+            .listener_with(|l| l.set("listen", &listen).set("upstream", "web"))
+            .upstream("web", |u| u.server(server))
+            .toml()
+    };
+    let proxy = Proxy::start(&config(slow.address())).await;
+    let url = proxy.url("/slow");
+    let in_flight = tokio::spawn(async move { try_get(&url).await });
+    poll_until(WAIT, "the request reaches the upstream", async || {
+        slow.in_flight() == 1
+    })
+    .await;
+    drain(&proxy, &slow.address(), "").await;
+    let waiter = {
+        let url = proxy.admin_url(&format!(
+            "/api/upstreams/web/servers/{}/drained?wait=60s",
+            slow.address()
+        ));
+        tokio::spawn(async move { get(&url).await })
+    };
+
+    proxy.write_config(&config(other.address()));
+    let reloaded = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    assert_eq!(get(&proxy.url("/next")).await.upstream(), Some("other"));
+
+    slow.set_hang(false);
+    let resp = in_flight
+        .await
+        .expect("task")
+        .expect("the request completes");
+    assert_eq!(resp.status, 200);
+    let answer = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("drained?wait= answers once the request ends")
+        .expect("task");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let body: Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(body["drained"], true, "{body}");
+    assert_eq!(body["state"], "removed", "{body}");
+    assert_eq!(body["in_flight"], 0, "{body}");
+
+    // Asked after the reload: no such server.
+    let (status, _) = drained(&proxy, &slow.address(), "0s").await;
+    assert_eq!(status, 404);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_wait_gives_409_with_the_counts_when_the_wait_passes() {
     let slow = MockUpstream::named("slow").hang().start().await;

@@ -63,17 +63,37 @@ pub async fn drained(shared: &Shared, upstream: &str, address: &str, query: Opti
         }
     };
     let started = Instant::now();
+    // A server a reload removed while it was waited on is drained once
+    // what it still serves (here) has ended: a preStop hook that drained
+    // it and then had it taken out of the file still gets its answer.
+    let removed_idle = || state.in_flight() == 0 && state.tunnels() == 0;
     // Asked against the live snapshot each time: a reload may drain it.
     let decided = || {
         let snapshot = shared.load();
-        let server = lookup(&snapshot, upstream, address).ok()?;
-        Some(server.is_drained())
+        match lookup(&snapshot, upstream, address) {
+            Ok(server) => server.is_drained(),
+            Err(_) => removed_idle(),
+        }
     };
-    let answered = tokio::time::timeout(wait, state.wait_until(|| decided() != Some(false))).await;
+    let answered = tokio::time::timeout(wait, state.wait_until(decided)).await;
     let snapshot = shared.load();
-    let server = match lookup(&snapshot, upstream, address) {
-        Ok(server) => server,
-        Err(reply) => return reply,
+    let Ok(server) = lookup(&snapshot, upstream, address) else {
+        let drained = answered.is_ok() && removed_idle();
+        let body = json!({
+            "address": address,
+            "upstream": upstream,
+            "state": "removed",
+            "in_flight": state.in_flight(),
+            "tunnels": state.tunnels(),
+            "drained": drained,
+            "waited_s": started.elapsed().as_secs_f64(),
+        });
+        let status = if drained {
+            StatusCode::OK
+        } else {
+            StatusCode::CONFLICT
+        };
+        return (status, body);
     };
     let drained = answered.is_ok() && server.is_drained();
     let mut body = server_json(server, &Now::read());
