@@ -264,6 +264,41 @@ fn a_required_key_of_the_wrong_type_is_reported_once() {
     );
 }
 
+/// A table without its required key is reported missing it, and its other
+/// keys are still checked: one forgotten `address` or `upstream` hides
+/// nothing else.
+#[test]
+fn a_table_missing_a_required_key_still_has_its_other_keys_checked() {
+    let toml = format!(
+        "[[listener]]\n\
+         listen = \"127.0.0.1:{}\"\n\
+         upstream = \"web\"\n\
+         [[listener.route]]\n\
+         path_prefix = \"v1\"\n\
+         \n\
+         [upstream.web]\n\
+         [[upstream.web.server]]\n\
+         weight = 0\n\
+         max_conns = -3\n\
+         [[upstream.web.server]]\n\
+         address = 9\n",
+        free_port()
+    );
+    let stderr = refused(&toml);
+    assert_eq!(
+        positions(&stderr),
+        ["4:1", "5:15", "8:1", "9:10", "10:13", "12:11"],
+        "{stderr}"
+    );
+    assert_points_at(&stderr, 4, 1, "missing required key \"upstream\"");
+    assert_points_at(&stderr, 5, 15, "must start with \"/\"");
+    assert_points_at(&stderr, 8, 1, "missing required key \"address\"");
+    assert_points_at(&stderr, 9, 10, "weight = 0");
+    assert_points_at(&stderr, 10, 13, "max_conns = -3");
+    // Rejected for its type: not reported again as missing.
+    assert_points_at(&stderr, 12, 11, "invalid type");
+}
+
 /// Certificate, key and CA files that cannot be read are reported at the
 /// keys naming them, beside the file's other problems; a certificate that
 /// reads but holds none is placed at its key too.

@@ -5,10 +5,11 @@
 //! document that keeps the span of every key and value; each time serde
 //! rejects something, the item its error points at is reported, taken out of
 //! the document, and the rest is deserialized again, until the schema accepts
-//! what is left and validation can check its values. A table that lacks a
-//! required key (or whose required key was rejected) goes whole, so its other
-//! values are checked once that key is fixed. A syntax error stays a single
-//! error: the parser cannot say where the next sound key starts.
+//! what is left and validation can check its values. Required keys are
+//! optional to the schema, so that validation reports one missing at its
+//! table and still checks the table's other values; a table serde itself
+//! finds lacking a key would go whole. A syntax error stays a single error:
+//! the parser cannot say where the next sound key starts.
 
 use std::ops::Range;
 use std::path::Path;
@@ -48,7 +49,7 @@ impl Removed {
 
     /// Whether `key` was taken out of the table `table` points at (as a
     /// "missing field" error points at it).
-    fn took_key(&self, table: &Range<usize>, key: &str) -> bool {
+    pub fn took_key(&self, table: &Range<usize>, key: &str) -> bool {
         self.0.iter().any(|removal| {
             removal.table.as_ref() == Some(table)
                 && removal.path.last().map(String::as_str) == Some(key)

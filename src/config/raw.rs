@@ -87,10 +87,10 @@ pub struct RawConfig {
     pub global: RawGlobal,
     #[serde(default)]
     pub log: RawLog,
-    pub cluster: Option<RawCluster>,
+    pub cluster: Option<Spanned<RawCluster>>,
     pub admin: Option<RawAdmin>,
     #[serde(default)]
-    pub listener: Vec<RawListener>,
+    pub listener: Vec<Spanned<RawListener>>,
     /// Keyed by the spanned name so validation can restore file order (the
     /// map itself is sorted by name) and point at an upstream's header.
     #[serde(default)]
@@ -136,10 +136,13 @@ impl Default for RawLog {
 }
 
 /// `redis` has no default: a `[cluster]` table must name its Redis.
+/// Required keys are `Option`s here: validation reports one missing at
+/// its table and goes on checking the table's other keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
-    pub redis: Spanned<String>,
+    #[serde(default)]
+    pub redis: Option<Spanned<String>>,
     #[serde(default)]
     pub instance: String,
     #[serde(default = "default_key_prefix")]
@@ -176,7 +179,9 @@ impl Default for RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub name: Option<Spanned<String>>,
-    pub listen: Spanned<String>,
+    /// Required.
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
     pub upstream: Option<Spanned<String>>,
     #[serde(default = "RawListener::header_timeout")]
     pub header_timeout: Spanned<String>,
@@ -188,9 +193,9 @@ pub struct RawListener {
     pub max_headers: Spanned<i64>,
     #[serde(default = "RawListener::max_body_size")]
     pub max_body_size: Spanned<IntOrString>,
-    pub tls: Option<RawListenerTls>,
+    pub tls: Option<Spanned<RawListenerTls>>,
     #[serde(default)]
-    pub route: Vec<RawRoute>,
+    pub route: Vec<Spanned<RawRoute>>,
 }
 
 impl RawListener {
@@ -214,14 +219,18 @@ impl RawListener {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTls {
-    pub cert: Spanned<String>,
-    pub key: Spanned<String>,
+    /// Required.
+    #[serde(default)]
+    pub cert: Option<Spanned<String>>,
+    /// Required.
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
     #[serde(default = "RawListenerTls::handshake_timeout")]
     pub handshake_timeout: Spanned<String>,
     #[serde(default = "RawListenerTls::unknown_sni")]
     pub unknown_sni: Spanned<String>,
     #[serde(default)]
-    pub sni: Vec<RawSni>,
+    pub sni: Vec<Spanned<RawSni>>,
 }
 
 impl RawListenerTls {
@@ -236,9 +245,13 @@ impl RawListenerTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSni {
-    pub names: Spanned<Vec<Spanned<String>>>,
-    pub cert: Spanned<String>,
-    pub key: Spanned<String>,
+    /// Required, as `cert` and `key`.
+    #[serde(default)]
+    pub names: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub cert: Option<Spanned<String>>,
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,5 +259,7 @@ pub struct RawSni {
 pub struct RawRoute {
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
-    pub upstream: Spanned<String>,
+    /// Required.
+    #[serde(default)]
+    pub upstream: Option<Spanned<String>>,
 }

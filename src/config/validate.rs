@@ -157,27 +157,30 @@ impl Checker<'_> {
     }
 
     /// `None` only with a diagnostic reported (a URL that does not parse).
-    fn cluster(&mut self, raw: RawCluster) -> Option<Cluster> {
+    fn cluster(&mut self, raw: Spanned<RawCluster>) -> Option<Cluster> {
+        let table = raw.span();
+        let raw = raw.into_inner();
+        let redis = self.required(raw.redis, &table, "redis");
         if raw.key_prefix.get_ref().trim().is_empty() {
             let kind = DiagnosticKind::Empty { key: "key_prefix" };
             self.report(raw.key_prefix.span(), kind);
         }
         let heartbeat = self.positive_duration(&raw.heartbeat, "heartbeat");
-        let info =
-            match redis::IntoConnectionInfo::into_connection_info(raw.redis.get_ref().as_str()) {
-                Ok(info) => info,
-                Err(error) => {
-                    let kind = DiagnosticKind::InvalidRedisUrl {
-                        found: raw.redis.get_ref().clone(),
-                        reason: error.to_string(),
-                    };
-                    self.report(raw.redis.span(), kind);
-                    return None;
-                }
-            };
+        let redis = redis?;
+        let info = match redis::IntoConnectionInfo::into_connection_info(redis.get_ref().as_str()) {
+            Ok(info) => info,
+            Err(error) => {
+                let kind = DiagnosticKind::InvalidRedisUrl {
+                    found: redis.get_ref().clone(),
+                    reason: error.to_string(),
+                };
+                self.report(redis.span(), kind);
+                return None;
+            }
+        };
         Some(Cluster {
             redis: RedisUrl {
-                text: raw.redis.into_inner(),
+                text: redis.into_inner(),
                 info,
             },
             instance: Some(raw.instance).filter(|i| !i.trim().is_empty()),
@@ -205,12 +208,17 @@ impl Checker<'_> {
 
     fn listener(
         &mut self,
-        raw: RawListener,
+        raw: Spanned<RawListener>,
         upstreams: &[String],
         bound: &mut HashMap<SocketAddr, String>,
         names: &mut Vec<String>,
     ) -> Listener {
-        let listen = self.socket_addr(&raw.listen, "listen");
+        let table = raw.span();
+        let raw = raw.into_inner();
+        let raw_listen = self.required(raw.listen, &table, "listen");
+        let listen = raw_listen
+            .as_ref()
+            .and_then(|l| self.socket_addr(l, "listen"));
         let name = match raw.name {
             Some(name) if name.get_ref().is_empty() => {
                 self.report(name.span(), DiagnosticKind::Empty { key: "name" });
@@ -229,25 +237,28 @@ impl Checker<'_> {
             // as its name: the metrics and logs could not tell them apart.
             // (Another listener on this very address is a clash of its own,
             // reported below; port 0 is a fresh port each time.)
-            None => {
-                let name = raw.listen.get_ref().clone();
-                let own_clash = listen.is_some_and(|l| l.port() == 0 || bound.contains_key(&l));
-                if names.contains(&name) && !own_clash {
-                    let kind = DiagnosticKind::DuplicateListenerName { name: name.clone() };
-                    self.report(raw.listen.span(), kind);
+            None => match &raw_listen {
+                Some(raw_listen) => {
+                    let name = raw_listen.get_ref().clone();
+                    let own_clash = listen.is_some_and(|l| l.port() == 0 || bound.contains_key(&l));
+                    if names.contains(&name) && !own_clash {
+                        let kind = DiagnosticKind::DuplicateListenerName { name: name.clone() };
+                        self.report(raw_listen.span(), kind);
+                    }
+                    name
                 }
-                name
-            }
+                None => String::new(),
+            },
         };
         names.push(name.clone());
         // Port 0 asks the OS for a fresh port each time, so it never clashes.
-        if let Some(listen) = listen.filter(|l| l.port() != 0) {
+        if let (Some(listen), Some(raw_listen)) = (listen.filter(|l| l.port() != 0), &raw_listen) {
             if let Some(previous) = bound.get(&listen) {
                 let kind = DiagnosticKind::DuplicateListen {
                     listen,
                     previous: previous.clone(),
                 };
-                self.report(raw.listen.span(), kind);
+                self.report(raw_listen.span(), kind);
             } else {
                 bound.insert(listen, format!("listener \"{name}\""));
             }
@@ -283,7 +294,11 @@ impl Checker<'_> {
         }
     }
 
-    fn listener_tls(&mut self, raw: RawListenerTls) -> ListenerTls {
+    fn listener_tls(&mut self, raw: Spanned<RawListenerTls>) -> ListenerTls {
+        let table = raw.span();
+        let raw = raw.into_inner();
+        let cert = self.required(raw.cert, &table, "cert");
+        let key = self.required(raw.key, &table, "key");
         let unknown_sni = self.choice(
             &raw.unknown_sni,
             "unknown_sni",
@@ -294,22 +309,26 @@ impl Checker<'_> {
             UnknownSni::Default,
         );
         ListenerTls {
-            cert: self.file_path(&raw.cert, "cert"),
-            key: self.file_path(&raw.key, "key"),
+            cert: self.file_path(cert.as_ref(), "cert"),
+            key: self.file_path(key.as_ref(), "key"),
             handshake_timeout: self.positive_duration(&raw.handshake_timeout, "handshake_timeout"),
             unknown_sni,
             sni: raw.sni.into_iter().map(|sni| self.sni(sni)).collect(),
         }
     }
 
-    fn sni(&mut self, raw: RawSni) -> SniCert {
-        if raw.names.get_ref().is_empty() {
-            self.report(raw.names.span(), DiagnosticKind::Empty { key: "names" });
+    fn sni(&mut self, raw: Spanned<RawSni>) -> SniCert {
+        let table = raw.span();
+        let raw = raw.into_inner();
+        let names = self.required(raw.names, &table, "names");
+        let cert = self.required(raw.cert, &table, "cert");
+        let key = self.required(raw.key, &table, "key");
+        if let Some(names) = names.as_ref().filter(|names| names.get_ref().is_empty()) {
+            self.report(names.span(), DiagnosticKind::Empty { key: "names" });
         }
-        let names = raw
-            .names
-            .get_ref()
+        let names = names
             .iter()
+            .flat_map(|names| names.get_ref())
             .filter_map(|name| {
                 self.host(name)?;
                 Some(name.get_ref().to_ascii_lowercase())
@@ -317,19 +336,24 @@ impl Checker<'_> {
             .collect();
         SniCert {
             names,
-            cert: self.file_path(&raw.cert, "cert"),
-            key: self.file_path(&raw.key, "key"),
+            cert: self.file_path(cert.as_ref(), "cert"),
+            key: self.file_path(key.as_ref(), "key"),
         }
     }
 
-    fn route(&mut self, raw: RawRoute, upstreams: &[String]) -> Route {
+    fn route(&mut self, raw: Spanned<RawRoute>, upstreams: &[String]) -> Route {
+        let table = raw.span();
+        let raw = raw.into_inner();
+        let upstream = self.required(raw.upstream, &table, "upstream");
         if let Some(prefix) = &raw.path_prefix {
             self.absolute_path(prefix, "path_prefix");
         }
         Route {
             host: raw.host.as_ref().and_then(|host| self.host(host)),
             path_prefix: raw.path_prefix.map(Spanned::into_inner),
-            upstream: self.upstream_ref(raw.upstream, upstreams),
+            upstream: upstream
+                .map(|upstream| self.upstream_ref(upstream, upstreams))
+                .unwrap_or_default(),
         }
     }
 
@@ -377,15 +401,14 @@ impl Checker<'_> {
         );
         let mut servers: Vec<Server> = Vec::with_capacity(raw.server.len());
         for server in raw.server {
-            if servers
-                .iter()
-                .any(|s| s.address == *server.address.get_ref())
+            if let Some(address) = &server.get_ref().address
+                && servers.iter().any(|s| s.address == *address.get_ref())
             {
                 let kind = DiagnosticKind::DuplicateServer {
-                    address: server.address.get_ref().clone(),
+                    address: address.get_ref().clone(),
                     upstream: name.clone(),
                 };
-                self.report(server.address.span(), kind);
+                self.report(address.span(), kind);
             }
             servers.push(self.server(server));
         }
@@ -561,14 +584,20 @@ impl Checker<'_> {
         }
     }
 
-    fn server(&mut self, raw: RawServer) -> Server {
+    fn server(&mut self, raw: Spanned<RawServer>) -> Server {
+        let table = raw.span();
+        let raw = raw.into_inner();
+        let address = self.required(raw.address, &table, "address");
         let max_conns = self.int::<u32>(&raw.max_conns, "max_conns", 0, u32::MAX.into());
         Server {
-            addr: self.resolve(&raw.address),
+            addr: address.as_ref().map_or(STAND_IN_ADDR, |a| self.resolve(a)),
             // `resolve` accepted only `host:port`: the port follows the last
             // colon (an IPv6 host keeps its own inside brackets).
-            host_len: raw.address.get_ref().rfind(':').unwrap_or_default(),
-            address: raw.address.into_inner(),
+            host_len: address
+                .as_ref()
+                .and_then(|a| a.get_ref().rfind(':'))
+                .unwrap_or_default(),
+            address: address.map(Spanned::into_inner).unwrap_or_default(),
             weight: self.non_zero(&raw.weight, "weight"),
             max_conns: NonZeroU32::new(max_conns),
             backup: raw.backup,
@@ -621,6 +650,20 @@ impl Checker<'_> {
                 STAND_IN_ADDR
             }
         }
+    }
+
+    /// A required key's value; when the table at `table` lacks it, `None`
+    /// after reporting it missing there (unless its value was rejected
+    /// already, which said what is wrong with it). The table's other keys
+    /// are checked either way.
+    fn required<T>(&mut self, value: Option<T>, table: &Range<usize>, key: &str) -> Option<T> {
+        if value.is_none() && !self.removed.took_key(table, key) {
+            let kind = DiagnosticKind::MissingKey {
+                key: key.to_owned(),
+            };
+            self.report(table.clone(), kind);
+        }
+        value
     }
 
     fn duration(&mut self, raw: &Spanned<String>) -> Duration {
@@ -787,7 +830,12 @@ impl Checker<'_> {
         }
     }
 
-    fn file_path(&mut self, raw: &Spanned<String>, key: &'static str) -> PathBuf {
+    /// A file the config names, from the config's directory; `raw` is
+    /// `None` when its required key is missing (reported already).
+    fn file_path(&mut self, raw: Option<&Spanned<String>>, key: &'static str) -> PathBuf {
+        let Some(raw) = raw else {
+            return PathBuf::new();
+        };
         if raw.get_ref().is_empty() {
             self.report(raw.span(), DiagnosticKind::Empty { key });
         }

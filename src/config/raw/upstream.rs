@@ -54,7 +54,7 @@ pub struct RawUpstream {
     #[serde(default)]
     pub websocket: RawWebSocket,
     #[serde(default)]
-    pub server: Vec<RawServer>,
+    pub server: Vec<Spanned<RawServer>>,
 }
 
 impl RawUpstream {
@@ -176,7 +176,9 @@ impl Default for RawHealthCheck {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    pub address: Spanned<String>,
+    /// Required: validation reports it missing, at the table.
+    #[serde(default)]
+    pub address: Option<Spanned<String>>,
     #[serde(default = "RawServer::weight")]
     pub weight: Spanned<i64>,
     #[serde(default = "RawServer::max_conns")]
