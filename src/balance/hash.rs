@@ -17,8 +17,10 @@
 //! query names match case-insensitively, as in nginx. A request without the
 //! key goes round-robin instead of piling every keyless request on one server.
 //!
-//! `slow_start` does not apply: a hash must map a key to one server, and
-//! ramping would remap keys.
+//! A server in `slow_start` (which nginx refuses with `hash`) takes a key
+//! that lands on it with probability equal to its current share; a refused
+//! key is drawn again (plain) or goes on round the ring (consistent), as for
+//! an unavailable server. Its share ramps; every other server keeps its keys.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -27,6 +29,7 @@ use http::header::COOKIE;
 
 use super::ip_hash::walk;
 use super::ring::Ring;
+use super::round_robin::admit_slow_start;
 use super::{PickCtx, RoundRobin, Tier, eligible, tier};
 use crate::config::{self, HashKey};
 use crate::inline_text::InlineText;
@@ -92,7 +95,7 @@ impl Hash {
                 key,
                 servers.len(),
                 |k| up.servers[servers[k]].cfg.weight.get(),
-                |k| eligible(up, servers[k], ctx),
+                |k| eligible(up, servers[k], ctx) && admit_slow_start(up, servers[k], ctx.now_ms),
             )
             .map(|k| servers[k]),
         };
@@ -300,5 +303,47 @@ mod tests {
             up.balancer.pick(&up, &ctx(&uri, &headers, &[0, 1, 2])),
             Some(3)
         );
+    }
+
+    #[test]
+    fn slow_start_ramps_the_share_of_the_keys_a_recovering_server_owns() {
+        for consistent in [false, true] {
+            let up = upstream(
+                &format!("balance = \"hash\"\nconsistent = {consistent}\nhash_key = \"uri\""),
+                &[
+                    "9001 slow_start = \"100s\"",
+                    "9002 slow_start = \"100s\"",
+                    "9003 slow_start = \"100s\"",
+                ],
+            );
+            let headers = HeaderMap::new();
+            // Keys owned by each server while none ramps.
+            let owner = |key: &str, now_ms: u64| {
+                let uri: Uri = key.parse().unwrap();
+                let mut c = ctx(&uri, &headers, &[]);
+                c.now_ms = now_ms;
+                up.balancer.pick(&up, &c).expect("a server")
+            };
+            let keys: Vec<String> = (0..300).map(|k| format!("/k{k}")).collect();
+            let before: Vec<usize> = keys.iter().map(|k| owner(k, 1_000)).collect();
+            up.servers[0].state.mark_recovered();
+            let since = up.servers[0].state.recovered_ms().expect("recovered");
+
+            let early: Vec<usize> = keys.iter().map(|k| owner(k, since)).collect();
+            let owned = before.iter().filter(|&&o| o == 0).count();
+            let kept = (0..keys.len())
+                .filter(|&k| before[k] == 0 && early[k] == 0)
+                .count();
+            assert!(owned > 50, "{owned}");
+            assert!(kept * 4 < owned, "kept {kept} of {owned} at 10 %");
+            // The other servers keep every key of theirs.
+            for k in 0..keys.len() {
+                if before[k] != 0 {
+                    assert_eq!(early[k], before[k], "{}", keys[k]);
+                }
+            }
+            let late: Vec<usize> = keys.iter().map(|k| owner(k, since + 100_000)).collect();
+            assert_eq!(late, before, "consistent = {consistent}, once ramped");
+        }
     }
 }

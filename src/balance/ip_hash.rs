@@ -11,11 +11,15 @@
 //! (nginx's `tries > 20`) the pick falls back to round-robin.
 //!
 //! nginx forbids `backup` with `ip_hash`; sluice hashes the backup tier the
-//! same way when no primary is available. `slow_start` does not apply: a hash
-//! must map a client to one server, and ramping would move clients around.
+//! same way when no primary is available. A server in `slow_start` (which
+//! nginx refuses with `ip_hash`) takes a client the hash lands on it with
+//! probability equal to its current share, and a refused client is hashed
+//! again as for an unavailable server: the server's share ramps while every
+//! other server keeps its clients.
 
 use std::net::IpAddr;
 
+use super::round_robin::admit_slow_start;
 use super::{PickCtx, RoundRobin, Tier, eligible, tier};
 use crate::config;
 use crate::runtime::UpstreamRt;
@@ -42,7 +46,7 @@ impl IpHash {
             let weights = |k: usize| up.servers[servers[k]].cfg.weight.get();
             let (bytes, len) = key(ctx.client_ip);
             let found = draw(&bytes[..len], servers.len(), weights, |k| {
-                eligible(up, servers[k], ctx)
+                eligible(up, servers[k], ctx) && admit_slow_start(up, servers[k], ctx.now_ms)
             });
             if let Some(k) = found {
                 return Some(servers[k]);
@@ -176,5 +180,40 @@ mod tests {
         let tried = [0, 1, 2];
         c.tried = &tried;
         assert_eq!(up.balancer.pick(&up, &c), Some(3));
+    }
+
+    #[test]
+    fn slow_start_ramps_the_share_of_the_clients_a_recovering_server_owns() {
+        let up = upstream(
+            "balance = \"ip_hash\"",
+            &["9001 slow_start = \"100s\"", "9002 slow_start = \"100s\""],
+        );
+        let (uri, headers) = (Uri::from_static("/"), HeaderMap::new());
+        let pick = |client: IpAddr, now_ms: u64| {
+            let mut c = ctx(&uri, &headers, &[]);
+            c.client_ip = client;
+            c.now_ms = now_ms;
+            up.balancer.pick(&up, &c).expect("a server")
+        };
+        let clients: Vec<IpAddr> = (0..=255)
+            .map(|k| IpAddr::V4(Ipv4Addr::new(10, 0, k, 1)))
+            .collect();
+        let before: Vec<usize> = clients.iter().map(|&c| pick(c, 1_000)).collect();
+        up.servers[0].state.mark_recovered();
+        let since = up.servers[0].state.recovered_ms().expect("recovered");
+        let early: Vec<usize> = clients.iter().map(|&c| pick(c, since)).collect();
+        let owned = before.iter().filter(|&&o| o == 0).count();
+        let kept = (0..clients.len())
+            .filter(|&k| before[k] == 0 && early[k] == 0)
+            .count();
+        assert!(owned > 50, "{owned}");
+        assert!(kept * 4 < owned, "kept {kept} of {owned} at 10 %");
+        for k in 0..clients.len() {
+            if before[k] == 1 {
+                assert_eq!(early[k], 1, "{}", clients[k]);
+            }
+        }
+        let late: Vec<usize> = clients.iter().map(|&c| pick(c, since + 100_000)).collect();
+        assert_eq!(late, before, "once ramped");
     }
 }

@@ -19,6 +19,7 @@
 //! the next server on the ring instead of overloading its own.
 
 use super::hash::{Crc32, crc32};
+use super::round_robin::admit_slow_start;
 use super::{PickCtx, eligible};
 use crate::config;
 use crate::runtime::{Availability, UpstreamRt};
@@ -73,9 +74,16 @@ impl Ring {
             .balance_factor
             .map(|factor| Bound::new(up, ctx, self, factor));
         let mut over_bound = None;
+        let mut ramping = None;
         for k in 0..self.points.len() {
             let i = self.points[(start + k) % self.points.len()].1 as usize;
             if !eligible(up, i, ctx) {
+                continue;
+            }
+            // A server in slow start takes the key by its current share;
+            // otherwise the key goes on round the ring.
+            if !admit_slow_start(up, i, ctx.now_ms) {
+                ramping.get_or_insert(i);
                 continue;
             }
             match &bound {
@@ -85,9 +93,9 @@ impl Ring {
                 _ => return Some(i),
             }
         }
-        // Every available server is at its bound (counts raced): the key's
-        // own server is still better than a 503.
-        over_bound
+        // Every available server is at its bound (counts raced) or ramping:
+        // the key's own server is still better than a 503.
+        over_bound.or(ramping)
     }
 }
 
