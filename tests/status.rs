@@ -192,6 +192,41 @@ async fn more_than_max_headers_is_431() {
     assert_eq!(get_with(&proxy.url("/"), &few).await.status, 200);
 }
 
+/// The same limit over HTTP/2, where the head arrives whole; an HTTP/2
+/// client's cookie fields (one per cookie) count as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_max_headers_is_431_over_http2_too() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config(|l| l.set("max_headers", 10), |u| u.server(&a))).await;
+    let sender = h2_prior_knowledge(proxy.addr()).await;
+    let send = async |fields: &[(String, String)]| {
+        let mut request = http::Request::get("http://a.test/");
+        for (name, value) in fields {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender
+            .clone()
+            .send_request(request)
+            .await
+            .expect("h2 response")
+            .status()
+    };
+    let many: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("x-h{i}"), i.to_string()))
+        .collect();
+    assert_eq!(send(&many).await, 431);
+    assert_eq!(a.count(), 0);
+    let few: Vec<(String, String)> = (0..5).map(|i| (format!("x-h{i}"), i.to_string())).collect();
+    assert_eq!(send(&few).await, 200);
+    let cookies: Vec<(String, String)> = (0..20)
+        .map(|i| ("cookie".to_owned(), format!("c{i}={i}")))
+        .collect();
+    assert_eq!(send(&cookies).await, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_over_max_body_size_is_413_without_100_continue() {
     let a = MockUpstream::named("a").start().await;

@@ -31,8 +31,11 @@ pub(super) fn validate<B>(req: &Request<B>, listener: &ListenerRt) -> Result<Hea
     // here, where a hashed lookup of each name would cost more.
     let (mut host_header, mut hosts) = (None, 0);
     let (mut content_length, mut te) = (None, false);
+    let mut cookies: usize = 0;
     for (name, value) in headers {
-        if name == header::HOST {
+        if name == header::COOKIE {
+            cookies += 1;
+        } else if name == header::HOST {
             host_header = host_header.or(Some(value));
             hosts += 1;
         } else if name == header::CONTENT_LENGTH {
@@ -40,6 +43,18 @@ pub(super) fn validate<B>(req: &Request<B>, listener: &ListenerRt) -> Result<Hea
         } else if name == header::TRANSFER_ENCODING {
             te = true;
         }
+    }
+    // The HTTP/1.1 reader counts fields as it parses; an HTTP/2 head
+    // arrives whole. Its cookie fields (one per cookie, as clients split
+    // them for compression) count as the one line they are joined into.
+    if req.version() == Version::HTTP_2
+        && headers.len() - cookies.saturating_sub(1) > listener.cfg.max_headers
+    {
+        return Err(Refusal {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            reason: "more than max_headers fields",
+            close: false,
+        });
     }
     if te {
         if content_length.is_some() {
