@@ -281,6 +281,52 @@ async fn chunked_body_over_max_body_size_is_413() {
     assert_eq!(status_of(&response), Some(413), "{response}");
 }
 
+/// A client that sends its whole body before it reads (as curl does with
+/// `-T`) still gets the 413: sluice reads and drops the rest of the body
+/// after answering (a lingering close) instead of closing with bytes
+/// unread, which would reset the connection and lose the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_sending_its_body_reads_the_413_after_it() {
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config(
+        |l| l.set("max_body_size", "1KiB"),
+        |u| u.server(&a),
+    ))
+    .await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for framing in ["Transfer-Encoding: chunked", "Content-Length: 8388608"] {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        let head = format!("POST / HTTP/1.1\r\nHost: a.test\r\n{framing}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'y'; 64 * 1024];
+        let chunked = framing.starts_with("Transfer");
+        // 8 MiB, all of it written before anything is read.
+        for _ in 0..128 {
+            if chunked {
+                stream.write_all(b"10000\r\n").await.unwrap();
+            }
+            stream.write_all(&chunk).await.unwrap();
+            if chunked {
+                stream.write_all(b"\r\n").await.unwrap();
+            }
+        }
+        if chunked {
+            stream.write_all(b"0\r\n\r\n").await.unwrap();
+        }
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut response),
+        )
+        .await
+        .expect("the connection ends");
+        let response = String::from_utf8_lossy(&response);
+        assert!(read.is_ok(), "{framing}: {read:?} after {response:?}");
+        assert_eq!(status_of(&response), Some(413), "{framing}: {response}");
+    }
+    assert_eq!(a.count(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incomplete_head_after_header_timeout_is_408() {
     let a = MockUpstream::named("a").start().await;

@@ -116,6 +116,8 @@ enum NoHead {
     Close,
     /// A response said the connection ends with it: shut the stream down.
     Shut,
+    /// As `Shut`, while the client may still be sending: linger.
+    Linger,
     /// Answer this, then close.
     Refuse(StatusCode),
     Timeout,
@@ -169,6 +171,7 @@ where
                         continue 'requests;
                     }
                     Next::Close => NoHead::Shut,
+                    Next::Linger => NoHead::Linger,
                     Next::Abort => NoHead::Close,
                     Next::Tunnel(tunnel) => {
                         // What the client sent behind its upgrade request
@@ -191,6 +194,10 @@ where
                 NoHead::Shut => {
                     let _ = reader.stream.shutdown().await;
                 }
+                NoHead::Linger => {
+                    reader.release();
+                    Box::pin(linger(&mut reader.stream)).await;
+                }
                 NoHead::H2 => {
                     let preface = std::mem::take(&mut reader.buf).freeze();
                     let stream = Prefixed::new(preface, reader.stream);
@@ -206,12 +213,44 @@ where
                     // Boxed, as the exchange: rare, and large.
                     let (method, version) = (&Method::GET, Version::Http11);
                     Box::pin(refuse(&ctx, &mut reader.stream, status, method, version)).await;
-                    let _ = reader.stream.shutdown().await;
+                    // The rest of a head too large may still be coming.
+                    reader.release();
+                    Box::pin(linger(&mut reader.stream)).await;
                 }
             }
             return;
         }
     }
+}
+
+/// How long a closing connection goes on reading what its client still
+/// sends, and the longest wait for more of it (nginx's `lingering_time`
+/// and `lingering_timeout` are 30 s and 5 s).
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_WAIT: Duration = Duration::from_secs(2);
+
+/// Ends a connection whose client may still be sending (a body refused or
+/// left unread, a head too large) as nginx's lingering close does: shut
+/// the writing side down, then read and drop what comes until the client
+/// closes, is quiet for [`LINGER_WAIT`], or [`LINGER_TIME`] passes. Closing
+/// with bytes unread would make the kernel answer them with a reset, which
+/// can destroy the response (a 413) before the client has read it.
+async fn linger(stream: &mut ClientStream) {
+    use tokio::io::AsyncReadExt;
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let until = Instant::now() + LINGER_TIME;
+    let mut scratch = super::buffers::take_read();
+    loop {
+        scratch.clear();
+        let wait = until.min(Instant::now() + LINGER_WAIT);
+        match tokio::time::timeout_at(wait, stream.read_buf(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    super::buffers::give_back(scratch);
 }
 
 /// Waits for and parses the next request head, due within `header_timeout`

@@ -21,6 +21,9 @@ pub(super) enum Next {
     /// Read the next request.
     Head,
     Close,
+    /// Close after a response given while the client may still be sending
+    /// (its body refused or not read): see [`linger`](super::linger).
+    Linger,
     /// The response's body failed: close without an orderly shutdown.
     Abort,
     /// The response was a 101: the connection is this tunnel's now.
@@ -53,7 +56,7 @@ pub(super) fn exchange<'a>(
             Ok(begun) => begun,
             Err(status) => {
                 refuse(ctx, &mut reader.stream, status, &method, version).await;
-                return Next::Close;
+                return Next::Linger;
             }
         };
         let request = request.map(|()| ClientBody::H1(H1Body::new(reader)));
@@ -111,6 +114,8 @@ pub(super) fn exchange<'a>(
                     .await)
         {
             Next::Head
+        } else if written.is_ok() && !reader.body_done {
+            Next::Linger
         } else {
             Next::Close
         }
