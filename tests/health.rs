@@ -491,6 +491,17 @@ async fn a_slow_upload_that_moves_is_not_cut_short_by_response_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_slow_upload_that_moves_is_not_cut_short_by_response_timeout() {
+    // The same with a body small enough to be read whole before a server is
+    // tried: each wait for more is bounded, not the whole upload.
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(&config(&[&a], |u| u.set("response_timeout", "1s"))).await;
+    let status = slow_upload(&proxy, 5 * 20, 5, 20, Duration::from_millis(400)).await;
+    assert_eq!(status, Some(200));
+    assert_eq!(a.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_sending_its_body_gets_408_and_no_server_is_blamed() {
     let a = MockUpstream::named("a").start().await;
     let b = MockUpstream::named("b").start().await;

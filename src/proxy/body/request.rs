@@ -253,7 +253,10 @@ impl<'a> RequestBody<'a> {
         }
         let mut prefix = VecDeque::new();
         let mut len = 0u64;
-        // Set at the first wait: a body already read costs no clock read.
+        // Each wait for more is bounded by `limit`, as nginx's
+        // `client_body_timeout` bounds each read: a slow client that keeps
+        // sending is not cut short. Set at a wait, so a body already read
+        // costs no clock read.
         let mut deadline: Option<Deadline> = None;
         loop {
             let next = poll_fn(|cx| match Pin::new(&mut inner).poll_frame(cx) {
@@ -266,6 +269,7 @@ impl<'a> RequestBody<'a> {
             let Some(frame) = next.await? else {
                 break;
             };
+            deadline = None;
             let is_data = frame.is_data();
             if let Some(data) = frame.data_ref() {
                 len += data.len() as u64;
