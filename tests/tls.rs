@@ -516,6 +516,60 @@ async fn unusable_certificate_files_fail_check_and_startup_naming_the_file() {
     assert!(!stdout.contains("no effect yet"), "{stdout}");
 }
 
+/// A key that does not match its certificate is placed at the key of the
+/// entry that pairs them, even when another entry names the same key file
+/// (the default certificate's key reused by mistake in an SNI entry).
+#[tokio::test]
+async fn a_mismatched_key_is_placed_in_the_entry_that_pairs_it() {
+    let pki = Pki::new("sluice test CA");
+    let good = pki.issue("good", &["site.test"]);
+    let api = pki.issue("api", &["api.test"]);
+    let upstream = MockUpstream::named("a").start().await;
+    let config = proxy_config(&upstream, |l| {
+        tls(l, &good).entry("tls.sni", |e| {
+            e.set("names", ["api.test"])
+                .set("cert", &api.cert)
+                .set("key", &good.key)
+        })
+    })
+    .toml();
+    let sni_key_line = config
+        .lines()
+        .enumerate()
+        .skip_while(|(_, l)| !l.contains("[[listener.tls.sni]]"))
+        .find(|(_, l)| l.starts_with("key") && l.contains(&*good.key.display().to_string()))
+        .map(|(i, _)| i + 1)
+        .expect("the SNI entry's key");
+    let (ok, _, stderr) = Proxy::check(&config);
+    assert!(!ok, "check accepted:\n{config}");
+    assert!(
+        stderr.contains(&format!("sluice.toml:{sni_key_line}:"))
+            && stderr.contains("does not match certificate file"),
+        "not placed at line {sni_key_line}:\n{stderr}\n{config}"
+    );
+}
+
+/// An upstream `server_name` TLS cannot carry is refused where it is
+/// written, with the file's other problems.
+#[test]
+fn an_invalid_upstream_server_name_is_placed() {
+    let config = tls_upstream_config("127.0.0.1:9".parse().unwrap(), |u| {
+        u.set("server_name", "bad name!").set("weight", 1)
+    });
+    let line = config
+        .lines()
+        .position(|l| l.starts_with("server_name"))
+        .expect("the server_name line")
+        + 1;
+    let (ok, _, stderr) = Proxy::check(&config);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("sluice.toml:{line}:")) && stderr.contains("invalid server_name"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown key \"weight\""), "{stderr}");
+}
+
 #[tokio::test]
 async fn updated_certificates_serve_new_handshakes_while_old_connections_go_on() {
     let pki = Pki::new("sluice test CA");

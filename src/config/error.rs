@@ -183,6 +183,10 @@ pub enum DiagnosticKind {
     #[error("invalid redis URL \"{found}\": {reason}; expected such as redis://127.0.0.1:6379/0")]
     InvalidRedisUrl { found: String, reason: String },
     #[error(
+        "invalid server_name \"{found}\": expected a DNS name or an IP address, such as api.internal or 10.0.0.7"
+    )]
+    InvalidServerName { found: String },
+    #[error(
         "invalid log level \"{found}\": {reason}; expected trace, debug, info, warn, error or off, or directives such as \"info,sluice::access=warn\""
     )]
     InvalidLogLevel { found: String, reason: String },

@@ -36,6 +36,8 @@ struct Named {
     path: PathBuf,
     span: Range<usize>,
     role: FileRole,
+    /// Which table named it: a certificate and its key share one.
+    table: usize,
 }
 
 /// Just the file keys of the schema; every other key is ignored here (the
@@ -80,25 +82,30 @@ fn named(text: &str, config: &Path) -> Vec<Named> {
     };
     let dir = config.parent().unwrap_or(Path::new(""));
     let mut keys = Vec::new();
-    let mut add = |value: Option<Spanned<String>>, role| {
+    let mut add = |value: Option<Spanned<String>>, role, table| {
         if let Some(value) = value.filter(|v| !v.get_ref().is_empty()) {
             keys.push(Named {
                 path: dir.join(value.get_ref()),
                 span: value.span(),
                 role,
+                table,
             });
         }
     };
+    let mut table = 0;
     for tls in file.listener.into_iter().filter_map(|l| l.tls) {
-        add(tls.cert, FileRole::Certificate);
-        add(tls.key, FileRole::PrivateKey);
+        table += 1;
+        add(tls.cert, FileRole::Certificate, table);
+        add(tls.key, FileRole::PrivateKey, table);
         for sni in tls.sni {
-            add(sni.cert, FileRole::Certificate);
-            add(sni.key, FileRole::PrivateKey);
+            table += 1;
+            add(sni.cert, FileRole::Certificate, table);
+            add(sni.key, FileRole::PrivateKey, table);
         }
     }
     for upstream in file.upstream.into_values() {
-        add(upstream.ca, FileRole::CaBundle);
+        table += 1;
+        add(upstream.ca, FileRole::CaBundle, table);
     }
     keys.sort_by_key(|k| k.span.start);
     keys
@@ -126,9 +133,23 @@ pub(super) fn unreadable(text: &str, config: &Path) -> Vec<Diagnostic> {
 }
 
 /// `message` about `file` as a diagnostic at the first key of `text` that
-/// names it, if one does.
-pub fn place(text: &str, config: &Path, file: &Path, message: String) -> Option<Diagnostic> {
-    let named = named(text, config).into_iter().find(|n| n.path == file)?;
+/// names it (in a table that also names `paired`, for a key that does not
+/// match its certificate), if one does.
+pub fn place(
+    text: &str,
+    config: &Path,
+    file: &Path,
+    paired: Option<&Path>,
+    message: String,
+) -> Option<Diagnostic> {
+    let keys = named(text, config);
+    let in_pair = |n: &Named| {
+        paired.is_none_or(|paired| {
+            keys.iter()
+                .any(|other| other.table == n.table && other.path == paired)
+        })
+    };
+    let named = keys.iter().find(|n| n.path == file && in_pair(n))?;
     let (line, column) = line_column(text, named.span.start);
     Some(Diagnostic {
         file: config.to_owned(),

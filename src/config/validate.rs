@@ -440,7 +440,10 @@ impl Checker<'_> {
                 .map(|status| self.int(status, "fail_on_status", 100, 599))
                 .collect(),
             tls: raw.tls,
-            server_name: Some(raw.server_name).filter(|s| !s.is_empty()),
+            server_name: raw
+                .server_name
+                .filter(|name| !name.get_ref().is_empty())
+                .map(|name| self.server_name(name)),
             ca: Some(raw.ca)
                 .filter(|ca| !ca.is_empty())
                 .map(|ca| self.dir.join(ca)),
@@ -650,6 +653,18 @@ impl Checker<'_> {
                 STAND_IN_ADDR
             }
         }
+    }
+
+    /// The name upstream certificates are verified against: a DNS name or
+    /// an IP address, as TLS can carry it.
+    fn server_name(&mut self, raw: Spanned<String>) -> String {
+        if rustls_pki_types::ServerName::try_from(raw.get_ref().as_str()).is_err() {
+            let kind = DiagnosticKind::InvalidServerName {
+                found: raw.get_ref().clone(),
+            };
+            self.report(raw.span(), kind);
+        }
+        raw.into_inner()
     }
 
     /// A required key's value; when the table at `table` lacks it, `None`

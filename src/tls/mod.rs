@@ -118,7 +118,12 @@ impl TlsError {
     /// This error as a diagnostic at the key of config `text` (read from
     /// `config`) that names its file, when one does.
     pub fn placed(&self, text: &str, config: &Path) -> Option<config::Diagnostic> {
-        config::place(text, config, self.path()?, self.to_string())
+        // A key is placed in the table that pairs it with its certificate.
+        let paired = match self {
+            TlsError::KeyMismatch { cert, .. } => Some(cert.as_path()),
+            _ => None,
+        };
+        config::place(text, config, self.path()?, paired, self.to_string())
     }
 }
 

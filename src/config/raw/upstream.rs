@@ -46,7 +46,7 @@ pub struct RawUpstream {
     #[serde(default)]
     pub tls: bool,
     #[serde(default)]
-    pub server_name: String,
+    pub server_name: Option<Spanned<String>>,
     #[serde(default)]
     pub ca: String,
     pub sticky: Option<RawSticky>,
