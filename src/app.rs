@@ -12,6 +12,7 @@ use crate::cluster::{self, Cluster, ClusterError};
 use crate::config::Config;
 use crate::health;
 use crate::reload::{self, Reloader};
+use crate::runtime::pool;
 use crate::server::{Server, ServerError};
 use crate::workers::Workers;
 
@@ -53,8 +54,8 @@ pub async fn run(config: Config, workers: Workers) -> Result<(), AppError> {
 
 /// Binds every listener and the admin address before anything is served,
 /// so that any of them taken fails start-up with nothing half-running;
-/// then starts the checks, the cluster, the listeners, the reload triggers
-/// and the admin API.
+/// then starts the checks, the cluster, the pools' sweep, the listeners,
+/// the reload triggers and the admin API.
 async fn start(
     config: Config,
     workers: Workers,
@@ -72,6 +73,7 @@ async fn start(
         cluster::start(shared, cluster)?;
     }
     health::start(shared);
+    tokio::spawn(pool::sweep(Arc::downgrade(shared)));
     let reloader = Reloader::new(bound.serve());
     reload::start(&reloader, hangups);
     if let Some(listener) = admin_listener {

@@ -438,3 +438,36 @@ async fn a_servers_fields_keep_their_order() {
     );
     assert!(all.ends_with("\r\n\r\nok"), "{all}");
 }
+
+/// A pooled connection idle for the upstream's `keepalive_timeout` is
+/// closed even when no further request comes to take it or return another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pooled_connection_is_closed_after_keepalive_timeout() {
+    let (closed_tx, closed_rx) = oneshot::channel();
+    let server = server(move |mut stream, _| async move {
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let answered = tokio::time::Instant::now();
+        // The proxy's close (or 20 s of nothing) ends this read.
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut [0u8; 64])).await;
+        let _ = closed_tx.send((read, answered.elapsed()));
+    })
+    .await;
+    let proxy = Proxy::start(
+        &Config::new()
+            .listener_with(|l| l.set("upstream", "web"))
+            .upstream("web", |u| u.set("keepalive_timeout", "1s").server(server))
+            .toml(),
+    )
+    .await;
+    let answer = ask(&proxy, GET_CLOSE).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (read, after) = closed_rx.await.expect("the server's task ends");
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the pooled connection was not closed: {read:?} after {after:?}"
+    );
+    assert!(after >= Duration::from_secs(1), "closed after {after:?}");
+}

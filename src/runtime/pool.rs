@@ -12,6 +12,9 @@
 //! should stay below the servers' own (Node.js and Apache close after 5 s,
 //! hence the 4 s default), so sluice rarely sends a request on a connection
 //! the server is closing. `keepalive` idle connections are kept per worker.
+//! Expired connections are closed when the pool is next used, and by
+//! [`sweep`] within a second otherwise: a server that gets no more traffic
+//! is not left holding sluice's idle connections.
 //!
 //! The pool lives with the server's state, which outlives snapshots, but the
 //! connection type is the request path's, which sits above this module: a
@@ -19,9 +22,11 @@
 //! when it is taken (a compare, no allocation per request).
 
 use std::any::Any;
-use std::sync::{Mutex, MutexGuard};
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use super::Shared;
 use crate::workers;
 
 /// A connection that can wait in a [`Pool`].
@@ -38,9 +43,38 @@ pub struct Pool {
 
 /// One worker's idle connections (a `Vec<(C, Instant)>` once first used), on a cache line of its own so that two workers using
 /// neighbouring slots do not bounce it between cores.
-#[derive(Debug, Default)]
+#[derive(Default)]
 #[repr(align(64))]
-struct Slot(Mutex<Option<Box<dyn Any + Send>>>);
+struct Slot(Mutex<Option<Box<dyn Idles>>>);
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+/// A slot's connections, whatever their type: what [`Pool::expire`] needs
+/// of them without knowing it.
+trait Idles: Send {
+    fn as_any(&mut self) -> &mut dyn Any;
+    /// Drops (closes) those idle for `keepalive_timeout` at `now`.
+    fn expire(&mut self, keepalive_timeout: Duration, now: Instant);
+}
+
+impl<C: Idle> Idles for Vec<(C, Instant)> {
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn expire(&mut self, keepalive_timeout: Duration, now: Instant) {
+        // Oldest first: the expired ones are a prefix.
+        let expired = self
+            .iter()
+            .take_while(|(_, since)| now.saturating_duration_since(*since) >= keepalive_timeout)
+            .count();
+        self.drain(..expired);
+    }
+}
 
 impl Default for Pool {
     fn default() -> Self {
@@ -51,15 +85,16 @@ impl Default for Pool {
 }
 
 /// The connections in a locked slot, made on first use.
-fn idle<C: Idle>(slot: &mut Option<Box<dyn Any + Send>>) -> &mut Vec<(C, Instant)> {
+fn idle<C: Idle>(slot: &mut Option<Box<dyn Idles>>) -> &mut Vec<(C, Instant)> {
     slot.get_or_insert_with(|| Box::new(Vec::<(C, Instant)>::new()))
+        .as_any()
         .downcast_mut()
         .expect("the request path pools one connection type")
 }
 
 impl Pool {
     /// This worker's idle connections.
-    fn slot(&self) -> MutexGuard<'_, Option<Box<dyn Any + Send>>> {
+    fn slot(&self) -> MutexGuard<'_, Option<Box<dyn Idles>>> {
         // Only a thread that is not a worker could be out of range.
         self.slots[workers::index() % self.slots.len()]
             .0
@@ -91,15 +126,44 @@ impl Pool {
         let now = Instant::now();
         let mut slot = self.slot();
         let idle = idle::<C>(&mut slot);
-        let expired = idle
-            .iter()
-            .take_while(|(_, since)| now.saturating_duration_since(*since) >= keepalive_timeout)
-            .count();
-        idle.drain(..expired);
+        idle.expire(keepalive_timeout, now);
         if idle.len() >= max_idle {
             // Drop the oldest: the front of the stack.
             idle.remove(0);
         }
         idle.push((conn, now));
+    }
+
+    /// Closes every worker's connections idle for `keepalive_timeout` at
+    /// `now`. Each slot's lock is taken once, briefly: its worker may wait
+    /// on it for that long once a second.
+    pub fn expire(&self, keepalive_timeout: Duration, now: Instant) {
+        for slot in &self.slots {
+            let mut idles = slot.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(idles) = idles.as_mut() {
+                idles.expire(keepalive_timeout, now);
+            }
+        }
+    }
+}
+
+/// Once a second, closes the pooled connections of every server that have
+/// been idle for their upstream's `keepalive_timeout`, until `shared` is
+/// gone.
+pub async fn sweep(shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let snapshot = shared.load();
+        let now = Instant::now();
+        for up in &snapshot.upstreams {
+            for server in &up.servers {
+                server.state.pool.expire(up.cfg.keepalive_timeout, now);
+            }
+        }
     }
 }
