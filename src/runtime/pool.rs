@@ -3,8 +3,9 @@
 //! Each worker keeps its own idle connections to each server, like nginx's
 //! worker processes: a connection is only ever reused by the worker whose
 //! runtime it is registered with, and the mutex of a worker's slot is only
-//! ever taken by that worker, so it is never contended (it is there because
-//! the server's state is shared). Connections are reused last-in, first-out
+//! taken by that worker and, once a second, briefly, by [`sweep`], so it
+//! is all but never contended (it is there because the server's state is
+//! shared). Connections are reused last-in, first-out
 //! so the warmest ones stay in use and the rest expire. An idle connection
 //! is only its stream: no task, no buffer.
 //!
