@@ -774,6 +774,48 @@ async fn upstream_tls_verifies_the_server_against_ca() {
     assert_eq!(get(&proxy.url("/")).await.status, 200);
 }
 
+/// A self-signed certificate as `openssl req -x509` makes it (marked as a
+/// CA), given as the upstream's `ca`: trusted as the server's own, as
+/// nginx and curl trust it; its name is still checked.
+#[tokio::test]
+async fn a_self_signed_ca_certificate_given_as_ca_is_trusted_as_the_servers_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let self_signed = |file: &str, names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &names[0]);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let issued = Issued {
+            cert: dir.path().join(format!("{file}.pem")),
+            key: dir.path().join(format!("{file}.key")),
+            der: cert.der().clone(),
+        };
+        std::fs::write(&issued.cert, cert.pem()).unwrap();
+        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
+        issued
+    };
+    let backend = self_signed("backend", &["127.0.0.1"]);
+    let (addr, _) = tls_upstream(&backend).await;
+    let proxy = Proxy::start(&tls_upstream_config(addr, |u| u.set("ca", &backend.cert))).await;
+    let response = get(&proxy.url("/tls")).await;
+    assert_eq!(response.status, 200, "{}", proxy.stderr());
+    assert_eq!(response.body, "secure");
+
+    // Pinned, not trusted blindly: the name must still match.
+    let other = self_signed("other", &["other.test"]);
+    let (addr, _) = tls_upstream(&other).await;
+    let proxy = Proxy::start(&tls_upstream_config(addr, |u| u.set("ca", &other.cert))).await;
+    assert_eq!(get(&proxy.url("/tls")).await.status, 502);
+    // And another certificate than the bundle's is refused.
+    let (addr, _) = tls_upstream(&other).await;
+    let proxy = Proxy::start(&tls_upstream_config(addr, |u| u.set("ca", &backend.cert))).await;
+    assert_eq!(get(&proxy.url("/tls")).await.status, 502);
+}
+
 #[tokio::test]
 async fn upstream_tls_with_an_untrusted_certificate_is_502() {
     let pki = Pki::new("backend CA");

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::pinned::PinnedOrWebPki;
 use super::{ALPN_HTTP11, TlsError, provider};
 use crate::config;
 
@@ -132,7 +133,10 @@ impl ServerTls {
 }
 
 fn connector(upstream: &config::Upstream) -> Result<TlsConnector, TlsError> {
-    let roots = match &upstream.ca {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Setup)?;
+    let builder = match &upstream.ca {
         Some(path) => {
             let read = |source| TlsError::ReadCa {
                 upstream: upstream.name.clone(),
@@ -140,10 +144,13 @@ fn connector(upstream: &config::Upstream) -> Result<TlsConnector, TlsError> {
                 source,
             };
             let mut roots = RootCertStore::empty();
+            let mut certs = Vec::new();
             for cert in CertificateDer::pem_file_iter(path).map_err(read)? {
+                let cert = cert.map_err(read)?;
                 // A bundle may carry certificates webpki cannot use as
                 // anchors; skip them as the system store does.
-                let _ = roots.add(cert.map_err(read)?);
+                let _ = roots.add(cert.clone());
+                certs.push(cert);
             }
             if roots.is_empty() {
                 return Err(TlsError::EmptyCa {
@@ -151,17 +158,20 @@ fn connector(upstream: &config::Upstream) -> Result<TlsConnector, TlsError> {
                     path: path.clone(),
                 });
             }
-            Arc::new(roots)
+            // A server may present one of these as its own certificate.
+            let verifier = PinnedOrWebPki::new(Arc::new(roots), certs)
+                .map_err(|e| TlsError::Setup(rustls::Error::General(e.to_string())))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
         }
-        None => system_roots().ok_or_else(|| TlsError::NoSystemRoots {
-            upstream: upstream.name.clone(),
-        })?,
+        None => builder.with_root_certificates(system_roots().ok_or_else(|| {
+            TlsError::NoSystemRoots {
+                upstream: upstream.name.clone(),
+            }
+        })?),
     };
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Setup)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = builder.with_no_client_auth();
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }

@@ -11,6 +11,7 @@
 //! with its snapshot, verifying servers against the system roots or `ca`.
 
 mod client;
+mod pinned;
 mod resolver;
 mod validity;
 
