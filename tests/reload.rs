@@ -256,6 +256,36 @@ async fn a_failed_server_stays_failed_across_a_reload_that_keeps_it() {
     assert_eq!(a.count(), 0, "the reload forgot that a failed");
 }
 
+/// Turning passive health off (`max_fails = 0`) by a reload brings a
+/// server it had failed back at once, and its failures no longer count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_max_fails_zero_brings_a_failed_server_back() {
+    let a = MockUpstream::named("a").start().await;
+    let b = MockUpstream::named("b").start().await;
+    a.stop().await;
+    let listen = listen_addr();
+    let config = |max_fails| {
+        web_config(&listen, false, |u| {
+            u.set("max_fails", max_fails)
+                .set("fail_timeout", "60s")
+                .server(&a)
+                .server(&b)
+        })
+        .toml()
+    };
+    let proxy = Proxy::start(&config(1)).await;
+    let client = Client::new();
+    let url = proxy.url("/");
+    // a refuses the connection, the request is retried on b, a is failed.
+    assert_eq!(tally(&served_by(&client, &url, 2).await, "b"), 2);
+    a.restart().await;
+    assert_eq!(tally(&served_by(&client, &url, 4).await, "b"), 4);
+
+    proxy.hup_reload(&config(0)).await;
+    let served = served_by(&client, &url, 4).await;
+    assert_eq!(tally(&served, "a"), 2, "{served:?}");
+}
+
 /// A request through `proxy` that hangs on `busy` (its first pick),
 /// running until [`release`].
 async fn hold(proxy: &Proxy, busy: &MockUpstream) -> tokio::task::JoinHandle<Result<Resp, Error>> {

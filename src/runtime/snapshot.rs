@@ -179,6 +179,13 @@ impl UpstreamRt {
                 }
             })
             .collect();
+        // Passive health off (`max_fails = 0`, or one server): a server a
+        // reload finds failed from before is available again at once.
+        if cfg.max_fails == 0 || servers.len() == 1 {
+            for server in &servers {
+                server.state.forget_failures();
+            }
+        }
         // What the balancers see: the file's upstream with runtime weights.
         let mut cfg = cfg.clone();
         for (file, running) in cfg.servers.iter_mut().zip(&servers) {

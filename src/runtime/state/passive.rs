@@ -46,6 +46,12 @@ impl ServerState {
         self.trial.store(false, Ordering::Relaxed);
     }
 
+    /// Passive health was turned off for this server: whatever failures
+    /// it had are forgotten, and a failed server is available again.
+    pub fn forget_failures(&self) {
+        self.record_success();
+    }
+
     /// A request to this server succeeded: ends a failure window or a trial.
     /// Returns true when this ended an unavailable period (a recovery).
     pub fn record_success(&self) -> bool {
@@ -79,6 +85,9 @@ impl ServerState {
     ) -> bool {
         self.failures.fetch_add(1, Ordering::Relaxed);
         if max_fails == 0 {
+            // Off: a trial claimed before it was turned off must not leave
+            // the server unavailable for want of a success.
+            self.forget_failures();
             return false;
         }
         let timeout = clock::ms(fail_timeout);

@@ -86,6 +86,18 @@ fn max_fails_zero_never_fails_a_server() {
 }
 
 #[test]
+fn a_trial_that_fails_once_passive_health_is_off_leaves_the_server_available() {
+    let s = ServerState::new(true);
+    assert!(s.record_failure_at(1_000, 1, FAIL_TIMEOUT));
+    let after = 1_000 + FAIL_TIMEOUT.as_millis() as u64;
+    assert_eq!(s.passive_availability(after), Availability::Trial);
+    assert!(s.claim_trial());
+    // max_fails is 0 now: the failed trial does not fail it again.
+    assert!(!s.record_failure_at(after, 0, FAIL_TIMEOUT));
+    assert_eq!(s.passive_availability(after), Availability::Available);
+}
+
+#[test]
 fn one_checker_per_server() {
     let s = ServerState::new(true);
     assert!(s.claim_checker());
