@@ -220,6 +220,63 @@ async fn queued_request_gets_503_after_queue_timeout() {
     assert_eq!(held.await.expect("held").status, 200);
 }
 
+/// A client that leaves while its request waits in the queue gives up its
+/// place (a newcomer takes it) and its request never reaches a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_request_whose_client_leaves_gives_up_its_place() {
+    use tokio::io::AsyncWriteExt;
+    let a = MockUpstream::named("a").start().await;
+    let proxy = Proxy::start(
+        &Config::new()
+            .admin()
+            .listener("u")
+            .upstream("u", |u| {
+                u.set("queue", 1)
+                    .set("queue_timeout", "60s")
+                    .server_with(&a, |s| s.set("max_conns", 1))
+            })
+            .toml(),
+    )
+    .await;
+    a.set_hang(true);
+    let held = tokio::spawn(get(proxy.url("/held").leak()));
+    poll_until(WAIT, "a holds a request", async || a.in_flight() == 1).await;
+    let queued = async || {
+        let status = get(&proxy.admin_url("/api/status")).await;
+        let status: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
+        status["upstreams"]["u"]["queued"].as_u64()
+    };
+    let mut leaver = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    leaver
+        .write_all(b"GET /leaves HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    poll_until(WAIT, "the request waits in line", async || {
+        queued().await == Some(1)
+    })
+    .await;
+    drop(leaver);
+    poll_until(WAIT, "the place is given up", async || {
+        queued().await == Some(0)
+    })
+    .await;
+    // The line has room again: a newcomer waits instead of a 503.
+    let newcomer = tokio::spawn(get(proxy.url("/newcomer").leak()));
+    poll_until(WAIT, "the newcomer waits in line", async || {
+        queued().await == Some(1)
+    })
+    .await;
+    a.set_hang(false);
+    assert_eq!(held.await.expect("held").status, 200);
+    assert_eq!(newcomer.await.expect("newcomer").status, 200);
+    let paths: Vec<String> = a
+        .requests()
+        .iter()
+        .map(|r| r.uri.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/held", "/newcomer"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_servers_without_a_queue_answer_503_at_once() {
     let (a, proxy, held) = busy_server(0, "60s").await;

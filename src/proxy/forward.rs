@@ -146,9 +146,20 @@ pub fn forward<'a>(
             let taken = match taken {
                 Some(taken) => Some(taken),
                 None => {
-                    let taken = queue::wait(up, tried.as_slice(), take).await;
+                    let queued = queue::wait(up, tried.as_slice(), take);
+                    let waited = unless_client_gone(queued, body.as_mut()).await;
                     now = Now::read();
-                    taken
+                    match waited {
+                        Some(taken) => taken,
+                        // Gone while in line: its place goes to the next
+                        // request, and no server ever sees it.
+                        None => {
+                            if attempts > 0 {
+                                up.state.retry_budget.give_back();
+                            }
+                            return Err(ProxyError::ClientGone);
+                        }
+                    }
                 }
             };
             let Some((i, lease)) = taken else {
@@ -228,6 +239,25 @@ pub fn forward<'a>(
             None => Err(last_err.unwrap_or(ProxyError::NoServer)),
         }
     }
+}
+
+/// `wait`'s outcome, or `None` once the client has closed its connection
+/// first (a request waiting in the queue).
+async fn unless_client_gone<T>(
+    wait: impl Future<Output = T>,
+    mut body: Option<&mut RequestBody<'_>>,
+) -> Option<T> {
+    let mut wait = std::pin::pin!(wait);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(done) = wait.as_mut().poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        match body.as_mut().map(|body| body.poll_client_gone(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// One clock read, as an `Instant` and in [`clock::now_ms`] milliseconds,

@@ -70,6 +70,7 @@ fn upstream_json(u: &UpstreamRt, now: &Now) -> Value {
         "balance": u.cfg.balance.as_str(),
         "sticky": u.sticky.as_ref().map(|s| s.cookie_name()),
         "in_flight": u.state.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+        "queued": u.state.queued.load(std::sync::atomic::Ordering::Relaxed),
         "retries": u.state.retries.get(),
         "retries_refused": u.state.retries_refused.get(),
         "sticky_honoured": u.state.sticky_honoured.get(),
