@@ -227,6 +227,15 @@ async fn twenty_reloads_under_load_fail_no_request() {
     assert!(a.count() > 0 && b.count() > 0 && c.count() > 0);
 }
 
+/// `a`, stopped, refuses the connections of two requests, which are
+/// retried on `b`: `a` is failed. Then it is started again, and is still
+/// failed (for its `fail_timeout`).
+async fn fail_then_restart(client: &Client, url: &str, a: &MockUpstream) {
+    assert_eq!(tally(&served_by(client, url, 2).await, "b"), 2);
+    a.restart().await;
+    assert_eq!(tally(&served_by(client, url, 4).await, "b"), 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_server_stays_failed_across_a_reload_that_keeps_it() {
     let a = MockUpstream::named("a").start().await;
@@ -245,10 +254,7 @@ async fn a_failed_server_stays_failed_across_a_reload_that_keeps_it() {
     let proxy = Proxy::start(&config(1)).await;
     let client = Client::new();
     let url = proxy.url("/");
-    // a refuses the connection, the request is retried on b, a is failed.
-    assert_eq!(tally(&served_by(&client, &url, 2).await, "b"), 2);
-    a.restart().await;
-    assert_eq!(tally(&served_by(&client, &url, 4).await, "b"), 4);
+    fail_then_restart(&client, &url, &a).await;
 
     proxy.hup_reload(&config(2)).await;
     assert_eq!(proxy.logged("config reloaded"), 1);
@@ -276,10 +282,7 @@ async fn a_reload_to_max_fails_zero_brings_a_failed_server_back() {
     let proxy = Proxy::start(&config(1)).await;
     let client = Client::new();
     let url = proxy.url("/");
-    // a refuses the connection, the request is retried on b, a is failed.
-    assert_eq!(tally(&served_by(&client, &url, 2).await, "b"), 2);
-    a.restart().await;
-    assert_eq!(tally(&served_by(&client, &url, 4).await, "b"), 4);
+    fail_then_restart(&client, &url, &a).await;
 
     proxy.hup_reload(&config(0)).await;
     let served = served_by(&client, &url, 4).await;

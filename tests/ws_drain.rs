@@ -346,27 +346,37 @@ async fn sigterm_sends_1001_both_ways_before_shutdown_timeout() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drained_wait_answers_when_the_last_request_ends() {
-    let slow = MockUpstream::named("slow").hang().start().await;
-    let proxy = Proxy::start(&config(&[slow.address()], |w| w).toml()).await;
+/// A request to `slow` (which holds it) through `proxy`, running, and
+/// `slow` drained while it does.
+async fn drain_while_busy(
+    proxy: &Proxy,
+    slow: &MockUpstream,
+) -> tokio::task::JoinHandle<Result<Resp, Error>> {
     let url = proxy.url("/slow");
     let in_flight = tokio::spawn(async move { try_get(&url).await });
     poll_until(WAIT, "the request reaches the upstream", async || {
         slow.in_flight() == 1
     })
     .await;
-    drain(&proxy, &slow.address(), "").await;
-    let (status, body) = drained(&proxy, &slow.address(), "0s").await;
-    assert_eq!(status, 409, "{body}");
+    drain(proxy, &slow.address(), "").await;
+    in_flight
+}
 
-    let waiter = {
-        let url = proxy.admin_url(&format!(
-            "/api/upstreams/web/servers/{}/drained?wait=60s",
-            slow.address()
-        ));
-        tokio::spawn(async move { get(&url).await })
-    };
+/// `drained?wait=60s` on `address` of upstream `web`, running.
+fn wait_drained(proxy: &Proxy, address: &str) -> tokio::task::JoinHandle<Resp> {
+    let url = proxy.admin_url(&format!(
+        "/api/upstreams/web/servers/{address}/drained?wait=60s"
+    ));
+    tokio::spawn(async move { get(&url).await })
+}
+
+/// Lets `slow` answer the request `in_flight` on it, then reads what
+/// `waiter` ([`wait_drained`]) answered: 200, drained, nothing in flight.
+async fn release_then_drained(
+    slow: &MockUpstream,
+    in_flight: tokio::task::JoinHandle<Result<Resp, Error>>,
+    waiter: tokio::task::JoinHandle<Resp>,
+) -> Value {
     slow.set_hang(false);
     let resp = in_flight
         .await
@@ -380,8 +390,21 @@ async fn drained_wait_answers_when_the_last_request_ends() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     let body: Value = serde_json::from_str(&answer.body).expect("JSON");
     assert_eq!(body["drained"], true, "{body}");
-    assert_eq!(body["state"], "drained", "{body}");
     assert_eq!(body["in_flight"], 0, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_wait_answers_when_the_last_request_ends() {
+    let slow = MockUpstream::named("slow").hang().start().await;
+    let proxy = Proxy::start(&config(&[slow.address()], |w| w).toml()).await;
+    let in_flight = drain_while_busy(&proxy, &slow).await;
+    let (status, body) = drained(&proxy, &slow.address(), "0s").await;
+    assert_eq!(status, 409, "{body}");
+
+    let waiter = wait_drained(&proxy, &slow.address());
+    let body = release_then_drained(&slow, in_flight, waiter).await;
+    assert_eq!(body["state"], "drained", "{body}");
 
     // Drained already: at once.
     let (status, _) = drained(&proxy, &slow.address(), "60s").await;
@@ -408,41 +431,16 @@ async fn drained_wait_follows_a_server_a_reload_removes_until_its_last_request_e
             .toml()
     };
     let proxy = Proxy::start(&config(slow.address())).await;
-    let url = proxy.url("/slow");
-    let in_flight = tokio::spawn(async move { try_get(&url).await });
-    poll_until(WAIT, "the request reaches the upstream", async || {
-        slow.in_flight() == 1
-    })
-    .await;
-    drain(&proxy, &slow.address(), "").await;
-    let waiter = {
-        let url = proxy.admin_url(&format!(
-            "/api/upstreams/web/servers/{}/drained?wait=60s",
-            slow.address()
-        ));
-        tokio::spawn(async move { get(&url).await })
-    };
+    let in_flight = drain_while_busy(&proxy, &slow).await;
+    let waiter = wait_drained(&proxy, &slow.address());
 
     proxy.write_config(&config(other.address()));
     let reloaded = request(Method::POST, &proxy.admin_url("/api/reload"), &[], "").await;
     assert_eq!(reloaded.status, 200, "{}", reloaded.body);
     assert_eq!(get(&proxy.url("/next")).await.upstream(), Some("other"));
 
-    slow.set_hang(false);
-    let resp = in_flight
-        .await
-        .expect("task")
-        .expect("the request completes");
-    assert_eq!(resp.status, 200);
-    let answer = tokio::time::timeout(WAIT, waiter)
-        .await
-        .expect("drained?wait= answers once the request ends")
-        .expect("task");
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    let body: Value = serde_json::from_str(&answer.body).expect("JSON");
-    assert_eq!(body["drained"], true, "{body}");
+    let body = release_then_drained(&slow, in_flight, waiter).await;
     assert_eq!(body["state"], "removed", "{body}");
-    assert_eq!(body["in_flight"], 0, "{body}");
 
     // Asked after the reload: no such server.
     let (status, _) = drained(&proxy, &slow.address(), "0s").await;
@@ -453,13 +451,7 @@ async fn drained_wait_follows_a_server_a_reload_removes_until_its_last_request_e
 async fn drained_wait_gives_409_with_the_counts_when_the_wait_passes() {
     let slow = MockUpstream::named("slow").hang().start().await;
     let proxy = Proxy::start(&config(&[slow.address()], |w| w).toml()).await;
-    let url = proxy.url("/slow");
-    let in_flight = tokio::spawn(async move { try_get(&url).await });
-    poll_until(WAIT, "the request reaches the upstream", async || {
-        slow.in_flight() == 1
-    })
-    .await;
-    drain(&proxy, &slow.address(), "").await;
+    let in_flight = drain_while_busy(&proxy, &slow).await;
     let asked = Instant::now();
     let (status, body) = drained(&proxy, &slow.address(), "500ms").await;
     assert_eq!(status, 409, "{body}");
