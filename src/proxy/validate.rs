@@ -31,11 +31,8 @@ pub(super) fn validate<B>(req: &Request<B>, listener: &ListenerRt) -> Result<Hea
     // here, where a hashed lookup of each name would cost more.
     let (mut host_header, mut hosts) = (None, 0);
     let (mut content_length, mut te) = (None, false);
-    let mut cookies: usize = 0;
     for (name, value) in headers {
-        if name == header::COOKIE {
-            cookies += 1;
-        } else if name == header::HOST {
+        if name == header::HOST {
             host_header = host_header.or(Some(value));
             hosts += 1;
         } else if name == header::CONTENT_LENGTH {
@@ -46,9 +43,18 @@ pub(super) fn validate<B>(req: &Request<B>, listener: &ListenerRt) -> Result<Hea
     }
     // The HTTP/1.1 reader counts fields as it parses; an HTTP/2 head
     // arrives whole. Its cookie fields (one per cookie, as clients split
-    // them for compression) count as the one line they are joined into.
+    // them for compression) count as the one line they are joined into:
+    // counted only past the limit, so no request under it pays for that.
+    let max = listener.cfg.max_headers;
     if req.version() == Version::HTTP_2
-        && headers.len() - cookies.saturating_sub(1) > listener.cfg.max_headers
+        && headers.len() > max
+        && headers.len()
+            - headers
+                .get_all(header::COOKIE)
+                .iter()
+                .count()
+                .saturating_sub(1)
+            > max
     {
         return Err(Refusal {
             status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
